@@ -1,0 +1,36 @@
+# bettertest: `make demo` runs the main job, `make test` runs the whole suite.
+# Both prepare this machine first (Docker engine, base image), idempotently.
+
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/bettertest/bettertest.Version=$(VERSION)
+BIN     := bin/bettertest
+
+.PHONY: all build setup test test-go test-python fuzz demo bench clean
+all: build
+
+build:
+	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bettertest
+
+setup:
+	bash scripts/setup-test-env.sh
+
+test: setup build
+	go vet ./...
+	go test -count=1 -timeout 15m ./...
+	$(MAKE) --no-print-directory test-python
+
+test-python: build
+	cd python && python3 -m unittest discover -s tests -t . -v
+
+# Each fuzz target for a short while; `go test -fuzz` explores further on demand.
+fuzz:
+	go test ./agent -run '^$$' -fuzz FuzzDecodeRunRequest -fuzztime 30s
+
+demo: setup build
+	bash scripts/demo.sh
+
+bench: setup build
+	bash scripts/bench.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,139 @@
+// Package agent is the worker: an HTTP API on a Docker host that runs commands
+// in containers and streams their output back as Server-Sent Events.
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/docker/docker/client"
+
+	"github.com/bettertest/bettertest"
+)
+
+// Config is everything the worker needs; cmd/bettertest fills it from flags.
+type Config struct {
+	Listen      string // address to listen on, e.g. ":9009"
+	TokenFile   string // path of the file holding the bearer token
+	MaxParallel int    // runs executing at once; more wait their turn
+	DockerHost  string // Docker engine address, e.g. unix:///var/run/docker.sock
+	Logger      *slog.Logger
+}
+
+// Agent is a running worker.
+type Agent struct {
+	token    []byte
+	log      *slog.Logger
+	runner   *runner
+	slots    *slots
+	stopping context.Context // done once shutdown begins: every run is cut short
+}
+
+// ShutdownGrace bounds how long a stopping worker waits for its runs to be
+// killed and their clients told.
+const ShutdownGrace = 30 * time.Second
+
+// Run starts the worker and serves until ctx is done, then stops every run,
+// removes its containers and returns. It tells systemd READY=1 once it listens
+// and Docker has answered, and STOPPING=1 when it begins to shut down.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.MaxParallel < 1 {
+		return fmt.Errorf("--max-parallel must be at least 1, not %d", cfg.MaxParallel)
+	}
+	token, err := bettertest.ReadTokenFile(cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	owner, err := workerIdentity(cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	docker, err := client.NewClientWithOpts(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return fmt.Errorf("--docker-host %q: %w", cfg.DockerHost, err)
+	}
+	defer docker.Close()
+
+	pingCtx, cancelPing := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelPing()
+	version, err := docker.ServerVersion(pingCtx)
+	if err != nil {
+		return fmt.Errorf("the Docker engine at %s does not answer (%v): start it (systemctl start docker) or point --docker-host at it", cfg.DockerHost, err)
+	}
+
+	stopping, stopRuns := context.WithCancel(context.Background())
+	defer stopRuns()
+	a := &Agent{
+		token:    token,
+		log:      cfg.Logger,
+		runner:   &runner{docker: docker, owner: owner, log: cfg.Logger},
+		stopping: stopping,
+	}
+	a.slots = newSlots(cfg.MaxParallel, func(running, capacity int) {
+		notify(fmt.Sprintf("STATUS=running %d of %d", running, capacity))
+	})
+
+	if n, err := a.runner.removeOrphans(ctx); err != nil {
+		return fmt.Errorf("the Docker engine at %s: %w", cfg.DockerHost, err)
+	} else if n > 0 {
+		a.log.Info("removed containers left by an earlier run of this worker", "count", n)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another worker running? pick another --listen)", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	a.log.Info("listening", "addr", ln.Addr().String(), "docker", version.Version, "api", docker.ClientVersion(), "capacity", cfg.MaxParallel, "version", bettertest.Version)
+	notify(daemon.SdNotifyReady)
+	notify(fmt.Sprintf("STATUS=running 0 of %d", cfg.MaxParallel))
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	notify(daemon.SdNotifyStopping)
+	notify("STATUS=stopping: killing running containers")
+	a.log.Info("stopping", "running", a.slots.running())
+	stopRuns()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	a.runner.removal.Wait()
+	if err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	a.log.Info("stopped")
+	return nil
+}
+
+// workerIdentity names this worker's containers. It is derived from the token
+// file's location, which is stable across restarts of one worker and differs
+// between workers that share an engine.
+func workerIdentity(tokenFile string) (string, error) {
+	abs, err := filepath.Abs(tokenFile)
+	if err != nil {
+		return "", fmt.Errorf("token file %s: %w", tokenFile, err)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return hex.EncodeToString(sum[:6]), nil
+}
+
+// notify tells systemd about the worker's state; outside systemd it does nothing.
+func notify(state string) {
+	_, _ = daemon.SdNotify(false, state) // systemd's absence or a full socket must not stop the worker
+}
+

@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/distribution/reference"
+
+	"github.com/bettertest/bettertest"
+)
+
+// MaxRequestBytes bounds a /run body: a command and its environment, never data.
+const MaxRequestBytes = 1 << 20
+
+// MaxTimeoutS is the longest timeout a run may ask for: one week.
+const MaxTimeoutS = 7 * 24 * 3600
+
+// DecodeRunRequest reads and validates one RunRequest. Every error message says
+// what to change; none of them echoes more than a short piece of the input.
+func DecodeRunRequest(r io.Reader) (bettertest.RunRequest, error) {
+	var req bettertest.RunRequest
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return req, fmt.Errorf("request body is larger than %d bytes: send the command, not data: %w", tooBig.Limit, err)
+		}
+		return req, fmt.Errorf("request body is not a valid run request: %s", jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, errors.New("request body has data after the JSON object: send exactly one object")
+	}
+	return req, ValidateRunRequest(req)
+}
+
+func jsonProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return `the body is empty; send a JSON object such as {"image": "debian:12", "command": "echo hi"}`
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("malformed JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s`
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON object is cut short"
+	}
+	return err.Error()
+}
+
+// ValidateRunRequest checks the fields of a decoded request.
+func ValidateRunRequest(req bettertest.RunRequest) error {
+	if req.Image == "" {
+		return errors.New(`"image" is required: name a Docker image present on the worker, e.g. "debian:12"`)
+	}
+	if _, err := reference.ParseNormalizedNamed(req.Image); err != nil {
+		return fmt.Errorf(`"image" %q is not a valid image reference (%v): use NAME[:TAG] or NAME@sha256:DIGEST`, short(req.Image), err)
+	}
+	if strings.TrimSpace(req.Command) == "" {
+		return errors.New(`"command" is required: a shell command, run as sh -c COMMAND`)
+	}
+	if strings.IndexByte(req.Command, 0) >= 0 {
+		return errors.New(`"command" contains a NUL byte, which no shell can run: remove it`)
+	}
+	for k, v := range req.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf(`"env" key %q is not a variable name: it must be non-empty and contain no "=" or NUL`, short(k))
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf(`"env" value of %s contains a NUL byte: remove it`, short(k))
+		}
+	}
+	if req.Workdir != "" && (!path.IsAbs(req.Workdir) || strings.IndexByte(req.Workdir, 0) >= 0) {
+		return fmt.Errorf(`"workdir" %q must be an absolute path inside the container, e.g. "/src"`, short(req.Workdir))
+	}
+	if req.TimeoutS < 0 || req.TimeoutS > MaxTimeoutS {
+		return fmt.Errorf(`"timeout_s" %d is out of range: use 0 (no timeout) up to %d seconds`, req.TimeoutS, MaxTimeoutS)
+	}
+	return nil
+}
+
+// short keeps error messages readable when the input is huge.
+func short(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}

@@ -1,0 +1,93 @@
+// Command bettertest is the CI system's one binary. main only dispatches to a
+// subcommand; each subcommand parses its own flags and calls its package's Run.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+)
+
+const usage = `bettertest: CI pipelines written as Python, run on Docker workers.
+
+Usage:
+  bettertest <command> [flags]
+
+Commands:
+  worker    serve the worker API on a Docker host (run, stream output, health)
+  version   print the version
+
+Run 'bettertest <command> --help' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run returns the process's exit code: 0 ok, 1 the command failed, 2 bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	var err error
+	switch args[0] {
+	case "worker":
+		err = runWorker(ctx, args[1:], stderr)
+	case "version", "--version":
+		err = runVersion(args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "bettertest: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	var usageErr usageError
+	switch {
+	case err == nil, errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.As(err, &usageErr):
+		fmt.Fprintf(stderr, "bettertest %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "bettertest %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+// usageError is a mistake in the command line rather than a failure.
+type usageError struct{ error }
+
+// newFlagSet makes a subcommand's flag set whose --help prints the given text
+// followed by the flags.
+func newFlagSet(name, text string, out io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprint(out, text)
+		fmt.Fprintf(out, "\nFlags:\n%s", fs.FlagUsages())
+	}
+	return fs
+}
+
+// parse parses args, turning a flag mistake into a usageError.
+func parse(fs *pflag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
+}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+
+	"github.com/docker/docker/client"
+
+	"github.com/bettertest/bettertest/agent"
+)
+
+const workerUsage = `Usage: bettertest worker --token-file PATH [flags]
+
+Serve the worker API on this Docker host:
+  POST /run      run a command in a container; output streams back as Server-Sent Events
+  GET  /health   readiness, version, Docker version, load
+
+Every request needs the header "Authorization: Bearer TOKEN", TOKEN being the
+content of --token-file (mode 0600). Under systemd (Type=notify) the worker
+reports READY=1 once it listens and Docker answers. Logs go to stderr.
+`
+
+func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("worker", workerUsage, stderr)
+	cfg := agent.Config{}
+	fs.StringVar(&cfg.Listen, "listen", ":9009", "address to listen on")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the API token, mode 0600 (required)")
+	fs.IntVar(&cfg.MaxParallel, "max-parallel", runtime.NumCPU(), "runs executing at once; more wait their turn")
+	fs.StringVar(&cfg.DockerHost, "docker-host", client.DefaultDockerHost, "Docker engine address")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q: the worker takes flags only", fs.Arg(0))}
+	}
+	if cfg.TokenFile == "" {
+		return usageError{fmt.Errorf("--token-file is required: a file with mode 0600 holding the API token")}
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	return agent.Run(ctx, cfg)
+}

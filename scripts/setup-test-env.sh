@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Prepares this machine for bettertest's tests and demo, idempotently:
+# a Docker engine that answers, and the local base image (no registry is reachable,
+# so the image is built from Debian packages with debootstrap).
+# Quick when everything is already in place.
+set -euo pipefail
+
+BASE_IMAGE=bettertest/base:bookworm
+DOCKERD_LOG=/var/log/bettertest-dockerd.log
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts dockerd): sudo $0"
+
+need_pkgs=()
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
+command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	say "installing ${need_pkgs[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# Start dockerd when no engine answers. Under systemd, systemctl waits for the
+# unit's readiness. Without systemd, dockerd reports readiness itself through
+# NOTIFY_SOCKET (the sd_notify protocol): wait on that datagram, or on dockerd's
+# exit, whichever comes first.
+if ! docker info >/dev/null 2>&1; then
+	if [ "$(ps -p 1 -o comm=)" = systemd ]; then
+		say "starting docker.service"
+		systemctl start docker
+	else
+		say "starting dockerd (log: $DOCKERD_LOG)"
+		python3 - "$DOCKERD_LOG" <<'PY'
+import os, select, socket, subprocess, sys, tempfile
+log_path = sys.argv[1]
+sock_dir = tempfile.mkdtemp(prefix="bettertest-dockerd-")
+sock_path = os.path.join(sock_dir, "notify")
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind(sock_path)
+with open(log_path, "ab") as log:
+    proc = subprocess.Popen(["dockerd"], env={**os.environ, "NOTIFY_SOCKET": sock_path},
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+pidfd = os.pidfd_open(proc.pid)
+ready = False
+while not ready:
+    readable, _, _ = select.select([sock, pidfd], [], [], 300)
+    if not readable:
+        sys.exit(f"setup: error: dockerd did not become ready in 300 s; see {log_path}")
+    if pidfd in readable:
+        sys.exit(f"setup: error: dockerd exited with code {proc.wait()}; see {log_path}")
+    ready = b"READY=1" in sock.recv(4096).split(b"\n")
+os.unlink(sock_path)
+os.rmdir(sock_dir)
+PY
+	fi
+	docker info >/dev/null || die "the Docker engine still does not answer; see $DOCKERD_LOG"
+fi
+
+# The base image: Debian minbase, imported as a local image.
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+	# The mirror this machine's apt uses (deb822 or one-line format).
+	mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1 || true)
+	[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+	[ -n "$mirror" ] || die "found no Debian mirror in /etc/apt/sources.list*; add one, then run again"
+	root=$(mktemp -d /var/tmp/bettertest-rootfs.XXXXXX)
+	trap 'rm -rf "$root"' EXIT
+	say "building $BASE_IMAGE with debootstrap from $mirror (about 30 s)"
+	debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1 ||
+		die "debootstrap failed; see $root.log"
+	rm -f "$root.log"
+	tar -C "$root" -c . | docker import - "$BASE_IMAGE" >/dev/null
+	say "built $BASE_IMAGE"
+fi
+say "ready: $(docker version --format 'Docker {{.Server.Version}} (API {{.Server.APIVersion}})'), image $BASE_IMAGE"

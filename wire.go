@@ -1,0 +1,68 @@
+// Package bettertest holds the types that cross process boundaries: the worker's
+// HTTP API (requests, Server-Sent Events, health) and the version of this build.
+// The agent, the boss and enrollment all import it; it imports none of them.
+package bettertest
+
+// Version is the version of this build, set at link time by the Makefile
+// (-X github.com/bettertest/bettertest.Version=...).
+var Version = "dev"
+
+// RunRequest is the body of POST /run.
+type RunRequest struct {
+	Image    string            `json:"image"`
+	Command  string            `json:"command"`
+	Env      map[string]string `json:"env,omitempty"`
+	Workdir  string            `json:"workdir,omitempty"`
+	TimeoutS int               `json:"timeout_s,omitempty"`
+}
+
+// Event names of the /run stream. Every event's data is one JSON object.
+const (
+	EventQueued  = "queued"  // QueuedEvent: waiting for a free slot
+	EventStarted = "started" // StartedEvent: the container is running
+	EventOutput  = "output"  // OutputEvent: a chunk of output, as written
+	EventError   = "error"   // ErrorEvent: could not start, or cut short
+	EventExit    = "exit"    // ExitEvent: always last once a run started
+)
+
+// QueuedEvent says the run waits for one of the worker's slots.
+type QueuedEvent struct {
+	Position int `json:"position"`
+}
+
+// StartedEvent says the container started; ID names the run in the worker's log.
+type StartedEvent struct {
+	ID string `json:"id"`
+}
+
+// OutputEvent is one chunk of a container's output.
+type OutputEvent struct {
+	Stream string `json:"stream"` // "stdout" or "stderr"
+	Text   string `json:"text"`
+}
+
+// ErrorEvent says why a run could not start or was cut short.
+type ErrorEvent struct {
+	Message string `json:"message"`
+}
+
+// ExitEvent ends every run that started.
+type ExitEvent struct {
+	Code       int   `json:"code"`
+	DurationMS int64 `json:"duration_ms"`
+}
+
+// Health is the body of GET /health.
+type Health struct {
+	Ready    bool   `json:"ready"`
+	Version  string `json:"version"`
+	Docker   string `json:"docker"`
+	Running  int    `json:"running"`
+	Capacity int    `json:"capacity"`
+	Error    string `json:"error,omitempty"`
+}
+
+// APIError is the body of every non-2xx answer.
+type APIError struct {
+	Error string `json:"error"`
+}
