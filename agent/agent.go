@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	owner, err := workerIdentity(cfg.TokenFile)
+	owner, err := WorkerIdentity(cfg.TokenFile)
 	if err != nil {
 		return err
 	}
@@ -120,10 +120,10 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// workerIdentity names this worker's containers. It is derived from the token
+// WorkerIdentity names this worker's containers. It is derived from the token
 // file's location, which is stable across restarts of one worker and differs
 // between workers that share an engine.
-func workerIdentity(tokenFile string) (string, error) {
+func WorkerIdentity(tokenFile string) (string, error) {
 	abs, err := filepath.Abs(tokenFile)
 	if err != nil {
 		return "", fmt.Errorf("token file %s: %w", tokenFile, err)
@@ -136,4 +136,3 @@ func workerIdentity(tokenFile string) (string, error) {
 func notify(state string) {
 	_, _ = daemon.SdNotify(false, state) // systemd's absence or a full socket must not stop the worker
 }
-

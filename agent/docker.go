@@ -62,7 +62,7 @@ func (r *runner) run(ctx context.Context, id string, req bettertest.RunRequest, 
 	// has a container to kill, drain and remove.
 	dctx := context.WithoutCancel(ctx)
 	created, err := r.docker.ContainerCreate(dctx, containerConfig(req, r.owner, id),
-		&container.HostConfig{LogConfig: container.LogConfig{Type: "none"}}, nil, nil, "bettertest-"+id)
+		hostConfig, nil, nil, "bettertest-"+id)
 	if err != nil {
 		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not create the container: %w", err))
 	}
@@ -140,6 +140,13 @@ func (r *runner) failBeforeStart(ctx context.Context, ev *eventStream, err error
 	ev.send(bettertest.EventError, bettertest.ErrorEvent{Message: err.Error()})
 	return outcome{code: -1, kind: "failed", detail: err.Error()}
 }
+
+// hostConfig runs every command under Docker's init (tini) so that it gets the
+// signal handling and zombie reaping of an ordinary process, not of PID 1. The
+// worker streams output itself, so Docker keeps no log of it.
+var hostConfig = &container.HostConfig{Init: ptr(true), LogConfig: container.LogConfig{Type: "none"}}
+
+func ptr[T any](v T) *T { return &v }
 
 func containerConfig(req bettertest.RunRequest, owner, id string) *container.Config {
 	env := make([]string, 0, len(req.Env))

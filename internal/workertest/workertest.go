@@ -1,0 +1,313 @@
+// Package workertest starts real `bettertest worker` processes for tests and
+// talks to them. It waits on events only: the worker's "listening" log line on
+// its stderr pipe, its sd_notify datagrams on a real NOTIFY_SOCKET, and its exit.
+package workertest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+
+	"github.com/bettertest/bettertest/agent"
+	"github.com/bettertest/bettertest/internal/sse"
+)
+
+// Image is the local base image that scripts/setup-test-env.sh builds.
+const Image = "bettertest/base:bookworm"
+
+// Build compiles the bettertest binary into dir and returns its path.
+func Build(dir string) (string, error) {
+	bin := filepath.Join(dir, "bettertest")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/bettertest/bettertest/cmd/bettertest").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Options shape a worker. The zero value is a worker with its own new token.
+type Options struct {
+	TokenFile   string // reuse a token file (and so the worker's identity)
+	MaxParallel int
+	DockerHost  string
+}
+
+// Worker is a running worker process.
+type Worker struct {
+	URL       string
+	Token     string
+	TokenFile string
+	Notify    <-chan string // sd_notify datagrams, in order
+
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	waitErr  error
+	mu       sync.Mutex
+	stderr   bytes.Buffer
+	stopOnce sync.Once
+	killed   bool
+}
+
+// NewTokenFile writes a fresh random token to a 0600 file in dir.
+func NewTokenFile(t testing.TB, dir string) string {
+	t.Helper()
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	path := filepath.Join(dir, "token")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(b)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Start runs `bin worker` on 127.0.0.1:0 and returns once it is listening.
+// The worker is stopped with SIGTERM when the test ends.
+func Start(t testing.TB, bin string, opt Options) *Worker {
+	t.Helper()
+	w := &Worker{TokenFile: opt.TokenFile, exited: make(chan struct{})}
+	if w.TokenFile == "" {
+		w.TokenFile = NewTokenFile(t, t.TempDir())
+	}
+	tok, err := os.ReadFile(w.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Token = strings.TrimSpace(string(tok))
+
+	// A unix socket path must stay short, so not under t.TempDir().
+	sockDir, err := os.MkdirTemp("", "btnotify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockPath := filepath.Join(sockDir, "n")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notify := make(chan string, 1024)
+	w.Notify = notify
+	go func() {
+		defer close(notify)
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(buf[:n])), "\n") {
+				notify <- line
+			}
+		}
+	}()
+
+	args := []string{"worker", "--listen", "127.0.0.1:0", "--token-file", w.TokenFile}
+	if opt.MaxParallel > 0 {
+		args = append(args, "--max-parallel", fmt.Sprint(opt.MaxParallel))
+	}
+	if opt.DockerHost != "" {
+		args = append(args, "--docker-host", opt.DockerHost)
+	}
+	w.cmd = exec.Command(bin, args...)
+	w.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
+	pipe, err := w.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			w.mu.Lock()
+			w.stderr.WriteString(line + "\n")
+			w.mu.Unlock()
+			if strings.Contains(line, "msg=listening ") {
+				listening <- field(line, "addr")
+			}
+		}
+		w.waitErr = w.cmd.Wait()
+		conn.Close()
+		close(w.exited)
+	}()
+	t.Cleanup(func() {
+		if err := w.Stop(); err != nil && !w.killed {
+			t.Errorf("worker did not stop cleanly: %v\n%s", err, w.Stderr())
+		}
+		if left := Containers(t, w.TokenFile); len(left) > 0 && !w.killed {
+			t.Errorf("the stopped worker left containers behind: %v", left)
+		}
+	})
+	select {
+	case addr := <-listening:
+		w.URL = "http://" + addr
+	case <-w.exited:
+		t.Fatalf("worker exited before listening: %v\n%s", w.waitErr, w.Stderr())
+	}
+	return w
+}
+
+// field returns key's value in a slog text line.
+func field(line, key string) string {
+	_, rest, _ := strings.Cut(line, " "+key+"=")
+	v, _, _ := strings.Cut(rest, " ")
+	return v
+}
+
+// Stderr is everything the worker logged so far.
+func (w *Worker) Stderr() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stderr.String()
+}
+
+// Stop sends SIGTERM and waits for the worker to exit; it returns the exit error.
+func (w *Worker) Stop() error {
+	w.stopOnce.Do(func() { _ = w.cmd.Process.Signal(syscall.SIGTERM) })
+	<-w.exited
+	return w.waitErr
+}
+
+// Kill sends SIGKILL, as a crash would, and waits for the process to die.
+func (w *Worker) Kill() {
+	w.stopOnce.Do(func() {
+		w.killed = true
+		_ = w.cmd.Process.Kill()
+	})
+	<-w.exited
+}
+
+// Exited is closed once the process has exited.
+func (w *Worker) Exited() <-chan struct{} { return w.exited }
+
+// Do sends a request with the worker's token.
+func (w *Worker) Do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, w.URL+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+w.Token)
+	return http.DefaultClient.Do(req)
+}
+
+// Stream is a /run response being read.
+type Stream struct {
+	Resp   *http.Response
+	cancel context.CancelFunc
+	r      *sse.Reader
+}
+
+// Run posts a run request (any JSON-encodable value) and returns its stream.
+// The test fails unless the answer is 200 text/event-stream.
+func (w *Worker) Run(t testing.TB, req any) *Stream {
+	t.Helper()
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	resp, err := w.Do(ctx, http.MethodPost, "/run", bytes.NewReader(body))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b, _ := io.ReadAll(resp.Body)
+		cancel()
+		t.Fatalf("POST /run: %s %s", resp.Status, b)
+	}
+	s := &Stream{Resp: resp, cancel: cancel, r: sse.NewReader(resp.Body)}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Next returns the next event; the test fails if the stream ends or errs.
+func (s *Stream) Next(t testing.TB) sse.Event {
+	t.Helper()
+	ev, err := s.r.Next()
+	if err != nil {
+		t.Fatalf("reading the run's events: %v", err)
+	}
+	return ev
+}
+
+// All reads every remaining event until the stream ends.
+func (s *Stream) All(t testing.TB) []sse.Event {
+	t.Helper()
+	var evs []sse.Event
+	for {
+		ev, err := s.r.Next()
+		if err == io.EOF {
+			return evs
+		}
+		if err != nil {
+			t.Fatalf("reading the run's events after %v: %v", evs, err)
+		}
+		evs = append(evs, ev)
+	}
+}
+
+// Close disconnects from the stream, which cancels the run.
+func (s *Stream) Close() {
+	s.cancel()
+	s.Resp.Body.Close()
+}
+
+// Deadline is a generous bound for tests that wait on events which should
+// come at once; it only turns a hang into a failure.
+const Deadline = 2 * time.Minute
+
+// Docker returns a client for the local engine.
+func Docker(t testing.TB) *client.Client {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.WithHost(client.DefaultDockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// Containers lists the names of the containers that belong to the worker
+// whose token file is tokenFile.
+func Containers(t testing.TB, tokenFile string) []string {
+	t.Helper()
+	owner, err := agent.WorkerIdentity(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := Docker(t).ContainerList(context.Background(), container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", agent.LabelWorker+"="+owner)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range list {
+		names = append(names, strings.Join(c.Names, ","))
+	}
+	return names
+}
