@@ -71,12 +71,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	stopping, stopRuns := context.WithCancel(context.Background())
 	defer stopRuns()
-	a := &Agent{
-		token:    token,
-		log:      cfg.Logger,
-		runner:   &runner{docker: docker, owner: owner, log: cfg.Logger},
-		stopping: stopping,
-	}
+	run := &runner{docker: docker, owner: owner, log: cfg.Logger}
+	run.pool = &pool{docker: docker, owner: owner, limit: cfg.MaxParallel, log: cfg.Logger, wg: &run.removal}
+	a := &Agent{token: token, log: cfg.Logger, runner: run, stopping: stopping}
 	a.slots = newSlots(cfg.MaxParallel, func(running, capacity int) {
 		notify(fmt.Sprintf("STATUS=running %d of %d", running, capacity))
 	})
@@ -112,6 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
+	a.runner.pool.close()
 	a.runner.removal.Wait()
 	if err != nil {
 		return fmt.Errorf("stop: %w", err)

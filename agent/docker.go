@@ -21,13 +21,11 @@ import (
 	"github.com/bettertest/bettertest"
 )
 
-// Labels on every container the worker makes. LabelWorker's value identifies
-// one worker, so several workers can share an engine and each one removes only
-// its own leftovers when it starts.
-const (
-	LabelWorker = "dev.bettertest.worker"
-	LabelRun    = "dev.bettertest.run"
-)
+// LabelWorker is on every container the worker makes. Its value identifies one
+// worker, so several workers can share an engine and each one removes only its
+// own leftovers when it starts. A container serving a run is named
+// bettertest-RUNID.
+const LabelWorker = "dev.bettertest.worker"
 
 // Why a run's context ended, besides the client going away.
 var (
@@ -43,7 +41,8 @@ type runner struct {
 	docker  *client.Client
 	owner   string
 	log     *slog.Logger
-	removal sync.WaitGroup // containers being removed after their run answered
+	pool    *pool
+	removal sync.WaitGroup // containers being removed or started in the background
 }
 
 // outcome is what the worker logs about a run.
@@ -53,60 +52,65 @@ type outcome struct {
 	detail string
 }
 
-// run executes req in a new container, streaming its events to ev.
+// run executes req in a container of its own, streaming its events to ev.
 func (r *runner) run(ctx context.Context, id string, req bettertest.RunRequest, ev *eventStream) outcome {
-	if err := r.ensureImage(ctx, req.Image); err != nil {
+	imageID, err := r.ensureImage(ctx, req.Image)
+	if err != nil {
 		return r.failBeforeStart(ctx, ev, err)
 	}
 	// Docker calls below must finish even when ctx ends: a cancelled run still
 	// has a container to kill, drain and remove.
 	dctx := context.WithoutCancel(ctx)
-	created, err := r.docker.ContainerCreate(dctx, containerConfig(req, r.owner, id),
-		hostConfig, nil, nil, "bettertest-"+id)
+	containerID, err := r.pool.take(dctx, imageID)
 	if err != nil {
-		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not create the container: %w", err))
+		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not start a container of %s: %w", req.Image, err))
 	}
-	defer r.removeLater(created.ID)
-
-	attach, err := r.docker.ContainerAttach(dctx, created.ID, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
-	if err != nil {
-		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not attach to the container: %w", err))
+	defer func() { // the next run of this image finds a container started
+		if context.Cause(ctx) != errShutdown {
+			r.pool.refill(imageID)
+		}
+	}()
+	defer r.removeLater(containerID)
+	// The name says which run a container serves, in docker ps and in its events.
+	if err := r.docker.ContainerRename(dctx, containerID, "bettertest-"+id); err != nil {
+		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not name the container: %w", err))
 	}
-	defer attach.Close()
-	waitC, waitErrC := r.docker.ContainerWait(dctx, created.ID, container.WaitConditionNextExit)
 	if err := ctx.Err(); err != nil { // the client left or the worker is stopping: don't start
 		return r.failBeforeStart(ctx, ev, context.Cause(ctx))
 	}
-	if err := r.docker.ContainerStart(dctx, created.ID, container.StartOptions{}); err != nil {
-		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not start the container: %w", err))
+	exec, err := r.docker.ContainerExecCreate(dctx, containerID, execOptions(req))
+	if err != nil {
+		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not create the command's process: %w", err))
 	}
+	attach, err := r.docker.ContainerExecAttach(dctx, exec.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not start the command: %w", err))
+	}
+	defer attach.Close()
 	started := time.Now()
 	ev.send(bettertest.EventStarted, bettertest.StartedEvent{ID: id})
 
 	stopKill := context.AfterFunc(ctx, func() {
 		kctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 		defer cancel()
-		if err := r.docker.ContainerKill(kctx, created.ID, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+		if err := r.docker.ContainerKill(kctx, containerID, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
 			r.log.Warn("kill container", "id", id, "err", err)
 		}
 	})
 	defer stopKill()
 
+	// The output ends when the command and everything holding its stdout and
+	// stderr have exited; Docker records the exit code before closing them.
 	_, copyErr := stdcopy.StdCopy(streamWriter{ev, "stdout"}, streamWriter{ev, "stderr"}, attach.Reader)
 	ev.flushPartial()
 
 	out := outcome{code: -1, kind: "exited"}
-	select {
-	case res := <-waitC:
-		out.code = int(res.StatusCode)
-		if res.Error != nil {
-			out.kind, out.detail = "failed", res.Error.Message
-		}
-	case err := <-waitErrC:
+	if copyErr != nil {
+		out.kind, out.detail = "failed", fmt.Sprintf("lost the command's output stream from Docker: %v", copyErr)
+	} else if inspect, err := r.docker.ContainerExecInspect(dctx, exec.ID); err != nil {
 		out.kind, out.detail = "failed", fmt.Sprintf("lost contact with Docker while the command ran: %v", err)
-	}
-	if copyErr != nil && out.kind == "exited" {
-		out.kind, out.detail = "failed", fmt.Sprintf("lost the container's output stream: %v", copyErr)
+	} else {
+		out.code = inspect.ExitCode
 	}
 	if ctx.Err() != nil {
 		out.kind, out.detail = cutShort(ctx, req)
@@ -141,38 +145,38 @@ func (r *runner) failBeforeStart(ctx context.Context, ev *eventStream, err error
 	return outcome{code: -1, kind: "failed", detail: err.Error()}
 }
 
-// hostConfig runs every command under Docker's init (tini) so that it gets the
-// signal handling and zombie reaping of an ordinary process, not of PID 1. The
-// worker streams output itself, so Docker keeps no log of it.
+// hostConfig runs every container under Docker's init (tini), which reaps
+// orphaned processes. The worker streams output itself, so Docker keeps no log.
 var hostConfig = &container.HostConfig{Init: ptr(true), LogConfig: container.LogConfig{Type: "none"}}
 
 func ptr[T any](v T) *T { return &v }
 
-func containerConfig(req bettertest.RunRequest, owner, id string) *container.Config {
+// workdirCommand makes the working directory as Docker does for a new
+// container's WorkingDir, then runs the command there under its own sh -c.
+const workdirCommand = `mkdir -p -- "$1" && cd -- "$1" && exec sh -c "$2"`
+
+func execOptions(req bettertest.RunRequest) container.ExecOptions {
 	env := make([]string, 0, len(req.Env))
 	for k, v := range req.Env {
 		env = append(env, k+"="+v)
 	}
 	sort.Strings(env)
-	return &container.Config{
-		Image:        req.Image,
-		Cmd:          []string{"sh", "-c", req.Command},
-		Env:          env,
-		WorkingDir:   req.Workdir,
-		Labels:       map[string]string{LabelWorker: owner, LabelRun: id},
-		AttachStdout: true,
-		AttachStderr: true,
+	cmd := []string{"sh", "-c", req.Command}
+	if req.Workdir != "" {
+		cmd = []string{"sh", "-c", workdirCommand, "sh", req.Workdir, req.Command}
 	}
+	return container.ExecOptions{Cmd: cmd, Env: env, AttachStdout: true, AttachStderr: true}
 }
 
-// ensureImage pulls the image only when the engine does not have it.
-func (r *runner) ensureImage(ctx context.Context, ref string) error {
-	_, err := r.docker.ImageInspect(ctx, ref)
+// ensureImage returns the ID of the image ref names, pulling it only when the
+// engine does not have it.
+func (r *runner) ensureImage(ctx context.Context, ref string) (string, error) {
+	img, err := r.docker.ImageInspect(ctx, ref)
 	if err == nil {
-		return nil
+		return img.ID, nil
 	}
 	if !errdefs.IsNotFound(err) {
-		return fmt.Errorf("Docker on this worker does not answer (%v): check that the Docker engine runs", err)
+		return "", fmt.Errorf("Docker on this worker does not answer (%v): check that the Docker engine runs", err)
 	}
 	pull, err := r.docker.ImagePull(ctx, ref, image.PullOptions{})
 	if err == nil {
@@ -180,9 +184,13 @@ func (r *runner) ensureImage(ctx context.Context, ref string) error {
 		pull.Close()
 	}
 	if err != nil {
-		return fmt.Errorf("image %s is not on this worker and pulling it failed (%v): load it there (docker load) or fix the name", ref, err)
+		return "", fmt.Errorf("image %s is not on this worker and pulling it failed (%v): load it there (docker load) or fix the name", ref, err)
 	}
-	return nil
+	img, err = r.docker.ImageInspect(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("image %s was pulled but cannot be inspected: %w", ref, err)
+	}
+	return img.ID, nil
 }
 
 func (r *runner) removeLater(containerID string) {
@@ -194,11 +202,15 @@ func (r *runner) removeLater(containerID string) {
 }
 
 func (r *runner) remove(containerID string) {
+	removeContainer(r.docker, r.log, containerID)
+}
+
+func removeContainer(docker *client.Client, log *slog.Logger, containerID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	err := r.docker.ContainerRemove(ctx, containerID, container.RemoveOptions{Force: true})
+	err := docker.ContainerRemove(ctx, containerID, container.RemoveOptions{Force: true})
 	if err != nil && !errdefs.IsNotFound(err) {
-		r.log.Error("remove container", "container", containerID, "err", err)
+		log.Error("remove container", "container", containerID, "err", err)
 	}
 }
 

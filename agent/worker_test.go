@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -195,7 +196,7 @@ func removed(t *testing.T, since time.Time, runID string) <-chan struct{} {
 	msgs, errs := wt.Docker(t).Events(ctx, events.ListOptions{
 		Since: fmt.Sprint(since.Unix()),
 		Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "destroy"),
-			filters.Arg("label", agent.LabelRun+"="+runID)),
+			filters.Arg("container", "bettertest-"+runID)),
 	})
 	done := make(chan struct{})
 	go func() {
@@ -230,8 +231,8 @@ func TestOutputStreamsWhileTheCommandRuns_DisconnectCancels(t *testing.T) {
 	gone := removed(t, begin, id)
 	s.Close()
 	waitFor(t, "the container to be removed after the client left", gone)
-	if left := wt.Containers(t, w.TokenFile); len(left) != 0 {
-		t.Fatalf("containers left: %v", left)
+	if left := wt.Containers(t, w.TokenFile); slices.Contains(left, "/bettertest-"+id) {
+		t.Fatalf("the run's container is still there: %v", left)
 	}
 }
 
@@ -517,4 +518,17 @@ func TestDockerGoingAwayIsReportedNotCrashed(t *testing.T) {
 	}
 	assertEvents(t, w.Run(t, run("true")).All(t), errorEv(fmt.Sprintf(
 		"Docker on this worker does not answer (Cannot connect to the Docker daemon at %s. Is the docker daemon running?): check that the Docker engine runs", host)))
+}
+
+func TestRunsNeverShareAContainer(t *testing.T) {
+	t.Parallel()
+	w := wt.Start(t, bin, wt.Options{MaxParallel: 1})
+	// The second run takes the spare the first one left; it must be a different,
+	// clean container.
+	first := joined(t, w.Run(t, run("touch /left-behind; hostname")).All(t), "stdout")
+	second := joined(t, w.Run(t, run("ls /left-behind 2>&1; hostname")).All(t), "stdout")
+	lines := strings.Split(second, "\n")
+	if lines[0] != "ls: cannot access '/left-behind': No such file or directory" || len(lines) != 3 || lines[1] == strings.TrimSpace(first) {
+		t.Fatalf("first run on %q, second run saw %q", first, second)
+	}
 }
