@@ -101,7 +101,7 @@ func (r *runner) run(ctx context.Context, id string, req bettertest.RunRequest, 
 
 	// The output ends when the command and everything holding its stdout and
 	// stderr have exited; Docker records the exit code before closing them.
-	_, copyErr := stdcopy.StdCopy(streamWriter{ev, "stdout"}, streamWriter{ev, "stderr"}, attach.Reader)
+	_, copyErr := stdcopy.StdCopy(streamWriter{ev, "stdout"}, streamWriter{ev, "stderr"}, newIdleFlusher(attach.Reader, ev))
 	ev.flushPartial()
 
 	out := outcome{code: -1, kind: "exited"}

@@ -1,25 +1,36 @@
 package agent
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"sync"
 	"unicode/utf8"
 
-	"github.com/bettertest/bettertest"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
-// eventStream writes Server-Sent Events and flushes each one, so a client sees
-// output the moment the container writes it. It is safe for concurrent use: the
-// stdout and stderr copiers and the run's own events share it.
+// eventStream writes Server-Sent Events to one client. Output is batched
+// without delay: the container's output is read through a buffer (see
+// idleFlusher), consecutive chunks of one stream become one event, and the
+// batch is sent the moment the worker has nothing more in hand. So a trickle of
+// output reaches the client at once, and a flood goes out in large writes.
+// It is safe for concurrent use.
 type eventStream struct {
-	mu      sync.Mutex
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	buf     []byte
-	err     error // first write error: the client is gone, later events are dropped
-	partial map[string][]byte
+	mu  sync.Mutex
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	out []byte // encoded events not yet written
+	err error  // first write error: the client is gone, later events are dropped
+
+	textStream string            // the stream whose output is in text
+	text       []byte            // output of textStream not yet encoded
+	partial    map[string][]byte // per stream: the start of a split UTF-8 character
 }
+
+// maxBatch bounds the output held back while more is being read.
+const maxBatch = 256 << 10
 
 func newEventStream(w http.ResponseWriter) *eventStream {
 	h := w.Header()
@@ -28,13 +39,11 @@ func newEventStream(w http.ResponseWriter) *eventStream {
 	h.Set("X-Accel-Buffering", "no") // tell reverse proxies not to batch the stream
 	w.WriteHeader(http.StatusOK)
 	s := &eventStream{w: w, rc: http.NewResponseController(w), partial: map[string][]byte{}}
-	s.mu.Lock()
-	s.flushLocked()
-	s.mu.Unlock()
+	s.flush()
 	return s
 }
 
-// send writes one event whose data is v as JSON.
+// send writes one event whose data is v as JSON, and everything before it.
 func (s *eventStream) send(name string, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -42,69 +51,95 @@ func (s *eventStream) send(name string, v any) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.writeLocked(name, data)
+	s.encodeTextLocked()
+	s.out = append(s.out, "event: "...)
+	s.out = append(s.out, name...)
+	s.out = append(s.out, "\ndata: "...)
+	s.out = append(s.out, data...)
+	s.out = append(s.out, "\n\n"...)
+	s.flushLocked()
 }
 
-func (s *eventStream) writeLocked(name string, data []byte) {
-	if s.err != nil {
-		return
+// output adds a chunk of a stream's output to the batch.
+func (s *eventStream) output(stream string, p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stream != s.textStream {
+		s.encodeTextLocked()
+		s.textStream = stream
 	}
-	s.buf = append(s.buf[:0], "event: "...)
-	s.buf = append(s.buf, name...)
-	s.buf = append(s.buf, "\ndata: "...)
-	s.buf = append(s.buf, data...)
-	s.buf = append(s.buf, "\n\n"...)
-	if _, err := s.w.Write(s.buf); err != nil {
-		s.err = err
-		return
+	if held := s.partial[stream]; len(held) > 0 {
+		s.text = append(s.text, held...)
+		s.partial[stream] = nil
+	}
+	s.text = append(s.text, p...)
+	if len(s.text) >= maxBatch {
+		s.flushLocked()
+	}
+}
+
+// flush sends the batch.
+func (s *eventStream) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushLocked()
+}
+
+// flushPartial sends whatever is held back once the streams have ended: a
+// character that never got its end becomes U+FFFD.
+func (s *eventStream) flushPartial() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.encodeTextLocked()
+	for _, stream := range []string{"stdout", "stderr"} {
+		if held := s.partial[stream]; len(held) > 0 {
+			s.partial[stream] = nil
+			s.appendOutputLocked(stream, held)
+		}
 	}
 	s.flushLocked()
 }
 
 func (s *eventStream) flushLocked() {
-	if err := s.rc.Flush(); err != nil && s.err == nil {
-		s.err = err
-	}
-}
-
-// output sends a chunk of a stream as text. A multi-byte UTF-8 character split
-// across two chunks is held back until its end arrives, so it is never mangled;
-// bytes that are not UTF-8 at all become U+FFFD.
-func (s *eventStream) output(stream string, p []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if held := s.partial[stream]; len(held) > 0 {
-		p = append(held, p...)
-		s.partial[stream] = nil
-	}
-	if cut := incompleteTail(p); cut < len(p) {
-		s.partial[stream] = append([]byte(nil), p[cut:]...)
-		p = p[:cut]
-	}
-	if len(p) == 0 {
+	s.encodeTextLocked()
+	if s.err != nil {
+		s.out = s.out[:0]
 		return
 	}
-	s.writeOutputLocked(stream, p)
-}
-
-// flushPartial sends whatever is held back once a stream has ended.
-func (s *eventStream) flushPartial() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, stream := range []string{"stdout", "stderr"} {
-		if held := s.partial[stream]; len(held) > 0 {
-			s.partial[stream] = nil
-			s.writeOutputLocked(stream, held)
-		}
+	if len(s.out) > 0 {
+		_, s.err = s.w.Write(s.out)
+		s.out = s.out[:0]
+	}
+	if s.err == nil {
+		s.err = s.rc.Flush()
 	}
 }
 
-func (s *eventStream) writeOutputLocked(stream string, p []byte) {
-	data, err := json.Marshal(bettertest.OutputEvent{Stream: stream, Text: string(p)})
-	if err != nil {
-		panic(err)
+// encodeTextLocked turns the pending text into an output event, holding back a
+// trailing UTF-8 character that is not complete yet.
+func (s *eventStream) encodeTextLocked() {
+	if len(s.text) == 0 {
+		return
 	}
-	s.writeLocked(bettertest.EventOutput, data)
+	cut := incompleteTail(s.text)
+	if cut < len(s.text) {
+		s.partial[s.textStream] = append([]byte(nil), s.text[cut:]...)
+	}
+	if cut > 0 {
+		s.appendOutputLocked(s.textStream, s.text[:cut])
+	}
+	s.text = s.text[:0]
+}
+
+// appendOutputLocked encodes an output event by hand rather than through
+// json.Marshal: output is nearly every byte the worker sends, and quoting it
+// straight into the batch is what lets the worker keep up with a container.
+func (s *eventStream) appendOutputLocked(stream string, text []byte) {
+	s.out = append(s.out, `event: output`+"\n"+`data: {"stream":"`...)
+	s.out = append(s.out, stream...) // "stdout" or "stderr": nothing to quote
+	s.out = append(s.out, `","text":`...)
+	s.out, _ = jsontext.AppendQuote(s.out, text) // bytes that are not UTF-8 become U+FFFD, as documented
+	s.out = append(s.out, "}\n\n"...)
 }
 
 // incompleteTail returns where a trailing, not yet complete UTF-8 sequence
@@ -130,4 +165,23 @@ type streamWriter struct {
 func (w streamWriter) Write(p []byte) (int, error) {
 	w.s.output(w.stream, p)
 	return len(p), nil
+}
+
+// idleFlusher reads Docker's output stream through a buffer and sends the
+// batch whenever the buffer has run dry, just before a read that may block: the
+// client never waits for output that the worker already holds.
+type idleFlusher struct {
+	r *bufio.Reader
+	s *eventStream
+}
+
+func newIdleFlusher(r io.Reader, s *eventStream) idleFlusher {
+	return idleFlusher{r: bufio.NewReaderSize(r, maxBatch), s: s}
+}
+
+func (f idleFlusher) Read(p []byte) (int, error) {
+	if f.r.Buffered() == 0 {
+		f.s.flush()
+	}
+	return f.r.Read(p)
 }
