@@ -1,0 +1,49 @@
+"""Command-line entry point for pipedefs: build a Worker from --worker and --token-file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ._worker import Worker
+from .errors import ConfigError
+
+__all__ = ["connect"]
+
+
+def connect(argv: Sequence[str] | None = None) -> Worker:
+    """Make a Worker from the pipedef's command line.
+
+    Reads ``--worker URL`` and ``--token-file PATH`` (also as ``--worker=URL``) and leaves every
+    other argument alone, so a pipedef can parse its own. The same pipedef then runs from a
+    laptop (``python3 ci.py --worker URL --token-file F``) or from the boss.
+
+    Args:
+        argv: The arguments to read; ``sys.argv[1:]`` by default.
+
+    Returns:
+        A Worker for that URL and token. Nothing is sent to the worker yet.
+
+    Raises:
+        SystemExit: With status 2 and a usage message on stderr when a flag is missing, or the URL
+            or token file cannot be used. Like argparse, which also exits this way on a
+            malformed flag, so every command-line mistake ends the same way.
+    """
+    parser = argparse.ArgumentParser(
+        prog=os.path.basename(sys.argv[0]) or "pipedef",
+        add_help=False,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--worker", metavar="URL", help="the worker's URL, e.g. http://host:9009")
+    parser.add_argument("--token-file", metavar="PATH", help="a file holding the worker's token")
+    args, _ = parser.parse_known_args(argv)
+    if args.worker is None:
+        parser.error("--worker is required: pass the worker URL, e.g. --worker http://host:9009")
+    if args.token_file is None:
+        parser.error("--token-file is required: pass the path of a file holding the worker's token")
+    try:
+        return Worker(args.worker, token_file=args.token_file)
+    except ConfigError as e:
+        parser.error(str(e))
