@@ -9,7 +9,8 @@ BIN     := bin/bettertest
 all: build
 
 build:
-	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bettertest
+	# Static (no cgo): enrollment copies this binary to hosts of any distribution.
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bettertest
 
 setup:
 	bash scripts/setup-test-env.sh

@@ -21,6 +21,7 @@ Usage:
 
 Commands:
   worker    serve the worker API on a Docker host (run, stream output, health)
+  enroll    turn hosts reachable over SSH into running workers, idempotently
   version   print the version
 
 Run 'bettertest <command> --help' for a command's flags.
@@ -43,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "worker":
 		err = runWorker(ctx, args[1:], stderr)
+	case "enroll":
+		err = runEnroll(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		err = runVersion(args[1:], stdout)
 	case "help", "-h", "--help":

@@ -37,7 +37,9 @@ const Image = "bettertest/base:bookworm"
 // Build compiles the bettertest binary into dir and returns its path.
 func Build(dir string) (string, error) {
 	bin := filepath.Join(dir, "bettertest")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/bettertest/bettertest/cmd/bettertest").CombinedOutput()
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/bettertest/bettertest/cmd/bettertest")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build: enrollment copies it to test hosts
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}

@@ -1,0 +1,367 @@
+package enroll
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aymanbagabas/go-udiff"
+
+	"github.com/bettertest/bettertest/internal/atomicfile"
+	"github.com/bettertest/bettertest/provision"
+)
+
+// Where enrollment puts things on a worker host.
+const (
+	BinaryPath = "/usr/local/bin/bettertest"
+	TokenPath  = "/etc/bettertest/token"
+	UnitName   = "bettertest-worker.service"
+	UnitPath   = "/etc/systemd/system/" + UnitName
+	WorkerPort = "9009"
+)
+
+// Unit is the worker's systemd unit. Type=notify: systemctl start/restart
+// returns once the worker has said READY=1 (it listens and Docker answered).
+const Unit = `[Unit]
+Description=bettertest worker: runs CI commands in containers
+Documentation=https://github.com/bettertest/bettertest
+After=docker.service network-online.target
+Requires=docker.service
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStart=` + BinaryPath + ` worker --listen :` + WorkerPort + ` --token-file ` + TokenPath + `
+Restart=on-failure
+RestartSec=2s
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// Spec is what one host's enrollment should converge to.
+type Spec struct {
+	Name, URL    string
+	Binary       string // local path of the binary to install
+	BinarySHA256 string
+	BinaryArch   string // uname -m the binary runs on, e.g. x86_64
+	CustomBinary bool   // Binary was named with --binary
+	TokenFile    string // local copy of the worker's token
+	RecordFile   string // local NAME.json: the worker's name and URL
+	Record       []byte // what RecordFile should hold
+	Health       func(ctx context.Context) (string, error)
+}
+
+// Want is what the playbook needs to know of a host.
+var Want = provision.Want{
+	Commands: []string{"dockerd", "python3"},
+	Files:    []string{BinaryPath, TokenPath},
+	Contents: []string{UnitPath},
+	Units:    []string{"docker.service", UnitName},
+	Ports:    []string{WorkerPort + "/tcp"},
+}
+
+// Local facts of the enrolling machine, in Facts.Local.
+const (
+	localTokenSHA = "token_sha256"
+	localRecord   = "record"
+)
+
+// Steps is the worker playbook for spec.
+func Steps(spec Spec) []provision.Step {
+	return []provision.Step{
+		{Name: "supported system", Plan: spec.planSystem},
+		{Name: "finish interrupted package installs", Plan: planDpkg},
+		{Name: "Docker installed", Plan: planPackage("dockerd", "docker.io", "moby-engine")},
+		{Name: "python3 installed", Plan: planPackage("python3", "python3", "python3")},
+		{Name: "Docker running", Plan: planDockerService},
+		{Name: "bettertest binary", Plan: spec.planBinary},
+		{Name: "worker token", Plan: spec.planToken},
+		{Name: "worker record", Plan: spec.planRecord},
+		{Name: "worker unit", Plan: planUnit},
+		{Name: "firewall", Plan: planFirewall},
+		{Name: "worker service", Plan: spec.planService},
+		{Name: "worker health", Plan: spec.planHealth},
+	}
+}
+
+func (spec Spec) planSystem(f *provision.Facts) provision.Plan {
+	switch {
+	case !f.Systemd:
+		return provision.Plan{Fail: "PID 1 is not systemd: the worker runs as a systemd service, so enroll a host that boots with systemd"}
+	case !(f.OS.Is("debian") || f.OS.Is("ubuntu") || f.OS.Is("fedora")):
+		return provision.Plan{Fail: fmt.Sprintf("found %s (ID=%s, ID_LIKE=%s): bettertest enrolls Debian, Ubuntu and Fedora hosts",
+			orUnknown(f.OS.PrettyName), orUnknown(f.OS.ID), orUnknown(strings.Join(f.OS.IDLike, " ")))}
+	case f.PackageManager == "":
+		return provision.Plan{Fail: fmt.Sprintf("%s has neither apt-get nor dnf: install one, or enroll another host", f.OS.PrettyName)}
+	case f.Arch != spec.BinaryArch && spec.CustomBinary:
+		return provision.Plan{Fail: fmt.Sprintf("the host is %s but --binary %s is built for %s: pass a build for %s", f.Arch, spec.Binary, spec.BinaryArch, f.Arch)}
+	case f.Arch != spec.BinaryArch:
+		return provision.Plan{Fail: fmt.Sprintf("the host is %s but this bettertest is built for %s: pass --binary PATH with a build for %s (GOARCH=%s go build ./cmd/bettertest)", f.Arch, spec.BinaryArch, f.Arch, goarch(f.Arch))}
+	}
+	return provision.Plan{Message: fmt.Sprintf("%s, %s, %s", f.OS.PrettyName, f.Arch, f.PackageManager)}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// goarch names an architecture as Go does.
+func goarch(unameM string) string {
+	switch unameM {
+	case "x86_64":
+		return "amd64"
+	case "aarch64":
+		return "arm64"
+	}
+	return unameM
+}
+
+// aptInstall installs packages, first waiting for another apt or dpkg (a
+// fresh VM's unattended upgrades, say) to let go of the lock.
+func aptInstall(pkgs string) string {
+	return `export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=600 update -q
+apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends ` + pkgs
+}
+
+func planDpkg(f *provision.Facts) provision.Plan {
+	if f.PackageManager != "apt-get" {
+		return provision.Plan{Skip: "not a dpkg system"}
+	}
+	if !f.DpkgPending {
+		return provision.Plan{Message: "nothing pending"}
+	}
+	return provision.Plan{
+		Reason:  "dpkg has unconfigured packages from an interrupted install",
+		Actions: []provision.Action{{Script: "DEBIAN_FRONTEND=noninteractive dpkg --configure -a"}},
+		After:   func(f *provision.Facts) { f.DpkgPending = false },
+	}
+}
+
+// planPackage installs the package that provides command, when command is missing.
+func planPackage(command, aptPkg, dnfPkg string) func(f *provision.Facts) provision.Plan {
+	return func(f *provision.Facts) provision.Plan {
+		if f.Commands[command] {
+			return provision.Plan{Message: command + " is installed"}
+		}
+		script := aptInstall(aptPkg)
+		pkg := aptPkg
+		if f.PackageManager == "dnf" {
+			script, pkg = "dnf install -y -q "+dnfPkg, dnfPkg
+		}
+		return provision.Plan{
+			Reason:  fmt.Sprintf("%s is missing: installing %s", command, pkg),
+			Actions: []provision.Action{{Script: script}},
+			After:   func(f *provision.Facts) { f.Commands[command] = true },
+		}
+	}
+}
+
+// planDockerService makes sure Docker is enabled and running, and never
+// restarts or reconfigures one that already is.
+func planDockerService(f *provision.Facts) provision.Plan {
+	u := f.Units["docker.service"]
+	if u.Active == "active" && u.Enabled == "enabled" {
+		return provision.Plan{Message: "enabled and active"}
+	}
+	return provision.Plan{
+		Reason:  fmt.Sprintf("docker.service is %s and %s", orUnknown(u.Active), orUnknown(u.Enabled)),
+		Actions: []provision.Action{{Script: "systemctl enable --now docker.service"}},
+		After: func(f *provision.Facts) {
+			u.Active, u.Enabled = "active", "enabled"
+			f.Units["docker.service"] = u
+		},
+	}
+}
+
+// planBinary installs the binary by upload to a temporary file, verified,
+// then renamed into place: a running binary is never overwritten in place.
+func (spec Spec) planBinary(f *provision.Facts) provision.Plan {
+	have := f.Files[BinaryPath].SHA256
+	if have == spec.BinarySHA256 {
+		return provision.Plan{Message: "sha256 " + short(have) + " is current"}
+	}
+	reason := "not installed"
+	if have != "" {
+		reason = fmt.Sprintf("sha256 %s differs from %s", short(have), short(spec.BinarySHA256))
+	}
+	script := `set -e
+dir=$(dirname ` + BinaryPath + `)
+mkdir -p "$dir"
+rm -f "$dir"/.bettertest.*
+tmp=$(mktemp "$dir/.bettertest.XXXXXX")
+trap 'rm -f "$tmp"' EXIT HUP INT TERM
+cat > "$tmp"
+chmod 0755 "$tmp"
+got=$(sha256sum < "$tmp" | cut -d' ' -f1)
+if [ "$got" != ` + spec.BinarySHA256 + ` ]; then
+	echo "the uploaded binary has sha256 $got, not ` + spec.BinarySHA256 + `: the upload was corrupted; run enroll again" >&2
+	exit 1
+fi
+mv -f "$tmp" ` + BinaryPath
+	return provision.Plan{
+		Reason:  reason,
+		Actions: []provision.Action{{Script: script, Stdin: func() (io.ReadCloser, error) { return os.Open(spec.Binary) }}},
+		After: func(f *provision.Facts) {
+			f.Files[BinaryPath] = provision.File{SHA256: spec.BinarySHA256, ModTime: time.Now()}
+		},
+	}
+}
+
+// planToken creates the token once on the host, never overwriting it, and
+// keeps a local copy (mode 0600) for pipedefs and the boss.
+func (spec Spec) planToken(f *provision.Facts) provision.Plan {
+	remote, exists := f.Files[TokenPath]
+	if exists && remote.SHA256 == f.Local[localTokenSHA] {
+		return provision.Plan{Message: "exists; local copy " + spec.TokenFile + " is current"}
+	}
+	var actions []provision.Action
+	reason := "local copy " + spec.TokenFile + " is missing or differs"
+	if !exists {
+		reason = "no token on the host yet"
+		actions = append(actions, provision.Action{Script: `set -e
+install -d -m 0700 -o root -g root ` + dirOf(TokenPath) + `
+umask 077
+tmp=$(mktemp ` + dirOf(TokenPath) + `/.token.XXXXXX)
+trap 'rm -f "$tmp"' EXIT HUP INT TERM
+head -c 32 /dev/urandom | base64 > "$tmp"
+# -n: a token that exists is never replaced, even by a concurrent enrollment
+mv -n "$tmp" ` + TokenPath})
+	}
+	actions = append(actions, provision.Action{Local: func(ctx context.Context, h provision.Host) error {
+		token, err := provision.Script(ctx, h, "cat "+TokenPath)
+		if err != nil {
+			return fmt.Errorf("read the token back: %w", err)
+		}
+		return atomicfile.WriteFile(spec.TokenFile, append(token, '\n'), 0o600)
+	}})
+	return provision.Plan{
+		Reason:  reason,
+		Actions: actions,
+		After: func(f *provision.Facts) {
+			f.Files[TokenPath] = provision.File{SHA256: "(created)"}
+			f.Local[localTokenSHA] = "(created)"
+		},
+	}
+}
+
+func (spec Spec) planRecord(f *provision.Facts) provision.Plan {
+	if f.Local[localRecord] == string(spec.Record) {
+		return provision.Plan{Message: spec.RecordFile + " is current"}
+	}
+	return provision.Plan{
+		Reason: spec.RecordFile + " is missing or differs",
+		Diff:   udiff.Unified(spec.RecordFile, spec.RecordFile, f.Local[localRecord], string(spec.Record)),
+		Actions: []provision.Action{{Local: func(context.Context, provision.Host) error {
+			return atomicfile.WriteFile(spec.RecordFile, spec.Record, 0o600)
+		}}},
+		After: func(f *provision.Facts) { f.Local[localRecord] = string(spec.Record) },
+	}
+}
+
+func planUnit(f *provision.Facts) provision.Plan {
+	have, exists := f.Files[UnitPath]
+	if exists && string(have.Content) == Unit {
+		return provision.Plan{Message: UnitPath + " is current"}
+	}
+	reason := UnitPath + " differs"
+	if !exists {
+		reason = UnitPath + " is missing"
+	}
+	return provision.Plan{
+		Reason: reason,
+		Diff:   udiff.Unified(UnitPath, UnitPath, string(have.Content), Unit),
+		Actions: []provision.Action{{
+			Script: `set -e
+tmp=$(mktemp ` + UnitPath + `.XXXXXX)
+trap 'rm -f "$tmp"' EXIT HUP INT TERM
+cat > "$tmp"
+chmod 0644 "$tmp"
+mv -f "$tmp" ` + UnitPath,
+			Stdin: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(Unit)), nil },
+		}},
+		After: func(f *provision.Facts) {
+			f.Files[UnitPath] = provision.File{SHA256: sha256Hex([]byte(Unit)), ModTime: time.Now(), Content: []byte(Unit)}
+		},
+	}
+}
+
+func planFirewall(f *provision.Facts) provision.Plan {
+	port := WorkerPort + "/tcp"
+	switch {
+	case !f.Firewalld:
+		return provision.Plan{Skip: "firewalld is not active"}
+	case f.Ports[port]:
+		return provision.Plan{Message: port + " is open"}
+	}
+	return provision.Plan{
+		Reason:  "firewalld blocks " + port,
+		Actions: []provision.Action{{Script: "firewall-cmd --permanent --add-port=" + port + " && firewall-cmd --add-port=" + port}},
+		After:   func(f *provision.Facts) { f.Ports[port] = true },
+	}
+}
+
+// planService starts or restarts the worker when it is not running what is
+// installed. That is observed, not remembered, so a run killed between
+// installing and restarting is finished by the next one.
+func (spec Spec) planService(f *provision.Facts) provision.Plan {
+	u := f.Units[UnitName]
+	unit := f.Files[UnitPath]
+	var reason string
+	switch {
+	case u.Active != "active":
+		reason = "the worker is " + orUnknown(u.Active)
+	case u.ExeSHA256 != spec.BinarySHA256:
+		reason = "the worker runs an older binary"
+	case u.NeedReload || unit.ModTime.After(u.Started):
+		reason = "the unit changed since the worker started"
+	case u.Enabled != "enabled":
+		return provision.Plan{
+			Reason:  "the worker is not enabled at boot",
+			Actions: []provision.Action{{Script: "systemctl enable --quiet " + UnitName}},
+			After:   func(f *provision.Facts) { u.Enabled = "enabled"; f.Units[UnitName] = u },
+		}
+	default:
+		return provision.Plan{Message: "running the installed binary and unit"}
+	}
+	return provision.Plan{
+		Reason: reason + ": restarting it",
+		// Type=notify: restart returns once the worker is ready, or fails.
+		Actions: []provision.Action{{Script: `systemctl daemon-reload
+systemctl enable --quiet ` + UnitName + `
+if ! systemctl restart ` + UnitName + `; then
+	journalctl -u ` + UnitName + ` -n 15 --no-pager -o cat >&2
+	exit 1
+fi`}},
+		After: func(f *provision.Facts) {
+			f.Units[UnitName] = provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: spec.BinarySHA256, Started: time.Now()}
+		},
+	}
+}
+
+func (spec Spec) planHealth(*provision.Facts) provision.Plan {
+	return provision.Plan{Verify: spec.Health}
+}
+
+func dirOf(path string) string { return path[:strings.LastIndexByte(path, '/')] }
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

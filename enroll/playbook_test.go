@@ -1,0 +1,220 @@
+package enroll
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bettertest/bettertest/provision"
+)
+
+const sha = "1111111111111111111111111111111111111111111111111111111111111111"
+
+func testSpec() Spec {
+	return Spec{
+		Name: "w1", URL: "http://w1:9009", Binary: "/tmp/bettertest", BinarySHA256: sha, BinaryArch: "x86_64",
+		TokenFile: "/home/u/.config/bettertest/workers/w1.token", RecordFile: "/home/u/.config/bettertest/workers/w1.json",
+		Record: []byte("{\n  \"name\": \"w1\",\n  \"url\": \"http://w1:9009\"\n}\n"),
+		Health: func(context.Context) (string, error) { return "ready", nil },
+	}
+}
+
+func freshFacts(id, idLike, pretty, pm string) *provision.Facts {
+	return &provision.Facts{
+		OS:   provision.OSRelease{ID: id, IDLike: strings.Fields(idLike), VersionID: "12", PrettyName: pretty},
+		Arch: "x86_64", Systemd: true, PackageManager: pm,
+		Commands: map[string]bool{}, Files: map[string]provision.File{}, Ports: map[string]bool{}, Local: map[string]string{},
+		Units: map[string]provision.Unit{"docker.service": {Active: "inactive"}, UnitName: {Active: "inactive"}},
+	}
+}
+
+type step struct {
+	Name   string
+	Status provision.Status
+	Msg    string
+}
+
+// checkRun plans every step for f in check mode and returns what each says.
+func checkRun(t *testing.T, spec Spec, f *provision.Facts) []step {
+	t.Helper()
+	var got []step
+	_, _ = provision.Playbook{Steps: Steps(spec), Check: true}.Run(context.Background(), nil, f, func(ev provision.Event) {
+		got = append(got, step{ev.Step, ev.Status, ev.Message})
+	})
+	return got
+}
+
+func TestFreshDebianHost(t *testing.T) {
+	got := checkRun(t, testSpec(), freshFacts("debian", "", "Debian GNU/Linux 12 (bookworm)", "apt-get"))
+	want := []step{
+		{"supported system", provision.OK, "Debian GNU/Linux 12 (bookworm), x86_64, apt-get"},
+		{"finish interrupted package installs", provision.OK, "nothing pending"},
+		{"Docker installed", provision.Changed, "would change: dockerd is missing: installing docker.io"},
+		{"python3 installed", provision.Changed, "would change: python3 is missing: installing python3"},
+		{"Docker running", provision.Changed, "would change: docker.service is inactive and unknown"},
+		{"bettertest binary", provision.Changed, "would change: not installed"},
+		{"worker token", provision.Changed, "would change: no token on the host yet"},
+		{"worker record", provision.Changed, "would change: /home/u/.config/bettertest/workers/w1.json is missing or differs"},
+		{"worker unit", provision.Changed, "would change: /etc/systemd/system/bettertest-worker.service is missing"},
+		{"firewall", provision.Skipped, "firewalld is not active"},
+		{"worker service", provision.Changed, "would change: the worker is inactive: restarting it"},
+		{"worker health", provision.Skipped, "check mode: the host would change first"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got\n%v\nwant\n%v", got, want)
+	}
+}
+
+func TestEnrolledHostIsAllOK(t *testing.T) {
+	f := freshFacts("debian", "", "Debian GNU/Linux 12 (bookworm)", "apt-get")
+	started := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	f.Commands = map[string]bool{"dockerd": true, "python3": true}
+	f.Files = map[string]provision.File{
+		BinaryPath: {SHA256: sha}, TokenPath: {SHA256: "tok"},
+		UnitPath: {SHA256: "u", Content: []byte(Unit), ModTime: started.Add(-time.Minute)},
+	}
+	f.Local = map[string]string{localTokenSHA: "tok", localRecord: string(testSpec().Record)}
+	f.Units = map[string]provision.Unit{
+		"docker.service": {Active: "active", Enabled: "enabled"},
+		UnitName:         {Active: "active", Enabled: "enabled", ExeSHA256: sha, Started: started},
+	}
+	for _, s := range checkRun(t, testSpec(), f) {
+		if s.Status != provision.OK && s.Status != provision.Skipped {
+			t.Errorf("step %q: %s %s", s.Name, s.Status, s.Msg)
+		}
+	}
+}
+
+func TestPackagesPerDistribution(t *testing.T) {
+	for _, c := range []struct{ id, idLike, pm, script string }{
+		{"debian", "", "apt-get", aptInstall("docker.io")},
+		{"ubuntu", "debian", "apt-get", aptInstall("docker.io")},
+		{"fedora", "", "dnf", "dnf install -y -q moby-engine"},
+	} {
+		f := freshFacts(c.id, c.idLike, c.id, c.pm)
+		plan := planPackage("dockerd", "docker.io", "moby-engine")(f)
+		if len(plan.Actions) != 1 || plan.Actions[0].Script != c.script {
+			t.Errorf("%s: %+v", c.id, plan.Actions)
+		}
+	}
+	const wantApt = "export DEBIAN_FRONTEND=noninteractive\napt-get -o DPkg::Lock::Timeout=600 update -q\n" +
+		"apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends docker.io"
+	if got := aptInstall("docker.io"); got != wantApt {
+		t.Fatalf("apt script:\n%s", got)
+	}
+	// dpkg recovery applies to apt hosts only.
+	fedora := freshFacts("fedora", "", "Fedora Linux 43", "dnf")
+	if p := planDpkg(fedora); p.Skip != "not a dpkg system" {
+		t.Fatalf("fedora dpkg plan: %+v", p)
+	}
+}
+
+func TestRefusedHosts(t *testing.T) {
+	for name, c := range map[string]struct {
+		mutate func(f *provision.Facts)
+		custom bool
+		want   string
+	}{
+		"no systemd": {func(f *provision.Facts) { f.Systemd = false }, false,
+			"PID 1 is not systemd: the worker runs as a systemd service, so enroll a host that boots with systemd"},
+		"alpine": {func(f *provision.Facts) {
+			f.OS = provision.OSRelease{ID: "alpine", PrettyName: "Alpine Linux v3.20"}
+		}, false, "found Alpine Linux v3.20 (ID=alpine, ID_LIKE=unknown): bettertest enrolls Debian, Ubuntu and Fedora hosts"},
+		"arm host": {func(f *provision.Facts) { f.Arch = "aarch64" }, false,
+			"the host is aarch64 but this bettertest is built for x86_64: pass --binary PATH with a build for aarch64 (GOARCH=arm64 go build ./cmd/bettertest)"},
+		"arm host, wrong --binary": {func(f *provision.Facts) { f.Arch = "aarch64" }, true,
+			"the host is aarch64 but --binary /tmp/bettertest is built for x86_64: pass a build for aarch64"},
+	} {
+		f := freshFacts("debian", "", "Debian GNU/Linux 12 (bookworm)", "apt-get")
+		c.mutate(f)
+		spec := testSpec()
+		spec.CustomBinary = c.custom
+		if got := spec.planSystem(f); got.Fail != c.want {
+			t.Errorf("%s: got %q", name, got.Fail)
+		}
+	}
+}
+
+func TestWhenTheWorkerRestarts(t *testing.T) {
+	started := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	running := provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: sha, Started: started}
+	for name, c := range map[string]struct {
+		unit      provision.Unit
+		unitMtime time.Time
+		want      string
+	}{
+		"current":        {running, started.Add(-time.Second), "running the installed binary and unit"},
+		"stopped":        {provision.Unit{Active: "failed"}, started, "the worker is failed: restarting it"},
+		"old binary":     {provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: "old", Started: started}, started.Add(-time.Second), "the worker runs an older binary: restarting it"},
+		"unit newer":     {running, started.Add(time.Microsecond), "the unit changed since the worker started: restarting it"},
+		"not enabled":    {provision.Unit{Active: "active", Enabled: "disabled", ExeSHA256: sha, Started: started}, started.Add(-time.Second), "the worker is not enabled at boot"},
+		"reload pending": {provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: sha, Started: started, NeedReload: true}, started.Add(-time.Second), "the unit changed since the worker started: restarting it"},
+	} {
+		f := freshFacts("debian", "", "Debian", "apt-get")
+		f.Units[UnitName] = c.unit
+		f.Files[UnitPath] = provision.File{ModTime: c.unitMtime}
+		p := testSpec().planService(f)
+		got := p.Reason
+		if len(p.Actions) == 0 {
+			got = p.Message
+		}
+		if got != c.want {
+			t.Errorf("%s: got %q, want %q", name, got, c.want)
+		}
+	}
+}
+
+func TestUnitFile(t *testing.T) {
+	const want = `[Unit]
+Description=bettertest worker: runs CI commands in containers
+Documentation=https://github.com/bettertest/bettertest
+After=docker.service network-online.target
+Requires=docker.service
+Wants=network-online.target
+
+[Service]
+Type=notify
+ExecStart=/usr/local/bin/bettertest worker --listen :9009 --token-file /etc/bettertest/token
+Restart=on-failure
+RestartSec=2s
+
+[Install]
+WantedBy=multi-user.target
+`
+	if Unit != want {
+		t.Fatalf("unit:\n%s", Unit)
+	}
+	// A changed unit shows as a diff in check mode.
+	f := freshFacts("debian", "", "Debian", "apt-get")
+	f.Files[UnitPath] = provision.File{Content: []byte(strings.Replace(Unit, "RestartSec=2s", "RestartSec=5s", 1))}
+	const diff = `--- /etc/systemd/system/bettertest-worker.service
++++ /etc/systemd/system/bettertest-worker.service
+@@ -9,7 +9,7 @@
+ Type=notify
+ ExecStart=/usr/local/bin/bettertest worker --listen :9009 --token-file /etc/bettertest/token
+ Restart=on-failure
+-RestartSec=5s
++RestartSec=2s
+ 
+ [Install]
+ WantedBy=multi-user.target
+`
+	if p := planUnit(f); p.Diff != diff || p.Reason != UnitPath+" differs" {
+		t.Fatalf("diff:\n%s", p.Diff)
+	}
+}
+
+func TestFirewall(t *testing.T) {
+	f := freshFacts("fedora", "", "Fedora", "dnf")
+	f.Firewalld = true
+	p := planFirewall(f)
+	if p.Reason != "firewalld blocks 9009/tcp" || p.Actions[0].Script != "firewall-cmd --permanent --add-port=9009/tcp && firewall-cmd --add-port=9009/tcp" {
+		t.Fatalf("%+v", p)
+	}
+	f.Ports["9009/tcp"] = true
+	if p := planFirewall(f); p.Message != "9009/tcp is open" || len(p.Actions) != 0 {
+		t.Fatalf("%+v", p)
+	}
+}

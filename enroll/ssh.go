@@ -1,0 +1,328 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/melbahja/goph"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/bettertest/bettertest/provision"
+)
+
+// Login says how to log in to hosts.
+type Login struct {
+	Port       int
+	KeyFile    string // --key; empty: the SSH agent and ~/.ssh/id_*
+	Password   []byte // from the terminal prompt (--password)
+	KnownHosts string // ~/.ssh/known_hosts
+	AcceptNew  bool   // record the key of a host not in KnownHosts
+	SSHDir     string // ~/.ssh, where default keys are found
+}
+
+// defaultKeys are tried, in this order, when no --key is given.
+var defaultKeys = []string{"id_ed25519", "id_ecdsa", "id_rsa"}
+
+// knownHostsMu serializes appends to known_hosts by parallel enrollments.
+var knownHostsMu sync.Mutex
+
+// connection is a logged-in SSH client and what was learned on the way.
+type connection struct {
+	client      *goph.Client
+	fingerprint string // the host key's SHA256 fingerprint
+	keyUsed     string // the default key file the server accepted, when found by discovery
+	warnings    []string
+}
+
+// dial logs in to user@host, verifying the host key against known_hosts.
+func dial(ctx context.Context, user, host string, login Login) (*connection, error) {
+	c := &connection{}
+	auth, signed, warnings, err := login.auth()
+	c.warnings = warnings
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort(host, fmt.Sprint(login.Port))
+	hostKeys, algorithms, err := login.hostKeys(addr, &c.fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: 15 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w: check the host and --port, and that sshd runs there", addr, err)
+	}
+	sshConn, chans, reqs, err := ssh.NewClientConn(conn, addr, &ssh.ClientConfig{
+		User:              user,
+		Auth:              auth,
+		HostKeyCallback:   hostKeys,
+		HostKeyAlgorithms: algorithms,
+		Timeout:           15 * time.Second,
+	})
+	if err != nil {
+		conn.Close()
+		var refused *hostKeyError
+		if errors.As(err, &refused) {
+			return nil, refused
+		}
+		return nil, fmt.Errorf("log in to %s as %s: %w", addr, user, err)
+	}
+	c.client = &goph.Client{Client: ssh.NewClient(sshConn, chans, reqs), Config: &goph.Config{User: user, Addr: host, Port: uint(login.Port)}}
+	c.keyUsed = *signed
+	return c, nil
+}
+
+// auth builds one public-key method from the agent's signers and the key
+// files (x/crypto/ssh tries each method name once, so they must be merged),
+// or password methods when a password was given. The returned string names
+// the default key the server accepted, once it has: only that key is asked to
+// sign.
+func (l Login) auth() ([]ssh.AuthMethod, *string, []string, error) {
+	used := new(string)
+	var warnings []string
+	switch {
+	case l.KeyFile != "":
+		signer, err := readKey(l.KeyFile)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--key %s: %w", l.KeyFile, err)
+		}
+		return []ssh.AuthMethod{ssh.PublicKeys(signer)}, used, nil, nil
+	case l.Password != nil:
+		pw := string(l.Password)
+		return []ssh.AuthMethod{ssh.Password(pw), ssh.KeyboardInteractive(func(_, _ string, questions []string, _ []bool) ([]string, error) {
+			answers := make([]string, len(questions))
+			for i := range answers {
+				answers[i] = pw
+			}
+			return answers, nil
+		})}, used, nil, nil
+	}
+	var signers []ssh.Signer
+	// SSH_AUTH_SOCK is the agent's protocol variable, set by ssh-agent, not configuration.
+	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
+		conn, err := net.Dial("unix", sock)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("the SSH agent at %s does not answer (%v): using key files only", sock, err))
+		} else if agentSigners, err := agent.NewClient(conn).Signers(); err == nil {
+			signers = append(signers, agentSigners...)
+		}
+	}
+	for _, name := range defaultKeys {
+		path := filepath.Join(l.SSHDir, name)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		signer, err := readKey(path)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("skipping %s: %v", path, err))
+			continue
+		}
+		signers = append(signers, recordUse(signer, path, used))
+	}
+	if len(signers) == 0 {
+		return nil, nil, warnings, fmt.Errorf("no SSH key to log in with: none in %s (%s) and no SSH agent; pass --key PATH or --password", l.SSHDir, strings.Join(defaultKeys, ", "))
+	}
+	return []ssh.AuthMethod{ssh.PublicKeys(signers...)}, used, warnings, nil
+}
+
+func readKey(path string) (ssh.Signer, error) {
+	signer, err := goph.GetSigner(path, "")
+	var missing *ssh.PassphraseMissingError
+	if errors.As(err, &missing) {
+		return nil, fmt.Errorf("the key is protected by a passphrase: add it to the SSH agent (ssh-add %s) and enroll without --key", path)
+	}
+	return signer, err
+}
+
+// recordUse notes in used which key file signed: the server asks for a
+// signature only from the key it accepts.
+func recordUse(s ssh.Signer, path string, used *string) ssh.Signer {
+	if as, ok := s.(ssh.AlgorithmSigner); ok {
+		return recordingAlgorithmSigner{as, path, used}
+	}
+	return recordingSigner{s, path, used}
+}
+
+type recordingSigner struct {
+	ssh.Signer
+	path string
+	used *string
+}
+
+func (s recordingSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
+	*s.used = s.path
+	return s.Signer.Sign(r, data)
+}
+
+type recordingAlgorithmSigner struct {
+	ssh.AlgorithmSigner
+	path string
+	used *string
+}
+
+func (s recordingAlgorithmSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
+	*s.used = s.path
+	return s.AlgorithmSigner.Sign(r, data)
+}
+
+func (s recordingAlgorithmSigner) SignWithAlgorithm(r io.Reader, data []byte, alg string) (*ssh.Signature, error) {
+	*s.used = s.path
+	return s.AlgorithmSigner.SignWithAlgorithm(r, data, alg)
+}
+
+// hostKeyError refuses a host whose key is unknown or has changed.
+type hostKeyError struct{ msg string }
+
+func (e *hostKeyError) Error() string { return e.msg }
+
+// hostKeys returns the callback that verifies a host's key against
+// known_hosts, and the key algorithms to ask the host for: those of the keys
+// known for it, so that a host known by its ed25519 key is not refused for
+// offering ECDSA first.
+func (l Login) hostKeys(hostport string, fingerprint *string) (ssh.HostKeyCallback, []string, error) {
+	if err := os.MkdirAll(filepath.Dir(l.KnownHosts), 0o700); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.OpenFile(l.KnownHosts, os.O_CREATE|os.O_RDONLY, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("known_hosts: %w", err)
+	}
+	f.Close()
+	known, err := knownhosts.New(l.KnownHosts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", l.KnownHosts, err)
+	}
+	algorithms := knownAlgorithms(known, hostport)
+	callback := func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		*fingerprint = key.Type() + " " + ssh.FingerprintSHA256(key)
+		err := known(hostname, remote, key)
+		var keyErr *knownhosts.KeyError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &keyErr) && len(keyErr.Want) > 0:
+			was := keyErr.Want[0]
+			return &hostKeyError{fmt.Sprintf("the host key of %s has CHANGED: it is now %s %s, but %s:%d has %s %s. "+
+				"Someone may be intercepting the connection, or the host was reinstalled; nothing was done on it. "+
+				"If you trust the new key, remove the old one (ssh-keygen -R '%s') and enroll again",
+				hostname, key.Type(), ssh.FingerprintSHA256(key), was.Filename, was.Line, was.Key.Type(), ssh.FingerprintSHA256(was.Key), knownhosts.Normalize(hostname))}
+		case errors.As(err, &keyErr):
+			if !l.AcceptNew {
+				return &hostKeyError{fmt.Sprintf("%s is not a known host (not in %s); its %s key is %s. "+
+					"Check that fingerprint on the host (ssh-keygen -lf /etc/ssh/ssh_host_%s_key.pub), then enroll again with --accept-new-host-key to record it",
+					hostname, l.KnownHosts, key.Type(), ssh.FingerprintSHA256(key), hostKeyFileType(key.Type()))}
+			}
+			return appendKnownHost(l.KnownHosts, hostname, key)
+		default:
+			return fmt.Errorf("check the host key against %s: %w", l.KnownHosts, err)
+		}
+	}
+	return callback, algorithms, nil
+}
+
+// hostKeyFileType names the kind of key in sshd's host key file names.
+func hostKeyFileType(keyType string) string {
+	switch {
+	case strings.HasPrefix(keyType, "ecdsa-"):
+		return "ecdsa"
+	case keyType == ssh.KeyAlgoRSA:
+		return "rsa"
+	}
+	return strings.TrimPrefix(keyType, "ssh-")
+}
+
+// knownAlgorithms lists the key algorithms of the keys known for hostport.
+func knownAlgorithms(known ssh.HostKeyCallback, hostport string) []string {
+	_, probe, _ := ed25519.GenerateKey(rand.Reader)
+	pub, _ := ssh.NewPublicKey(probe.Public())
+	var keyErr *knownhosts.KeyError
+	if err := known(hostport, addrString(hostport), pub); !errors.As(err, &keyErr) {
+		return nil
+	}
+	var algs []string
+	for _, k := range keyErr.Want {
+		switch t := k.Key.Type(); t {
+		case ssh.KeyAlgoRSA:
+			algs = append(algs, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
+		default:
+			algs = append(algs, t)
+		}
+	}
+	return algs
+}
+
+// addrString is a net.Addr for a host:port that was not resolved.
+type addrString string
+
+func (a addrString) Network() string { return "tcp" }
+func (a addrString) String() string  { return string(a) }
+
+func appendKnownHost(path, hostname string, key ssh.PublicKey) error {
+	knownHostsMu.Lock()
+	defer knownHostsMu.Unlock()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("record the host key: %w", err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintln(f, knownhosts.Line([]string{knownhosts.Normalize(hostname)}, key)); err != nil {
+		return fmt.Errorf("record the host key in %s: %w", path, err)
+	}
+	return nil
+}
+
+// sshHost runs scripts on a host over SSH, as root through sudo -n when the
+// login user is not root.
+type sshHost struct {
+	client *goph.Client
+	sudo   bool
+}
+
+func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (provision.Output, error) {
+	sess, err := h.client.NewSession()
+	if err != nil {
+		return provision.Output{}, fmt.Errorf("open an SSH session: %w", err)
+	}
+	defer sess.Close()
+	var stdout, stderr bytes.Buffer
+	sess.Stdout, sess.Stderr, sess.Stdin = &stdout, &stderr, stdin
+	cmd := "sh -c " + shellQuote(script)
+	if h.sudo {
+		cmd = "sudo -n " + cmd
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Run(cmd) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		sess.Close() // the host's sshd hangs up the command
+		return provision.Output{}, ctx.Err()
+	}
+	out := provision.Output{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	var exit *ssh.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		out.Code = exit.ExitStatus()
+	default:
+		return out, fmt.Errorf("the SSH connection failed while the command ran: %w", err)
+	}
+	return out, nil
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

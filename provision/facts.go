@@ -1,0 +1,189 @@
+package provision
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Facts is what a playbook knows of a host, gathered in one round trip.
+type Facts struct {
+	OS             OSRelease
+	Arch           string // uname -m
+	Systemd        bool   // PID 1 is systemd
+	PackageManager string // "apt-get", "dnf", or "" when neither exists
+	CloudInit      bool   // cloud-init is installed
+	DpkgPending    bool   // dpkg has packages left unconfigured by an interrupted install
+	Firewalld      bool   // firewalld is active
+
+	Commands map[string]bool   // Want.Commands found on the PATH
+	Files    map[string]File   // Want.Files and Want.Contents that exist
+	Units    map[string]Unit   // Want.Units
+	Ports    map[string]bool   // Want.Ports open in firewalld (when it is active)
+	Local    map[string]string // facts of the enrolling machine a playbook records
+}
+
+// OSRelease is the part of /etc/os-release that decides what to install.
+type OSRelease struct {
+	ID, VersionID, PrettyName string
+	IDLike                    []string
+}
+
+// Is reports whether the OS is id or says it is like id.
+func (o OSRelease) Is(id string) bool { return o.ID == id || slices.Contains(o.IDLike, id) }
+
+// File is a file's state. Secrets are only ever hashed: Content is read only
+// for the paths a playbook names in Want.Contents.
+type File struct {
+	SHA256  string
+	ModTime time.Time
+	Content []byte
+}
+
+// Unit is a systemd unit's state.
+type Unit struct {
+	Active     string // systemctl is-active: "active", "inactive", "failed", ...
+	Enabled    string // systemctl is-enabled: "enabled", "disabled", "" when unknown
+	ExeSHA256  string // sha256 of the running main process's executable (the one it started from)
+	Started    time.Time
+	NeedReload bool // the unit file changed on disk since systemd loaded it
+}
+
+// Want names what a playbook needs to know beyond the basics.
+type Want struct {
+	Commands []string
+	Files    []string // hash and mtime
+	Contents []string // hash, mtime and content (small, non-secret files)
+	Units    []string
+	Ports    []string // e.g. "9009/tcp"
+}
+
+// Gather reads the host's facts in one round trip.
+func Gather(ctx context.Context, h Host, w Want) (*Facts, error) {
+	out, err := Script(ctx, h, factsScript(w))
+	if err != nil {
+		return nil, fmt.Errorf("gather facts: %w", err)
+	}
+	return parseFacts(out)
+}
+
+func factsScript(w Want) string {
+	var b strings.Builder
+	b.WriteString(`unset ID ID_LIKE VERSION_ID PRETTY_NAME
+[ -r /etc/os-release ] && . /etc/os-release
+printf 'os.id\t%s\nos.id_like\t%s\nos.version_id\t%s\nos.pretty\t%s\n' "$ID" "$ID_LIKE" "$VERSION_ID" "$PRETTY_NAME"
+printf 'arch\t%s\npid1\t%s\n' "$(uname -m)" "$(cat /proc/1/comm)"
+for pm in apt-get dnf; do if command -v $pm >/dev/null; then printf 'pm\t%s\n' $pm; break; fi; done
+command -v cloud-init >/dev/null && printf 'cloudinit\t1\n'
+command -v dpkg >/dev/null && [ -n "$(dpkg --audit 2>/dev/null)" ] && printf 'dpkg_pending\t1\n'
+fw=0; command -v systemctl >/dev/null && systemctl is-active --quiet firewalld 2>/dev/null && fw=1 && printf 'firewalld\t1\n'
+`)
+	for _, c := range w.Commands {
+		fmt.Fprintf(&b, "command -v %s >/dev/null && printf 'cmd\\t%%s\\n' %s\n", quote(c), quote(c))
+	}
+	for _, f := range w.Files {
+		fmt.Fprintf(&b, "f=%s; [ -f \"$f\" ] && printf 'file\\t%%s\\t%%s\\t%%s\\n' \"$f\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$(stat -c %%.6Y \"$f\")\"\n", quote(f))
+	}
+	for _, f := range w.Contents {
+		fmt.Fprintf(&b, "f=%s; [ -f \"$f\" ] && printf 'content\\t%%s\\t%%s\\t%%s\\t%%s\\n' \"$f\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$(stat -c %%.6Y \"$f\")\" \"$(base64 -w0 < \"$f\")\"\n", quote(f))
+	}
+	for _, u := range w.Units {
+		fmt.Fprintf(&b, `u=%s
+pid=$(systemctl show -p MainPID --value "$u" 2>/dev/null)
+exe=; [ "${pid:-0}" -gt 0 ] && exe=$(sha256sum < /proc/$pid/exe | cut -d' ' -f1)
+printf 'unit\t%%s\t%%s\t%%s\t%%s\t%%s\t%%s\n' "$u" "$(systemctl is-active "$u")" "$(systemctl is-enabled "$u" 2>/dev/null)" "$exe" "$(systemctl show -p ActiveEnterTimestamp --timestamp=us+utc --value "$u")" "$(systemctl show -p NeedDaemonReload --value "$u")"
+`, quote(u))
+	}
+	for _, p := range w.Ports {
+		fmt.Fprintf(&b, "[ $fw = 1 ] && firewall-cmd --query-port=%s >/dev/null 2>&1 && printf 'port\\t%%s\\n' %s\n", quote(p), quote(p))
+	}
+	b.WriteString("true\n")
+	return b.String()
+}
+
+// quote makes s one word for sh.
+func quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func parseFacts(out []byte) (*Facts, error) {
+	f := &Facts{Commands: map[string]bool{}, Files: map[string]File{}, Units: map[string]Unit{}, Ports: map[string]bool{}, Local: map[string]string{}}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		field := strings.Split(sc.Text(), "\t")
+		switch {
+		case field[0] == "os.id" && len(field) == 2:
+			f.OS.ID = field[1]
+		case field[0] == "os.id_like" && len(field) == 2:
+			f.OS.IDLike = strings.Fields(field[1])
+		case field[0] == "os.version_id" && len(field) == 2:
+			f.OS.VersionID = field[1]
+		case field[0] == "os.pretty" && len(field) == 2:
+			f.OS.PrettyName = field[1]
+		case field[0] == "arch" && len(field) == 2:
+			f.Arch = field[1]
+		case field[0] == "pid1" && len(field) == 2:
+			f.Systemd = field[1] == "systemd"
+		case field[0] == "pm" && len(field) == 2:
+			f.PackageManager = field[1]
+		case field[0] == "cloudinit":
+			f.CloudInit = true
+		case field[0] == "dpkg_pending":
+			f.DpkgPending = true
+		case field[0] == "firewalld":
+			f.Firewalld = true
+		case field[0] == "cmd" && len(field) == 2:
+			f.Commands[field[1]] = true
+		case field[0] == "file" && len(field) == 4, field[0] == "content" && len(field) == 5:
+			mtime, err := parseUnixMicro(field[3])
+			if err != nil {
+				return nil, fmt.Errorf("facts: mtime of %s: %w", field[1], err)
+			}
+			file := File{SHA256: field[2], ModTime: mtime}
+			if len(field) == 5 {
+				if file.Content, err = base64.StdEncoding.DecodeString(field[4]); err != nil {
+					return nil, fmt.Errorf("facts: content of %s: %w", field[1], err)
+				}
+			}
+			f.Files[field[1]] = file
+		case field[0] == "unit" && len(field) == 7:
+			u := Unit{Active: field[2], Enabled: field[3], ExeSHA256: field[4], NeedReload: field[6] == "yes"}
+			if field[5] != "" {
+				t, err := time.Parse("Mon 2006-01-02 15:04:05.000000 MST", field[5])
+				if err != nil {
+					return nil, fmt.Errorf("facts: start time of %s: %w", field[1], err)
+				}
+				u.Started = t
+			}
+			f.Units[field[1]] = u
+		case field[0] == "port" && len(field) == 2:
+			f.Ports[field[1]] = true
+		default:
+			return nil, fmt.Errorf("facts: unexpected line %q", sc.Text())
+		}
+	}
+	return f, sc.Err()
+}
+
+// parseUnixMicro parses "SECONDS.MICROS" as stat -c %.6Y prints it.
+func parseUnixMicro(s string) (time.Time, error) {
+	sec, frac, _ := strings.Cut(s, ".")
+	secs, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var micros int64
+	if frac != "" {
+		if micros, err = strconv.ParseInt((frac + "000000")[:6], 10, 64); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Unix(secs, micros*1000).UTC(), nil
+}

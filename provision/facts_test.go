@@ -1,0 +1,45 @@
+package provision
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestParseFacts(t *testing.T) {
+	out := "os.id\tubuntu\nos.id_like\tdebian\nos.version_id\t24.04\nos.pretty\tUbuntu 24.04.1 LTS\narch\tx86_64\npid1\tsystemd\npm\tapt-get\n" +
+		"cloudinit\t1\ndpkg_pending\t1\nfirewalld\t1\ncmd\tdockerd\n" +
+		"file\t/usr/local/bin/bettertest\tabc\t1795643040.763661\n" +
+		"content\t/etc/x.service\tdef\t1795643041\taGVsbG8K\n" +
+		"unit\tdocker.service\tactive\tenabled\t\tWed 2026-11-25 21:44:00.123456 UTC\tno\n" +
+		"unit\tbettertest-worker.service\tinactive\tdisabled\t\t\tyes\n" +
+		"port\t9009/tcp\n"
+	got, err := parseFacts([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Facts{
+		OS:   OSRelease{ID: "ubuntu", IDLike: []string{"debian"}, VersionID: "24.04", PrettyName: "Ubuntu 24.04.1 LTS"},
+		Arch: "x86_64", Systemd: true, PackageManager: "apt-get", CloudInit: true, DpkgPending: true, Firewalld: true,
+		Commands: map[string]bool{"dockerd": true},
+		Files: map[string]File{
+			"/usr/local/bin/bettertest": {SHA256: "abc", ModTime: time.Unix(1795643040, 763661000).UTC()},
+			"/etc/x.service":            {SHA256: "def", ModTime: time.Unix(1795643041, 0).UTC(), Content: []byte("hello\n")},
+		},
+		Units: map[string]Unit{
+			"docker.service":            {Active: "active", Enabled: "enabled", Started: time.Date(2026, 11, 25, 21, 44, 0, 123456000, time.UTC)},
+			"bettertest-worker.service": {Active: "inactive", Enabled: "disabled", NeedReload: true},
+		},
+		Ports: map[string]bool{"9009/tcp": true},
+		Local: map[string]string{},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
+	}
+	if !got.OS.Is("debian") || got.OS.Is("fedora") {
+		t.Fatal("OSRelease.Is")
+	}
+	if _, err := parseFacts([]byte("surprise\tline\n")); err == nil || err.Error() != `facts: unexpected line "surprise\tline"` {
+		t.Fatalf("unexpected line: %v", err)
+	}
+}
