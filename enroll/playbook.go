@@ -59,11 +59,12 @@ type Spec struct {
 
 // Want is what the playbook needs to know of a host.
 var Want = provision.Want{
-	Commands: []string{"dockerd", "python3"},
-	Files:    []string{BinaryPath, TokenPath},
-	Contents: []string{UnitPath},
-	Units:    []string{"docker.service", UnitName},
-	Ports:    []string{WorkerPort + "/tcp"},
+	Commands:   []string{"dockerd", "python3"},
+	Files:      []string{BinaryPath, TokenPath},
+	Contents:   []string{UnitPath},
+	Units:      []string{"docker.service", UnitName},
+	RunningExe: []string{UnitName},
+	Ports:      []string{WorkerPort + "/tcp"},
 }
 
 // Local facts of the enrolling machine, in Facts.Local.
@@ -105,6 +106,13 @@ func (spec Spec) planSystem(f *provision.Facts) provision.Plan {
 		return provision.Plan{Fail: fmt.Sprintf("the host is %s but this bettertest is built for %s: pass --binary PATH with a build for %s (GOARCH=%s go build ./cmd/bettertest)", f.Arch, spec.BinaryArch, f.Arch, goarch(f.Arch))}
 	}
 	return provision.Plan{Message: fmt.Sprintf("%s, %s, %s", f.OS.PrettyName, f.Arch, f.PackageManager)}
+}
+
+func orNone(s, none string) string {
+	if s == "" {
+		return none
+	}
+	return s
 }
 
 func orUnknown(s string) string {
@@ -174,7 +182,7 @@ func planDockerService(f *provision.Facts) provision.Plan {
 		return provision.Plan{Message: "enabled and active"}
 	}
 	return provision.Plan{
-		Reason:  fmt.Sprintf("docker.service is %s and %s", orUnknown(u.Active), orUnknown(u.Enabled)),
+		Reason:  fmt.Sprintf("enabling and starting docker.service (it was %s, %s)", orUnknown(u.Active), orNone(u.Enabled, "not enabled")),
 		Actions: []provision.Action{{Script: "systemctl enable --now docker.service"}},
 		After: func(f *provision.Facts) {
 			u.Active, u.Enabled = "active", "enabled"

@@ -53,7 +53,7 @@ func TestFreshDebianHost(t *testing.T) {
 		{"finish interrupted package installs", provision.OK, "nothing pending"},
 		{"Docker installed", provision.Changed, "would change: dockerd is missing: installing docker.io"},
 		{"python3 installed", provision.Changed, "would change: python3 is missing: installing python3"},
-		{"Docker running", provision.Changed, "would change: docker.service is inactive and unknown"},
+		{"Docker running", provision.Changed, "would change: enabling and starting docker.service (it was inactive, not enabled)"},
 		{"bettertest binary", provision.Changed, "would change: not installed"},
 		{"worker token", provision.Changed, "would change: no token on the host yet"},
 		{"worker record", provision.Changed, "would change: /home/u/.config/bettertest/workers/w1.json is missing or differs"},

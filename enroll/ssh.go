@@ -206,9 +206,13 @@ func (l Login) hostKeys(hostport string, fingerprint *string) (ssh.HostKeyCallba
 		return nil, nil, fmt.Errorf("read %s: %w", l.KnownHosts, err)
 	}
 	algorithms := knownAlgorithms(known, hostport)
+	if algorithms == nil {
+		algorithms = preferredAlgorithms
+	}
 	callback := func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 		*fingerprint = key.Type() + " " + ssh.FingerprintSHA256(key)
 		err := known(hostname, remote, key)
+		shown := knownhosts.Normalize(hostname)
 		var keyErr *knownhosts.KeyError
 		switch {
 		case err == nil:
@@ -218,12 +222,12 @@ func (l Login) hostKeys(hostport string, fingerprint *string) (ssh.HostKeyCallba
 			return &hostKeyError{fmt.Sprintf("the host key of %s has CHANGED: it is now %s %s, but %s:%d has %s %s. "+
 				"Someone may be intercepting the connection, or the host was reinstalled; nothing was done on it. "+
 				"If you trust the new key, remove the old one (ssh-keygen -R '%s') and enroll again",
-				hostname, key.Type(), ssh.FingerprintSHA256(key), was.Filename, was.Line, was.Key.Type(), ssh.FingerprintSHA256(was.Key), knownhosts.Normalize(hostname))}
+				shown, key.Type(), ssh.FingerprintSHA256(key), was.Filename, was.Line, was.Key.Type(), ssh.FingerprintSHA256(was.Key), shown)}
 		case errors.As(err, &keyErr):
 			if !l.AcceptNew {
 				return &hostKeyError{fmt.Sprintf("%s is not a known host (not in %s); its %s key is %s. "+
 					"Check that fingerprint on the host (ssh-keygen -lf /etc/ssh/ssh_host_%s_key.pub), then enroll again with --accept-new-host-key to record it",
-					hostname, l.KnownHosts, key.Type(), ssh.FingerprintSHA256(key), hostKeyFileType(key.Type()))}
+					shown, l.KnownHosts, key.Type(), ssh.FingerprintSHA256(key), hostKeyFileType(key.Type()))}
 			}
 			return appendKnownHost(l.KnownHosts, hostname, key)
 		default:
@@ -242,6 +246,12 @@ func hostKeyFileType(keyType string) string {
 		return "rsa"
 	}
 	return strings.TrimPrefix(keyType, "ssh-")
+}
+
+// preferredAlgorithms asks a new host for its ed25519 key first, as OpenSSH does.
+var preferredAlgorithms = []string{
+	ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+	ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
 }
 
 // knownAlgorithms lists the key algorithms of the keys known for hostport.

@@ -48,8 +48,8 @@ type File struct {
 
 // Unit is a systemd unit's state.
 type Unit struct {
-	Active     string // systemctl is-active: "active", "inactive", "failed", ...
-	Enabled    string // systemctl is-enabled: "enabled", "disabled", "" when unknown
+	Active     string // ActiveState: "active", "inactive", "failed", ...
+	Enabled    string // UnitFileState: "enabled", "disabled", "" when there is no unit file
 	ExeSHA256  string // sha256 of the running main process's executable (the one it started from)
 	Started    time.Time
 	NeedReload bool // the unit file changed on disk since systemd loaded it
@@ -61,7 +61,10 @@ type Want struct {
 	Files    []string // hash and mtime
 	Contents []string // hash, mtime and content (small, non-secret files)
 	Units    []string
-	Ports    []string // e.g. "9009/tcp"
+	// RunningExe names units whose running executable is hashed (a large
+	// executable, such as dockerd's, takes a noticeable time to hash).
+	RunningExe []string
+	Ports      []string // e.g. "9009/tcp"
 }
 
 // Gather reads the host's facts in one round trip.
@@ -95,9 +98,12 @@ fw=0; command -v systemctl >/dev/null && systemctl is-active --quiet firewalld 2
 	}
 	for _, u := range w.Units {
 		fmt.Fprintf(&b, `u=%s
-pid=$(systemctl show -p MainPID --value "$u" 2>/dev/null)
-exe=; [ "${pid:-0}" -gt 0 ] && exe=$(sha256sum < /proc/$pid/exe | cut -d' ' -f1)
-printf 'unit\t%%s\t%%s\t%%s\t%%s\t%%s\t%%s\n' "$u" "$(systemctl is-active "$u")" "$(systemctl is-enabled "$u" 2>/dev/null)" "$exe" "$(systemctl show -p ActiveEnterTimestamp --timestamp=us+utc --value "$u")" "$(systemctl show -p NeedDaemonReload --value "$u")"
+systemctl show -p ActiveState,UnitFileState,MainPID,ActiveEnterTimestamp,NeedDaemonReload --timestamp=us+utc "$u" | while IFS= read -r line; do printf 'unit\t%%s\t%%s\n' "$u" "$line"; done
+`, quote(u))
+	}
+	for _, u := range w.RunningExe {
+		fmt.Fprintf(&b, `u=%s; pid=$(systemctl show -p MainPID --value "$u")
+[ "${pid:-0}" -gt 0 ] && printf 'exe\t%%s\t%%s\n' "$u" "$(sha256sum < /proc/$pid/exe | cut -d' ' -f1)"
 `, quote(u))
 	}
 	for _, p := range w.Ports {
@@ -153,15 +159,29 @@ func parseFacts(out []byte) (*Facts, error) {
 				}
 			}
 			f.Files[field[1]] = file
-		case field[0] == "unit" && len(field) == 7:
-			u := Unit{Active: field[2], Enabled: field[3], ExeSHA256: field[4], NeedReload: field[6] == "yes"}
-			if field[5] != "" {
-				t, err := time.Parse("Mon 2006-01-02 15:04:05.000000 MST", field[5])
-				if err != nil {
-					return nil, fmt.Errorf("facts: start time of %s: %w", field[1], err)
+		case field[0] == "unit" && len(field) == 3:
+			u := f.Units[field[1]]
+			key, value, _ := strings.Cut(field[2], "=")
+			switch key {
+			case "ActiveState":
+				u.Active = value
+			case "UnitFileState":
+				u.Enabled = value
+			case "NeedDaemonReload":
+				u.NeedReload = value == "yes"
+			case "ActiveEnterTimestamp":
+				if value != "" {
+					t, err := time.Parse("Mon 2006-01-02 15:04:05.000000 MST", value)
+					if err != nil {
+						return nil, fmt.Errorf("facts: start time of %s: %w", field[1], err)
+					}
+					u.Started = t
 				}
-				u.Started = t
 			}
+			f.Units[field[1]] = u
+		case field[0] == "exe" && len(field) == 3:
+			u := f.Units[field[1]]
+			u.ExeSHA256 = field[2]
 			f.Units[field[1]] = u
 		case field[0] == "port" && len(field) == 2:
 			f.Ports[field[1]] = true

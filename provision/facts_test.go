@@ -11,8 +11,11 @@ func TestParseFacts(t *testing.T) {
 		"cloudinit\t1\ndpkg_pending\t1\nfirewalld\t1\ncmd\tdockerd\n" +
 		"file\t/usr/local/bin/bettertest\tabc\t1795643040.763661\n" +
 		"content\t/etc/x.service\tdef\t1795643041\taGVsbG8K\n" +
-		"unit\tdocker.service\tactive\tenabled\t\tWed 2026-11-25 21:44:00.123456 UTC\tno\n" +
-		"unit\tbettertest-worker.service\tinactive\tdisabled\t\t\tyes\n" +
+		"unit\tdocker.service\tMainPID=450\nunit\tdocker.service\tActiveState=active\nunit\tdocker.service\tUnitFileState=enabled\n" +
+		"unit\tdocker.service\tActiveEnterTimestamp=Wed 2026-11-25 21:44:00.123456 UTC\nunit\tdocker.service\tNeedDaemonReload=no\n" +
+		"unit\tbettertest-worker.service\tActiveState=inactive\nunit\tbettertest-worker.service\tUnitFileState=disabled\n" +
+		"unit\tbettertest-worker.service\tActiveEnterTimestamp=\nunit\tbettertest-worker.service\tNeedDaemonReload=yes\n" +
+		"exe\tbettertest-worker.service\tfeed\n" +
 		"port\t9009/tcp\n"
 	got, err := parseFacts([]byte(out))
 	if err != nil {
@@ -28,7 +31,7 @@ func TestParseFacts(t *testing.T) {
 		},
 		Units: map[string]Unit{
 			"docker.service":            {Active: "active", Enabled: "enabled", Started: time.Date(2026, 11, 25, 21, 44, 0, 123456000, time.UTC)},
-			"bettertest-worker.service": {Active: "inactive", Enabled: "disabled", NeedReload: true},
+			"bettertest-worker.service": {Active: "inactive", Enabled: "disabled", NeedReload: true, ExeSHA256: "feed"},
 		},
 		Ports: map[string]bool{"9009/tcp": true},
 		Local: map[string]string{},
