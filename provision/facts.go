@@ -78,7 +78,10 @@ func Gather(ctx context.Context, h Host, w Want) (*Facts, error) {
 
 func factsScript(w Want) string {
 	var b strings.Builder
-	b.WriteString(`unset ID ID_LIKE VERSION_ID PRETTY_NAME
+	// On a fresh VM, cloud-init may still be installing packages: wait for it
+	// to finish (its own event) before observing anything.
+	b.WriteString(`command -v cloud-init >/dev/null && cloud-init status --wait >/dev/null 2>&1
+unset ID ID_LIKE VERSION_ID PRETTY_NAME
 [ -r /etc/os-release ] && . /etc/os-release
 printf 'os.id\t%s\nos.id_like\t%s\nos.version_id\t%s\nos.pretty\t%s\n' "$ID" "$ID_LIKE" "$VERSION_ID" "$PRETTY_NAME"
 printf 'arch\t%s\npid1\t%s\n' "$(uname -m)" "$(cat /proc/1/comm)"

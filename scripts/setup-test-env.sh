@@ -75,3 +75,18 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 	say "built $BASE_IMAGE"
 fi
 say "ready: $(docker version --format 'Docker {{.Server.Version}} (API {{.Server.APIVersion}})'), image $BASE_IMAGE"
+
+# --- internal/testhost: the image of fresh SSH test hosts, from testdata/testhost ---
+# Built when the tag is missing or the build context changed since (the image's
+# label holds a hash of the context's files).
+TESTHOST_IMAGE=bettertest/testhost:bookworm
+testhost_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/testdata/testhost"
+testhost_hash=$(cd "$testhost_dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [ "$(docker image inspect -f '{{index .Config.Labels "dev.bettertest.testhost.context"}}' "$TESTHOST_IMAGE" 2>/dev/null)" != "$testhost_hash" ]; then
+	say "building $TESTHOST_IMAGE from $testhost_dir (about 25 s)"
+	testhost_log=$(mktemp /var/tmp/bettertest-testhost-build.XXXXXX)
+	docker build --label "dev.bettertest.testhost.context=$testhost_hash" -t "$TESTHOST_IMAGE" "$testhost_dir" >"$testhost_log" 2>&1 ||
+		die "building $TESTHOST_IMAGE failed; see $testhost_log"
+	rm -f "$testhost_log"
+	say "built $TESTHOST_IMAGE"
+fi

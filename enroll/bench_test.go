@@ -1,0 +1,128 @@
+package enroll_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bettertest/bettertest/enroll"
+	"github.com/bettertest/bettertest/internal/testhost"
+)
+
+// ansiblePlaybook runs testdata/ansible/worker.yml against hosts, the peer of
+// `bettertest enroll`, and returns how long it took.
+func (e *env) ansiblePlaybook(b testing.TB, hosts ...*testhost.Host) time.Duration {
+	b.Helper()
+	dir := b.TempDir()
+	unit := filepath.Join(dir, "bettertest-worker.service")
+	os.WriteFile(unit, []byte(enroll.Unit), 0o644)
+	workers := filepath.Join(dir, "workers")
+	os.Mkdir(workers, 0o700)
+	inventory := "[workers]\n"
+	for i, h := range hosts {
+		inventory += fmt.Sprintf("w%d ansible_host=127.0.0.1 ansible_port=%d ansible_user=root worker_url=%s\n", i, h.SSHPort, h.WorkerURL)
+	}
+	// OpenSSH reads known_hosts from the passwd entry's home, not $HOME.
+	inventory += "[workers:vars]\nansible_ssh_common_args=-o UserKnownHostsFile=" + e.knownHosts() + "\n"
+	os.WriteFile(filepath.Join(dir, "inventory"), []byte(inventory), 0o600)
+	playbook, _ := filepath.Abs("../testdata/ansible/worker.yml")
+	cmd := exec.Command("ansible-playbook", "-i", filepath.Join(dir, "inventory"), "--private-key", e.key.PrivatePath,
+		"-e", "binary="+bin, "-e", "unit="+unit, "-e", "workers_dir="+workers, playbook)
+	cmd.Env = append(os.Environ(), "HOME="+e.home, "ANSIBLE_CONFIG="+filepath.Join(filepath.Dir(playbook), "ansible.cfg"))
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("ansible-playbook: %v\n%s", err, out)
+	}
+	return time.Since(start)
+}
+
+// timedEnroll runs bettertest enroll and returns its wall time and the time
+// its package installs took (from the report).
+func (e *env) timedEnroll(b testing.TB, args ...string) (total, packages time.Duration) {
+	b.Helper()
+	start := time.Now()
+	report, errOut, code := e.enroll(b, args...)
+	total = time.Since(start)
+	if code != 0 {
+		b.Fatalf("enroll exited %d: %s\n%s", code, errOut, report)
+	}
+	for _, l := range parseReport(b, report) {
+		if l.Step == "Docker installed" || l.Step == "python3 installed" || l.Step == "finish interrupted package installs" {
+			packages += time.Duration(l.DurationMS) * time.Millisecond
+		}
+	}
+	return total, packages
+}
+
+// BenchmarkEnrollVsAnsible enrolls twin fresh hosts side by side, one with
+// bettertest and one with the equivalent Ansible playbook, then re-runs both.
+// Targets: a no-op re-enroll under 1 s and at most 0.25 x Ansible's; fresh
+// enrollment time beyond the package manager's own under 5 s.
+func BenchmarkEnrollVsAnsible(b *testing.B) {
+	if _, err := exec.LookPath("ansible-playbook"); err != nil {
+		b.Fatal("ansible-playbook is missing: apt-get install ansible (make bench does)")
+	}
+	for range b.N {
+		e := newEnv(b)
+		// Started one after the other: Start fails the benchmark through b, which
+		// only works from the benchmark's own goroutine.
+		hosts := []*testhost.Host{testhost.Start(b, testhost.Options{Key: e.key}), testhost.Start(b, testhost.Options{Key: e.key})}
+		for _, h := range hosts {
+			e.trust(b, h)
+		}
+		var wg sync.WaitGroup
+		args := e.args(hosts[0], "root")
+		var btFresh, btPackages, anFresh time.Duration
+		wg.Add(2)
+		go func() { defer wg.Done(); btFresh, btPackages = e.timedEnroll(b, args...) }()
+		go func() { defer wg.Done(); anFresh = e.ansiblePlaybook(b, hosts[1]) }()
+		wg.Wait()
+		btNoop, _ := e.timedEnroll(b, args...)
+		anNoop := e.ansiblePlaybook(b, hosts[1])
+
+		b.ReportMetric(btFresh.Seconds(), "bettertest-fresh-s")
+		b.ReportMetric((btFresh - btPackages).Seconds(), "bettertest-fresh-beyond-packages-s")
+		b.ReportMetric(anFresh.Seconds(), "ansible-fresh-s")
+		b.ReportMetric(btNoop.Seconds(), "bettertest-noop-s")
+		b.ReportMetric(anNoop.Seconds(), "ansible-noop-s")
+		b.ReportMetric(btNoop.Seconds()/anNoop.Seconds(), "noop-ratio")
+		b.ReportMetric(btFresh.Seconds()/anFresh.Seconds(), "fresh-ratio")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkEnrollFourHostsInParallel enrolls one fresh host, then four at
+// once with one command, then re-runs both. Target: four within 1.5 x one.
+func BenchmarkEnrollFourHostsInParallel(b *testing.B) {
+	for range b.N {
+		e := newEnv(b)
+		hosts := make([]*testhost.Host, 5)
+		for i := range hosts {
+			hosts[i] = testhost.Start(b, testhost.Options{Key: e.key, Loopback: testhost.FreeLoopback(b)})
+		}
+		var four []string
+		for i, h := range hosts {
+			e.trust(b, h)
+			if i > 0 {
+				four = append(four, "root@"+h.Loopback)
+			}
+		}
+		flags := []string{"--json", "--key", e.key.PrivatePath}
+		oneFresh, _ := e.timedEnroll(b, append(flags, "root@"+hosts[0].Loopback)...)
+		fourFresh, _ := e.timedEnroll(b, append(flags, four...)...)
+		oneNoop, _ := e.timedEnroll(b, append(flags, "root@"+hosts[0].Loopback)...)
+		fourNoop, _ := e.timedEnroll(b, append(flags, four...)...)
+		b.ReportMetric(fourFresh.Seconds()/oneFresh.Seconds(), "fresh-4-vs-1-ratio")
+		b.ReportMetric(fourNoop.Seconds()/oneNoop.Seconds(), "noop-4-vs-1-ratio")
+		b.ReportMetric(oneFresh.Seconds(), "one-fresh-s")
+		b.ReportMetric(fourFresh.Seconds(), "four-fresh-s")
+		b.ReportMetric(oneNoop.Seconds(), "one-noop-s")
+		b.ReportMetric(fourNoop.Seconds(), "four-noop-s")
+	}
+	b.ReportMetric(0, "ns/op")
+}
