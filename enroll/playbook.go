@@ -220,7 +220,7 @@ mv -f "$tmp" ` + BinaryPath
 		Reason:  reason,
 		Actions: []provision.Action{{Script: script, Stdin: func() (io.ReadCloser, error) { return os.Open(spec.Binary) }}},
 		After: func(f *provision.Facts) {
-			f.Files[BinaryPath] = provision.File{SHA256: spec.BinarySHA256, ModTime: time.Now()}
+			f.Files[BinaryPath] = provision.File{SHA256: spec.BinarySHA256, ModTime: time.Now(), Inode: "(new)"}
 		},
 	}
 }
@@ -319,8 +319,9 @@ func planFirewall(f *provision.Facts) provision.Plan {
 }
 
 // planService starts or restarts the worker when it is not running what is
-// installed. That is observed, not remembered, so a run killed between
-// installing and restarting is finished by the next one.
+// installed: the running executable's inode is the installed file's (a
+// replaced binary is a new inode). That is observed, not remembered, so a run
+// killed between installing and restarting is finished by the next one.
 func (spec Spec) planService(f *provision.Facts) provision.Plan {
 	u := f.Units[UnitName]
 	unit := f.Files[UnitPath]
@@ -328,7 +329,7 @@ func (spec Spec) planService(f *provision.Facts) provision.Plan {
 	switch {
 	case u.Active != "active":
 		reason = "the worker is " + orUnknown(u.Active)
-	case u.ExeSHA256 != spec.BinarySHA256:
+	case u.ExeInode != f.Files[BinaryPath].Inode:
 		reason = "the worker runs an older binary"
 	case u.NeedReload || unit.ModTime.After(u.Started):
 		reason = "the unit changed since the worker started"
@@ -351,7 +352,7 @@ if ! systemctl restart ` + UnitName + `; then
 	exit 1
 fi`}},
 		After: func(f *provision.Facts) {
-			f.Units[UnitName] = provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: spec.BinarySHA256, Started: time.Now()}
+			f.Units[UnitName] = provision.Unit{Active: "active", Enabled: "enabled", ExeInode: f.Files[BinaryPath].Inode, Started: time.Now()}
 		},
 	}
 }

@@ -72,13 +72,13 @@ func TestEnrolledHostIsAllOK(t *testing.T) {
 	started := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	f.Commands = map[string]bool{"dockerd": true, "python3": true}
 	f.Files = map[string]provision.File{
-		BinaryPath: {SHA256: sha}, TokenPath: {SHA256: "tok"},
+		BinaryPath: {SHA256: sha, Inode: "8:1"}, TokenPath: {SHA256: "tok"},
 		UnitPath: {SHA256: "u", Content: []byte(Unit), ModTime: started.Add(-time.Minute)},
 	}
 	f.Local = map[string]string{localTokenSHA: "tok", localRecord: string(testSpec().Record)}
 	f.Units = map[string]provision.Unit{
 		"docker.service": {Active: "active", Enabled: "enabled"},
-		UnitName:         {Active: "active", Enabled: "enabled", ExeSHA256: sha, Started: started},
+		UnitName:         {Active: "active", Enabled: "enabled", ExeInode: "8:1", Started: started},
 	}
 	for _, s := range checkRun(t, testSpec(), f) {
 		if s.Status != provision.OK && s.Status != provision.Skipped {
@@ -139,7 +139,7 @@ func TestRefusedHosts(t *testing.T) {
 
 func TestWhenTheWorkerRestarts(t *testing.T) {
 	started := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	running := provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: sha, Started: started}
+	running := provision.Unit{Active: "active", Enabled: "enabled", ExeInode: "8:1", Started: started}
 	for name, c := range map[string]struct {
 		unit      provision.Unit
 		unitMtime time.Time
@@ -147,14 +147,15 @@ func TestWhenTheWorkerRestarts(t *testing.T) {
 	}{
 		"current":        {running, started.Add(-time.Second), "running the installed binary and unit"},
 		"stopped":        {provision.Unit{Active: "failed"}, started, "the worker is failed: restarting it"},
-		"old binary":     {provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: "old", Started: started}, started.Add(-time.Second), "the worker runs an older binary: restarting it"},
+		"old binary":     {provision.Unit{Active: "active", Enabled: "enabled", ExeInode: "8:0", Started: started}, started.Add(-time.Second), "the worker runs an older binary: restarting it"},
 		"unit newer":     {running, started.Add(time.Microsecond), "the unit changed since the worker started: restarting it"},
-		"not enabled":    {provision.Unit{Active: "active", Enabled: "disabled", ExeSHA256: sha, Started: started}, started.Add(-time.Second), "the worker is not enabled at boot"},
-		"reload pending": {provision.Unit{Active: "active", Enabled: "enabled", ExeSHA256: sha, Started: started, NeedReload: true}, started.Add(-time.Second), "the unit changed since the worker started: restarting it"},
+		"not enabled":    {provision.Unit{Active: "active", Enabled: "disabled", ExeInode: "8:1", Started: started}, started.Add(-time.Second), "the worker is not enabled at boot"},
+		"reload pending": {provision.Unit{Active: "active", Enabled: "enabled", ExeInode: "8:1", Started: started, NeedReload: true}, started.Add(-time.Second), "the unit changed since the worker started: restarting it"},
 	} {
 		f := freshFacts("debian", "", "Debian", "apt-get")
 		f.Units[UnitName] = c.unit
 		f.Files[UnitPath] = provision.File{ModTime: c.unitMtime}
+		f.Files[BinaryPath] = provision.File{SHA256: sha, Inode: "8:1"}
 		p := testSpec().planService(f)
 		got := p.Reason
 		if len(p.Actions) == 0 {

@@ -43,6 +43,7 @@ func (o OSRelease) Is(id string) bool { return o.ID == id || slices.Contains(o.I
 type File struct {
 	SHA256  string
 	ModTime time.Time
+	Inode   string // device:inode, to tell whether a process runs this very file
 	Content []byte
 }
 
@@ -50,7 +51,7 @@ type File struct {
 type Unit struct {
 	Active     string // ActiveState: "active", "inactive", "failed", ...
 	Enabled    string // UnitFileState: "enabled", "disabled", "" when there is no unit file
-	ExeSHA256  string // sha256 of the running main process's executable (the one it started from)
+	ExeInode   string // device:inode of the executable the main process started from (a replaced file keeps its old inode)
 	Started    time.Time
 	NeedReload bool // the unit file changed on disk since systemd loaded it
 }
@@ -61,8 +62,7 @@ type Want struct {
 	Files    []string // hash and mtime
 	Contents []string // hash, mtime and content (small, non-secret files)
 	Units    []string
-	// RunningExe names units whose running executable is hashed (a large
-	// executable, such as dockerd's, takes a noticeable time to hash).
+	// RunningExe names units whose running executable is identified.
 	RunningExe []string
 	Ports      []string // e.g. "9009/tcp"
 }
@@ -94,7 +94,7 @@ fw=0; command -v systemctl >/dev/null && systemctl is-active --quiet firewalld 2
 		fmt.Fprintf(&b, "command -v %s >/dev/null && printf 'cmd\\t%%s\\n' %s\n", quote(c), quote(c))
 	}
 	for _, f := range w.Files {
-		fmt.Fprintf(&b, "f=%s; [ -f \"$f\" ] && printf 'file\\t%%s\\t%%s\\t%%s\\n' \"$f\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$(stat -c %%.6Y \"$f\")\"\n", quote(f))
+		fmt.Fprintf(&b, "f=%s; [ -f \"$f\" ] && printf 'file\\t%%s\\t%%s\\t%%s\\t%%s\\n' \"$f\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$(stat -c %%.6Y \"$f\")\" \"$(stat -c %%d:%%i \"$f\")\"\n", quote(f))
 	}
 	for _, f := range w.Contents {
 		fmt.Fprintf(&b, "f=%s; [ -f \"$f\" ] && printf 'content\\t%%s\\t%%s\\t%%s\\t%%s\\n' \"$f\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$(stat -c %%.6Y \"$f\")\" \"$(base64 -w0 < \"$f\")\"\n", quote(f))
@@ -106,7 +106,7 @@ systemctl show -p ActiveState,UnitFileState,MainPID,ActiveEnterTimestamp,NeedDae
 	}
 	for _, u := range w.RunningExe {
 		fmt.Fprintf(&b, `u=%s; pid=$(systemctl show -p MainPID --value "$u")
-[ "${pid:-0}" -gt 0 ] && printf 'exe\t%%s\t%%s\n' "$u" "$(sha256sum < /proc/$pid/exe | cut -d' ' -f1)"
+[ "${pid:-0}" -gt 0 ] && printf 'exe\t%%s\t%%s\n' "$u" "$(stat -L -c %%d:%%i /proc/$pid/exe)"
 `, quote(u))
 	}
 	for _, p := range w.Ports {
@@ -150,13 +150,15 @@ func parseFacts(out []byte) (*Facts, error) {
 			f.Firewalld = true
 		case field[0] == "cmd" && len(field) == 2:
 			f.Commands[field[1]] = true
-		case field[0] == "file" && len(field) == 4, field[0] == "content" && len(field) == 5:
+		case field[0] == "file" && len(field) == 5, field[0] == "content" && len(field) == 5:
 			mtime, err := parseUnixMicro(field[3])
 			if err != nil {
 				return nil, fmt.Errorf("facts: mtime of %s: %w", field[1], err)
 			}
 			file := File{SHA256: field[2], ModTime: mtime}
-			if len(field) == 5 {
+			if field[0] == "file" {
+				file.Inode = field[4]
+			} else {
 				if file.Content, err = base64.StdEncoding.DecodeString(field[4]); err != nil {
 					return nil, fmt.Errorf("facts: content of %s: %w", field[1], err)
 				}
@@ -184,7 +186,7 @@ func parseFacts(out []byte) (*Facts, error) {
 			f.Units[field[1]] = u
 		case field[0] == "exe" && len(field) == 3:
 			u := f.Units[field[1]]
-			u.ExeSHA256 = field[2]
+			u.ExeInode = field[2]
 			f.Units[field[1]] = u
 		case field[0] == "port" && len(field) == 2:
 			f.Ports[field[1]] = true

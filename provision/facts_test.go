@@ -9,13 +9,13 @@ import (
 func TestParseFacts(t *testing.T) {
 	out := "os.id\tubuntu\nos.id_like\tdebian\nos.version_id\t24.04\nos.pretty\tUbuntu 24.04.1 LTS\narch\tx86_64\npid1\tsystemd\npm\tapt-get\n" +
 		"cloudinit\t1\ndpkg_pending\t1\nfirewalld\t1\ncmd\tdockerd\n" +
-		"file\t/usr/local/bin/bettertest\tabc\t1795643040.763661\n" +
+		"file\t/usr/local/bin/bettertest\tabc\t1795643040.763661\t2049:1234\n" +
 		"content\t/etc/x.service\tdef\t1795643041\taGVsbG8K\n" +
 		"unit\tdocker.service\tMainPID=450\nunit\tdocker.service\tActiveState=active\nunit\tdocker.service\tUnitFileState=enabled\n" +
 		"unit\tdocker.service\tActiveEnterTimestamp=Wed 2026-11-25 21:44:00.123456 UTC\nunit\tdocker.service\tNeedDaemonReload=no\n" +
 		"unit\tbettertest-worker.service\tActiveState=inactive\nunit\tbettertest-worker.service\tUnitFileState=disabled\n" +
 		"unit\tbettertest-worker.service\tActiveEnterTimestamp=\nunit\tbettertest-worker.service\tNeedDaemonReload=yes\n" +
-		"exe\tbettertest-worker.service\tfeed\n" +
+		"exe\tbettertest-worker.service\t2049:1234\n" +
 		"port\t9009/tcp\n"
 	got, err := parseFacts([]byte(out))
 	if err != nil {
@@ -26,12 +26,12 @@ func TestParseFacts(t *testing.T) {
 		Arch: "x86_64", Systemd: true, PackageManager: "apt-get", CloudInit: true, DpkgPending: true, Firewalld: true,
 		Commands: map[string]bool{"dockerd": true},
 		Files: map[string]File{
-			"/usr/local/bin/bettertest": {SHA256: "abc", ModTime: time.Unix(1795643040, 763661000).UTC()},
+			"/usr/local/bin/bettertest": {SHA256: "abc", ModTime: time.Unix(1795643040, 763661000).UTC(), Inode: "2049:1234"},
 			"/etc/x.service":            {SHA256: "def", ModTime: time.Unix(1795643041, 0).UTC(), Content: []byte("hello\n")},
 		},
 		Units: map[string]Unit{
 			"docker.service":            {Active: "active", Enabled: "enabled", Started: time.Date(2026, 11, 25, 21, 44, 0, 123456000, time.UTC)},
-			"bettertest-worker.service": {Active: "inactive", Enabled: "disabled", NeedReload: true, ExeSHA256: "feed"},
+			"bettertest-worker.service": {Active: "inactive", Enabled: "disabled", NeedReload: true, ExeInode: "2049:1234"},
 		},
 		Ports: map[string]bool{"9009/tcp": true},
 		Local: map[string]string{},

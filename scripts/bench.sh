@@ -17,3 +17,13 @@ PYTHONPATH=python python3 python/bench/latency.py --worker "$WORKER_URL" --token
 
 step "3. throughput of 200 MB of stdout to the Python client (targets >= 200 MB/s, worker RSS growth < 32 MB)"
 PYTHONPATH=python python3 python/bench/throughput.py --worker "$WORKER_URL" --token-file "$dir/token" --worker-pid "$WORKER_PID"
+
+step "4. enrollment: bettertest vs the same Ansible playbook on twin fresh hosts (targets: no-op < 1 s and <= 0.25x Ansible; fresh beyond packages < 5 s)"
+if ! command -v ansible-playbook >/dev/null; then
+	echo "installing Debian's ansible (the benchmark's peer)"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ansible >/dev/null
+fi
+go test ./enroll -run '^$' -bench BenchmarkEnrollVsAnsible -benchtime 1x -count 1 -timeout 20m | grep -E '^Benchmark|^ok|FAIL'
+
+step "5. enrollment of 4 hosts in parallel vs 1 (target: within 1.5x)"
+go test ./enroll -run '^$' -bench BenchmarkEnrollFourHostsInParallel -benchtime 1x -count 1 -timeout 20m | grep -E '^Benchmark|^ok|FAIL'
