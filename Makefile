@@ -11,6 +11,7 @@ all: build
 build:
 	# Static (no cgo): enrollment copies this binary to hosts of any distribution.
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bettertest
+	ln -sf bettertest bin/vmlab
 
 setup:
 	bash scripts/setup-test-env.sh

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -22,13 +23,18 @@ Usage:
 Commands:
   worker    serve the worker API on a Docker host (run, stream output, health)
   enroll    turn hosts reachable over SSH into running workers, idempotently
+  vmlab     make local VMs to enroll (also installed as the vmlab command)
   version   print the version
 
 Run 'bettertest <command> --help' for a command's flags.
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "vmlab" { // the vmlab symlink: make build makes bin/vmlab
+		args = append([]string{"vmlab"}, args...)
+	}
+	os.Exit(run(args, os.Stdout, os.Stderr))
 }
 
 // run returns the process's exit code: 0 ok, 1 the command failed, 2 bad usage.
@@ -46,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runWorker(ctx, args[1:], stderr)
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
+	case "vmlab":
+		err = runVMLab(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		err = runVersion(args[1:], stdout)
 	case "help", "-h", "--help":
