@@ -6,6 +6,7 @@
 set -euo pipefail
 
 BASE_IMAGE=bettertest/base:bookworm
+VM_IMAGE=/var/lib/bettertest/debian12-cloud.qcow2 # vmlab's tests boot it; vmlab/vmlab_test.go names it too
 DOCKERD_LOG=/var/log/bettertest-dockerd.log
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -23,38 +24,46 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-# Start dockerd when no engine answers. Under systemd, systemctl waits for the
-# unit's readiness. Without systemd, dockerd reports readiness itself through
-# NOTIFY_SOCKET (the sd_notify protocol): wait on that datagram, or on dockerd's
-# exit, whichever comes first.
-if ! docker info >/dev/null 2>&1; then
-	if [ "$(ps -p 1 -o comm=)" = systemd ]; then
-		say "starting docker.service"
-		systemctl start docker
-	else
-		say "starting dockerd (log: $DOCKERD_LOG)"
-		python3 - "$DOCKERD_LOG" <<'PY'
+# start_notify NAME LOG CMD...: start a daemon that reports readiness through
+# NOTIFY_SOCKET (the sd_notify protocol, as under systemd), and wait for its
+# READY=1 or its exit, whichever comes first: an event, not a poll.
+start_notify() {
+	local name=$1 log=$2
+	shift 2
+	say "starting $name (log: $log)"
+	python3 - "$name" "$log" "$@" <<'PY'
 import os, select, socket, subprocess, sys, tempfile
-log_path = sys.argv[1]
-sock_dir = tempfile.mkdtemp(prefix="bettertest-dockerd-")
+name, log_path, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+sock_dir = tempfile.mkdtemp(prefix="bettertest-notify-")
 sock_path = os.path.join(sock_dir, "notify")
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sock.bind(sock_path)
 with open(log_path, "ab") as log:
-    proc = subprocess.Popen(["dockerd"], env={**os.environ, "NOTIFY_SOCKET": sock_path},
+    proc = subprocess.Popen(cmd, env={**os.environ, "NOTIFY_SOCKET": sock_path},
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 pidfd = os.pidfd_open(proc.pid)
 ready = False
 while not ready:
     readable, _, _ = select.select([sock, pidfd], [], [], 300)
     if not readable:
-        sys.exit(f"setup: error: dockerd did not become ready in 300 s; see {log_path}")
+        sys.exit(f"setup: error: {name} did not become ready in 300 s; see {log_path}")
     if pidfd in readable:
-        sys.exit(f"setup: error: dockerd exited with code {proc.wait()}; see {log_path}")
+        sys.exit(f"setup: error: {name} exited with code {proc.wait()}; see {log_path}")
     ready = b"READY=1" in sock.recv(4096).split(b"\n")
 os.unlink(sock_path)
 os.rmdir(sock_dir)
 PY
+}
+
+is_systemd() { [ "$(ps -p 1 -o comm=)" = systemd ]; }
+
+# Start dockerd when no engine answers.
+if ! docker info >/dev/null 2>&1; then
+	if is_systemd; then
+		say "starting docker.service"
+		systemctl start docker
+	else
+		start_notify dockerd "$DOCKERD_LOG" dockerd
 	fi
 	docker info >/dev/null || die "the Docker engine still does not answer; see $DOCKERD_LOG"
 fi
@@ -90,3 +99,26 @@ if [ "$(docker image inspect -f '{{index .Config.Labels "dev.bettertest.testhost
 	rm -f "$testhost_log"
 	say "built $TESTHOST_IMAGE"
 fi
+
+# --- vmlab's tests: libvirt and a Debian 12 cloud image built from Debian packages ---
+need_pkgs=()
+for tool in virsh:libvirt-clients libvirtd:libvirt-daemon-system virt-install:virtinst qemu-img:qemu-utils \
+	qemu-system-x86_64:qemu-system-x86 genisoimage:genisoimage ssh:openssh-client; do
+	command -v "${tool%%:*}" >/dev/null || need_pkgs+=("${tool#*:}")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	say "installing ${need_pkgs[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+if ! virsh --connect qemu:///system version >/dev/null 2>&1; then
+	if is_systemd; then
+		say "starting libvirtd"
+		systemctl start virtlogd libvirtd
+	else
+		pgrep -x virtlogd >/dev/null || start_notify virtlogd /var/log/bettertest-virtlogd.log virtlogd
+		start_notify libvirtd /var/log/bettertest-libvirtd.log libvirtd
+	fi
+	virsh --connect qemu:///system version >/dev/null || die "libvirtd still does not answer; see /var/log/bettertest-libvirtd.log"
+fi
+bash "$(dirname "${BASH_SOURCE[0]}")/build-vm-image.sh" "$VM_IMAGE"

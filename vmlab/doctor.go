@@ -11,8 +11,8 @@ import (
 
 // Check is one preflight check.
 type Check struct {
-	Name   string
-	OK     bool
+	Name    string
+	OK      bool
 	Detail  string // what OK means
 	Problem string // what is wrong when not OK
 	Fix     string // what to do about it
@@ -71,7 +71,7 @@ func checks(ctx context.Context, virtType, network string) []Check {
 		hw := strings.Contains(string(cpu), " vmx") || strings.Contains(string(cpu), " svm")
 		cs = append(cs, Check{Name: "virtualization", OK: err == nil && hw, Detail: "/dev/kvm and VT-x/AMD-V",
 			Problem: "no usable /dev/kvm, or the CPU shows no VT-x/AMD-V",
-			Fix: "enable VT-x or AMD-V in the firmware and load kvm_intel or kvm_amd; or use --virt-type qemu (software emulation, slow)"})
+			Fix:     "enable VT-x or AMD-V in the firmware and load kvm_intel or kvm_amd; or use --virt-type qemu (software emulation, slow)"})
 	}
 	_, err := virsh(ctx, "version")
 	cs = append(cs, Check{Name: "libvirtd", OK: err == nil, Detail: "answers at " + URI,
@@ -83,7 +83,7 @@ func checks(ctx context.Context, virtType, network string) []Check {
 	active := err == nil && field(info, "Active") == "yes"
 	cs = append(cs, Check{Name: "default network", OK: active, Detail: "defined and active",
 		Problem: "not active, or not defined",
-		Fix: "virsh --connect qemu:///system net-start default (vmlab up does it); if it is not defined: virsh net-define /usr/share/libvirt/networks/default.xml"})
+		Fix:     "virsh --connect qemu:///system net-start default (vmlab up does it); if it is not defined: virsh net-define /usr/share/libvirt/networks/default.xml"})
 	if chain, err := exec.CommandContext(ctx, "nft", "list", "chain", "ip", "filter", "FORWARD").Output(); err == nil {
 		_, unitErr := os.Stat(ForwardUnitPath)
 		cs = append(cs, Check{Name: "Docker's FORWARD policy", OK: !needsForwardFix(string(chain)), Detail: "lets virbr0 through",

@@ -125,4 +125,3 @@ func (p *PhoneHome) Wait(ctx context.Context) (Call, error) {
 
 // Close stops listening.
 func (p *PhoneHome) Close() error { return p.srv.Close() }
-
