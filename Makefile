@@ -17,6 +17,7 @@ setup:
 	bash scripts/setup-test-env.sh
 
 test: setup build
+	shellcheck -x scripts/*.sh .ci/run
 	go vet ./...
 	go test -count=1 -timeout 15m ./...
 	$(MAKE) --no-print-directory test-python

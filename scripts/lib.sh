@@ -1,6 +1,8 @@
+# shellcheck shell=bash
 # Shared by demo.sh and bench.sh. Source it from the repository root.
 
-if [ -t 1 ]; then BOLD=$'\e[1m' GREEN=$'\e[32m' RED=$'\e[31m' RESET=$'\e[0m'; else BOLD= GREEN= RED= RESET=; fi
+# shellcheck disable=SC2034 # GREEN is for the scripts that source this
+if [ -t 1 ]; then BOLD=$'\e[1m' GREEN=$'\e[32m' RED=$'\e[31m' RESET=$'\e[0m'; else BOLD='' GREEN='' RED='' RESET=''; fi
 step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
 die() { printf '%serror:%s %s\n' "$RED" "$RESET" "$*" >&2; exit 1; }
 

@@ -103,13 +103,18 @@ fi
 # --- vmlab's tests: libvirt and a Debian 12 cloud image built from Debian packages ---
 need_pkgs=()
 for tool in virsh:libvirt-clients libvirtd:libvirt-daemon-system virt-install:virtinst qemu-img:qemu-utils \
-	qemu-system-x86_64:qemu-system-x86 genisoimage:genisoimage ssh:openssh-client; do
+	qemu-system-x86_64:qemu-system-x86 genisoimage:genisoimage ssh:openssh-client shellcheck:shellcheck; do
 	command -v "${tool%%:*}" >/dev/null || need_pkgs+=("${tool#*:}")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	say "installing ${need_pkgs[*]}"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+# libvirt wants /dev/kvm as udev leaves it (root:kvm 0660); otherwise it probes
+# qemu again on every call, and each takes seconds.
+if [ -e /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ]; then
+	chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 fi
 if ! virsh --connect qemu:///system version >/dev/null 2>&1; then
 	if is_systemd; then

@@ -9,9 +9,9 @@ import (
 
 func TestDescriptionRoundTrip(t *testing.T) {
 	vm := VM{Name: "w1", User: "alice", Network: "user", Key: "/home/alice/.ssh/id ed25519", SSHPort: 2222, WorkerPort: 9010,
-		Disk: "/var/lib/libvirt/images/w1.qcow2", Seed: "/var/lib/libvirt/images/w1-cidata.iso"}
+		Disk: "/var/lib/libvirt/images/w1.qcow2", Seed: "/var/lib/libvirt/images/w1-cidata.iso", Console: "/var/lib/libvirt/images/w1-console.log"}
 	desc := vm.description()
-	const want = "vmlab:disk=%2Fvar%2Flib%2Flibvirt%2Fimages%2Fw1.qcow2&key=%2Fhome%2Falice%2F.ssh%2Fid+ed25519&network=user" +
+	const want = "vmlab:console=%2Fvar%2Flib%2Flibvirt%2Fimages%2Fw1-console.log&disk=%2Fvar%2Flib%2Flibvirt%2Fimages%2Fw1.qcow2&key=%2Fhome%2Falice%2F.ssh%2Fid+ed25519&network=user" +
 		"&seed=%2Fvar%2Flib%2Flibvirt%2Fimages%2Fw1-cidata.iso&ssh=2222&user=alice&worker=9010"
 	if desc != want {
 		t.Fatalf("description %q", desc)

@@ -103,7 +103,8 @@ func (p *PhoneHome) serve(w http.ResponseWriter, r *http.Request) {
 	call := Call{Hostname: r.PostForm.Get("hostname")}
 	call.From, _, _ = net.SplitHostPort(r.RemoteAddr)
 	for _, field := range []string{"pub_key_ed25519", "pub_key_ecdsa", "pub_key_rsa"} {
-		if k := strings.TrimSpace(r.PostForm.Get(field)); k != "" {
+		// cloud-init sends "N/A" for the key types the guest does not have.
+		if k := strings.TrimSpace(r.PostForm.Get(field)); k != "" && k != "N/A" {
 			call.HostKeys = append(call.HostKeys, k)
 		}
 	}

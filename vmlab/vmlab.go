@@ -65,13 +65,13 @@ type VM struct {
 	Name, User, Network string
 	Key                 string // private key path
 	SSHPort, WorkerPort int    // user mode: forwarded from 127.0.0.1
-	Disk, Seed          string
+	Disk, Seed, Console string // the console is logged to a file, to show when a boot fails
 }
 
 const descPrefix = "vmlab:"
 
 func (vm VM) description() string {
-	v := url.Values{"user": {vm.User}, "network": {vm.Network}, "key": {vm.Key}, "disk": {vm.Disk}, "seed": {vm.Seed}}
+	v := url.Values{"user": {vm.User}, "network": {vm.Network}, "key": {vm.Key}, "disk": {vm.Disk}, "seed": {vm.Seed}, "console": {vm.Console}}
 	if vm.Network == "user" {
 		v.Set("ssh", strconv.Itoa(vm.SSHPort))
 		v.Set("worker", strconv.Itoa(vm.WorkerPort))
@@ -88,7 +88,7 @@ func parseDescription(name, desc string) (VM, bool) {
 	if err != nil {
 		return VM{}, false
 	}
-	vm := VM{Name: name, User: v.Get("user"), Network: v.Get("network"), Key: v.Get("key"), Disk: v.Get("disk"), Seed: v.Get("seed")}
+	vm := VM{Name: name, User: v.Get("user"), Network: v.Get("network"), Key: v.Get("key"), Disk: v.Get("disk"), Seed: v.Get("seed"), Console: v.Get("console")}
 	vm.SSHPort, _ = strconv.Atoi(v.Get("ssh"))
 	vm.WorkerPort, _ = strconv.Atoi(v.Get("worker"))
 	return vm, true
@@ -191,7 +191,8 @@ func (l *Lab) Up(ctx context.Context, name string, opt UpOptions) error {
 		return err
 	}
 	vm := VM{Name: name, User: opt.User, Network: opt.Network,
-		Disk: filepath.Join(l.ImagesDir, name+".qcow2"), Seed: filepath.Join(l.ImagesDir, name+"-cidata.iso")}
+		Disk: filepath.Join(l.ImagesDir, name+".qcow2"), Seed: filepath.Join(l.ImagesDir, name+"-cidata.iso"),
+		Console: filepath.Join(l.ImagesDir, name+"-console.log")}
 
 	pub, err := l.publicKey(opt.SSHKey)
 	if err != nil {
@@ -250,11 +251,13 @@ func (l *Lab) Up(ctx context.Context, name string, opt UpOptions) error {
 	args := []string{"--connect", URI, "--name", name, "--memory", strconv.Itoa(opt.Memory), "--vcpus", strconv.Itoa(opt.CPUs),
 		"--virt-type", opt.VirtType, "--os-variant", opt.OSVariant, "--import", "--noautoconsole", "--graphics", "none",
 		"--disk", "path=" + vm.Disk + ",bus=virtio", "--disk", "path=" + vm.Seed + ",device=cdrom",
+		"--serial", "pty,log.file=" + vm.Console + ",log.append=off",
 		"--metadata", "description=" + vm.description()}
 	if vm.Network == "user" {
 		// libvirt 9.0's <interface type='user'> wants passt, which it rejects here: use qemu's own
 		// user networking, with SSH and the worker port forwarded from the host's loopback only.
-		args = append(args, "--network", "none", "--qemu-commandline", fmt.Sprintf(
+		// One word with "=": the value starts with "-", which virt-install would take for an option.
+		args = append(args, "--network", "none", fmt.Sprintf("--qemu-commandline="+
 			"-netdev user,id=vmlab0,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:9009 -device virtio-net-pci,netdev=vmlab0,addr=0x10",
 			vm.SSHPort, vm.WorkerPort))
 	} else {
@@ -271,7 +274,8 @@ func (l *Lab) Up(ctx context.Context, name string, opt UpOptions) error {
 	}
 	defer life.close()
 	l.say("waiting for %s to boot and phone home (first boot; about a minute under emulation)", name)
-	waitCtx, cancel := context.WithTimeoutCause(ctx, l.BootWait, fmt.Errorf("%s did not phone home within %s: see its console (virsh --connect %s console %s)", name, l.BootWait, URI, name))
+	waitCtx, cancel := context.WithTimeoutCause(ctx, l.BootWait, fmt.Errorf("%s did not phone home within %s (did cloud-init find its seed?); the end of its console, %s:\n%s",
+		name, l.BootWait, vm.Console, consoleTail(vm.Console)))
 	defer cancel()
 	stopped := life.stopped()
 	go func() {
@@ -283,9 +287,9 @@ func (l *Lab) Up(ctx context.Context, name string, opt UpOptions) error {
 	call, err := phone.Wait(waitCtx)
 	if err != nil {
 		if state, _ := domainState(ctx, name); state != "running" {
-			return fmt.Errorf("%s stopped while booting (it is %s): see its console log, then vmlab destroy %s", name, state, name)
+			return fmt.Errorf("%s stopped while booting (it is %s); the end of its console, %s:\n%s\nthen: vmlab destroy %s", name, state, vm.Console, consoleTail(vm.Console), name)
 		}
-		return err
+		return fmt.Errorf("%w\nthe end of its console, %s:\n%s", err, vm.Console, consoleTail(vm.Console))
 	}
 	host, port, err := l.Address(ctx, vm)
 	if vm.Network == "default" {
@@ -387,7 +391,7 @@ func (l *Lab) Destroy(ctx context.Context, name string) error {
 	if _, err := virsh(ctx, "undefine", name); err != nil {
 		return err
 	}
-	for _, f := range []string{vm.Disk, vm.Seed} {
+	for _, f := range []string{vm.Disk, vm.Seed, vm.Console} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove %s: %w", f, err)
 		}
@@ -609,6 +613,19 @@ func (l *Lab) baseImage(ctx context.Context, image string) (string, error) {
 		return "", err
 	}
 	return path, nil
+}
+
+// consoleTail is the end of a console log, for error messages.
+func consoleTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r", ""), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // freePort asks the OS for a free port on 127.0.0.1. The port is free
