@@ -8,8 +8,9 @@ BIN     := bin/bettertest
 .PHONY: all build setup test test-go test-python fuzz demo bench clean
 all: build
 
+# Static (no cgo): enrollment copies this binary to hosts of any distribution.
+# bin/vmlab is the same binary: it dispatches on the name it is called by.
 build:
-	# Static (no cgo): enrollment copies this binary to hosts of any distribution.
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bettertest
 	ln -sf bettertest bin/vmlab
 
