@@ -90,12 +90,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// No write timeout: a run streams for as long as its command runs.
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
-	a.log.Info("listening", "addr", ln.Addr().String(), "docker", version.Version, "api", docker.ClientVersion(), "capacity", cfg.MaxParallel, "version", bettertest.Version)
+	// Ready before serving: a run's STATUS can then never come before READY=1.
+	// Connections made meanwhile wait in the listener's backlog.
 	notify(daemon.SdNotifyReady)
 	notify(fmt.Sprintf("STATUS=running 0 of %d", cfg.MaxParallel))
+	a.log.Info("listening", "addr", ln.Addr().String(), "docker", version.Version, "api", docker.ClientVersion(), "capacity", cfg.MaxParallel, "version", bettertest.Version)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
 
 	select {
 	case err := <-served:
