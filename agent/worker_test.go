@@ -147,7 +147,7 @@ func TestRunStreamsEveryEventType(t *testing.T) {
 func TestInterleavedStreamsKeepTheirOrder(t *testing.T) {
 	t.Parallel()
 	w := wt.Start(t, bin, wt.Options{})
-	s := w.Run(t, run("for i in 1 2 3; do echo o$i; sleep 0.1; echo e$i >&2; sleep 0.1; done"))
+	s := w.Run(t, run("for i in 1 2 3; do echo o$i; sleep 0.25; echo e$i >&2; sleep 0.25; done"))
 	assertEvents(t, s.All(t), started(),
 		stdout("o1\n"), stderr("e1\n"), stdout("o2\n"), stderr("e2\n"), stdout("o3\n"), stderr("e3\n"), exit(0))
 }

@@ -107,7 +107,7 @@ class RunTest(WorkerTestCase):
 
     def test_output_order_across_streams(self) -> None:
         rec = Recorder()
-        result = self.worker.run(IMAGE, "echo a; sleep 0.05; echo b >&2; sleep 0.05; echo c", on_output=rec)
+        result = self.worker.run(IMAGE, "echo a; sleep 0.2; echo b >&2; sleep 0.2; echo c", on_output=rec)
         self.assertEqual(rec.chunks, [("stdout", "a\n"), ("stderr", "b\n"), ("stdout", "c\n")])
         self.assertEqual((result.exit_code, result.stdout, result.stderr, result.error), (0, "a\nc\n", "b\n", None))
 
