@@ -204,8 +204,7 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 	}
 	note(provision.Event{Step: "gather facts", Status: provision.OK, Duration: time.Since(start)})
 
-	steps, err := provision.Playbook{Steps: Steps(spec), Check: cfg.Check}.Run(ctx, h, facts, func(ev provision.Event) { rep.event(target, ev) })
-	recap.OK, recap.Changed, recap.Failed, recap.Skipped = recap.OK+steps.OK, recap.Changed+steps.Changed, recap.Failed+steps.Failed, recap.Skipped+steps.Skipped
+	_, err = provision.Playbook{Steps: Steps(spec), Check: cfg.Check}.Run(ctx, h, facts, note)
 	rep.recap(target, recap, spec, cfg.Check, err == nil)
 	if err != nil {
 		return errReported

@@ -130,7 +130,7 @@ func (l Login) auth() ([]ssh.AuthMethod, *string, []string, error) {
 			warnings = append(warnings, fmt.Sprintf("skipping %s: %v", path, err))
 			continue
 		}
-		signers = append(signers, recordUse(signer, path, used))
+		signers = append(signers, recordingSigner{signer, path, used})
 	}
 	if len(signers) == 0 {
 		return nil, nil, warnings, fmt.Errorf("no SSH key to log in with: none in %s (%s) and no SSH agent; pass --key PATH or --password", l.SSHDir, strings.Join(defaultKeys, ", "))
@@ -138,47 +138,34 @@ func (l Login) auth() ([]ssh.AuthMethod, *string, []string, error) {
 	return []ssh.AuthMethod{ssh.PublicKeys(signers...)}, used, warnings, nil
 }
 
-func readKey(path string) (ssh.Signer, error) {
+// readKey reads a private key. x/crypto's signers for key files are all
+// AlgorithmSigners (they sign with rsa-sha2-* as well as ssh-rsa).
+func readKey(path string) (ssh.AlgorithmSigner, error) {
 	signer, err := goph.GetSigner(path, "")
 	var missing *ssh.PassphraseMissingError
 	if errors.As(err, &missing) {
 		return nil, fmt.Errorf("the key is protected by a passphrase: add it to the SSH agent (ssh-add %s) and enroll without --key", path)
 	}
-	return signer, err
-}
-
-// recordUse notes in used which key file signed: the server asks for a
-// signature only from the key it accepts.
-func recordUse(s ssh.Signer, path string, used *string) ssh.Signer {
-	if as, ok := s.(ssh.AlgorithmSigner); ok {
-		return recordingAlgorithmSigner{as, path, used}
+	if err != nil {
+		return nil, err
 	}
-	return recordingSigner{s, path, used}
+	return signer.(ssh.AlgorithmSigner), nil
 }
 
+// recordingSigner notes in used which key file signed: the server asks for a
+// signature only from the key it accepts.
 type recordingSigner struct {
-	ssh.Signer
+	ssh.AlgorithmSigner
 	path string
 	used *string
 }
 
 func (s recordingSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
 	*s.used = s.path
-	return s.Signer.Sign(r, data)
-}
-
-type recordingAlgorithmSigner struct {
-	ssh.AlgorithmSigner
-	path string
-	used *string
-}
-
-func (s recordingAlgorithmSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
-	*s.used = s.path
 	return s.AlgorithmSigner.Sign(r, data)
 }
 
-func (s recordingAlgorithmSigner) SignWithAlgorithm(r io.Reader, data []byte, alg string) (*ssh.Signature, error) {
+func (s recordingSigner) SignWithAlgorithm(r io.Reader, data []byte, alg string) (*ssh.Signature, error) {
 	*s.used = s.path
 	return s.AlgorithmSigner.SignWithAlgorithm(r, data, alg)
 }

@@ -85,11 +85,14 @@ func checks(ctx context.Context, virtType, network string) []Check {
 		Problem: "not active, or not defined",
 		Fix:     "virsh --connect qemu:///system net-start default (vmlab up does it); if it is not defined: virsh net-define /usr/share/libvirt/networks/default.xml"})
 	if chain, err := exec.CommandContext(ctx, "nft", "list", "chain", "ip", "filter", "FORWARD").Output(); err == nil {
-		_, unitErr := os.Stat(ForwardUnitPath)
+		persist := "to keep it across reboots: vmlab doctor --install-forward-unit"
+		if _, err := os.Stat(ForwardUnitPath); err == nil {
+			persist += " (installed)"
+		}
 		cs = append(cs, Check{Name: "Docker's FORWARD policy", OK: !needsForwardFix(string(chain)), Detail: "lets virbr0 through",
 			Problem: "drops the traffic of VMs on virbr0 (Docker set the policy to drop)",
 			Fix: "vmlab up applies: nft insert rule ip filter FORWARD iifname virbr0 accept (and related,established back); " +
-				"to keep it across reboots: vmlab doctor --install-forward-unit" + map[bool]string{true: "", false: " (installed)"}[unitErr != nil]})
+				persist})
 	}
 	return cs
 }

@@ -102,19 +102,29 @@ func NewestFedora(ctx context.Context, client *http.Client, releases, arch strin
 	return CloudImage{Name: name, URL: imagesURL + name, SHA256: sum}, nil
 }
 
-func fetchText(ctx context.Context, client *http.Client, url string) (string, error) {
+// get answers a GET with a 200, or fails saying what to do.
+func get(ctx context.Context, client *http.Client, url string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("GET %s: %w: check the network, or pass --image with a local cloud image", url, err)
+		return nil, fmt.Errorf("GET %s: %w: check the network, or pass --image with a local cloud image", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return resp, nil
+}
+
+func fetchText(ctx context.Context, client *http.Client, url string) (string, error) {
+	resp, err := get(ctx, client, url)
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	return string(b), err
 }
@@ -127,18 +137,11 @@ func Download(ctx context.Context, client *http.Client, img CloudImage, dir stri
 	if _, err := os.Stat(path); err == nil {
 		return path, nil // verified when it was downloaded
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, img.URL, nil)
+	resp, err := get(ctx, client, img.URL)
 	if err != nil {
 		return "", err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("download %s: %w", img.URL, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("download %s: %s", img.URL, resp.Status)
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}

@@ -77,10 +77,12 @@ func watchLifecycle(ctx context.Context, name string) (*lifecycle, error) {
 	return l, nil
 }
 
-// stopped returns a channel closed when the domain stops or crashes.
+// stopped returns a channel that receives the event when the domain stops
+// or crashes, and is closed when the watch ends without one.
 func (l *lifecycle) stopped() <-chan string {
 	ch := make(chan string, 1)
 	go func() {
+		defer close(ch)
 		for ev := range l.events {
 			if strings.HasPrefix(ev, "Stopped") || strings.HasPrefix(ev, "Crashed") {
 				ch <- ev

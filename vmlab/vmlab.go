@@ -29,17 +29,15 @@ import (
 
 // Lab is where VMs live and how vmlab talks about them.
 type Lab struct {
-	ImagesDir  string // disks and seeds, e.g. /var/lib/libvirt/images
-	Home       string // the user's home: ~/.ssh
-	Out        io.Writer
-	HTTP       *http.Client
-	Releases   string // the Fedora release index
-	Enroll     func(ctx context.Context, vm VM) error
-	BootWait   time.Duration // how long a first boot may take
-	DownGrace  time.Duration // how long a guest may take to shut down
-	Owner      *Owner        // chown files made in the user's home to the user (under sudo)
-	Lookup     func(host string) ([]net.IP, error)
-	listenHost string // where the phone_home listener binds in default network mode
+	ImagesDir string // disks and seeds, e.g. /var/lib/libvirt/images
+	Home      string // the user's home: ~/.ssh
+	Out       io.Writer
+	HTTP      *http.Client
+	Releases  string // the Fedora release index
+	Enroll    func(ctx context.Context, vm VM) error
+	BootWait  time.Duration // how long a first boot may take
+	DownGrace time.Duration // how long a guest may take to shut down
+	Owner     *Owner        // chown files made in the user's home to the user (under sudo)
 }
 
 // Owner is the uid and gid files in the user's home should belong to.
@@ -277,11 +275,9 @@ func (l *Lab) Up(ctx context.Context, name string, opt UpOptions) error {
 	waitCtx, cancel := context.WithTimeoutCause(ctx, l.BootWait, fmt.Errorf("%s did not phone home within %s (did cloud-init find its seed?); the end of its console, %s:\n%s",
 		name, l.BootWait, vm.Console, consoleTail(vm.Console)))
 	defer cancel()
-	stopped := life.stopped()
 	go func() {
-		if ev, ok := <-stopped; ok {
+		if _, stopped := <-life.stopped(); stopped {
 			cancel()
-			_ = ev
 		}
 	}()
 	call, err := phone.Wait(waitCtx)
@@ -291,12 +287,10 @@ func (l *Lab) Up(ctx context.Context, name string, opt UpOptions) error {
 		}
 		return fmt.Errorf("%w\nthe end of its console, %s:\n%s", err, vm.Console, consoleTail(vm.Console))
 	}
-	host, port, err := l.Address(ctx, vm)
+	// The VM's address: the forwarded port, or where its phone_home came from.
+	host, port := "127.0.0.1", vm.SSHPort
 	if vm.Network == "default" {
-		host, port, err = call.From, 22, nil
-	}
-	if err != nil {
-		return err
+		host, port = call.From, 22
 	}
 	if err := l.recordHostKeys(host, port, call.HostKeys); err != nil {
 		return err
@@ -364,7 +358,10 @@ func (l *Lab) Down(ctx context.Context, name string) error {
 		return err
 	}
 	select {
-	case <-stopped:
+	case _, ok := <-stopped:
+		if !ok {
+			return fmt.Errorf("libvirt's event stream for %s ended before it stopped: check virsh --connect %s domstate %s", name, URI, name)
+		}
 		l.say("%s is shut off", name)
 		return nil
 	case <-time.After(l.DownGrace):
