@@ -89,6 +89,12 @@ func (r *runner) run(ctx context.Context, id string, req bettertest.RunRequest, 
 	defer attach.Close()
 	started := time.Now()
 	ev.send(bettertest.EventStarted, bettertest.StartedEvent{ID: id})
+	// timeout_s limits the command itself, not the wait for a slot or a container.
+	if req.TimeoutS > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeoutCause(ctx, time.Duration(req.TimeoutS)*time.Second, errTimeout)
+		defer cancelTimeout()
+	}
 
 	stopKill := context.AfterFunc(ctx, func() {
 		kctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)

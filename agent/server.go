@@ -88,11 +88,6 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		out = a.runner.failBeforeStart(ctx, ev, err)
 	} else {
 		defer release()
-		if req.TimeoutS > 0 {
-			var cancelTimeout context.CancelFunc
-			ctx, cancelTimeout = context.WithTimeoutCause(ctx, time.Duration(req.TimeoutS)*time.Second, errTimeout)
-			defer cancelTimeout()
-		}
 		out = a.runner.run(ctx, id, req, ev)
 	}
 	a.log.Info("run", "id", id, "image", req.Image, "exit", out.code, "outcome", out.kind,
