@@ -14,6 +14,14 @@ type RunRequest struct {
 	Env      map[string]string `json:"env,omitempty"`
 	Workdir  string            `json:"workdir,omitempty"`
 	TimeoutS int               `json:"timeout_s,omitempty"`
+	// Inputs maps container paths to artifact IDs ("sha256:HEX"), mounted read-only.
+	Inputs map[string]string `json:"inputs,omitempty"`
+	// Outputs are container paths packed into artifacts after the command exits 0.
+	Outputs []string `json:"outputs,omitempty"`
+	// Cache makes the run a build: answered from the build cache when its key is known.
+	Cache bool `json:"cache,omitempty"`
+	// Name says which build this is ("pipeline/task"), so a cache miss can be explained.
+	Name string `json:"name,omitempty"`
 }
 
 // Event names of the /run stream. Every event's data is one JSON object.
@@ -23,6 +31,10 @@ const (
 	EventOutput  = "output"  // OutputEvent: a chunk of output, as written
 	EventError   = "error"   // ErrorEvent: could not start, or cut short
 	EventExit    = "exit"    // ExitEvent: always last once a run started
+
+	EventArtifact = "artifact" // ArtifactEvent: an output was stored
+	EventUncached = "uncached" // UncachedEvent: a build is not in the cache, and why
+	EventCached   = "cached"   // CachedEvent: a build answered from the cache
 )
 
 // QueuedEvent says the run waits for one of the worker's slots.
@@ -50,6 +62,27 @@ type ErrorEvent struct {
 type ExitEvent struct {
 	Code       int   `json:"code"`
 	DurationMS int64 `json:"duration_ms"`
+}
+
+// ArtifactEvent announces an output of a run, stored as an artifact.
+type ArtifactEvent struct {
+	Path string `json:"path"` // the container path it was packed from
+	ID   string `json:"id"`   // "sha256:HEX"
+	Size int64  `json:"size"` // bytes of the archive
+}
+
+// UncachedEvent says a build runs because its key is not in the cache.
+type UncachedEvent struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// CachedEvent says a build's outputs come from the cache; its artifact and
+// exit events follow at once.
+type CachedEvent struct {
+	Key        string `json:"key"`
+	RunID      string `json:"run_id"`      // the run that built it
+	DurationMS int64  `json:"duration_ms"` // how long that run took
 }
 
 // Health is the body of GET /health.

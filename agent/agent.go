@@ -25,6 +25,8 @@ type Config struct {
 	TokenFile   string // path of the file holding the bearer token
 	MaxParallel int    // runs executing at once; more wait their turn
 	DockerHost  string // Docker engine address, e.g. unix:///var/run/docker.sock
+	DataDir     string // artifacts and the build cache
+	CacheSize   int64  // bytes the artifacts may take on disk
 	Logger      *slog.Logger
 }
 
@@ -33,6 +35,8 @@ type Agent struct {
 	token    []byte
 	log      *slog.Logger
 	runner   *runner
+	store    *store
+	cache    *buildCache
 	slots    *slots
 	stopping context.Context // done once shutdown begins: every run is cut short
 }
@@ -52,10 +56,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	owner, err := WorkerIdentity(cfg.TokenFile)
+	if cfg.CacheSize < 1 {
+		return fmt.Errorf("--cache-size must be more than 0 bytes, e.g. 20GiB")
+	}
+	owner, err := WorkerIdentity(cfg.DataDir)
 	if err != nil {
 		return err
 	}
+	store, unlock, err := openStore(cfg.DataDir, cfg.CacheSize, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	docker, err := client.NewClientWithOpts(client.WithHost(cfg.DockerHost), client.WithAPIVersionNegotiation())
 	if err != nil {
 		return fmt.Errorf("--docker-host %q: %w", cfg.DockerHost, err)
@@ -71,9 +83,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 	stopping, stopRuns := context.WithCancel(context.Background())
 	defer stopRuns()
-	run := &runner{docker: docker, owner: owner, log: cfg.Logger}
+	run := &runner{docker: docker, owner: owner, log: cfg.Logger, store: store}
 	run.pool = &pool{docker: docker, owner: owner, limit: cfg.MaxParallel, log: cfg.Logger, wg: &run.removal}
-	a := &Agent{token: token, log: cfg.Logger, runner: run, stopping: stopping}
+	a := &Agent{token: token, log: cfg.Logger, runner: run, store: store, stopping: stopping,
+		cache: &buildCache{dir: filepath.Join(cfg.DataDir, "cache")}}
 	a.slots = newSlots(cfg.MaxParallel, func(running, capacity int) {
 		notify(fmt.Sprintf("STATUS=running %d of %d", running, capacity))
 	})
@@ -120,13 +133,13 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// WorkerIdentity names this worker's containers. It is derived from the token
-// file's location, which is stable across restarts of one worker and differs
-// between workers that share an engine.
-func WorkerIdentity(tokenFile string) (string, error) {
-	abs, err := filepath.Abs(tokenFile)
+// WorkerIdentity names this worker's containers. It is derived from the data
+// dir's location, which is stable across restarts of one worker and differs
+// between workers that share an engine (the store's lock makes sure of that).
+func WorkerIdentity(dataDir string) (string, error) {
+	abs, err := filepath.Abs(dataDir)
 	if err != nil {
-		return "", fmt.Errorf("token file %s: %w", tokenFile, err)
+		return "", fmt.Errorf("--data-dir %s: %w", dataDir, err)
 	}
 	sum := sha256.Sum256([]byte(abs))
 	return hex.EncodeToString(sum[:6]), nil

@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/jsonmessage"
@@ -42,61 +43,80 @@ type runner struct {
 	owner   string
 	log     *slog.Logger
 	pool    *pool
+	store   *store
 	removal sync.WaitGroup // containers being removed or started in the background
 }
 
-// outcome is what the worker logs about a run.
+// outcome is how a run ended: what its client is told last and what the
+// worker logs.
 type outcome struct {
-	code   int
-	kind   string // exited, timeout, cancelled, shutdown, failed
-	detail string
+	started   bool // the command started: an exit event ends the stream
+	code      int
+	kind      string // exited, cached, timeout, cancelled, shutdown, failed
+	detail    string // sent as an error event unless the client left
+	duration  time.Duration
+	artifacts []bettertest.ArtifactEvent
+	release   []func() // unpins the artifacts
 }
 
-// run executes req in a container of its own, streaming its events to ev.
-func (r *runner) run(ctx context.Context, id string, req bettertest.RunRequest, ev *eventStream) outcome {
-	imageID, err := r.ensureImage(ctx, req.Image)
-	if err != nil {
-		return r.failBeforeStart(ctx, ev, err)
+func (o *outcome) succeeded() bool { return o.kind == "exited" && o.code == 0 && o.detail == "" }
+
+// finish sends the events that end a run's stream.
+func (o *outcome) finish(ev *eventStream) {
+	if o.detail != "" && o.kind != "cancelled" {
+		ev.send(bettertest.EventError, bettertest.ErrorEvent{Message: o.detail})
 	}
+	if o.started {
+		ev.send(bettertest.EventExit, bettertest.ExitEvent{Code: o.code, DurationMS: o.duration.Milliseconds()})
+	}
+}
+
+// run executes req in a container of its own, streaming its output to ev,
+// and packs its outputs into artifacts once it exits 0. The caller sends the
+// final events with outcome.finish.
+func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.RunRequest, ev *eventStream) (out outcome) {
 	// Docker calls below must finish even when ctx ends: a cancelled run still
 	// has a container to kill, drain and remove.
 	dctx := context.WithoutCancel(ctx)
-	containerID, err := r.pool.take(dctx, imageID)
+	containerID, err := r.container(dctx, imageID, req)
 	if err != nil {
-		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not start a container of %s: %w", req.Image, err))
+		return failBeforeStart(ctx, err)
 	}
 	defer func() { // the next run of this image finds a container started
-		if context.Cause(ctx) != errShutdown {
+		if len(req.Inputs) == 0 && context.Cause(ctx) != errShutdown {
 			r.pool.refill(imageID)
 		}
 	}()
 	defer r.removeLater(containerID)
 	// The name says which run a container serves, in docker ps and in its events.
 	if err := r.docker.ContainerRename(dctx, containerID, "bettertest-"+id); err != nil {
-		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not name the container: %w", err))
+		return failBeforeStart(ctx, fmt.Errorf("Docker could not name the container: %w", err))
 	}
 	if err := ctx.Err(); err != nil { // the client left or the worker is stopping: don't start
-		return r.failBeforeStart(ctx, ev, context.Cause(ctx))
+		return failBeforeStart(ctx, context.Cause(ctx))
 	}
 	exec, err := r.docker.ContainerExecCreate(dctx, containerID, execOptions(req))
 	if err != nil {
-		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not create the command's process: %w", err))
+		return failBeforeStart(ctx, fmt.Errorf("Docker could not create the command's process: %w", err))
 	}
 	attach, err := r.docker.ContainerExecAttach(dctx, exec.ID, container.ExecAttachOptions{})
 	if err != nil {
-		return r.failBeforeStart(ctx, ev, fmt.Errorf("Docker could not start the command: %w", err))
+		return failBeforeStart(ctx, fmt.Errorf("Docker could not start the command: %w", err))
 	}
 	defer attach.Close()
 	started := time.Now()
 	ev.send(bettertest.EventStarted, bettertest.StartedEvent{ID: id})
+	out = outcome{started: true, code: -1, kind: "exited"}
+	defer func() { out.duration = time.Since(started) }()
+
 	// timeout_s limits the command itself, not the wait for a slot or a container.
+	cmdCtx := ctx
 	if req.TimeoutS > 0 {
 		var cancelTimeout context.CancelFunc
-		ctx, cancelTimeout = context.WithTimeoutCause(ctx, time.Duration(req.TimeoutS)*time.Second, errTimeout)
+		cmdCtx, cancelTimeout = context.WithTimeoutCause(ctx, time.Duration(req.TimeoutS)*time.Second, errTimeout)
 		defer cancelTimeout()
 	}
-
-	stopKill := context.AfterFunc(ctx, func() {
+	stopKill := context.AfterFunc(cmdCtx, func() {
 		kctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 		defer cancel()
 		if err := r.docker.ContainerKill(kctx, containerID, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
@@ -110,7 +130,6 @@ func (r *runner) run(ctx context.Context, id string, req bettertest.RunRequest, 
 	_, copyErr := stdcopy.StdCopy(streamWriter{ev, "stdout"}, streamWriter{ev, "stderr"}, newIdleFlusher(attach.Reader, ev))
 	ev.flushPartial()
 
-	out := outcome{code: -1, kind: "exited"}
 	if copyErr != nil {
 		out.kind, out.detail = "failed", fmt.Sprintf("lost the command's output stream from Docker: %v", copyErr)
 	} else if inspect, err := r.docker.ContainerExecInspect(dctx, exec.ID); err != nil {
@@ -118,14 +137,87 @@ func (r *runner) run(ctx context.Context, id string, req bettertest.RunRequest, 
 	} else {
 		out.code = inspect.ExitCode
 	}
-	if ctx.Err() != nil {
-		out.kind, out.detail = cutShort(ctx, req)
+	if cmdCtx.Err() != nil {
+		out.kind, out.detail = cutShort(cmdCtx, req)
+		return out
 	}
-	if out.detail != "" && out.kind != "cancelled" {
-		ev.send(bettertest.EventError, bettertest.ErrorEvent{Message: out.detail})
+	if !stopKill() { // the kill won the race with the command's end
+		out.kind, out.detail = cutShort(cmdCtx, req)
+		return out
 	}
-	ev.send(bettertest.EventExit, bettertest.ExitEvent{Code: out.code, DurationMS: time.Since(started).Milliseconds()})
+	if out.kind != "exited" || out.code != 0 {
+		return out
+	}
+	for _, p := range req.Outputs {
+		art, release, err := r.collect(ctx, containerID, p)
+		if err != nil {
+			out.kind, out.detail = "failed", err.Error()
+			if ctx.Err() != nil {
+				out.kind, out.detail = cutShort(ctx, req)
+			}
+			return out
+		}
+		out.release = append(out.release, release)
+		out.artifacts = append(out.artifacts, art)
+		ev.send(bettertest.EventArtifact, art)
+	}
 	return out
+}
+
+// container returns a started container for a run: a spare from the pool,
+// or, when the run has inputs to mount, one made for it.
+func (r *runner) container(ctx context.Context, imageID string, req bettertest.RunRequest) (string, error) {
+	if len(req.Inputs) == 0 {
+		id, err := r.pool.take(ctx, imageID)
+		if err != nil {
+			return "", fmt.Errorf("Docker could not start a container of %s: %w", req.Image, err)
+		}
+		return id, nil
+	}
+	mounts := make([]mount.Mount, 0, len(req.Inputs))
+	for target, id := range req.Inputs {
+		hexID, _ := parseID(id)
+		source, err := r.store.tree(hexID)
+		if err != nil {
+			return "", fmt.Errorf("input %s: %w", target, err)
+		}
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: source, Target: target, ReadOnly: true})
+	}
+	// Docker mounts in the order given: a path inside another input goes after it.
+	sort.Slice(mounts, func(i, j int) bool { return archiveLess(mounts[i].Target[1:], mounts[j].Target[1:]) })
+	id, err := r.pool.start(ctx, imageID, mounts)
+	if err != nil {
+		return "", fmt.Errorf("Docker could not start a container of %s with its inputs: %w", req.Image, err)
+	}
+	return id, nil
+}
+
+// collect packs one output path of a finished command into an artifact.
+func (r *runner) collect(ctx context.Context, containerID, p string) (bettertest.ArtifactEvent, func(), error) {
+	rc, _, err := r.docker.CopyFromContainer(ctx, containerID, p)
+	if errdefs.IsNotFound(err) {
+		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s does not exist after the command: make the command create it, or fix the path in outputs", p)
+	}
+	if err != nil {
+		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s: Docker could not copy it out: %w", p, err)
+	}
+	defer rc.Close()
+	in, err := r.store.create()
+	if err != nil {
+		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s: %w", p, err)
+	}
+	if err := repackOutput(rc, in, p); err != nil {
+		in.abort()
+		if errors.Is(err, errTooBig) {
+			return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s is larger than this worker's --cache-size: make it smaller or raise --cache-size", p)
+		}
+		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s: %w", p, err)
+	}
+	hexID, _, release, err := in.commit("")
+	if err != nil {
+		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s: store it: %w", p, err)
+	}
+	return bettertest.ArtifactEvent{Path: p, ID: "sha256:" + hexID, Size: in.n}, release, nil
 }
 
 // cutShort explains why a started run's context ended.
@@ -139,7 +231,8 @@ func cutShort(ctx context.Context, req bettertest.RunRequest) (kind, detail stri
 	return "cancelled", "the client disconnected"
 }
 
-func (r *runner) failBeforeStart(ctx context.Context, ev *eventStream, err error) outcome {
+// failBeforeStart is the outcome of a run whose command never started.
+func failBeforeStart(ctx context.Context, err error) outcome {
 	if ctx.Err() != nil {
 		kind, detail := cutShort(ctx, bettertest.RunRequest{})
 		if kind == "cancelled" {
@@ -147,7 +240,6 @@ func (r *runner) failBeforeStart(ctx context.Context, ev *eventStream, err error
 		}
 		err = errors.New(detail)
 	}
-	ev.send(bettertest.EventError, bettertest.ErrorEvent{Message: err.Error()})
 	return outcome{code: -1, kind: "failed", detail: err.Error()}
 }
 

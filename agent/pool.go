@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 )
 
@@ -55,7 +56,7 @@ func (p *pool) take(ctx context.Context, image string) (string, error) {
 	}
 	p.mu.Unlock()
 	if s == nil {
-		return p.start(ctx, image)
+		return p.start(ctx, image, nil)
 	}
 	<-s.ready // a spare's start is bounded by dockerTimeout
 	return s.id, s.err
@@ -82,7 +83,7 @@ func (p *pool) refill(image string) {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 		defer cancel()
-		s.id, s.err = p.start(ctx, image)
+		s.id, s.err = p.start(ctx, image, nil)
 		close(s.ready)
 		if s.err != nil {
 			p.log.Warn("start a spare container", "image", image, "err", s.err)
@@ -93,14 +94,16 @@ func (p *pool) refill(image string) {
 	}
 }
 
-// start creates and starts an idle container of image.
-func (p *pool) start(ctx context.Context, image string) (string, error) {
+// start creates and starts an idle container of image with mounts.
+func (p *pool) start(ctx context.Context, image string, mounts []mount.Mount) (string, error) {
+	hc := *hostConfig
+	hc.Mounts = mounts
 	created, err := p.docker.ContainerCreate(ctx, &container.Config{
 		Image:      image,
 		Entrypoint: idleCommand,
 		OpenStdin:  true, // nothing ever writes: the idle read blocks until removal
 		Labels:     map[string]string{LabelWorker: p.owner},
-	}, hostConfig, nil, nil, "")
+	}, &hc, nil, nil, "")
 	if err != nil {
 		return "", err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"unicode"
 
 	"github.com/distribution/reference"
 
@@ -52,7 +53,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &typ):
 		return fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s`
+		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s, inputs, outputs, cache, name`
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "the JSON object is cut short"
 	}
@@ -86,6 +87,45 @@ func ValidateRunRequest(req bettertest.RunRequest) error {
 	}
 	if req.TimeoutS < 0 || req.TimeoutS > MaxTimeoutS {
 		return fmt.Errorf(`"timeout_s" %d is out of range: use 0 (no timeout) up to %d seconds`, req.TimeoutS, MaxTimeoutS)
+	}
+	for p, id := range req.Inputs {
+		if err := checkContainerPath("inputs", p); err != nil {
+			return err
+		}
+		if _, ok := parseID(id); !ok {
+			return fmt.Errorf(`"inputs" %s: %q is not an artifact id: use "sha256:" and 64 lowercase hex digits`, short(p), short(id))
+		}
+	}
+	seen := make(map[string]bool, len(req.Outputs))
+	for _, p := range req.Outputs {
+		if err := checkContainerPath("outputs", p); err != nil {
+			return err
+		}
+		if seen[p] {
+			return fmt.Errorf(`"outputs" names %s twice: name each path once`, short(p))
+		}
+		seen[p] = true
+	}
+	if len(req.Inputs) > MaxPaths || len(req.Outputs) > MaxPaths {
+		return fmt.Errorf(`"inputs" and "outputs" may name at most %d paths each: pack files into fewer directories`, MaxPaths)
+	}
+	if len(req.Name) > 256 || strings.ContainsFunc(req.Name, unicode.IsControl) {
+		return fmt.Errorf(`"name" %q must be at most 256 characters, without control characters`, short(req.Name))
+	}
+	if req.Name != "" && !req.Cache {
+		return errors.New(`"name" names a build: send it with "cache": true, or leave it out`)
+	}
+	return nil
+}
+
+// MaxPaths bounds the inputs and the outputs of one run.
+const MaxPaths = 256
+
+// checkContainerPath checks a path in the container that an input is mounted
+// at or an output is collected from.
+func checkContainerPath(field, p string) error {
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.IndexByte(p, 0) >= 0 || len(p) > 4096 {
+		return fmt.Errorf(`"%s" path %q must be a clean absolute path in the container other than "/", e.g. "/src"`, field, short(p))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,13 +25,16 @@ func (a *Agent) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(requireToken(a.token))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run and GET /health", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run, GET /health and GET, HEAD and PUT /artifacts/SHA256", r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run or GET /health", r.Method, r.URL.Path))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run, GET /health, or GET, HEAD or PUT /artifacts/SHA256", r.Method, r.URL.Path))
 	})
 	r.Post("/run", a.handleRun)
 	r.Get("/health", a.handleHealth)
+	r.Get("/artifacts/{sha256}", a.handleGetArtifact)
+	r.Head("/artifacts/{sha256}", a.handleGetArtifact)
+	r.Put("/artifacts/{sha256}", a.handlePutArtifact)
 	return r
 }
 
@@ -73,6 +77,20 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error())
 		return
 	}
+	// The inputs stay on the worker until the run ends.
+	releaseInputs, missing := a.store.pin(inputIDs(req))
+	if missing != "" {
+		where := ""
+		for p, id := range req.Inputs {
+			if id == "sha256:"+missing {
+				where = p
+			}
+		}
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("input %s: artifact sha256:%s is not on this worker: upload it first (PUT /artifacts/%s)", short(where), missing, missing))
+		return
+	}
+	defer releaseInputs()
+
 	// The run ends when the client leaves, when it times out, or when the worker stops.
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
@@ -80,18 +98,94 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 
 	id := newRunID()
 	ev := newEventStream(w)
+	out := a.serveRun(ctx, id, req, ev)
+	for _, release := range out.release {
+		defer release()
+	}
+	out.finish(ev)
+	a.log.Info("run", "id", id, "name", req.Name, "image", req.Image, "exit", out.code, "outcome", out.kind,
+		"duration", time.Since(arrived).Round(time.Millisecond), "detail", out.detail)
+}
+
+// serveRun answers a build from the cache, or runs the command; a build that
+// succeeds is remembered before its client hears the end of it, so the next
+// identical request finds it.
+func (a *Agent) serveRun(ctx context.Context, id string, req bettertest.RunRequest, ev *eventStream) outcome {
+	imageID, err := a.runner.ensureImage(ctx, req.Image)
+	if err != nil {
+		return failBeforeStart(ctx, err)
+	}
+	var build buildInputs
+	var key string
+	if req.Cache {
+		build = newBuildInputs(imageID, req)
+		key = build.key()
+		if out, ok := a.fromCache(key, ev); ok {
+			return out
+		}
+		reason, err := a.cache.began(req.Name, build)
+		if err != nil {
+			a.log.Warn("build cache", "name", req.Name, "err", err)
+		}
+		ev.send(bettertest.EventUncached, bettertest.UncachedEvent{Key: key, Reason: reason})
+	}
 	release, err := a.slots.acquire(ctx, func(position int) {
 		ev.send(bettertest.EventQueued, bettertest.QueuedEvent{Position: position})
 	})
-	var out outcome
 	if err != nil {
-		out = a.runner.failBeforeStart(ctx, ev, err)
-	} else {
-		defer release()
-		out = a.runner.run(ctx, id, req, ev)
+		return failBeforeStart(ctx, err)
 	}
-	a.log.Info("run", "id", id, "image", req.Image, "exit", out.code, "outcome", out.kind,
-		"duration", time.Since(arrived).Round(time.Millisecond), "detail", out.detail)
+	defer release()
+	out := a.runner.run(ctx, id, imageID, req, ev)
+	if req.Cache && out.succeeded() {
+		rec := buildRecord{RunID: id, DurationMS: out.duration.Milliseconds(), Outputs: out.artifacts}
+		if err := a.cache.store(key, rec); err != nil {
+			a.log.Warn("build cache", "name", req.Name, "err", err)
+		} else if err := a.cache.succeeded(req.Name, build); err != nil {
+			a.log.Warn("build cache", "name", req.Name, "err", err)
+		}
+	}
+	return out
+}
+
+// fromCache answers a build whose key is in the cache with its stored
+// outputs, if they are all still there.
+func (a *Agent) fromCache(key string, ev *eventStream) (outcome, bool) {
+	rec, err := a.cache.lookup(key)
+	if err != nil {
+		a.log.Warn("build cache", "key", key, "err", err)
+	}
+	if rec == nil {
+		return outcome{}, false
+	}
+	ids := make([]string, len(rec.Outputs))
+	for i, art := range rec.Outputs {
+		ids[i], _ = parseID(art.ID)
+	}
+	release, missing := a.store.pin(ids)
+	if missing != "" {
+		if err := a.cache.forget(key); err != nil {
+			a.log.Warn("build cache", "key", key, "err", err)
+		}
+		return outcome{}, false
+	}
+	ev.send(bettertest.EventCached, bettertest.CachedEvent{Key: key, RunID: rec.RunID, DurationMS: rec.DurationMS})
+	for _, art := range rec.Outputs {
+		ev.send(bettertest.EventArtifact, art)
+	}
+	return outcome{started: true, kind: "cached", artifacts: rec.Outputs, release: []func(){release}}, true
+}
+
+// inputIDs lists the digests of a run's inputs, each once.
+func inputIDs(req bettertest.RunRequest) []string {
+	ids := make([]string, 0, len(req.Inputs))
+	for _, id := range req.Inputs {
+		h, _ := parseID(id)
+		if !slices.Contains(ids, h) {
+			ids = append(ids, h)
+		}
+	}
+	return ids
 }
 
 func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {

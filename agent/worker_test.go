@@ -3,6 +3,8 @@ package agent_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -231,7 +233,7 @@ func TestOutputStreamsWhileTheCommandRuns_DisconnectCancels(t *testing.T) {
 	gone := removed(t, begin, id)
 	s.Close()
 	waitFor(t, "the container to be removed after the client left", gone)
-	if left := wt.Containers(t, w.TokenFile); slices.Contains(left, "/bettertest-"+id) {
+	if left := wt.Containers(t, w.DataDir); slices.Contains(left, "/bettertest-"+id) {
 		t.Fatalf("the run's container is still there: %v", left)
 	}
 }
@@ -304,6 +306,13 @@ func TestEveryEndpointNeedsTheToken(t *testing.T) {
 	}
 }
 
+var zeros = strings.Repeat("0", 64)
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
 func TestBadInputGetsAClearError(t *testing.T) {
 	t.Parallel()
 	w := wt.Start(t, bin, wt.Options{})
@@ -318,7 +327,7 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"cut short", "POST", "/run", `{"image": "x"`, 400, prefix + "the JSON object is cut short"},
 		{"not an object", "POST", "/run", `[1]`, 400, prefix + `the body must be a JSON object, not array`},
 		{"wrong type", "POST", "/run", `{"image": 5, "command": "true"}`, 400, prefix + `field "image" must be string, not number`},
-		{"unknown field", "POST", "/run", `{"image": "x", "command": "true", "cmd": "y"}`, 400, prefix + `unknown field "cmd"; the fields are image, command, env, workdir, timeout_s`},
+		{"unknown field", "POST", "/run", `{"image": "x", "command": "true", "cmd": "y"}`, 400, prefix + `unknown field "cmd"; the fields are image, command, env, workdir, timeout_s, inputs, outputs, cache, name`},
 		{"two objects", "POST", "/run", `{"image": "x", "command": "true"} {}`, 400, "request body has data after the JSON object: send exactly one object"},
 		{"missing image", "POST", "/run", `{"command": "true"}`, 400, `"image" is required: name a Docker image present on the worker, e.g. "debian:12"`},
 		{"bad image", "POST", "/run", `{"image": "Not An Image", "command": "true"}`, 400, `"image" "Not An Image" is not a valid image reference (invalid reference format: repository name (library/Not An Image) must be lowercase): use NAME[:TAG] or NAME@sha256:DIGEST`},
@@ -329,9 +338,20 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"relative workdir", "POST", "/run", `{"image": "x", "command": "true", "workdir": "src"}`, 400, `"workdir" "src" must be an absolute path inside the container, e.g. "/src"`},
 		{"negative timeout", "POST", "/run", `{"image": "x", "command": "true", "timeout_s": -1}`, 400, `"timeout_s" -1 is out of range: use 0 (no timeout) up to 604800 seconds`},
 		{"oversized", "POST", "/run", `{"image": "x", "command": "` + strings.Repeat("a", agent.MaxRequestBytes) + `"}`, 413, `request body is larger than 1048576 bytes: send the command, not data: http: request body too large`},
-		{"wrong method", "GET", "/run", ``, 405, `GET is not allowed on /run: use POST /run or GET /health`},
-		{"wrong method on health", "PUT", "/health", ``, 405, `PUT is not allowed on /health: use POST /run or GET /health`},
-		{"unknown path", "GET", "/runs", ``, 404, `no such endpoint /runs: the worker serves POST /run and GET /health`},
+		{"relative input", "POST", "/run", `{"image": "x", "command": "true", "inputs": {"src": "sha256:` + zeros + `"}}`, 400, `"inputs" path "src" must be a clean absolute path in the container other than "/", e.g. "/src"`},
+		{"input at /", "POST", "/run", `{"image": "x", "command": "true", "inputs": {"/": "sha256:` + zeros + `"}}`, 400, `"inputs" path "/" must be a clean absolute path in the container other than "/", e.g. "/src"`},
+		{"bad input id", "POST", "/run", `{"image": "x", "command": "true", "inputs": {"/src": "abc"}}`, 400, `"inputs" /src: "abc" is not an artifact id: use "sha256:" and 64 lowercase hex digits`},
+		{"unclean output", "POST", "/run", `{"image": "x", "command": "true", "outputs": ["/out/../etc"]}`, 400, `"outputs" path "/out/../etc" must be a clean absolute path in the container other than "/", e.g. "/src"`},
+		{"output twice", "POST", "/run", `{"image": "x", "command": "true", "outputs": ["/out", "/out"]}`, 400, `"outputs" names /out twice: name each path once`},
+		{"name without cache", "POST", "/run", `{"image": "x", "command": "true", "name": "p/t"}`, 400, `"name" names a build: send it with "cache": true, or leave it out`},
+		{"missing input", "POST", "/run", `{"image": "x", "command": "true", "inputs": {"/src": "sha256:` + zeros + `"}}`, 422, `input /src: artifact sha256:` + zeros + ` is not on this worker: upload it first (PUT /artifacts/` + zeros + `)`},
+		{"wrong method", "GET", "/run", ``, 405, `GET is not allowed on /run: use POST /run, GET /health, or GET, HEAD or PUT /artifacts/SHA256`},
+		{"wrong method on health", "PUT", "/health", ``, 405, `PUT is not allowed on /health: use POST /run, GET /health, or GET, HEAD or PUT /artifacts/SHA256`},
+		{"unknown path", "GET", "/runs", ``, 404, `no such endpoint /runs: the worker serves POST /run, GET /health and GET, HEAD and PUT /artifacts/SHA256`},
+		{"not a digest", "GET", "/artifacts/abc", ``, 400, `"abc" is not a sha256 digest: use /artifacts/ and 64 lowercase hex digits`},
+		{"unknown artifact", "GET", "/artifacts/" + zeros, ``, 404, `artifact sha256:` + zeros + ` is not on this worker: upload it with PUT /artifacts/` + zeros},
+		{"not a tar", "PUT", "/artifacts/" + sha("hello"), `hello`, 400, `artifact sha256:` + sha("hello") + ` was not stored: not an artifact archive: not a tar archive: unexpected EOF`},
+		{"wrong digest", "PUT", "/artifacts/" + zeros, `hello`, 400, `artifact sha256:` + zeros + ` was not stored: digest mismatch: the content's sha256 is ` + sha("hello") + `, not ` + zeros + `: the upload was damaged, or the URL names another artifact`},
 	}
 	for _, c := range cases {
 		resp, err := w.Do(context.Background(), c.method, c.path, strings.NewReader(c.body))
@@ -372,18 +392,17 @@ func TestMoreRunsThanSlotsWaitTheirTurn(t *testing.T) {
 
 func TestLeftoverContainersAreRemovedAtStart(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	tokenFile := wt.NewTokenFile(t, dir)
-	crashed := wt.Start(t, bin, wt.Options{TokenFile: tokenFile})
+	dataDir := t.TempDir()
+	crashed := wt.Start(t, bin, wt.Options{DataDir: dataDir})
 	s := crashed.Run(t, run("sleep 300"))
 	id := decode(t, s.Next(t)).Data.(bettertest.StartedEvent).ID
 	crashed.Kill()
-	if left := wt.Containers(t, tokenFile); !reflect.DeepEqual(left, []string{"/bettertest-" + id}) {
+	if left := wt.Containers(t, dataDir); !reflect.DeepEqual(left, []string{"/bettertest-" + id}) {
 		t.Fatalf("after the crash, containers %v, want the run's", left)
 	}
-	next := wt.Start(t, bin, wt.Options{TokenFile: tokenFile})
+	next := wt.Start(t, bin, wt.Options{DataDir: dataDir})
 	// Leftovers are removed before the worker listens, so they are gone now.
-	if left := wt.Containers(t, tokenFile); len(left) != 0 {
+	if left := wt.Containers(t, dataDir); len(left) != 0 {
 		t.Fatalf("containers left after restart: %v", left)
 	}
 	if !strings.Contains(next.Stderr(), `msg="removed containers left by an earlier run of this worker" count=1`) {

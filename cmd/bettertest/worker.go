@@ -8,6 +8,7 @@ import (
 	"runtime"
 
 	"github.com/docker/docker/client"
+	"github.com/docker/go-units"
 
 	"github.com/bettertest/bettertest/agent"
 )
@@ -17,6 +18,8 @@ const workerUsage = `Usage: bettertest worker --token-file PATH [flags]
 Serve the worker API on this Docker host:
   POST /run      run a command in a container; output streams back as Server-Sent Events
   GET  /health   readiness, version, Docker version, load
+  PUT, HEAD, GET /artifacts/SHA256
+                 store, look up and fetch artifacts (tar archives named by sha256)
 
 Every request needs the header "Authorization: Bearer TOKEN", TOKEN being the
 content of --token-file (mode 0600). Under systemd (Type=notify) the worker
@@ -30,9 +33,16 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "file holding the API token, mode 0600 (required)")
 	fs.IntVar(&cfg.MaxParallel, "max-parallel", runtime.NumCPU(), "runs executing at once; more wait their turn")
 	fs.StringVar(&cfg.DockerHost, "docker-host", client.DefaultDockerHost, "Docker engine address")
+	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/bettertest/worker", "artifacts and the build cache; one worker per directory")
+	cacheSize := fs.String("cache-size", "20GiB", "the most the artifacts may take on disk, e.g. 500MiB; least recently used go first")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	size, err := units.RAMInBytes(*cacheSize)
+	if err != nil || size < 1 {
+		return usageError{fmt.Errorf("--cache-size %q is not a size: use a number of bytes with a unit, e.g. 500MiB or 20GiB", *cacheSize)}
+	}
+	cfg.CacheSize = size
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q: the worker takes flags only", fs.Arg(0))}
 	}

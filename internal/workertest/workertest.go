@@ -48,8 +48,10 @@ func Build(dir string) (string, error) {
 
 // Options shape a worker. The zero value is a worker with its own new token.
 type Options struct {
-	TokenFile   string // reuse a token file (and so the worker's identity)
+	TokenFile   string // reuse a token file
+	DataDir     string // reuse a data dir: its artifacts, cache and identity
 	MaxParallel int
+	CacheSize   string
 	DockerHost  string
 }
 
@@ -58,6 +60,7 @@ type Worker struct {
 	URL       string
 	Token     string
 	TokenFile string
+	DataDir   string
 	Notify    <-chan string // sd_notify datagrams, in order
 
 	cmd      *exec.Cmd
@@ -85,9 +88,12 @@ func NewTokenFile(t testing.TB, dir string) string {
 // The worker is stopped with SIGTERM when the test ends.
 func Start(t testing.TB, bin string, opt Options) *Worker {
 	t.Helper()
-	w := &Worker{TokenFile: opt.TokenFile, exited: make(chan struct{})}
+	w := &Worker{TokenFile: opt.TokenFile, DataDir: opt.DataDir, exited: make(chan struct{})}
 	if w.TokenFile == "" {
 		w.TokenFile = NewTokenFile(t, t.TempDir())
+	}
+	if w.DataDir == "" {
+		w.DataDir = t.TempDir()
 	}
 	tok, err := os.ReadFile(w.TokenFile)
 	if err != nil {
@@ -122,7 +128,10 @@ func Start(t testing.TB, bin string, opt Options) *Worker {
 		}
 	}()
 
-	args := []string{"worker", "--listen", "127.0.0.1:0", "--token-file", w.TokenFile}
+	args := []string{"worker", "--listen", "127.0.0.1:0", "--token-file", w.TokenFile, "--data-dir", w.DataDir}
+	if opt.CacheSize != "" {
+		args = append(args, "--cache-size", opt.CacheSize)
+	}
 	if opt.MaxParallel > 0 {
 		args = append(args, "--max-parallel", fmt.Sprint(opt.MaxParallel))
 	}
@@ -158,7 +167,7 @@ func Start(t testing.TB, bin string, opt Options) *Worker {
 		if err := w.Stop(); err != nil && !w.killed {
 			t.Errorf("worker did not stop cleanly: %v\n%s", err, w.Stderr())
 		}
-		if left := Containers(t, w.TokenFile); len(left) > 0 && !w.killed {
+		if left := Containers(t, w.DataDir); len(left) > 0 && !w.killed {
 			t.Errorf("the stopped worker left containers behind: %v", left)
 		}
 	})
@@ -293,10 +302,10 @@ func Docker(t testing.TB) *client.Client {
 }
 
 // Containers lists the names of the containers that belong to the worker
-// whose token file is tokenFile.
-func Containers(t testing.TB, tokenFile string) []string {
+// whose data dir is dataDir.
+func Containers(t testing.TB, dataDir string) []string {
 	t.Helper()
-	owner, err := agent.WorkerIdentity(tokenFile)
+	owner, err := agent.WorkerIdentity(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
