@@ -208,6 +208,9 @@ func extractArchive(archive io.Reader, dir string) error {
 			if err := root.MkdirAll(name, mode); err != nil {
 				return err
 			}
+			if err := root.Chmod(name, mode); err != nil { // not narrowed by the umask
+				return err
+			}
 		case tar.TypeReg:
 			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 			if err != nil {

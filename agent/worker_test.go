@@ -70,6 +70,12 @@ func decode(t *testing.T, ev sse.Event) decoded {
 		v = &bettertest.ErrorEvent{}
 	case bettertest.EventExit:
 		v = &bettertest.ExitEvent{}
+	case bettertest.EventArtifact:
+		v = &bettertest.ArtifactEvent{}
+	case bettertest.EventUncached:
+		v = &bettertest.UncachedEvent{}
+	case bettertest.EventCached:
+		v = &bettertest.CachedEvent{}
 	default:
 		t.Fatalf("unknown event %q", ev.Name)
 	}
@@ -102,10 +108,27 @@ func normalize(t *testing.T, evs []sse.Event) []decoded {
 			}
 			v.DurationMS = 0
 			d.Data = v
+		case bettertest.UncachedEvent:
+			checkDigest(t, v.Key)
+			v.Key = ""
+			d.Data = v
+		case bettertest.CachedEvent:
+			checkDigest(t, v.Key)
+			if len(v.RunID) != 12 || v.DurationMS < 0 {
+				t.Errorf("cached event %+v: want the run id and duration of the build", v)
+			}
+			d.Data = bettertest.CachedEvent{}
 		}
 		out = append(out, d)
 	}
 	return out
+}
+
+func checkDigest(t *testing.T, id string) {
+	t.Helper()
+	if h, ok := strings.CutPrefix(id, "sha256:"); !ok || len(h) != 64 {
+		t.Errorf("%q is not a sha256 id", id)
+	}
 }
 
 func started() decoded { return decoded{"started", bettertest.StartedEvent{}} }

@@ -20,6 +20,7 @@ import (
 const (
 	BinaryPath = "/usr/local/bin/bettertest"
 	TokenPath  = "/etc/bettertest/token"
+	DataDir    = "/var/lib/bettertest/worker"
 	UnitName   = "bettertest-worker.service"
 	UnitPath   = "/etc/systemd/system/" + UnitName
 	WorkerPort = "9009"
@@ -36,7 +37,7 @@ Wants=network-online.target
 
 [Service]
 Type=notify
-ExecStart=` + BinaryPath + ` worker --listen :` + WorkerPort + ` --token-file ` + TokenPath + `
+ExecStart=` + BinaryPath + ` worker --listen :` + WorkerPort + ` --token-file ` + TokenPath + ` --data-dir ` + DataDir + `
 Restart=on-failure
 RestartSec=2s
 

@@ -177,7 +177,7 @@ Wants=network-online.target
 
 [Service]
 Type=notify
-ExecStart=/usr/local/bin/bettertest worker --listen :9009 --token-file /etc/bettertest/token
+ExecStart=/usr/local/bin/bettertest worker --listen :9009 --token-file /etc/bettertest/token --data-dir /var/lib/bettertest/worker
 Restart=on-failure
 RestartSec=2s
 
@@ -194,7 +194,7 @@ WantedBy=multi-user.target
 +++ /etc/systemd/system/bettertest-worker.service
 @@ -9,7 +9,7 @@
  Type=notify
- ExecStart=/usr/local/bin/bettertest worker --listen :9009 --token-file /etc/bettertest/token
+ ExecStart=/usr/local/bin/bettertest worker --listen :9009 --token-file /etc/bettertest/token --data-dir /var/lib/bettertest/worker
  Restart=on-failure
 -RestartSec=5s
 +RestartSec=2s

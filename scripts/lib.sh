@@ -7,7 +7,7 @@ step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
 die() { printf '%serror:%s %s\n' "$RED" "$RESET" "$*" >&2; exit 1; }
 
 # start_worker DIR [FLAG...]: start bin/bettertest worker on a free loopback port
-# with a fresh token in DIR/token. Sets WORKER_URL and WORKER_PID; the worker's
+# with a fresh token in DIR/token and its artifacts in DIR/data. Sets WORKER_URL and WORKER_PID; the worker's
 # log goes to DIR/worker.log. Waits for the worker's "listening" line on its
 # stderr pipe: an event, not a poll.
 start_worker() {
@@ -15,7 +15,7 @@ start_worker() {
 	shift
 	(umask 077 && head -c 32 /dev/urandom | base64 >"$dir/token")
 	mkfifo "$dir/stderr"
-	bin/bettertest worker --listen 127.0.0.1:0 --token-file "$dir/token" "$@" 2>"$dir/stderr" &
+	bin/bettertest worker --listen 127.0.0.1:0 --token-file "$dir/token" --data-dir "$dir/data" "$@" 2>"$dir/stderr" &
 	WORKER_PID=$!
 	exec {fd}<"$dir/stderr"
 	WORKER_URL=
