@@ -187,7 +187,9 @@ func TestExtractMakesTheTree(t *testing.T) {
 
 func TestStoreEvictsLeastRecentlyUsedButNeverPinned(t *testing.T) {
 	dir := t.TempDir()
-	archiveOf := func(content string) []byte { return tarOf(t, hdr{name: "artifact", typ: tar.TypeReg, content: content}) }
+	archiveOf := func(content string) []byte {
+		return tarOf(t, hdr{name: "artifact", typ: tar.TypeReg, content: content})
+	}
 	limit := int64(len(archiveOf("a")))*2 + 100 // room for two
 	s, unlock, err := openStore(dir, limit, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -231,7 +231,9 @@ func runArtifacts(t *testing.T, w *wt.Worker, evs []sse.Event) ([]decoded, map[s
 	return got, archives
 }
 
-func artifactEv(path string) decoded { return decoded{"artifact", bettertest.ArtifactEvent{Path: path}} }
+func artifactEv(path string) decoded {
+	return decoded{"artifact", bettertest.ArtifactEvent{Path: path}}
+}
 func uncached(reason string) decoded {
 	return decoded{"uncached", bettertest.UncachedEvent{Reason: reason}}
 }
