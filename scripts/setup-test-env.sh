@@ -85,20 +85,28 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 say "ready: $(docker version --format 'Docker {{.Server.Version}} (API {{.Server.APIVersion}})'), image $BASE_IMAGE"
 
-# --- internal/testhost: the image of fresh SSH test hosts, from testdata/testhost ---
-# Built when the tag is missing or the build context changed since (the image's
-# label holds a hash of the context's files).
-TESTHOST_IMAGE=bettertest/testhost:bookworm
-testhost_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/testdata/testhost"
-testhost_hash=$(cd "$testhost_dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-if [ "$(docker image inspect -f '{{index .Config.Labels "dev.bettertest.testhost.context"}}' "$TESTHOST_IMAGE" 2>/dev/null)" != "$testhost_hash" ]; then
-	say "building $TESTHOST_IMAGE from $testhost_dir (about 25 s)"
-	testhost_log=$(mktemp /var/tmp/bettertest-testhost-build.XXXXXX)
-	docker build --label "dev.bettertest.testhost.context=$testhost_hash" -t "$TESTHOST_IMAGE" "$testhost_dir" >"$testhost_log" 2>&1 ||
-		die "building $TESTHOST_IMAGE failed; see $testhost_log"
-	rm -f "$testhost_log"
-	say "built $TESTHOST_IMAGE"
-fi
+# build_image IMAGE DIR WHAT: docker build DIR as IMAGE when the tag is missing
+# or the build context changed since (the image's label holds a hash of the
+# context's files).
+build_image() {
+	local image=$1 dir=$2 what=$3 hash log
+	hash=$(cd "$dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+	if [ "$(docker image inspect -f '{{index .Config.Labels "dev.bettertest.context"}}' "$image" 2>/dev/null)" = "$hash" ]; then
+		return
+	fi
+	say "building $image from $dir ($what)"
+	log=$(mktemp /var/tmp/bettertest-image-build.XXXXXX)
+	docker build --label "dev.bettertest.context=$hash" -t "$image" "$dir" >"$log" 2>&1 ||
+		die "building $image failed; see $log"
+	rm -f "$log"
+	say "built $image"
+}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# internal/testhost: the image of fresh SSH test hosts.
+build_image bettertest/testhost:bookworm "$repo/testdata/testhost" "about 25 s"
+# The example pipeline's compiler image.
+build_image bettertest/cc:bookworm "$repo/images/cc" "about 40 s"
 
 # --- vmlab's tests: libvirt and a Debian 12 cloud image built from Debian packages ---
 need_pkgs=()
