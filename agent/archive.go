@@ -70,6 +70,11 @@ func entryName(h *tar.Header) (string, error) {
 	default:
 		return "", fmt.Errorf("entry %q is a %s: artifacts hold files, directories, symlinks and hard links only", short(h.Name), typeName(h.Typeflag))
 	}
+	// A root that links elsewhere would have Docker mount what it points to on
+	// the worker's host.
+	if name == archiveRoot && h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeDir {
+		return "", fmt.Errorf("the top-level %q entry is a link: it must be a file or a directory", archiveRoot)
+	}
 	if h.Typeflag == tar.TypeLink && !strings.HasPrefix(h.Linkname, archiveRoot+"/") && h.Linkname != archiveRoot {
 		return "", fmt.Errorf("hard link %q points outside the archive, to %q", short(h.Name), short(h.Linkname))
 	}
@@ -146,6 +151,9 @@ func repackOutput(docker io.Reader, w io.Writer, containerPath string) error {
 		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink:
 		default:
 			return fmt.Errorf("%s is a %s: outputs hold files, directories, symlinks and hard links only", where, typeName(h.Typeflag))
+		}
+		if rest == "" && h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeDir {
+			return fmt.Errorf("output %s is a link: name the file or directory it points to", containerPath)
 		}
 		name = archiveRoot + rest
 		if prev != "" && !archiveLess(prev, name) {

@@ -103,6 +103,7 @@ func TestRepackOutputRefuses(t *testing.T) {
 		{"link outside", tarOf(t, hdr{name: "out/", typ: tar.TypeDir}, hdr{name: "out/l", typ: tar.TypeLink, link: "etc/passwd"}),
 			"/out/l is a hard link to etc/passwd, outside the output"},
 		{"empty", tarOf(t), "Docker's archive of /out is empty"},
+		{"symlink root", tarOf(t, hdr{name: "out", typ: tar.TypeSymlink, link: "/etc"}), "output /out is a link: name the file or directory it points to"},
 	} {
 		err := repackOutput(bytes.NewReader(c.in), io.Discard, "/out")
 		if err == nil || err.Error() != c.err {
@@ -129,6 +130,9 @@ func TestExtractStaysInside(t *testing.T) {
 			{name: "artifact/etc", typ: tar.TypeSymlink, link: "/tmp"},
 			{name: "artifact/etc/escaped", typ: tar.TypeReg, content: "x"},
 		}, "mkdirat artifact/etc: statat artifact/etc: path escapes from parent"},
+		{"symlink root", []hdr{
+			{name: "artifact", typ: tar.TypeSymlink, link: "/etc"},
+		}, `the top-level "artifact" entry is a link: it must be a file or a directory`},
 		{"hard link", []hdr{
 			{name: "artifact/", typ: tar.TypeDir, mode: 0o755},
 			{name: "artifact/l", typ: tar.TypeLink, link: "artifact/../../escaped"},

@@ -198,6 +198,13 @@ func TestArchivesThatAreNotArtifactsAreRefused(t *testing.T) {
 		{"escape", archive(t, entry{"artifact/", ""}, entry{"artifact/../../x", "x"}), `entry "artifact/../../x" is not a clean relative path`},
 		{"two roots", archive(t, entry{"artifact", "a"}, entry{"artifact", "b"}), `the archive has a second top-level "artifact" entry`},
 		{"empty", archive(t), `the archive is empty: it needs its top-level "artifact" entry`},
+		{"symlink root", func() []byte {
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			tw.WriteHeader(&tar.Header{Name: "artifact", Typeflag: tar.TypeSymlink, Linkname: "/etc"})
+			tw.Close()
+			return buf.Bytes()
+		}(), `the top-level "artifact" entry is a link: it must be a file or a directory`},
 	} {
 		id := digest(c.data)
 		status, body := put(t, w, c.data)
@@ -292,6 +299,10 @@ func TestMissingOutputFailsTheRunAndNamesIt(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("events:\n got %+v\nwant %+v", got, want)
 	}
+	// An output that is a symlink would be mounted as what it points to.
+	link := run("ln -s /etc /link")
+	link.Outputs = []string{"/link"}
+	assertEvents(t, w.Run(t, link).All(t), started(), errorEv("output /link is a link: name the file or directory it points to"), exit(0))
 	// A failed command's outputs are not collected at all.
 	req.Command = "mkdir /out; exit 3"
 	assertEvents(t, w.Run(t, req).All(t), started(), exit(3))

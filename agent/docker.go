@@ -211,7 +211,7 @@ func (r *runner) collect(ctx context.Context, containerID, p string) (bettertest
 		if errors.Is(err, errTooBig) {
 			return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s is larger than this worker's --cache-size: make it smaller or raise --cache-size", p)
 		}
-		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s: %w", p, err)
+		return bettertest.ArtifactEvent{}, nil, err // it names the path
 	}
 	hexID, _, release, err := in.commit("")
 	if err != nil {
