@@ -85,6 +85,35 @@ type CachedEvent struct {
 	DurationMS int64  `json:"duration_ms"` // how long that run took
 }
 
+// Event names of the worker's GET /events stream, which the boss holds open.
+const (
+	EventHealth   = "health"    // Health: first, the worker's state
+	EventLoad     = "load"      // LoadEvent: a run took or freed a slot
+	EventRunStart = "run_start" // RunStartEvent: a run took a slot
+	EventRunEnd   = "run_end"   // RunEndEvent: a run ended
+)
+
+// LoadEvent says how many runs execute now.
+type LoadEvent struct {
+	Running  int `json:"running"`
+	Capacity int `json:"capacity"`
+}
+
+// RunStartEvent says a run started on the worker.
+type RunStartEvent struct {
+	ID    string `json:"id"`
+	Name  string `json:"name,omitempty"`
+	Image string `json:"image"`
+}
+
+// RunEndEvent says a run ended; Outcome is exited, cached, timeout, cancelled,
+// shutdown or failed.
+type RunEndEvent struct {
+	ID      string `json:"id"`
+	Outcome string `json:"outcome"`
+	Exit    int    `json:"exit"`
+}
+
 // Health is the body of GET /health.
 type Health struct {
 	Ready    bool   `json:"ready"`

@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/hub"
 )
 
 // Config is everything the worker needs; cmd/bettertest fills it from flags.
@@ -38,6 +39,8 @@ type Agent struct {
 	store    *store
 	cache    *buildCache
 	slots    *slots
+	events   hub.Hub         // the /events stream: load and runs
+	docker   string          // the engine's version
 	stopping context.Context // done once shutdown begins: every run is cut short
 }
 
@@ -87,8 +90,14 @@ func Run(ctx context.Context, cfg Config) error {
 	run.pool = &pool{docker: docker, owner: owner, limit: cfg.MaxParallel, log: cfg.Logger, wg: &run.removal}
 	a := &Agent{token: token, log: cfg.Logger, runner: run, store: store, stopping: stopping,
 		cache: &buildCache{dir: filepath.Join(cfg.DataDir, "cache")}}
-	a.slots = newSlots(cfg.MaxParallel, func(running, capacity int) {
-		notify(fmt.Sprintf("STATUS=running %d of %d", running, capacity))
+	a.docker = version.Version
+	a.slots = newSlots(cfg.MaxParallel, func() {
+		// Read under the hub's lock: the last load event is always the current load.
+		a.events.Locked(func(publish func(hub.Event)) {
+			load := bettertest.LoadEvent{Running: a.slots.running(), Capacity: a.slots.capacity()}
+			notify(fmt.Sprintf("STATUS=running %d of %d", load.Running, load.Capacity))
+			publish(hub.New(bettertest.EventLoad, load))
+		})
 	})
 
 	if n, err := a.runner.removeOrphans(ctx); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/hub"
 )
 
 // routes is the worker's HTTP API. Every route, including unknown ones,
@@ -25,13 +26,14 @@ func (a *Agent) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(requireToken(a.token))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run, GET /health and GET, HEAD and PUT /artifacts/SHA256", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run, GET /health, GET /events and GET, HEAD and PUT /artifacts/SHA256", r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run, GET /health, or GET, HEAD or PUT /artifacts/SHA256", r.Method, r.URL.Path))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run, GET /health, GET /events, or GET, HEAD or PUT /artifacts/SHA256", r.Method, r.URL.Path))
 	})
 	r.Post("/run", a.handleRun)
 	r.Get("/health", a.handleHealth)
+	r.Get("/events", a.handleEvents)
 	r.Get("/artifacts/{sha256}", a.handleGetArtifact)
 	r.Head("/artifacts/{sha256}", a.handleGetArtifact)
 	r.Put("/artifacts/{sha256}", a.handlePutArtifact)
@@ -97,12 +99,14 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	defer context.AfterFunc(a.stopping, func() { cancel(errShutdown) })()
 
 	id := newRunID()
+	a.events.Publish(hub.New(bettertest.EventRunStart, bettertest.RunStartEvent{ID: id, Name: req.Name, Image: req.Image}))
 	ev := newEventStream(w)
 	out := a.serveRun(ctx, id, req, ev)
 	for _, release := range out.release {
 		defer release()
 	}
 	out.finish(ev)
+	a.events.Publish(hub.New(bettertest.EventRunEnd, bettertest.RunEndEvent{ID: id, Outcome: out.kind, Exit: out.code}))
 	a.log.Info("run", "id", id, "name", req.Name, "image", req.Image, "exit", out.code, "outcome", out.kind,
 		"duration", time.Since(arrived).Round(time.Millisecond), "detail", out.detail)
 }
@@ -200,6 +204,20 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	h.Ready, h.Docker = true, v.Version
 	writeJSON(w, http.StatusOK, h)
+}
+
+// handleEvents streams the worker's state: first its health, then every
+// change of load and every run's start and end, as they happen.
+func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
+	var first []hub.Event
+	sub := a.events.Subscribe(func() {
+		first = append(first, hub.New(bettertest.EventHealth, bettertest.Health{Ready: true, Version: bettertest.Version,
+			Docker: a.docker, Running: a.slots.running(), Capacity: a.slots.capacity()}))
+	})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(a.stopping, cancel)() // a stopping worker ends the stream
+	a.events.Serve(ctx, w, first, sub)
 }
 
 func newRunID() string {

@@ -10,10 +10,10 @@ import (
 type slots struct {
 	sem      chan struct{}
 	waiting  atomic.Int64
-	onChange func(running, capacity int)
+	onChange func()
 }
 
-func newSlots(capacity int, onChange func(running, capacity int)) *slots {
+func newSlots(capacity int, onChange func()) *slots {
 	return &slots{sem: make(chan struct{}, capacity), onChange: onChange}
 }
 
@@ -34,9 +34,9 @@ func (s *slots) acquire(ctx context.Context, queued func(position int)) (release
 			return nil, context.Cause(ctx)
 		}
 	}
-	s.onChange(s.running(), s.capacity())
+	s.onChange()
 	return func() {
 		<-s.sem
-		s.onChange(s.running(), s.capacity())
+		s.onChange()
 	}, nil
 }

@@ -368,9 +368,9 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"output twice", "POST", "/run", `{"image": "x", "command": "true", "outputs": ["/out", "/out"]}`, 400, `"outputs" names /out twice: name each path once`},
 		{"name without cache", "POST", "/run", `{"image": "x", "command": "true", "name": "p/t"}`, 400, `"name" names a build: send it with "cache": true, or leave it out`},
 		{"missing input", "POST", "/run", `{"image": "x", "command": "true", "inputs": {"/src": "sha256:` + zeros + `"}}`, 422, `input /src: artifact sha256:` + zeros + ` is not on this worker: upload it first (PUT /artifacts/` + zeros + `)`},
-		{"wrong method", "GET", "/run", ``, 405, `GET is not allowed on /run: use POST /run, GET /health, or GET, HEAD or PUT /artifacts/SHA256`},
-		{"wrong method on health", "PUT", "/health", ``, 405, `PUT is not allowed on /health: use POST /run, GET /health, or GET, HEAD or PUT /artifacts/SHA256`},
-		{"unknown path", "GET", "/runs", ``, 404, `no such endpoint /runs: the worker serves POST /run, GET /health and GET, HEAD and PUT /artifacts/SHA256`},
+		{"wrong method", "GET", "/run", ``, 405, `GET is not allowed on /run: use POST /run, GET /health, GET /events, or GET, HEAD or PUT /artifacts/SHA256`},
+		{"wrong method on health", "PUT", "/health", ``, 405, `PUT is not allowed on /health: use POST /run, GET /health, GET /events, or GET, HEAD or PUT /artifacts/SHA256`},
+		{"unknown path", "GET", "/runs", ``, 404, `no such endpoint /runs: the worker serves POST /run, GET /health, GET /events and GET, HEAD and PUT /artifacts/SHA256`},
 		{"not a digest", "GET", "/artifacts/abc", ``, 400, `"abc" is not a sha256 digest: use /artifacts/ and 64 lowercase hex digits`},
 		{"unknown artifact", "GET", "/artifacts/" + zeros, ``, 404, `artifact sha256:` + zeros + ` is not on this worker: upload it with PUT /artifacts/` + zeros},
 		{"not a tar", "PUT", "/artifacts/" + sha("hello"), `hello`, 400, `artifact sha256:` + sha("hello") + ` was not stored: not an artifact archive: not a tar archive: unexpected EOF`},
@@ -572,5 +572,50 @@ func TestRunsNeverShareAContainer(t *testing.T) {
 	lines := strings.Split(second, "\n")
 	if lines[0] != "ls: cannot access '/left-behind': No such file or directory" || len(lines) != 3 || lines[1] == strings.TrimSpace(first) {
 		t.Fatalf("first run on %q, second run saw %q", first, second)
+	}
+}
+
+func TestEventsStreamHealthThenLoadAndRuns(t *testing.T) {
+	t.Parallel()
+	w := wt.Start(t, bin, wt.Options{MaxParallel: 2})
+	resp, err := w.Do(context.Background(), http.MethodGet, "/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("GET /events: %s %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	events := sse.NewReader(resp.Body)
+	next := func() string {
+		t.Helper()
+		ev, err := events.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.Name + " " + ev.Data
+	}
+	var h bettertest.Health
+	first := next()
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(first, "health ")), &h); err != nil || !h.Ready || h.Capacity != 2 || h.Running != 0 || h.Docker == "" {
+		t.Fatalf("first event %q", first)
+	}
+	req := run("true")
+	req.Image = wt.Image
+	s := w.Run(t, req)
+	id := decode(t, s.Next(t)).Data.(bettertest.StartedEvent).ID
+	s.All(t)
+	var got []string
+	for range 4 {
+		got = append(got, next())
+	}
+	want := []string{
+		`run_start {"id":"` + id + `","image":"` + wt.Image + `"}`,
+		`load {"running":1,"capacity":2}`,
+		`load {"running":0,"capacity":2}`,
+		`run_end {"id":"` + id + `","outcome":"exited","exit":0}`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
