@@ -213,11 +213,11 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	sub := a.events.Subscribe(func() {
 		first = append(first, hub.New(bettertest.EventHealth, bettertest.Health{Ready: true, Version: bettertest.Version,
 			Docker: a.docker, Running: a.slots.running(), Capacity: a.slots.capacity()}))
-	})
+	}, nil)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(a.stopping, cancel)() // a stopping worker ends the stream
-	a.events.Serve(ctx, w, first, sub)
+	a.events.Serve(ctx, w, first, sub, nil)
 }
 
 func newRunID() string {

@@ -39,12 +39,6 @@ type Config struct {
 	Color      bool
 }
 
-// Record is a worker's NAME.json in the workers directory; its token is NAME.token beside it.
-type Record struct {
-	Name string `json:"name"`
-	URL  string `json:"url"`
-}
-
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // Run enrolls every target in parallel. It returns an error when any failed.
@@ -136,7 +130,7 @@ func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return Spec{}, fmt.Errorf("--url %q must start with http:// or https://", url)
 	}
-	record, _ := json.MarshalIndent(Record{Name: name, URL: url}, "", "  ")
+	record, _ := json.MarshalIndent(bettertest.WorkerRecord{Name: name, URL: url}, "", "  ")
 	spec := Spec{
 		Name: name, URL: url,
 		Binary: cfg.Binary, BinarySHA256: sum, BinaryArch: arch, CustomBinary: custom,

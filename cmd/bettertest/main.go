@@ -23,6 +23,8 @@ Usage:
 Commands:
   worker    serve the worker API on a Docker host (run, stream output, health)
   enroll    turn hosts reachable over SSH into running workers, idempotently
+  boss      run pipelines on the workers, keep their history, serve the API
+  run       start a pipeline on a boss and follow it to its end
   vmlab     make local VMs to enroll (also installed as the vmlab command)
   version   print the version
 
@@ -52,6 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runWorker(ctx, args[1:], stderr)
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
+	case "boss":
+		err = runBoss(ctx, args[1:], stderr)
+	case "run":
+		err = runRun(ctx, args[1:], stdout, stderr)
 	case "vmlab":
 		err = runVMLab(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
@@ -64,9 +70,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var usageErr usageError
+	var exit exitCode
 	switch {
 	case err == nil, errors.Is(err, pflag.ErrHelp):
 		return 0
+	case errors.As(err, &exit):
+		return int(exit)
 	case errors.As(err, &usageErr):
 		fmt.Fprintf(stderr, "bettertest %s: %v\n", args[0], err)
 		return 2
@@ -75,6 +84,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 }
+
+// exitCode ends the process with that status and no message: the command
+// has said everything already.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // usageError is a mistake in the command line rather than a failure.
 type usageError struct{ error }

@@ -13,9 +13,13 @@ import (
 )
 
 // Event is one Server-Sent Event: a name and its data, one JSON object.
+// Run and Task say what it is about, for subscribers that want only some
+// events; they are not sent.
 type Event struct {
 	Name string
 	Data []byte
+	Run  int64
+	Task string
 }
 
 // New makes an event whose data is v as JSON.
@@ -36,7 +40,8 @@ type Hub struct {
 // Sub is one subscriber. C is closed when the subscriber fell too far behind
 // or unsubscribed.
 type Sub struct {
-	C chan Event
+	C      chan Event
+	filter func(Event) bool
 }
 
 // subBuffer is how many events a subscriber may lag behind before it is dropped.
@@ -49,10 +54,11 @@ func (h *Hub) Publish(ev Event) {
 	h.publishLocked(ev)
 }
 
-// Subscribe adds a subscriber. snapshot, if not nil, runs under the hub's
-// lock: no event is published between the state it reads and the first
-// event the subscriber gets, so a client never misses or repeats a change.
-func (h *Hub) Subscribe(snapshot func()) *Sub {
+// Subscribe adds a subscriber to the events filter accepts (all when it is
+// nil). snapshot, if not nil, runs under the hub's lock: no event is
+// published between the state it reads and the first event the subscriber
+// gets, so a client never misses or repeats a change.
+func (h *Hub) Subscribe(snapshot func(), filter func(Event) bool) *Sub {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.subs == nil {
@@ -61,7 +67,7 @@ func (h *Hub) Subscribe(snapshot func()) *Sub {
 	if snapshot != nil {
 		snapshot()
 	}
-	s := &Sub{C: make(chan Event, subBuffer)}
+	s := &Sub{C: make(chan Event, subBuffer), filter: filter}
 	h.subs[s] = struct{}{}
 	return s
 }
@@ -77,6 +83,9 @@ func (h *Hub) Locked(f func(publish func(Event))) {
 
 func (h *Hub) publishLocked(ev Event) {
 	for s := range h.subs {
+		if s.filter != nil && !s.filter(ev) {
+			continue
+		}
 		select {
 		case s.C <- ev:
 		default: // too slow: drop it, its client reconnects
@@ -101,9 +110,9 @@ func (h *Hub) Unsubscribe(s *Sub) {
 const Keepalive = 15 * time.Second
 
 // Serve streams first, then every event of s, until ctx ends (the client
-// left, or the server is stopping) or s is dropped. It unsubscribes s when it
-// returns.
-func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, first []Event, s *Sub) {
+// left, or the server is stopping), s is dropped, or it has sent an event
+// that last (if not nil) says is the last. It unsubscribes s when it returns.
+func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, first []Event, s *Sub, last func(Event) bool) {
 	defer h.Unsubscribe(s)
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
@@ -132,8 +141,9 @@ func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, first []Event, s
 				return
 			}
 			buf = AppendEvent(buf, ev)
+			done := last != nil && last(ev)
 			// Whatever else is already waiting goes out in the same write.
-			for more := true; more && len(buf) < 64<<10; {
+			for more := !done; more && len(buf) < 64<<10; {
 				select {
 				case ev, ok := <-s.C:
 					if !ok {
@@ -141,9 +151,15 @@ func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, first []Event, s
 						break
 					}
 					buf = AppendEvent(buf, ev)
+					done = last != nil && last(ev)
+					more = !done
 				default:
 					more = false
 				}
+			}
+			if done {
+				_, _ = w.Write(buf)
+				return
 			}
 		}
 		if _, err := w.Write(buf); err != nil || rc.Flush() != nil {

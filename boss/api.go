@@ -1,0 +1,430 @@
+package boss
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/hub"
+)
+
+// routes is the boss's HTTP API.
+func (b *Boss) routes() http.Handler {
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the API is under /api (pipelines, runs, workers, events)", r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+	})
+	r.Route("/api", func(r chi.Router) {
+		r.Get("/pipelines", b.handlePipelines)
+		r.Post("/pipelines/{name}/runs", b.handleTrigger)
+		r.Get("/runs", b.handleRuns)
+		r.Get("/runs/{id}", b.handleRun)
+		r.Post("/runs/{id}/cancel", b.handleCancel)
+		r.Get("/runs/{id}/tasks/{task}/log", b.handleLog)
+		r.Get("/runs/{id}/log", b.handleLog) // the pipedef's own output: stray prints, stderr
+		r.Get("/workers", b.handleWorkers)
+		r.Get("/events", b.handleEvents)
+	})
+	return r
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // a client that left cannot be told
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, bettertest.APIError{Error: msg})
+}
+
+func (b *Boss) handlePipelines(w http.ResponseWriter, r *http.Request) {
+	out := make([]bettertest.Pipeline, 0, len(b.pipelines))
+	for _, p := range b.pipelines {
+		runs, err := b.store.runs(r.Context(), p.Name, 1)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		if len(runs) > 0 {
+			last := b.current(runs[0])
+			p.LastRun = &last
+		}
+		out = append(out, p)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// current replaces a stored run by its live state while it is active.
+func (b *Boss) current(r bettertest.Run) bettertest.Run {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a, ok := b.active[r.ID]; ok {
+		return summary(a.run)
+	}
+	return r
+}
+
+func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	var req bettertest.TriggerRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "the body is too large: send at most {\"trigger\": \"...\"}")
+		return
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("the body is not a trigger request (%v): send nothing, or {\"trigger\": \"api\"}", err))
+			return
+		}
+	}
+	switch req.Trigger {
+	case "":
+		req.Trigger = "api"
+	case "api", "ui", "cli":
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("trigger %q is not one of api, ui, cli", req.Trigger))
+		return
+	}
+	run, err := b.trigger(name, req.Trigger)
+	if errors.Is(err, errNoPipeline) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", name, b.pipelineNames()))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, run)
+}
+
+func (b *Boss) pipelineNames() string {
+	names := make([]string, len(b.pipelines))
+	for i, p := range b.pipelines {
+		names[i] = p.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+func (b *Boss) handleRuns(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	pipeline := q.Get("pipeline")
+	if _, ok := b.pipeline(pipeline); pipeline != "" && !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", pipeline, b.pipelineNames()))
+		return
+	}
+	limit := 50
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q must be a number from 1 to 1000", s))
+			return
+		}
+		limit = n
+	}
+	runs, err := b.store.runs(r.Context(), pipeline, limit)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	for i := range runs {
+		runs[i] = b.current(runs[i])
+	}
+	writeJSON(w, http.StatusOK, runs)
+}
+
+// runID reads the {id} URL parameter, answering 400 when it is not one.
+func runID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	s := chi.URLParam(r, "id")
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 1 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("run id %q is not a run number", s))
+		return 0, false
+	}
+	return id, true
+}
+
+// runByID returns a run with its stages: live while active, else stored.
+func (b *Boss) runByID(ctx context.Context, id int64) (bettertest.Run, error) {
+	b.mu.Lock()
+	if a, ok := b.active[id]; ok {
+		run := a.run
+		run.Stages = cloneStages(a.run.Stages)
+		b.mu.Unlock()
+		return run, nil
+	}
+	b.mu.Unlock()
+	return b.store.run(ctx, id)
+}
+
+func cloneStages(in []bettertest.Stage) []bettertest.Stage {
+	out := make([]bettertest.Stage, len(in))
+	for i, st := range in {
+		out[i] = st
+		out[i].Tasks = append([]bettertest.Task{}, st.Tasks...)
+	}
+	return out
+}
+
+func (b *Boss) handleRun(w http.ResponseWriter, r *http.Request) {
+	id, ok := runID(w, r)
+	if !ok {
+		return
+	}
+	run, err := b.runByID(r.Context(), id)
+	if errors.Is(err, errNoRun) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, run)
+}
+
+func (b *Boss) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id, ok := runID(w, r)
+	if !ok {
+		return
+	}
+	run, err := b.cancel(id)
+	if errors.Is(err, errNotActive) {
+		stored, serr := b.store.run(r.Context(), id)
+		if errors.Is(serr, errNoRun) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
+			return
+		}
+		writeError(w, http.StatusConflict, fmt.Sprintf("run %d has already ended (%s): there is nothing to cancel", id, stored.Status))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, run)
+}
+
+// handleLog answers a task's output: all of it as JSON, or, to a client
+// that accepts an event stream, everything so far and then the rest live
+// until the task ends.
+func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
+	id, ok := runID(w, r)
+	if !ok {
+		return
+	}
+	task := chi.URLParam(r, "task")
+	stream := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+
+	b.mu.Lock()
+	a, active := b.active[id]
+	if active && task == "" {
+		chunks := append([]bettertest.Chunk{}, a.output[""]...)
+		if !stream {
+			b.mu.Unlock()
+			writeJSON(w, http.StatusOK, chunks)
+			return
+		}
+		sub := b.events.Subscribe(nil, func(ev hub.Event) bool {
+			return ev.Run == id && ev.Task == "" && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventRun)
+		})
+		b.mu.Unlock()
+		b.serve(w, r, outputEvents(id, "", chunks), sub, isRunEnd)
+		return
+	}
+	if active {
+		t, _ := a.task(task)
+		if t == nil {
+			b.mu.Unlock()
+			writeError(w, http.StatusNotFound, fmt.Sprintf("run %d has no task %q (yet)", id, task))
+			return
+		}
+		chunks := append([]bettertest.Chunk{}, a.output[task]...)
+		if !stream {
+			b.mu.Unlock()
+			writeJSON(w, http.StatusOK, chunks)
+			return
+		}
+		// Subscribed under b.mu: no chunk is published between the copy and the subscription.
+		first := outputEvents(id, task, chunks)
+		if t.Status != bettertest.StatusRunning {
+			first = append(first, taskEnd(id, *t))
+		}
+		if t.Status != bettertest.StatusRunning {
+			b.mu.Unlock()
+			b.serveEnded(w, r, first)
+			return
+		}
+		sub := b.events.Subscribe(nil, func(ev hub.Event) bool { return ev.Run == id && ev.Task == task })
+		b.mu.Unlock()
+		b.serve(w, r, first, sub, isTaskEnd)
+		return
+	}
+	b.mu.Unlock()
+
+	run, err := b.store.run(r.Context(), id)
+	if errors.Is(err, errNoRun) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	var found *bettertest.Task
+	for _, st := range run.Stages {
+		for _, t := range st.Tasks {
+			if t.Name == task {
+				found = &t
+			}
+		}
+	}
+	if found == nil && task != "" {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("run %d has no task %q", id, task))
+		return
+	}
+	chunks, err := b.store.output(r.Context(), id, task)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if !stream {
+		writeJSON(w, http.StatusOK, chunks)
+		return
+	}
+	first := outputEvents(id, task, chunks)
+	if found != nil {
+		first = append(first, taskEnd(id, *found))
+	} else {
+		first = append(first, hub.New(bettertest.BossEventRun, summary(run)))
+	}
+	b.serveEnded(w, r, first)
+}
+
+// serveEnded streams events of something that has ended: nothing follows them.
+func (b *Boss) serveEnded(w http.ResponseWriter, r *http.Request, first []hub.Event) {
+	sub := b.events.Subscribe(nil, func(hub.Event) bool { return false })
+	b.events.Unsubscribe(sub)
+	b.serve(w, r, first, sub, nil)
+}
+
+func outputEvents(id int64, task string, chunks []bettertest.Chunk) []hub.Event {
+	out := make([]hub.Event, len(chunks))
+	for i, c := range chunks {
+		out[i] = hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: id, Task: task, Chunk: c})
+	}
+	return out
+}
+
+func taskEnd(id int64, t bettertest.Task) hub.Event {
+	return withRun(hub.New(bettertest.BossEventTask, bettertest.TaskEvent{RunID: id, Task: t}), id, t.Name)
+}
+
+// isTaskEnd says whether an event of a task's log stream is its last.
+func isTaskEnd(ev hub.Event) bool {
+	if ev.Name != bettertest.BossEventTask {
+		return false
+	}
+	var t bettertest.TaskEvent
+	return json.Unmarshal(ev.Data, &t) == nil && t.Status != bettertest.StatusRunning
+}
+
+func (b *Boss) handleWorkers(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	out := make([]bettertest.WorkerInfo, len(b.workers))
+	for i, wk := range b.workers {
+		out[i] = wk.info
+	}
+	b.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleEvents streams every change as it happens, after a snapshot of the
+// workers and of the runs that are queued or running. With ?run=ID it
+// streams that run only, and ends when the run does.
+func (b *Boss) handleEvents(w http.ResponseWriter, r *http.Request) {
+	var only int64
+	if s := r.URL.Query().Get("run"); s != "" {
+		id, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || id < 1 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("run %q is not a run number", s))
+			return
+		}
+		only = id
+	}
+	var first []hub.Event
+	var filter func(hub.Event) bool
+	var last func(hub.Event) bool
+	b.mu.Lock()
+	if only == 0 {
+		for _, wk := range b.workers {
+			first = append(first, hub.New(bettertest.BossEventWorker, wk.info))
+		}
+		for _, a := range b.active {
+			first = append(first, runEvents(a)...)
+		}
+	} else {
+		filter = func(ev hub.Event) bool { return ev.Run == only }
+		last = isRunEnd
+		if a, ok := b.active[only]; ok {
+			first = runEvents(a)
+		} else {
+			b.mu.Unlock()
+			run, err := b.store.run(r.Context(), only)
+			if errors.Is(err, errNoRun) {
+				writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", only))
+				return
+			}
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, err.Error())
+				return
+			}
+			b.serveEnded(w, r, []hub.Event{hub.New(bettertest.BossEventRun, summary(run))})
+			return
+		}
+	}
+	sub := b.events.Subscribe(nil, filter)
+	b.mu.Unlock()
+	b.serve(w, r, first, sub, last)
+}
+
+// runEvents describe an active run as it stands: the run, its stages and
+// its tasks (output is in the task logs).
+func runEvents(a *activeRun) []hub.Event {
+	evs := []hub.Event{hub.New(bettertest.BossEventRun, summary(a.run))}
+	for _, st := range a.run.Stages {
+		s := st
+		s.Tasks = nil
+		evs = append(evs, hub.New(bettertest.BossEventStage, bettertest.StageEvent{RunID: a.run.ID, Stage: s}))
+		for _, t := range st.Tasks {
+			evs = append(evs, hub.New(bettertest.BossEventTask, bettertest.TaskEvent{RunID: a.run.ID, Task: t}))
+		}
+	}
+	return evs
+}
+
+func isRunEnd(ev hub.Event) bool {
+	if ev.Name != bettertest.BossEventRun {
+		return false
+	}
+	var r bettertest.Run
+	return json.Unmarshal(ev.Data, &r) == nil && r.Status != bettertest.StatusQueued && r.Status != bettertest.StatusRunning
+}
+
+// serve streams events until the client leaves or the boss stops.
+func (b *Boss) serve(w http.ResponseWriter, r *http.Request, first []hub.Event, sub *hub.Sub, last func(hub.Event) bool) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(b.stopping, cancel)()
+	b.events.Serve(ctx, w, first, sub, last)
+}

@@ -1,0 +1,227 @@
+// Package boss coordinates: it knows the workers, picks one for each run,
+// starts the pipedef as a Python process pointed at that worker, records
+// everything in SQLite and pushes each change to whoever watches.
+//
+// Nothing here polls. Workers push their state over GET /events, a pipedef's
+// report comes through a pipe, its end is a process exit, and watchers get
+// Server-Sent Events.
+package boss
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/hub"
+	"github.com/bettertest/bettertest/python"
+)
+
+// Config is everything the boss needs; cmd/bettertest fills it from flags.
+type Config struct {
+	Listen   string        // address of the API, e.g. 127.0.0.1:9001
+	Pipedefs []string      // one pipeline each, named after the file
+	Workers  []WorkerConfig
+	DataDir  string        // history.db and the Python library
+	Every    time.Duration // run every pipeline this often; 0: only when asked
+	Python   string        // the interpreter pipedefs run with
+	Grace    time.Duration // between SIGTERM and SIGKILL when a run is cancelled
+	Logger   *slog.Logger
+	// Ready, if not nil, is called with the listening address once the API serves.
+	Ready func(addr string)
+}
+
+// WorkerConfig is one worker the boss may use.
+type WorkerConfig struct {
+	Name, URL, TokenFile string
+}
+
+// Boss is a running boss.
+type Boss struct {
+	cfg       Config
+	log       *slog.Logger
+	store     *store
+	events    hub.Hub
+	pipelines []bettertest.Pipeline // sorted by name; LastRun unused
+	libDir    string                // put first on the pipedefs' import path
+	stopping  context.Context       // done once the boss shuts down
+
+	// mu guards everything below. Each change of state is recorded and
+	// published while it is held, so watchers see changes in the order made.
+	mu      sync.Mutex
+	workers []*worker
+	queue   []*activeRun
+	active  map[int64]*activeRun
+	runsWG  sync.WaitGroup // pipedef processes
+}
+
+// Run starts the boss and serves until ctx is done. Runs still going then
+// are stopped and recorded as interrupted.
+func Run(ctx context.Context, cfg Config) error {
+	b, err := newBoss(cfg)
+	if err != nil {
+		return err
+	}
+	defer b.store.close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another boss running? pick another --listen)", cfg.Listen, err)
+	}
+	stopping, stop := context.WithCancel(context.Background())
+	defer stop()
+	b.stopping = stopping
+	for _, w := range b.workers {
+		go b.watch(stopping, w)
+	}
+	if cfg.Every > 0 {
+		go b.schedule(stopping, cfg.Every)
+	}
+	srv := &http.Server{Handler: b.routes(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	b.log.Info("listening", "addr", ln.Addr().String(), "pipelines", len(b.pipelines), "workers", len(b.workers), "version", bettertest.Version)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	b.log.Info("stopping")
+	stop() // ends event streams and worker watches
+	b.stopRuns()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	b.runsWG.Wait()
+	if err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	b.log.Info("stopped")
+	return nil
+}
+
+func newBoss(cfg Config) (*Boss, error) {
+	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}}
+	if len(cfg.Pipedefs) == 0 {
+		return nil, errors.New("no pipelines: pass --pipedef PATH, a Python pipedef, once per pipeline")
+	}
+	seen := map[string]string{}
+	for _, p := range cfg.Pipedefs {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("--pipedef %s: %w", p, err)
+		}
+		if info, err := os.Stat(abs); err != nil || !info.Mode().IsRegular() {
+			return nil, fmt.Errorf("--pipedef %s is not a file: pass the path of a Python pipedef", p)
+		}
+		name := strings.TrimSuffix(filepath.Base(abs), ".py")
+		if other, ok := seen[name]; ok {
+			return nil, fmt.Errorf("--pipedef %s and %s would both be pipeline %q: pipelines are named after their files, so rename one", other, p, name)
+		}
+		seen[name] = p
+		b.pipelines = append(b.pipelines, bettertest.Pipeline{Name: name, Path: abs})
+	}
+	sort.Slice(b.pipelines, func(i, j int) bool { return b.pipelines[i].Name < b.pipelines[j].Name })
+	if len(cfg.Workers) == 0 {
+		return nil, errors.New("no workers: enroll one (bettertest enroll user@host), or pass --worker NAME=URL --worker-token-file NAME=PATH")
+	}
+	for _, wc := range cfg.Workers {
+		if _, err := bettertest.ReadTokenFile(wc.TokenFile); err != nil {
+			return nil, fmt.Errorf("worker %s: %w", wc.Name, err)
+		}
+		b.workers = append(b.workers, &worker{cfg: wc, info: bettertest.WorkerInfo{Name: wc.Name, URL: wc.URL, Error: "connecting"}})
+	}
+	sort.Slice(b.workers, func(i, j int) bool { return b.workers[i].cfg.Name < b.workers[j].cfg.Name })
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	lib, err := writeLibrary(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir %s: write the Python library: %w", cfg.DataDir, err)
+	}
+	b.libDir = lib
+	st, interrupted, err := openStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if interrupted > 0 {
+		b.log.Info("marked runs the last boss left unfinished as interrupted", "count", interrupted)
+	}
+	b.store = st
+	return b, nil
+}
+
+// writeLibrary writes the embedded Python library to DATADIR/python, fresh
+// each start so it always matches this binary, and returns that directory.
+func writeLibrary(dataDir string) (string, error) {
+	dir := filepath.Join(dataDir, "python")
+	tmp, err := os.MkdirTemp(dataDir, ".python-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.CopyFS(tmp, python.Library()); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
+	return dir, os.Rename(tmp, dir)
+}
+
+func (b *Boss) pipeline(name string) (bettertest.Pipeline, bool) {
+	for _, p := range b.pipelines {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return bettertest.Pipeline{}, false
+}
+
+// schedule triggers every pipeline every d, skipping one whose last run has
+// not started yet: a slow queue must not pile up runs.
+func (b *Boss) schedule(ctx context.Context, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range b.pipelines {
+			if b.queued(p.Name) {
+				b.log.Info("not scheduling: a run is still queued", "pipeline", p.Name)
+				continue
+			}
+			if _, err := b.trigger(p.Name, "schedule"); err != nil {
+				b.log.Error("scheduled run", "pipeline", p.Name, "err", err)
+			}
+		}
+	}
+}
+
+func (b *Boss) queued(pipeline string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range b.queue {
+		if r.run.Pipeline == pipeline {
+			return true
+		}
+	}
+	return false
+}

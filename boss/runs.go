@@ -1,0 +1,428 @@
+package boss
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/hub"
+)
+
+// activeRun is a run that is queued or running. Its whole state, output
+// included, is in memory until it ends, so late viewers get everything so
+// far and then the live stream.
+type activeRun struct {
+	run    bettertest.Run            // with its stages and tasks
+	output map[string][]bettertest.Chunk // by task; "" is the pipedef's own output
+	stored map[string]int            // chunks of each task already in the store
+	worker *worker
+	cmd    *exec.Cmd
+	// Why the run was stopped, if it was: the status and error it ends with.
+	stopStatus, stopError string
+	killTimer             *time.Timer
+}
+
+func (r *activeRun) task(name string) (*bettertest.Task, int) {
+	idx := 0
+	for si := range r.run.Stages {
+		for ti := range r.run.Stages[si].Tasks {
+			if r.run.Stages[si].Tasks[ti].Name == name {
+				return &r.run.Stages[si].Tasks[ti], idx
+			}
+			idx++
+		}
+	}
+	return nil, -1
+}
+
+func (r *activeRun) stage(name string) (*bettertest.Stage, int) {
+	for i := range r.run.Stages {
+		if r.run.Stages[i].Name == name {
+			return &r.run.Stages[i], i
+		}
+	}
+	return nil, -1
+}
+
+func now() int64 { return time.Now().UnixMilli() }
+
+// trigger queues a run of a pipeline and starts it at once if a worker is free.
+func (b *Boss) trigger(pipeline, trigger string) (bettertest.Run, error) {
+	if _, ok := b.pipeline(pipeline); !ok {
+		return bettertest.Run{}, errNoPipeline
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := &activeRun{
+		run:    bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
+		output: map[string][]bettertest.Chunk{},
+		stored: map[string]int{},
+	}
+	id, err := b.store.createRun(r.run)
+	if err != nil {
+		return bettertest.Run{}, err
+	}
+	r.run.ID = id
+	b.active[id] = r
+	b.queue = append(b.queue, r)
+	b.publishRunLocked(r)
+	b.log.Info("run queued", "run", id, "pipeline", pipeline, "trigger", trigger)
+	b.dispatchLocked()
+	return summary(r.run), nil
+}
+
+var errNoPipeline = errors.New("no such pipeline")
+
+// summary is a run without its stages, as run events and lists carry it.
+func summary(r bettertest.Run) bettertest.Run {
+	r.Stages = nil
+	return r
+}
+
+func (b *Boss) publishRunLocked(r *activeRun) {
+	b.events.Publish(withRun(hub.New(bettertest.BossEventRun, summary(r.run)), r.run.ID, ""))
+}
+
+func (b *Boss) publishStageLocked(r *activeRun, st bettertest.Stage) {
+	st.Tasks = nil
+	b.events.Publish(withRun(hub.New(bettertest.BossEventStage, bettertest.StageEvent{RunID: r.run.ID, Stage: st}), r.run.ID, ""))
+}
+
+func (b *Boss) publishTaskLocked(r *activeRun, t bettertest.Task) {
+	b.events.Publish(withRun(hub.New(bettertest.BossEventTask, bettertest.TaskEvent{RunID: r.run.ID, Task: t}), r.run.ID, t.Name))
+}
+
+func withRun(ev hub.Event, run int64, task string) hub.Event {
+	ev.Run, ev.Task = run, task
+	return ev
+}
+
+// saveRunLocked records and announces a change of the run's own fields.
+func (b *Boss) saveRunLocked(r *activeRun) {
+	if err := b.store.saveRun(r.run); err != nil {
+		b.log.Error("history", "err", err)
+	}
+	b.publishRunLocked(r)
+}
+
+// dispatchLocked starts queued runs, oldest first, while a worker is free.
+func (b *Boss) dispatchLocked() {
+	for len(b.queue) > 0 {
+		w := b.pickLocked()
+		if w == nil {
+			return
+		}
+		r := b.queue[0]
+		b.queue = b.queue[1:]
+		b.startLocked(r, w)
+	}
+}
+
+// pickLocked returns the least loaded worker that is up and has a free
+// slot, or nil. Its load is the larger of the pipeline runs the boss gave it
+// and the runs it says execute, over its capacity.
+func (b *Boss) pickLocked() *worker {
+	var best *worker
+	for _, w := range b.workers {
+		if !w.info.Up || w.info.Assigned >= w.info.Capacity || w.info.Running >= w.info.Capacity {
+			continue
+		}
+		if best == nil || w.load() < best.load() {
+			best = w
+		}
+	}
+	return best
+}
+
+func (b *Boss) startLocked(r *activeRun, w *worker) {
+	p, _ := b.pipeline(r.run.Pipeline)
+	r.worker = w
+	w.info.Assigned++
+	b.publishWorkerLocked(w)
+	r.run.Status, r.run.Worker, r.run.StartedMS = bettertest.StatusRunning, w.cfg.Name, now()
+
+	// -u: the report must come through the pipe line by line, not in blocks.
+	cmd := exec.Command(b.cfg.Python, "-u", p.Path, "--worker", w.cfg.URL, "--token-file", w.cfg.TokenFile, "--report", "jsonl")
+	cmd.Dir = filepath.Dir(p.Path)
+	// The boss's own copy of the library comes first on the import path.
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+b.libDir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // cancel signals the whole group
+	stdout, err := cmd.StdoutPipe()
+	var stderr io.ReadCloser
+	if err == nil {
+		stderr, err = cmd.StderrPipe()
+	}
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		r.run.Error = fmt.Sprintf("could not start %s %s: %v: check --python", b.cfg.Python, p.Path, err)
+		b.finishLocked(r, -1)
+		return
+	}
+	r.cmd = cmd
+	b.saveRunLocked(r)
+	b.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", w.cfg.Name, "pid", cmd.Process.Pid)
+	b.runsWG.Add(1)
+	go b.follow(r, stdout, stderr)
+}
+
+// follow reads a pipedef's report and output until it exits.
+func (b *Boss) follow(r *activeRun, stdout, stderr io.Reader) {
+	defer b.runsWG.Done()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.readOutput(r, "", "stderr", stderr)
+	}()
+	lines := bufio.NewReader(stdout)
+	for {
+		line, err := lines.ReadBytes('\n')
+		if len(line) > 0 {
+			b.handleLine(r, line)
+		}
+		if err != nil {
+			break
+		}
+	}
+	<-done
+	err := r.cmd.Wait()
+	code := r.cmd.ProcessState.ExitCode()
+	if err != nil && code == -1 {
+		code = -1 // killed by a signal
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finishLocked(r, code)
+}
+
+// readOutput keeps a stream of the pipedef that is not its report (stderr)
+// as the output of task.
+func (b *Boss) readOutput(r *activeRun, task, stream string, rd io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rd.Read(buf)
+		if n > 0 {
+			b.mu.Lock()
+			b.outputLocked(r, task, bettertest.Chunk{Stream: stream, Text: strings.ToValidUTF8(string(buf[:n]), "\uFFFD")})
+			b.mu.Unlock()
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
+	r.output[task] = append(r.output[task], c)
+	if err := b.store.appendOutput(r.run.ID, task, r.stored[task], []bettertest.Chunk{c}); err != nil {
+		b.log.Error("history", "err", err)
+	} else {
+		r.stored[task]++
+	}
+	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Chunk: c}), r.run.ID, task))
+}
+
+// report is one line of the pipedef's --report jsonl (docs/report-jsonl.md).
+type report struct {
+	Event    string                     `json:"event"`
+	Stage    string                     `json:"stage"`
+	Task     string                     `json:"task"`
+	Kind     string                     `json:"kind"`
+	Reason   string                     `json:"reason"`
+	Stream   string                     `json:"stream"`
+	Text     string                     `json:"text"`
+	Path     string                     `json:"path"`
+	ID       string                     `json:"id"`
+	Size     int64                      `json:"size"`
+	Status   string                     `json:"status"`
+	ExitCode *int                       `json:"exit_code"`
+	Cached   bool                       `json:"cached"`
+	Error    *string                    `json:"error"`
+	Extra    map[string]json.RawMessage `json:"-"`
+}
+
+// handleLine applies one line of the report. A line that is not a report
+// event (a stray print in the pipedef, say) is kept as the pipedef's output.
+func (b *Boss) handleLine(r *activeRun, line []byte) {
+	var ev report
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := json.Unmarshal(line, &ev); err != nil || ev.Event == "" {
+		b.outputLocked(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(line), "\uFFFD")})
+		return
+	}
+	t := now()
+	switch ev.Event {
+	case "stage_start":
+		if st, _ := r.stage(ev.Stage); st == nil {
+			st := bettertest.Stage{Name: ev.Stage, Status: bettertest.StatusRunning, StartedMS: t, Tasks: []bettertest.Task{}}
+			r.run.Stages = append(r.run.Stages, st)
+			b.saveStageLocked(r, len(r.run.Stages)-1)
+		}
+	case "stage_end":
+		if st, i := r.stage(ev.Stage); st != nil {
+			st.Status, st.FinishedMS = ev.Status, t
+			b.saveStageLocked(r, i)
+		}
+	case "task_start":
+		st, _ := r.stage(ev.Stage)
+		if st == nil {
+			return
+		}
+		if task, _ := r.task(ev.Task); task != nil {
+			return // names are unique in a pipeline; a repeat is ignored
+		}
+		st.Tasks = append(st.Tasks, bettertest.Task{Stage: ev.Stage, Name: ev.Task, Kind: ev.Kind, Status: bettertest.StatusRunning,
+			StartedMS: t, Artifacts: []bettertest.ArtifactEvent{}})
+		b.saveTaskLocked(r, ev.Task)
+	case "task_uncached", "task_cached", "task_artifact", "task_end":
+		task, _ := r.task(ev.Task)
+		if task == nil {
+			return
+		}
+		switch ev.Event {
+		case "task_uncached":
+			task.Reason = ev.Reason
+		case "task_cached":
+			task.Cached = true
+		case "task_artifact":
+			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size})
+		case "task_end":
+			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, ev.Cached, t
+			if ev.Error != nil {
+				task.Error = *ev.Error
+			}
+		}
+		b.saveTaskLocked(r, ev.Task)
+	case "task_output":
+		if task, _ := r.task(ev.Task); task != nil {
+			b.outputLocked(r, ev.Task, bettertest.Chunk{Stream: ev.Stream, Text: ev.Text})
+		}
+	case "pipeline_end":
+		if ev.Error != nil {
+			r.run.Error = *ev.Error
+		}
+	}
+	// pipeline_start and events this boss does not know need nothing.
+}
+
+func (b *Boss) saveStageLocked(r *activeRun, i int) {
+	st := r.run.Stages[i]
+	if err := b.store.saveStage(r.run.ID, i, st); err != nil {
+		b.log.Error("history", "err", err)
+	}
+	b.publishStageLocked(r, st)
+}
+
+func (b *Boss) saveTaskLocked(r *activeRun, name string) {
+	task, idx := r.task(name)
+	if err := b.store.saveTask(r.run.ID, idx, *task); err != nil {
+		b.log.Error("history", "err", err)
+	}
+	b.publishTaskLocked(r, *task)
+}
+
+// finishLocked ends a run: its status follows the pipedef's exit code,
+// unless it was stopped. Stages and tasks that never ended end with it.
+func (b *Boss) finishLocked(r *activeRun, code int) {
+	if r.killTimer != nil {
+		r.killTimer.Stop()
+	}
+	r.run.FinishedMS = now()
+	if code != -1 {
+		c := code
+		r.run.ExitCode = &c
+	}
+	switch {
+	case r.stopStatus != "":
+		r.run.Status, r.run.Error = r.stopStatus, r.stopError
+	case code == 0:
+		r.run.Status = bettertest.StatusPassed
+	default:
+		r.run.Status = bettertest.StatusFailed
+		if r.run.Error == "" {
+			r.run.Error = fmt.Sprintf("the pipedef exited with status %d: see its output", code)
+		}
+	}
+	unfinished := bettertest.StatusFailed
+	if r.stopStatus != "" {
+		unfinished = r.stopStatus
+	}
+	for si := range r.run.Stages {
+		st := &r.run.Stages[si]
+		for ti := range st.Tasks {
+			if st.Tasks[ti].Status == bettertest.StatusRunning {
+				st.Tasks[ti].Status, st.Tasks[ti].FinishedMS = unfinished, r.run.FinishedMS
+				b.saveTaskLocked(r, st.Tasks[ti].Name)
+			}
+		}
+		if st.Status == bettertest.StatusRunning {
+			st.Status, st.FinishedMS = unfinished, r.run.FinishedMS
+			b.saveStageLocked(r, si)
+		}
+	}
+	b.saveRunLocked(r)
+	delete(b.active, r.run.ID)
+	b.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
+	if w := r.worker; w != nil {
+		w.info.Assigned--
+		b.publishWorkerLocked(w)
+		b.dispatchLocked() // its slot is free
+	}
+}
+
+// stopLocked stops a run with status and message: a queued run at once, a
+// running one by SIGTERM to its process group, then SIGKILL after the grace
+// period. The pipedef library's connections close with it, so the worker
+// stops the containers.
+func (b *Boss) stopLocked(r *activeRun, status, message string) {
+	if r.stopStatus != "" {
+		return
+	}
+	r.stopStatus, r.stopError = status, message
+	if r.cmd == nil { // queued
+		for i, q := range b.queue {
+			if q == r {
+				b.queue = append(b.queue[:i], b.queue[i+1:]...)
+			}
+		}
+		b.finishLocked(r, -1)
+		return
+	}
+	pgid := r.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	r.killTimer = time.AfterFunc(b.cfg.Grace, func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+}
+
+// cancel stops a run on request.
+func (b *Boss) cancel(id int64) (bettertest.Run, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.active[id]
+	if !ok {
+		return bettertest.Run{}, errNotActive
+	}
+	b.stopLocked(r, bettertest.StatusCancelled, "cancelled")
+	return summary(r.run), nil
+}
+
+var errNotActive = errors.New("run is not queued or running")
+
+// stopRuns interrupts every run: the boss is stopping.
+func (b *Boss) stopRuns() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range b.active {
+		b.stopLocked(r, bettertest.StatusInterrupted, "the boss stopped while this run was queued or running: run it again")
+	}
+}

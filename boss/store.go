@@ -1,0 +1,283 @@
+package boss
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // the database/sql driver "sqlite", pure Go
+
+	"github.com/bettertest/bettertest"
+)
+
+// store keeps the history of runs in SQLite (WAL): every run, its stages and
+// tasks, and every task's output. Each change is its own transaction, so a
+// boss killed at any moment loses nothing that it had reported.
+type store struct {
+	db *sql.DB
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS runs (
+	id          INTEGER PRIMARY KEY,
+	pipeline    TEXT NOT NULL,
+	status      TEXT NOT NULL,
+	trigger     TEXT NOT NULL,
+	worker      TEXT NOT NULL DEFAULT '',
+	created_ms  INTEGER NOT NULL,
+	started_ms  INTEGER NOT NULL DEFAULT 0,
+	finished_ms INTEGER NOT NULL DEFAULT 0,
+	exit_code   INTEGER,
+	error       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, id);
+CREATE TABLE IF NOT EXISTS stages (
+	run_id      INTEGER NOT NULL REFERENCES runs (id),
+	idx         INTEGER NOT NULL,
+	name        TEXT NOT NULL,
+	status      TEXT NOT NULL,
+	started_ms  INTEGER NOT NULL,
+	finished_ms INTEGER NOT NULL,
+	PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+	run_id      INTEGER NOT NULL REFERENCES runs (id),
+	idx         INTEGER NOT NULL,
+	stage       TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	kind        TEXT NOT NULL,
+	status      TEXT NOT NULL,
+	exit_code   INTEGER,
+	cached      INTEGER NOT NULL,
+	reason      TEXT NOT NULL,
+	error       TEXT NOT NULL,
+	started_ms  INTEGER NOT NULL,
+	finished_ms INTEGER NOT NULL,
+	artifacts   TEXT NOT NULL,
+	PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS output (
+	run_id INTEGER NOT NULL REFERENCES runs (id),
+	task   TEXT NOT NULL,
+	seq    INTEGER NOT NULL,
+	stream TEXT NOT NULL,
+	text   TEXT NOT NULL,
+	PRIMARY KEY (run_id, task, seq)
+);
+`
+
+// openStore opens (or creates) the history under dataDir. Runs that were
+// queued or running when the boss last stopped are marked interrupted: no
+// process of theirs survives a boss.
+func openStore(dataDir string) (*store, int, error) {
+	path := filepath.Join(dataDir, "history.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)")
+	if err != nil {
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer, and this keeps every change in
+	// the order it was made.
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	res, err := db.Exec(`UPDATE runs SET status = ?, error = ?, finished_ms = ? WHERE status IN (?, ?)`,
+		bettertest.StatusInterrupted, "the boss stopped while this run was queued or running: run it again",
+		time.Now().UnixMilli(), bettertest.StatusQueued, bettertest.StatusRunning)
+	if err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	n, _ := res.RowsAffected()
+	if _, err := db.Exec(`UPDATE stages SET status = ? WHERE status = ?`, bettertest.StatusInterrupted, bettertest.StatusRunning); err != nil {
+		db.Close()
+		return nil, 0, err
+	}
+	if _, err := db.Exec(`UPDATE tasks SET status = ? WHERE status = ?`, bettertest.StatusInterrupted, bettertest.StatusRunning); err != nil {
+		db.Close()
+		return nil, 0, err
+	}
+	return &store{db: db}, int(n), nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+// createRun records a new queued run and returns its id.
+func (s *store) createRun(r bettertest.Run) (int64, error) {
+	res, err := s.db.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms) VALUES (?, ?, ?, ?)`,
+		r.Pipeline, r.Status, r.Trigger, r.CreatedMS)
+	if err != nil {
+		return 0, fmt.Errorf("record a run of %s: %w", r.Pipeline, err)
+	}
+	return res.LastInsertId()
+}
+
+// saveRun writes a run's own fields (not its stages).
+func (s *store) saveRun(r bettertest.Run) error {
+	_, err := s.db.Exec(`UPDATE runs SET status = ?, worker = ?, started_ms = ?, finished_ms = ?, exit_code = ?, error = ? WHERE id = ?`,
+		r.Status, r.Worker, r.StartedMS, r.FinishedMS, r.ExitCode, r.Error, r.ID)
+	if err != nil {
+		return fmt.Errorf("record run %d: %w", r.ID, err)
+	}
+	return nil
+}
+
+func (s *store) saveStage(runID int64, idx int, st bettertest.Stage) error {
+	_, err := s.db.Exec(`INSERT INTO stages (run_id, idx, name, status, started_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, finished_ms = excluded.finished_ms`,
+		runID, idx, st.Name, st.Status, st.StartedMS, st.FinishedMS)
+	if err != nil {
+		return fmt.Errorf("record stage %s of run %d: %w", st.Name, runID, err)
+	}
+	return nil
+}
+
+func (s *store) saveTask(runID int64, idx int, t bettertest.Task) error {
+	artifacts, err := json.Marshal(t.Artifacts)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code, cached = excluded.cached,
+			reason = excluded.reason, error = excluded.error, finished_ms = excluded.finished_ms, artifacts = excluded.artifacts`,
+		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts))
+	if err != nil {
+		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, err)
+	}
+	return nil
+}
+
+// appendOutput stores chunks of one task's output in one transaction; seq
+// is the number of chunks of that task stored before.
+func (s *store) appendOutput(runID int64, task string, seq int, chunks []bettertest.Chunk) error {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for i, c := range chunks {
+		if _, err := tx.Exec(`INSERT INTO output (run_id, task, seq, stream, text) VALUES (?, ?, ?, ?, ?)`,
+			runID, task, seq+i, c.Stream, c.Text); err != nil {
+			return fmt.Errorf("record output of run %d: %w", runID, err)
+		}
+	}
+	return tx.Commit()
+}
+
+var errNoRun = errors.New("no such run")
+
+const runColumns = `id, pipeline, status, trigger, worker, created_ms, started_ms, finished_ms, exit_code, error`
+
+func scanRun(row interface{ Scan(...any) error }) (bettertest.Run, error) {
+	var r bettertest.Run
+	var code sql.NullInt64
+	err := row.Scan(&r.ID, &r.Pipeline, &r.Status, &r.Trigger, &r.Worker, &r.CreatedMS, &r.StartedMS, &r.FinishedMS, &code, &r.Error)
+	if code.Valid {
+		c := int(code.Int64)
+		r.ExitCode = &c
+	}
+	return r, err
+}
+
+// run reads one run with its stages and tasks.
+func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
+	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, errNoRun
+	}
+	if err != nil {
+		return r, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT name, status, started_ms, finished_ms FROM stages WHERE run_id = ? ORDER BY idx`, id)
+	if err != nil {
+		return r, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		st := bettertest.Stage{Tasks: []bettertest.Task{}}
+		if err := rows.Scan(&st.Name, &st.Status, &st.StartedMS, &st.FinishedMS); err != nil {
+			return r, err
+		}
+		r.Stages = append(r.Stages, st)
+	}
+	if err := rows.Err(); err != nil {
+		return r, err
+	}
+	trows, err := s.db.QueryContext(ctx, `SELECT stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts
+		FROM tasks WHERE run_id = ? ORDER BY idx`, id)
+	if err != nil {
+		return r, err
+	}
+	defer trows.Close()
+	for trows.Next() {
+		var t bettertest.Task
+		var code sql.NullInt64
+		var artifacts string
+		if err := trows.Scan(&t.Stage, &t.Name, &t.Kind, &t.Status, &code, &t.Cached, &t.Reason, &t.Error, &t.StartedMS, &t.FinishedMS, &artifacts); err != nil {
+			return r, err
+		}
+		if code.Valid {
+			c := int(code.Int64)
+			t.ExitCode = &c
+		}
+		if err := json.Unmarshal([]byte(artifacts), &t.Artifacts); err != nil {
+			return r, fmt.Errorf("run %d task %s: artifacts: %w", id, t.Name, err)
+		}
+		for i := range r.Stages {
+			if r.Stages[i].Name == t.Stage {
+				r.Stages[i].Tasks = append(r.Stages[i].Tasks, t)
+			}
+		}
+	}
+	return r, trows.Err()
+}
+
+// runs lists the newest runs, of one pipeline or of all when pipeline is "".
+func (s *store) runs(ctx context.Context, pipeline string, limit int) ([]bettertest.Run, error) {
+	q := `SELECT ` + runColumns + ` FROM runs`
+	args := []any{}
+	if pipeline != "" {
+		q += ` WHERE pipeline = ?`
+		args = append(args, pipeline)
+	}
+	q += ` ORDER BY id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []bettertest.Run{}
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// output reads a task's whole output, in order.
+func (s *store) output(ctx context.Context, runID int64, task string) ([]bettertest.Chunk, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT stream, text FROM output WHERE run_id = ? AND task = ? ORDER BY seq`, runID, task)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []bettertest.Chunk{}
+	for rows.Next() {
+		var c bettertest.Chunk
+		if err := rows.Scan(&c.Stream, &c.Text); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,122 @@
+package bettertest
+
+// The boss's HTTP API. Times are milliseconds since the Unix epoch, 0 when
+// the moment has not come yet.
+
+// Run statuses. A run is queued until a worker is free, running while its
+// pipedef runs, and then one of the others for good.
+const (
+	StatusQueued      = "queued"
+	StatusRunning     = "running"
+	StatusPassed      = "passed"
+	StatusFailed      = "failed"
+	StatusSkipped     = "skipped"     // stages and tasks only
+	StatusCancelled   = "cancelled"   // someone cancelled it
+	StatusInterrupted = "interrupted" // the boss stopped while it ran
+)
+
+// Run is one run of a pipeline.
+type Run struct {
+	ID         int64   `json:"id"`
+	Pipeline   string  `json:"pipeline"`
+	Status     string  `json:"status"`
+	Trigger    string  `json:"trigger"` // api, ui, cli, schedule
+	Worker     string  `json:"worker"`  // "" until it starts
+	CreatedMS  int64   `json:"created_ms"`
+	StartedMS  int64   `json:"started_ms"`
+	FinishedMS int64   `json:"finished_ms"`
+	ExitCode   *int    `json:"exit_code"` // the pipedef's, once it exited
+	Error      string  `json:"error"`     // why it failed, when not only a task's exit code says so
+	Stages     []Stage `json:"stages,omitempty"`
+}
+
+// Stage is one stage of a run.
+type Stage struct {
+	Name       string `json:"name"`
+	Status     string `json:"status"` // running, passed, failed, skipped
+	StartedMS  int64  `json:"started_ms"`
+	FinishedMS int64  `json:"finished_ms"`
+	Tasks      []Task `json:"tasks"`
+}
+
+// Task is one build or test of a run.
+type Task struct {
+	Stage      string          `json:"stage"`
+	Name       string          `json:"name"`
+	Kind       string          `json:"kind"`   // build or test
+	Status     string          `json:"status"` // running, passed, failed, skipped
+	ExitCode   *int            `json:"exit_code"`
+	Cached     bool            `json:"cached"`
+	Reason     string          `json:"reason"` // why a build was not cached
+	Error      string          `json:"error"`
+	StartedMS  int64           `json:"started_ms"`
+	FinishedMS int64           `json:"finished_ms"`
+	Artifacts  []ArtifactEvent `json:"artifacts"`
+}
+
+// Chunk is a piece of a task's output.
+type Chunk struct {
+	Stream string `json:"stream"` // stdout or stderr
+	Text   string `json:"text"`
+}
+
+// WorkerInfo is what the boss knows of a worker.
+type WorkerInfo struct {
+	Name     string `json:"name"`
+	URL      string `json:"url"`
+	Up       bool   `json:"up"`    // its event stream is connected and it is ready
+	Error    string `json:"error"` // why it is down
+	Version  string `json:"version"`
+	Docker   string `json:"docker"`
+	Running  int    `json:"running"`  // runs executing on it, from any client
+	Capacity int    `json:"capacity"` // runs it executes at once
+	Assigned int    `json:"assigned"` // pipeline runs the boss has given it
+}
+
+// Pipeline is one pipedef the boss runs.
+type Pipeline struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	LastRun *Run   `json:"last_run"`
+}
+
+// Event names of the boss's GET /api/events stream. Each carries the whole
+// new state of the thing that changed.
+const (
+	BossEventRun    = "run"    // Run, without stages
+	BossEventStage  = "stage"  // StageEvent
+	BossEventTask   = "task"   // TaskEvent
+	BossEventOutput = "output" // OutputChunkEvent
+	BossEventWorker = "worker" // WorkerInfo
+)
+
+// StageEvent is a stage that changed, without its tasks.
+type StageEvent struct {
+	RunID int64 `json:"run_id"`
+	Stage
+}
+
+// TaskEvent is a task that changed.
+type TaskEvent struct {
+	RunID int64 `json:"run_id"`
+	Task
+}
+
+// OutputChunkEvent is output of a task, or of the pipedef itself when Task is "".
+type OutputChunkEvent struct {
+	RunID int64  `json:"run_id"`
+	Task  string `json:"task"`
+	Chunk
+}
+
+// TriggerRequest is the optional body of POST /api/pipelines/{name}/runs.
+type TriggerRequest struct {
+	Trigger string `json:"trigger,omitempty"` // who asked: api (default), ui or cli
+}
+
+// WorkerRecord is a worker's NAME.json in a workers directory, written by
+// enrollment and read by the boss; its token is NAME.token beside it.
+type WorkerRecord struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bettertest/bettertest/boss"
+)
+
+const bossUsage = `Usage: bettertest boss --pipedef PATH [--pipedef PATH ...] [flags]
+
+Run pipelines on healthy workers, keep their history, and serve the API:
+  GET  /api/pipelines               the pipelines and their last runs
+  POST /api/pipelines/NAME/runs     start a run
+  GET  /api/runs?pipeline=NAME      runs, newest first
+  GET  /api/runs/ID                 a run with its stages and tasks
+  GET  /api/runs/ID/tasks/TASK/log  a task's output (SSE with Accept: text/event-stream)
+  POST /api/runs/ID/cancel          stop a run
+  GET  /api/workers                 the workers and their load
+  GET  /api/events                  every change, as Server-Sent Events
+
+Each --pipedef is one pipeline, named after its file. The workers are those
+enrollment saved in --workers-dir, plus any given with --worker NAME=URL and
+--worker-token-file NAME=PATH.
+`
+
+func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("boss", bossUsage, stderr)
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return fmt.Errorf("find your home directory: %w", err)
+	}
+	cfg := boss.Config{}
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9001", "address of the API and the UI")
+	fs.StringArrayVar(&cfg.Pipedefs, "pipedef", nil, "a Python pipedef; repeat for more pipelines (required)")
+	workersDir := fs.String("workers-dir", filepath.Join(home, ".config", "bettertest", "workers"), "where enrollment saved the workers")
+	workers := fs.StringArray("worker", nil, "another worker, NAME=URL; repeatable")
+	tokens := fs.StringArray("worker-token-file", nil, "the token file of a --worker, NAME=PATH; repeatable")
+	fs.StringVar(&cfg.DataDir, "data-dir", filepath.Join(home, ".local", "share", "bettertest", "boss"), "the history (SQLite) and the Python library pipedefs use")
+	fs.DurationVar(&cfg.Every, "every", 0, "also run every pipeline this often, e.g. 1h (0: only when asked)")
+	fs.StringVar(&cfg.Python, "python", "python3", "the Python interpreter pipedefs run with")
+	fs.DurationVar(&cfg.Grace, "cancel-grace", 10*time.Second, "how long a cancelled pipedef gets after SIGTERM before SIGKILL")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q: the boss takes flags only", fs.Arg(0))}
+	}
+	if len(cfg.Pipedefs) == 0 {
+		return usageError{fmt.Errorf("--pipedef is required: pass a Python pipedef, once per pipeline")}
+	}
+	if cfg.Every < 0 {
+		return usageError{fmt.Errorf("--every %s is negative: pass a duration such as 1h, or 0", cfg.Every)}
+	}
+	cfg.Workers, err = boss.LoadWorkers(*workersDir)
+	if err != nil {
+		return err
+	}
+	given, err := namedValues("--worker", *workers)
+	if err != nil {
+		return err
+	}
+	tokenFiles, err := namedValues("--worker-token-file", *tokens)
+	if err != nil {
+		return err
+	}
+	for name, url := range given {
+		tf, ok := tokenFiles[name]
+		if !ok {
+			return usageError{fmt.Errorf("--worker %s has no token file: pass --worker-token-file %s=PATH", name, name)}
+		}
+		cfg.Workers = append(cfg.Workers, boss.WorkerConfig{Name: name, URL: url, TokenFile: tf})
+	}
+	for name := range tokenFiles {
+		if _, ok := given[name]; !ok {
+			return usageError{fmt.Errorf("--worker-token-file %s names no --worker: pass --worker %s=URL", name, name)}
+		}
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	return boss.Run(ctx, cfg)
+}
+
+// namedValues parses repeated NAME=VALUE flags.
+func namedValues(flag string, values []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, v := range values {
+		name, value, ok := strings.Cut(v, "=")
+		if !ok || name == "" || value == "" {
+			return nil, usageError{fmt.Errorf("%s %q is not NAME=VALUE", flag, v)}
+		}
+		if _, dup := out[name]; dup {
+			return nil, usageError{fmt.Errorf("%s names %s twice", flag, name)}
+		}
+		out[name] = value
+	}
+	return out, nil
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/sse"
+)
+
+const runUsage = `Usage: bettertest run [--boss URL] PIPELINE
+
+Start a run of PIPELINE on the boss and follow it: each stage and task as it
+ends, the whole output of a task that failed, and the run's status. The exit
+status is 0 when the run passed and 1 otherwise.
+`
+
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", runUsage, stderr)
+	bossURL := fs.String("boss", "http://127.0.0.1:9001", "the boss's URL")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("name one pipeline to run, e.g. bettertest run hello")}
+	}
+	base := strings.TrimSuffix(*bossURL, "/")
+	c := &bossClient{base: base, out: stdout, color: isTerminal(stdout)}
+	run, err := c.trigger(ctx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "run #%d of %s: %s/api/runs/%d\n", run.ID, run.Pipeline, base, run.ID)
+	final, err := c.follow(ctx, run.ID)
+	if err != nil {
+		return err
+	}
+	if final.Status != bettertest.StatusPassed {
+		return exitCode(1)
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+type bossClient struct {
+	base  string
+	out   io.Writer
+	color bool
+}
+
+func (c *bossClient) do(ctx context.Context, method, path string, body io.Reader, accept string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("--boss %s: %w", c.base, err)
+	}
+	req.Header.Set("Accept", accept)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the boss at %s (%v): start it with bettertest boss, or pass --boss URL", c.base, errors.Unwrap(err))
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var apiErr bettertest.APIError
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&apiErr)
+		return nil, fmt.Errorf("the boss refused %s %s (HTTP %d): %s", method, path, resp.StatusCode, apiErr.Error)
+	}
+	return resp, nil
+}
+
+func (c *bossClient) trigger(ctx context.Context, pipeline string) (bettertest.Run, error) {
+	var run bettertest.Run
+	resp, err := c.do(ctx, http.MethodPost, "/api/pipelines/"+url.PathEscape(pipeline)+"/runs", bytes.NewReader([]byte(`{"trigger":"cli"}`)), "application/json")
+	if err != nil {
+		return run, err
+	}
+	defer resp.Body.Close()
+	return run, json.NewDecoder(resp.Body).Decode(&run)
+}
+
+// follow prints a run's progress from the boss's event stream until it ends.
+func (c *bossClient) follow(ctx context.Context, id int64) (bettertest.Run, error) {
+	resp, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/events?run=%d", id), nil, "text/event-stream")
+	if err != nil {
+		return bettertest.Run{}, err
+	}
+	defer resp.Body.Close()
+	events := sse.NewReader(resp.Body)
+	var last bettertest.Run
+	for {
+		ev, err := events.Next()
+		if err != nil {
+			if err == io.EOF && last.Status != "" && last.Status != bettertest.StatusQueued && last.Status != bettertest.StatusRunning {
+				return last, nil
+			}
+			return last, fmt.Errorf("lost the boss's event stream for run #%d (%v): see %s/api/runs/%d", id, err, c.base, id)
+		}
+		switch ev.Name {
+		case bettertest.BossEventRun:
+			var r bettertest.Run
+			if json.Unmarshal([]byte(ev.Data), &r) != nil {
+				continue
+			}
+			if r.Status != last.Status {
+				c.printRun(r)
+			}
+			last = r
+		case bettertest.BossEventStage:
+			var st bettertest.StageEvent
+			if json.Unmarshal([]byte(ev.Data), &st) == nil && st.Status == bettertest.StatusRunning {
+				fmt.Fprintf(c.out, "stage %s\n", st.Name)
+			}
+		case bettertest.BossEventTask:
+			var t bettertest.TaskEvent
+			if json.Unmarshal([]byte(ev.Data), &t) == nil && t.Status != bettertest.StatusRunning {
+				c.printTask(ctx, id, t.Task)
+			}
+		}
+	}
+}
+
+func (c *bossClient) paint(color, s string) string {
+	if !c.color {
+		return s
+	}
+	return color + s + "\x1b[0m"
+}
+
+const (
+	green = "\x1b[32m"
+	red   = "\x1b[31m"
+	dim   = "\x1b[2m"
+)
+
+func (c *bossClient) statusWord(status string) string {
+	switch status {
+	case bettertest.StatusPassed:
+		return c.paint(green, status)
+	case bettertest.StatusSkipped, bettertest.StatusQueued, bettertest.StatusRunning:
+		return c.paint(dim, status)
+	}
+	return c.paint(red, status)
+}
+
+func (c *bossClient) printRun(r bettertest.Run) {
+	switch r.Status {
+	case bettertest.StatusQueued:
+		fmt.Fprintln(c.out, "queued: waiting for a free worker")
+	case bettertest.StatusRunning:
+		fmt.Fprintf(c.out, "running on worker %s\n", r.Worker)
+	default:
+		line := fmt.Sprintf("run #%d %s", r.ID, c.statusWord(r.Status))
+		if r.FinishedMS > 0 && r.StartedMS > 0 {
+			line += fmt.Sprintf(" in %s", (time.Duration(r.FinishedMS-r.StartedMS) * time.Millisecond).Round(10*time.Millisecond))
+		}
+		if r.Error != "" {
+			line += ": " + r.Error
+		}
+		fmt.Fprintln(c.out, line)
+	}
+}
+
+// printTask prints a task that ended, and the whole output of one that failed.
+func (c *bossClient) printTask(ctx context.Context, id int64, t bettertest.Task) {
+	line := fmt.Sprintf("  %-7s %s", c.statusWord(t.Status), t.Name)
+	if t.FinishedMS > 0 && t.StartedMS > 0 {
+		line += fmt.Sprintf("  %s", (time.Duration(t.FinishedMS-t.StartedMS) * time.Millisecond).Round(10*time.Millisecond))
+	}
+	switch {
+	case t.Cached:
+		line += "  cached"
+	case t.Reason != "":
+		line += "  (" + t.Reason + ")"
+	}
+	if t.ExitCode != nil && *t.ExitCode != 0 {
+		line += fmt.Sprintf("  exit %d", *t.ExitCode)
+	}
+	if t.Error != "" {
+		line += ": " + t.Error
+	}
+	fmt.Fprintln(c.out, line)
+	if t.Status != bettertest.StatusFailed {
+		return
+	}
+	resp, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/runs/%d/tasks/%s/log", id, url.PathEscape(t.Name)), nil, "application/json")
+	if err != nil {
+		fmt.Fprintf(c.out, "    (its output could not be fetched: %v)\n", err)
+		return
+	}
+	defer resp.Body.Close()
+	var chunks []bettertest.Chunk
+	if json.NewDecoder(resp.Body).Decode(&chunks) != nil {
+		return
+	}
+	var all strings.Builder
+	for _, ch := range chunks {
+		all.WriteString(ch.Text)
+	}
+	for _, l := range strings.SplitAfter(strings.TrimRight(all.String(), "\n"), "\n") {
+		fmt.Fprintf(c.out, "    | %s", strings.TrimSuffix(l, "\n")+"\n")
+	}
+}
