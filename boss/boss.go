@@ -28,8 +28,8 @@ import (
 
 // Config is everything the boss needs; cmd/bettertest fills it from flags.
 type Config struct {
-	Listen   string        // address of the API, e.g. 127.0.0.1:9001
-	Pipedefs []string      // one pipeline each, named after the file
+	Listen   string   // address of the API, e.g. 127.0.0.1:9001
+	Pipedefs []string // one pipeline each, named after the file
 	Workers  []WorkerConfig
 	DataDir  string        // history.db and the Python library
 	Every    time.Duration // run every pipeline this often; 0: only when asked

@@ -21,9 +21,9 @@ import (
 // included, is in memory until it ends, so late viewers get everything so
 // far and then the live stream.
 type activeRun struct {
-	run    bettertest.Run            // with its stages and tasks
+	run    bettertest.Run                // with its stages and tasks
 	output map[string][]bettertest.Chunk // by task; "" is the pipedef's own output
-	stored map[string]int            // chunks of each task already in the store
+	stored map[string]int                // chunks of each task already in the store
 	worker *worker
 	cmd    *exec.Cmd
 	// Why the run was stopped, if it was: the status and error it ends with.
