@@ -27,3 +27,9 @@ go test ./enroll -run '^$' -bench BenchmarkEnrollVsAnsible -benchtime 1x -count 
 
 step "5. enrollment of 4 hosts in parallel vs 1 (target: within 1.5x)"
 go test ./enroll -run '^$' -bench BenchmarkEnrollFourHostsInParallel -benchtime 1x -count 1 -timeout 20m | grep -E '^Benchmark|^ok|FAIL'
+
+step "6. a cached build with a 100 MB output vs the same build uncached (target: cached < 50 ms end to end)"
+PYTHONPATH=python python3 python/bench/cache.py --worker "$WORKER_URL" --token-file "$dir/token"
+
+step "7. artifact upload and download over loopback, Python library vs curl (targets >= 300 MB/s; a second upload sends no content)"
+PYTHONPATH=python python3 python/bench/artifacts.py --worker "$WORKER_URL" --token-file "$dir/token"

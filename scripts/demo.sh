@@ -12,11 +12,15 @@ step "starting a worker (token in $dir/token)"
 start_worker "$dir"
 echo "worker listening at $WORKER_URL"
 
-step "running the pipedef python/examples/hello.py against it"
 # The library is used from this checkout; `pip install ./python` installs it for good.
-PYTHONPATH=python python3 python/examples/hello.py --worker "$WORKER_URL" --token-file "$dir/token" ||
-	die "the pipedef failed with status $?"
-printf '\n%spipedef passed%s\n' "$GREEN" "$RESET"
+pipedef() { PYTHONPATH=python python3 python/examples/pipeline.py --worker "$WORKER_URL" --token-file "$dir/token"; }
+
+step "running the pipeline python/examples/pipeline.py: build hello.c, then test it"
+pipedef || die "the pipeline failed with status $?"
+
+step "running it again: nothing changed, so the build comes from the worker's cache"
+pipedef || die "the pipeline failed with status $?"
+printf '\n%spipeline passed twice%s\n' "$GREEN" "$RESET"
 
 step "the worker's log"
 cat "$dir/worker.log"

@@ -1,33 +1,74 @@
 """bettertest: the client library for pipedefs.
 
-A pipedef is a plain Python script that runs commands in containers on a bettertest worker::
+A pipedef is a plain Python script. Its pipeline runs stages in order and the tasks of a stage
+in parallel, on a bettertest worker; builds are cached by their inputs, tests always run::
 
-    import sys
-    import bettertest
+    import bettertest as bt
 
-    worker = bettertest.connect()  # reads --worker URL --token-file PATH
+    p = bt.pipeline("hello")  # reads --worker URL --token-file PATH [--report human|jsonl]
+    with p.stage("build") as s:
+        app = s.build("compile", image="bettertest/cc:bookworm", command="cc -O2 -o /out/hello /src/hello.c",
+                      inputs={"/src": bt.local("src")}, outputs=["/out"])
+    with p.stage("test") as s:
+        s.test("runs", image="bettertest/base:bookworm", command="/app/out/hello", inputs={"/app": app})
+
+The lower level is a Worker, which runs one command in a container::
+
+    worker = bt.connect()  # reads --worker URL --token-file PATH
     result = worker.run("bettertest/base:bookworm", "make test")
     sys.exit(result.exit_code)
 """
 
+from ._artifacts import Artifact, Packed, pack, unpack
 from ._connect import connect
+from ._pipeline import Build, BuildOutput, Input, Local, Pipeline, Stage, Task, local, pipeline
+from ._report import Event, HumanReporter, JsonlReporter, Reporter
 from ._sse import SSEEvent, parse_sse
-from ._worker import OutputHandler, Result, Worker, read_token_file
-from .errors import AuthError, BettertestError, ConfigError, RunError, WorkerUnreachable
+from ._worker import EventHandler, OutputHandler, Result, Upload, Worker, read_token_file
+from .errors import (
+    ArtifactError,
+    AuthError,
+    BettertestError,
+    ConfigError,
+    PipelineError,
+    RunError,
+    WorkerUnreachable,
+)
 
 __all__ = [
+    "Artifact",
+    "ArtifactError",
     "AuthError",
     "BettertestError",
+    "Build",
+    "BuildOutput",
     "ConfigError",
+    "Event",
+    "EventHandler",
+    "HumanReporter",
+    "Input",
+    "JsonlReporter",
+    "Local",
     "OutputHandler",
+    "Packed",
+    "Pipeline",
+    "PipelineError",
+    "Reporter",
     "Result",
     "RunError",
     "SSEEvent",
+    "Stage",
+    "Task",
+    "Upload",
     "Worker",
     "WorkerUnreachable",
     "connect",
+    "local",
+    "pack",
     "parse_sse",
+    "pipeline",
     "read_token_file",
+    "unpack",
 ]
 
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._worker import Worker
 from .errors import ConfigError
@@ -31,6 +31,26 @@ def connect(argv: Sequence[str] | None = None) -> Worker:
             or token file cannot be used. Like argparse, which also exits this way on a
             malformed flag, so every command-line mistake ends the same way.
     """
+    worker, _ = parse_command_line(argv)
+    return worker
+
+
+def parse_command_line(
+    argv: Sequence[str] | None, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[Worker, argparse.Namespace]:
+    """Read ``--worker`` and ``--token-file``, and the caller's own flags, from a command line.
+
+    Args:
+        argv: The arguments to read; ``sys.argv[1:]`` when None. Unknown arguments are left alone.
+        add_arguments: Adds more flags to the parser (e.g. ``--report``); their values come back
+            in the namespace.
+
+    Returns:
+        The Worker and the parsed namespace.
+
+    Raises:
+        SystemExit: With status 2 and a usage message on stderr, as :func:`connect` describes.
+    """
     parser = argparse.ArgumentParser(
         prog=os.path.basename(sys.argv[0]) or "pipedef",
         add_help=False,
@@ -38,12 +58,14 @@ def connect(argv: Sequence[str] | None = None) -> Worker:
     )
     parser.add_argument("--worker", metavar="URL", help="the worker's URL, e.g. http://host:9009")
     parser.add_argument("--token-file", metavar="PATH", help="a file holding the worker's token")
+    if add_arguments is not None:
+        add_arguments(parser)
     args, _ = parser.parse_known_args(argv)
     if args.worker is None:
         parser.error("--worker is required: pass the worker URL, e.g. --worker http://host:9009")
     if args.token_file is None:
         parser.error("--token-file is required: pass the path of a file holding the worker's token")
     try:
-        return Worker(args.worker, token_file=args.token_file)
+        return Worker(args.worker, token_file=args.token_file), args
     except ConfigError as e:
         parser.error(str(e))

@@ -2,44 +2,61 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import math
 import os
+import queue
 import stat
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from ._artifacts import Artifact, artifact_hex, pack
 from ._sse import parse_sse
-from .errors import AuthError, BettertestError, ConfigError, RunError, WorkerUnreachable
+from .errors import ArtifactError, AuthError, BettertestError, ConfigError, RunError, WorkerUnreachable
 
-__all__ = ["OutputHandler", "Result", "Worker", "read_token_file"]
+__all__ = ["EventHandler", "OutputHandler", "Result", "Upload", "Worker", "read_token_file"]
 
 OutputHandler = Callable[[str, str], None]
 """``on_output(stream, text)``: ``stream`` is ``"stdout"`` or ``"stderr"``, ``text`` a chunk of output."""
+
+EventHandler = Callable[[str, Mapping[str, Any]], None]
+"""``on_event(name, data)``: every event of a run but ``output``, as the worker sent it (``queued``,
+``started``, ``uncached``, ``cached``, ``artifact``, ``error``, ``exit``), ``data`` being its JSON object."""
 
 # Only the connection attempt is bounded: once connected, reads wait for the worker's events
 # for as long as the run takes.
 _CONNECT_TIMEOUT_S = 10.0
 _READ_SIZE = 65536
+# Artifacts are large: move them in big blocks so the per-call overhead of Python disappears.
+_BLOCK_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
 class Result:
-    """The outcome of a run that started.
+    """The outcome of a run that started (or of a build answered from the cache).
 
     Attributes:
-        exit_code: The command's exit code, as the worker reported it.
+        exit_code: The command's exit code, as the worker reported it (0 for a cached build).
         stdout: Everything the command wrote to stdout ("" when ``capture=False``).
         stderr: Everything the command wrote to stderr ("" when ``capture=False``).
-        duration: How long the container ran, in seconds.
+        duration: How long the container ran, in seconds, as the worker reported it.
         error: ``None`` for a run that ran to its end; otherwise the worker's message saying why
-            it was cut short (e.g. the timeout expired). ``exit_code`` is then the code the
-            stopped container exited with.
-        run_id: The worker's id for the run.
+            it failed after it started: cut short (e.g. the timeout expired; ``exit_code`` is then
+            the code the stopped container exited with), or an output the command did not make
+            (with ``exit_code`` 0).
+        run_id: The worker's id for the run; for a cached build, the id of the run that built it.
+        artifacts: The outputs the worker stored, in the order it announced them.
+        cached: True when the worker answered a build from its cache and ran nothing.
+        cache_key: The build's cache key (``"sha256:..."``); ``None`` for a run without ``cache``.
+        cache_reason: Why a build was not in the cache (e.g. ``"first run"``, ``"input /src
+            changed"``); ``None`` when it was, or for a run without ``cache``.
     """
 
     exit_code: int
@@ -48,11 +65,30 @@ class Result:
     duration: float
     error: str | None = None
     run_id: str = ""
+    artifacts: tuple[Artifact, ...] = ()
+    cached: bool = False
+    cache_key: str | None = None
+    cache_reason: str | None = None
 
     @property
     def ok(self) -> bool:
         """True when the command exited with code 0 and was not cut short."""
         return self.exit_code == 0 and self.error is None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file or directory made available on a worker by :meth:`Worker.upload_local`.
+
+    Attributes:
+        id: The artifact's id, ``"sha256:HEX"``, to pass as a run's input.
+        size: Bytes of the archive.
+        sent: Bytes of content sent to the worker: ``size``, or 0 when it already had the artifact.
+    """
+
+    id: str
+    size: int
+    sent: int
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
@@ -198,15 +234,20 @@ class Worker:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         timeout: float | None = None,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Sequence[str] | None = None,
+        cache: bool = False,
+        name: str | None = None,
         on_output: OutputHandler | None = None,
+        on_event: EventHandler | None = None,
         capture: bool = True,
     ) -> Result:
         """Run ``sh -c COMMAND`` in a new container and stream its output while it runs.
 
         A non-zero exit code is not an error: it is returned in the result. A run that started
-        and was then cut short by the worker (e.g. its timeout expired) is not raised either: the
-        result's ``error`` holds the worker's message and ``ok`` is False. With the default output
-        handler that message is also written to ``sys.stderr``.
+        and then failed on the worker's side (its timeout expired, an output was not made) is not
+        raised either: the result's ``error`` holds the worker's message and ``ok`` is False.
+        With the default output handler that message is also written to ``sys.stderr``.
 
         Args:
             image: The Docker image, e.g. ``"bettertest/base:bookworm"``. The worker pulls it
@@ -216,12 +257,26 @@ class Worker:
             workdir: An absolute path in the container to run the command in.
             timeout: Seconds the command may run before the worker stops it; rounded up to whole
                 seconds. ``None`` means no limit.
+            inputs: Artifacts to mount read-only, by container path: ``{"/src": "sha256:..."}``.
+                The worker must have them (see :meth:`upload_local`); a missing one is refused.
+            outputs: Container paths (files or directories) the worker packs into artifacts
+                after the command exits 0; they come back in ``Result.artifacts``. A path the
+                command did not make fails the run (``Result.error`` names it).
+            cache: Make the run a build: the worker answers it from its cache when it has run
+                the same image, command, env, workdir, inputs and outputs before
+                (``Result.cached``), and otherwise says why not (``Result.cache_reason``).
+            name: Which build this is, e.g. ``"pipeline/task"``, so the worker's reason for a
+                cache miss compares with that build's last run.
             on_output: Called with ``(stream, text)`` for each chunk of output as it arrives,
                 ``stream`` being ``"stdout"`` or ``"stderr"``. Chunks are not split on line
                 boundaries. By default stdout text goes to ``sys.stdout`` and stderr text to
                 ``sys.stderr``, flushed at once. An exception raised by ``on_output`` (like a
                 KeyboardInterrupt during the run) propagates out of ``run``; the connection is
                 closed, and the worker then kills the container.
+            on_event: Called with ``(name, data)`` for every other event as it arrives (see
+                :data:`EventHandler`), e.g. ``("cached", {"key": ..., "run_id": ...,
+                "duration_ms": ...})`` or ``("artifact", {"path": "/out", "id": ..., "size": ...})``.
+                Exceptions propagate like those of ``on_output``.
             capture: Keep the whole output in ``Result.stdout`` and ``Result.stderr``. Pass False
                 for large outputs you only stream (both are then "").
 
@@ -232,8 +287,9 @@ class Worker:
             ValueError: ``timeout`` is not positive.
             WorkerUnreachable: No connection could be made.
             AuthError: The worker rejected the token.
-            RunError: The worker refused the request, could not start the run (e.g. the image is
-                missing), or the stream ended before the run's exit (worker stopped, connection lost).
+            RunError: The worker refused the request (e.g. an input it does not have: HTTP 422),
+                could not start the run (e.g. the image is missing), or the stream ended before
+                the run's exit (worker stopped, connection lost).
         """
         request: dict[str, Any] = {"image": image, "command": command}
         if env is not None:
@@ -244,6 +300,14 @@ class Worker:
             if not timeout > 0:
                 raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
             request["timeout_s"] = math.ceil(timeout)
+        if inputs:
+            request["inputs"] = dict(inputs)
+        if outputs:
+            request["outputs"] = list(outputs)
+        if cache:
+            request["cache"] = True
+        if name is not None:
+            request["name"] = name
         body = json.dumps(request).encode("utf-8")
         conn, resp = self._request("POST", "/run", body, "text/event-stream")
         try:
@@ -252,16 +316,26 @@ class Worker:
             content_type = resp.getheader("Content-Type", "")
             if content_type.split(";")[0].strip() != "text/event-stream":
                 raise RunError(f"the worker at {self.url} answered the run with {content_type or 'no content type'} instead of an event stream")
-            return self._follow(resp, on_output, capture)
+            return self._follow(resp, on_output, on_event, capture)
         finally:
             conn.close()
 
-    def _follow(self, resp: http.client.HTTPResponse, on_output: OutputHandler | None, capture: bool) -> Result:
+    def _follow(
+        self,
+        resp: http.client.HTTPResponse,
+        on_output: OutputHandler | None,
+        on_event: EventHandler | None,
+        capture: bool,
+    ) -> Result:
         write = _print_output if on_output is None else on_output
         stdout: list[str] = []
         stderr: list[str] = []
+        artifacts: list[Artifact] = []
         run_id = ""
-        started = False
+        started = False  # a container started, or the cache answered: an error now is the run's, not the start's
+        cached = False
+        cache_key: str | None = None
+        cache_reason: str | None = None
         error: str | None = None
         for event in parse_sse(self._chunks(resp)):
             name = event.name
@@ -277,19 +351,37 @@ class Worker:
                     elif stream == "stderr":
                         stderr.append(text)
                 write(stream, text)
-            elif name == "started":
-                run_id = str(self._payload(name, event.data).get("id", ""))
+                continue
+            payload = self._payload(name, event.data)
+            if name == "started":
+                run_id = str(payload.get("id", ""))
                 started = True
+            elif name == "uncached":
+                cache_key = self._field(name, payload, event.data, "key", str)
+                cache_reason = self._field(name, payload, event.data, "reason", str)
+            elif name == "cached":
+                cache_key = self._field(name, payload, event.data, "key", str)
+                run_id = str(payload.get("run_id", ""))
+                cached = started = True
+            elif name == "artifact":
+                artifacts.append(
+                    Artifact(
+                        path=self._field(name, payload, event.data, "path", str),
+                        id=self._field(name, payload, event.data, "id", str),
+                        size=self._field(name, payload, event.data, "size", int),
+                    )
+                )
             elif name == "error":
-                message = str(self._payload(name, event.data).get("message", ""))
+                message = str(payload.get("message", ""))
                 if not started:
                     raise RunError(f"the worker at {self.url} could not start the run: {message}")
                 error = message
                 if on_output is None:
                     sys.stderr.write(f"bettertest: run {run_id} was cut short: {message}\n")
                     sys.stderr.flush()
-            elif name == "exit":
-                payload = self._payload(name, event.data)
+            if on_event is not None:
+                on_event(name, payload)
+            if name == "exit":
                 code = payload.get("code")
                 duration_ms = payload.get("duration_ms")
                 if not isinstance(code, int) or not isinstance(duration_ms, (int, float)):
@@ -301,8 +393,12 @@ class Worker:
                     duration=duration_ms / 1000,
                     error=error,
                     run_id=run_id,
+                    artifacts=tuple(artifacts),
+                    cached=cached,
+                    cache_key=cache_key,
+                    cache_reason=cache_reason,
                 )
-            # "queued" and event names this client does not know yet need nothing from us.
+            # "queued" and event names this client does not know yet need nothing more from us.
         stage = "after the run started" if started else "before the run started"
         detail = f" (its last error: {error})" if error is not None else ""
         raise RunError(
@@ -316,6 +412,214 @@ class Worker:
             raise RunError(f"the worker at {self.url} sent a malformed {name} event: {data[:200]!r}")
         return payload
 
+    def _field(self, name: str, payload: Mapping[str, Any], data: str, key: str, kind: type[Any]) -> Any:
+        value = payload.get(key)
+        # bool is an int to Python, never to JSON.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunError(f"the worker at {self.url} sent a malformed {name} event: {data[:200]!r}")
+        return value
+
+    def has_artifact(self, artifact_id: str) -> bool:
+        """Ask whether the worker holds an artifact.
+
+        Args:
+            artifact_id: ``"sha256:HEX"``.
+
+        Returns:
+            True when the worker has it.
+
+        Raises:
+            ValueError: ``artifact_id`` is not ``sha256:`` and 64 lowercase hex digits.
+            WorkerUnreachable: No connection could be made.
+            AuthError: The worker rejected the token.
+            ArtifactError: The worker answered with something else than 200 or 404.
+        """
+        path = f"/artifacts/{artifact_hex(artifact_id)}"
+        conn, resp = self._request("HEAD", path, None, "*/*")
+        try:
+            if resp.status == 200:
+                return True
+            if resp.status == 404:
+                return False
+            self._raise_for_status(resp, f"the question whether it has the artifact {artifact_id}", ArtifactError)
+        finally:
+            conn.close()
+
+    def upload_artifact(self, file_path: str | os.PathLike[str], artifact_id: str) -> bool:
+        """Send an archive to the worker, streaming it from a file.
+
+        The worker hashes the content as it arrives and keeps it only when it matches the id.
+        Content is always sent: call :meth:`has_artifact` first to send nothing when the worker
+        already has it (:meth:`upload_local` does both).
+
+        Args:
+            file_path: The archive, e.g. written by :func:`bettertest.pack`.
+            artifact_id: Its ``"sha256:HEX"``.
+
+        Returns:
+            True when the worker stored it now, False when it already had it.
+
+        Raises:
+            ValueError: ``artifact_id`` is not ``sha256:`` and 64 lowercase hex digits.
+            ArtifactError: The file cannot be read, or the worker refused the content: it does
+                not match the id (HTTP 400), or it is larger than the worker's cache (HTTP 413).
+            WorkerUnreachable: No connection could be made, or it broke before the worker answered.
+            AuthError: The worker rejected the token.
+        """
+        path = f"/artifacts/{artifact_hex(artifact_id)}"
+        try:
+            f = open(file_path, "rb")
+        except OSError as e:
+            raise ArtifactError(f"cannot read the archive {os.fspath(file_path)} to upload: {e.strerror}") from e
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            conn = self._connect()
+            headers = {
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": "application/x-tar",
+                "Content-Length": str(size),
+            }
+            try:
+                try:
+                    conn.request("PUT", self._path + path, body=f, headers=headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The worker may answer and close before it has read everything (a refused
+                    # token, a body over its cache size): its answer says why, so read it.
+                    pass
+                except OSError as e:
+                    raise ArtifactError(f"cannot upload the archive {os.fspath(file_path)}: {e.strerror or e}") from e
+                try:
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException) as e:
+                    raise WorkerUnreachable(
+                        f"lost the connection to the worker at {self.url} while uploading the artifact {artifact_id}: {e!r}"
+                    ) from e
+                if resp.status == 201:
+                    return True
+                if resp.status == 200:
+                    return False
+                self._raise_for_status(resp, f"the upload of the artifact {artifact_id}", ArtifactError)
+            finally:
+                conn.close()
+
+    def download_artifact(self, artifact_id: str, dest_file: str | os.PathLike[str]) -> int:
+        """Fetch an archive from the worker into a file, checking its sha256.
+
+        The content is written to a temporary file next to ``dest_file`` and renamed onto it only
+        when it is complete and matches the id, so ``dest_file`` never holds a partial download.
+
+        Args:
+            artifact_id: ``"sha256:HEX"``.
+            dest_file: Where the archive goes; replaced if it exists.
+
+        Returns:
+            Bytes written.
+
+        Raises:
+            ValueError: ``artifact_id`` is not ``sha256:`` and 64 lowercase hex digits.
+            ArtifactError: The worker does not have it (HTTP 404), its content does not match the
+                id, or the file cannot be written.
+            WorkerUnreachable: No connection could be made, or it broke during the download.
+            AuthError: The worker rejected the token.
+        """
+        digest = artifact_hex(artifact_id)
+        dest = os.fspath(dest_file)
+        conn, resp = self._request("GET", f"/artifacts/{digest}", None, "application/x-tar")
+        try:
+            if resp.status == 404:
+                resp.read()
+                raise ArtifactError(
+                    f"the worker at {self.url} does not have the artifact {artifact_id}: it was never stored "
+                    "there or was evicted from its cache; run the build again"
+                )
+            if resp.status != 200:
+                self._raise_for_status(resp, f"the download of the artifact {artifact_id}", ArtifactError)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest) or ".", prefix=".bettertest-download-")
+            except OSError as e:
+                raise ArtifactError(f"cannot write the artifact {artifact_id} next to {dest}: {e.strerror}") from e
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    size, hexdigest = self._copy_body(resp, out, artifact_id)
+                if hexdigest != digest:
+                    raise ArtifactError(
+                        f"the worker at {self.url} sent content with sha256:{hexdigest} for the artifact "
+                        f"{artifact_id}: the stored artifact is damaged; see the worker's log"
+                    )
+                os.replace(tmp, dest)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            return size
+        finally:
+            conn.close()
+
+    def _copy_body(self, resp: http.client.HTTPResponse, out: Any, artifact_id: str) -> tuple[int, str]:
+        # Reading, writing and hashing one after another caps a download near 400 MB/s here; the
+        # hash runs in a thread of its own (hashlib releases the GIL), in step with the writes.
+        h = hashlib.sha256()
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+
+        def hash_chunks() -> None:
+            while (chunk := chunks.get()) is not None:
+                h.update(chunk)
+
+        hasher = threading.Thread(target=hash_chunks, name="bettertest sha256", daemon=True)
+        hasher.start()
+        size = 0
+        try:
+            while True:
+                try:
+                    chunk = resp.read(_BLOCK_SIZE)
+                except (OSError, http.client.HTTPException) as e:
+                    raise WorkerUnreachable(
+                        f"lost the connection to the worker at {self.url} while downloading the artifact {artifact_id}: {e!r}"
+                    ) from e
+                if not chunk:
+                    break
+                chunks.put(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as e:
+                    raise ArtifactError(f"cannot write the artifact {artifact_id}: {e.strerror}") from e
+                size += len(chunk)
+        finally:
+            chunks.put(None)
+            hasher.join()
+        expected = resp.getheader("Content-Length")
+        if expected is not None and expected.isdigit() and int(expected) != size:
+            raise WorkerUnreachable(
+                f"the download of the artifact {artifact_id} from {self.url} ended after {size} of {expected} bytes"
+            )
+        return size, h.hexdigest()
+
+    def upload_local(self, path: str | os.PathLike[str]) -> Upload:
+        """Make a local file or directory available on the worker as an artifact.
+
+        The path is packed into a temporary file in its canonical form (see
+        :func:`bettertest.pack`) while it is hashed; the content is then sent only when the worker
+        does not already have it.
+
+        Args:
+            path: The local file or directory; relative paths are relative to the current directory.
+
+        Returns:
+            Its id and size, and how many bytes of content were sent (0 when the worker had it).
+
+        Raises:
+            ArtifactError: The path does not exist, cannot be read or holds something an artifact
+                cannot; or the worker refused the upload.
+            WorkerUnreachable: No connection could be made.
+            AuthError: The worker rejected the token.
+        """
+        with tempfile.NamedTemporaryFile(prefix="bettertest-pack-", suffix=".tar") as tmp:
+            packed = pack(path, tmp)
+            tmp.flush()
+            if self.has_artifact(packed.id):
+                return Upload(packed.id, packed.size, 0)
+            self.upload_artifact(tmp.name, packed.id)
+            return Upload(packed.id, packed.size, packed.size)
+
     def _chunks(self, resp: http.client.HTTPResponse) -> Iterator[bytes]:
         while True:
             try:
@@ -328,11 +632,9 @@ class Worker:
                 return
             yield chunk
 
-    def _request(
-        self, method: str, path: str, body: bytes | None, accept: str
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _connect(self) -> http.client.HTTPConnection:
         conn_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = conn_class(self._host, self._port, timeout=_CONNECT_TIMEOUT_S)
+        conn = conn_class(self._host, self._port, timeout=_CONNECT_TIMEOUT_S, blocksize=_BLOCK_SIZE)
         try:
             conn.connect()
         except OSError as e:
@@ -344,6 +646,12 @@ class Worker:
             ) from e
         assert conn.sock is not None
         conn.sock.settimeout(None)
+        return conn
+
+    def _request(
+        self, method: str, path: str, body: bytes | None, accept: str
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self._connect()
         headers = {"Authorization": f"Bearer {self._token}", "Accept": accept}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -360,7 +668,7 @@ class Worker:
         except (OSError, http.client.HTTPException) as e:
             raise WorkerUnreachable(f"lost the connection to the worker at {self.url} while reading its answer to {what}: {e!r}") from e
 
-    def _raise_for_status(self, resp: http.client.HTTPResponse, what: str, error_class: type[BettertestError]) -> None:
+    def _raise_for_status(self, resp: http.client.HTTPResponse, what: str, error_class: type[BettertestError]) -> NoReturn:
         body = self._read_body(resp, what)
         decoded = _json_object(body)
         if decoded is not None and isinstance(decoded.get("error"), str):

@@ -12,6 +12,8 @@ __all__ = [
     "WorkerUnreachable",
     "AuthError",
     "RunError",
+    "ArtifactError",
+    "PipelineError",
 ]
 
 
@@ -37,4 +39,22 @@ class RunError(BettertestError):
     Raised when the worker refuses the request (4xx/5xx other than 401), when it reports an
     ``error`` event before the container started (e.g. a missing image), and when the event
     stream ends without an ``exit`` event (worker died or connection lost).
+    """
+
+
+class ArtifactError(BettertestError):
+    """An artifact could not be packed, sent, fetched or unpacked.
+
+    Raised for a local path that is missing or holds something an archive cannot (a fifo, a
+    device, a socket), for an upload the worker refused (its content does not match the id, or
+    it is larger than the worker's cache), for a download whose content does not match its id,
+    and for an archive that would write outside the destination when unpacked.
+    """
+
+
+class PipelineError(BettertestError):
+    """A pipedef used the pipeline API in a way that cannot work.
+
+    For example a task called outside its stage's ``with`` block, two tasks with the same name,
+    or a build's handle used as an input of a task in the build's own stage.
     """

@@ -24,7 +24,10 @@ class BuildWheelTest(unittest.TestCase):
                     zf.namelist(),
                     [
                         "bettertest/__init__.py",
+                        "bettertest/_artifacts.py",
                         "bettertest/_connect.py",
+                        "bettertest/_pipeline.py",
+                        "bettertest/_report.py",
                         "bettertest/_sse.py",
                         "bettertest/_worker.py",
                         "bettertest/errors.py",

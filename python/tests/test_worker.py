@@ -18,6 +18,7 @@ import time
 import unittest
 from urllib.parse import urlsplit
 
+import bettertest
 from bettertest import AuthError, Result, RunError, SSEEvent, Worker, parse_sse
 from tests.workerproc import BINARY, IMAGE, WorkerProcess, require_binary
 
@@ -143,7 +144,7 @@ class RunTest(WorkerTestCase):
         line = self.proc.wait_for_log(b"outcome=cancelled", log_start)
         self.assertRegex(
             line.decode(),
-            r"\Atime=\S+ level=INFO msg=run id=[0-9a-f]{12} image=bettertest/base:bookworm exit=137 "
+            r'\Atime=\S+ level=INFO msg=run id=[0-9a-f]{12} name="" image=bettertest/base:bookworm exit=137 '
             r'outcome=cancelled duration=\S+ detail="the client disconnected"\n\Z',
         )
 
@@ -313,3 +314,56 @@ class WorkerGoesAwayTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BuildTest(WorkerTestCase):
+    def run_build(self, command: str, events: list[tuple[str, dict[str, object]]], **kwargs: object) -> Result:
+        return self.worker.run(
+            IMAGE, command, outputs=["/out"], cache=True, name="p/b", on_output=Recorder(),
+            on_event=lambda name, data: events.append((name, dict(data))), **kwargs,  # type: ignore[arg-type]
+        )
+
+    def test_cached_result(self) -> None:
+        command = "mkdir /out && echo built > /out/x"
+        first_events: list[tuple[str, dict[str, object]]] = []
+        first = self.run_build(command, first_events)
+        self.assertEqual([name for name, _ in first_events], ["uncached", "started", "artifact", "exit"])
+        (_, uncached), (_, started), (_, artifact), (_, exit_) = first_events
+        self.assertEqual(set(uncached), {"key", "reason"})
+        self.assertRegex(str(uncached["key"]), r"\Asha256:[0-9a-f]{64}\Z")
+        self.assertEqual(
+            first,
+            Result(
+                exit_code=0, stdout="", stderr="", duration=int(exit_["duration_ms"]) / 1000,  # type: ignore[call-overload]
+                run_id=str(started["id"]), artifacts=(bettertest.Artifact("/out", str(artifact["id"]), 2560),),
+                cached=False, cache_key=str(uncached["key"]), cache_reason="first run",
+            ),
+        )
+
+        second_events: list[tuple[str, dict[str, object]]] = []
+        second = self.run_build(command, second_events)
+        self.assertEqual(
+            second_events,
+            [
+                ("cached", {"key": first.cache_key, "run_id": first.run_id, "duration_ms": exit_["duration_ms"]}),
+                ("artifact", artifact),
+                ("exit", {"code": 0, "duration_ms": 0}),
+            ],
+        )
+        self.assertEqual(
+            second,
+            Result(exit_code=0, stdout="", stderr="", duration=0.0, run_id=first.run_id, artifacts=first.artifacts,
+                   cached=True, cache_key=first.cache_key, cache_reason=None),
+        )
+        self.assertTrue(second.ok)
+
+        # Not a build: never from the cache, even with the same command.
+        plain = self.worker.run(IMAGE, command, outputs=["/out"], on_output=Recorder())
+        self.assertEqual((plain.cached, plain.cache_key, plain.cache_reason, plain.artifacts), (False, None, None, first.artifacts))
+
+    def test_missing_output_fails_with_exit_code_0(self) -> None:
+        result = self.run_build("echo no output", [], env={"NONCE": "missing-output"})
+        self.assertEqual(
+            (result.exit_code, result.ok, result.artifacts, result.error),
+            (0, False, (), "output /out does not exist after the command: make the command create it, or fix the path in outputs"),
+        )

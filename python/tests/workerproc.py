@@ -27,7 +27,11 @@ def require_binary() -> None:
 
 
 class WorkerProcess:
-    """A worker listening on a free port of 127.0.0.1, with its own 0600 token file."""
+    """A worker listening on a free port of 127.0.0.1, with its own 0600 token file and data directory.
+
+    The token file and the data directory (``data_dir``: artifacts and the build cache) live in a
+    temporary directory that ``stop`` removes; ``restart`` keeps them.
+    """
 
     def __init__(self, *args: str) -> None:
         self._args = args
@@ -37,6 +41,8 @@ class WorkerProcess:
         fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(self.token + "\n")
+        self.data_dir = os.path.join(self._dir.name, "data")
+        os.mkdir(self.data_dir, 0o700)
         try:
             self._start()
         except BaseException:
@@ -46,7 +52,10 @@ class WorkerProcess:
     def _start(self) -> None:
         self._log_changed = threading.Condition()
         self.proc = subprocess.Popen(
-            [str(BINARY), "worker", "--listen", "127.0.0.1:0", "--token-file", self.token_file, *self._args],
+            [
+                str(BINARY), "worker", "--listen", "127.0.0.1:0", "--token-file", self.token_file,
+                "--data-dir", self.data_dir, *self._args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -112,6 +121,17 @@ class WorkerProcess:
             return self._wait()
         finally:
             self._dir.cleanup()
+
+    def restart(self) -> None:
+        """Stop the worker with SIGTERM, wait for it, and start it again on the same token and data directory.
+
+        The new process listens on a new port: read ``url`` again.
+        """
+        self.proc.send_signal(signal.SIGTERM)
+        code = self._wait()
+        if code != 0:
+            raise RuntimeError(f"{BINARY} worker exited with {code} on SIGTERM:\n{self.log_text()}")
+        self._start()
 
     def kill_and_restart(self) -> None:
         """Kill the worker at once, as a crash would, then start it again with the same token file.

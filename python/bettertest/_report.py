@@ -1,0 +1,207 @@
+"""Reports of a pipeline run: a compact human view, and the JSON lines of docs/report-jsonl.md.
+
+The pipeline turns what happens into events, plain mappings with an ``"event"`` name and the
+fields that docs/report-jsonl.md lists for it (everything but ``time``), and hands each to one
+reporter. A reporter only formats: durations come in the events, so the same events always give
+the same text. The pipeline calls ``emit`` from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, BinaryIO, Protocol, TextIO
+
+__all__ = ["Event", "HumanReporter", "JsonlReporter", "Reporter", "format_duration"]
+
+Event = Mapping[str, Any]
+"""One event: ``{"event": "task_end", "stage": ..., "task": ..., ...}``, as in docs/report-jsonl.md but without ``time``."""
+
+
+class Reporter(Protocol):
+    """Something that shows a pipeline's events as they happen."""
+
+    def emit(self, event: Event) -> None:
+        """Show one event.
+
+        Args:
+            event: The event; see :data:`Event`.
+        """
+
+
+def format_duration(ms: int) -> str:
+    """A duration as the human report shows it.
+
+    Args:
+        ms: Milliseconds.
+
+    Returns:
+        ``"0.81s"`` below a minute, ``"2m05s"`` from a minute on (both cut, not rounded, so a
+        duration never shows as more than it was).
+    """
+    if ms < 60_000:
+        return f"{ms // 1000}.{ms % 1000 // 10:02d}s"
+    minutes, seconds = divmod(ms // 1000, 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonlReporter:
+    """Writes every event as one JSON object per line, the protocol of docs/report-jsonl.md.
+
+    Each line is written and flushed as its event happens, so a reader sees the run live.
+    """
+
+    def __init__(self, out: BinaryIO, *, wall_clock: Callable[[], float] = time.time) -> None:
+        """Set up the reporter.
+
+        Args:
+            out: Where the lines go, as UTF-8 bytes (e.g. ``sys.stdout.buffer``).
+            wall_clock: Seconds since the epoch, for the ``time`` field; injectable for tests.
+        """
+        self._out = out
+        self._wall_clock = wall_clock
+
+    def emit(self, event: Event) -> None:
+        """Write the event as one line, with its ``time``, and flush.
+
+        Args:
+            event: The event; see :data:`Event`.
+        """
+        line = {"event": event["event"], "time": _rfc3339(self._wall_clock())}
+        line.update((k, v) for k, v in event.items() if k != "event")
+        data = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+        # A lone surrogate (a file name that is not UTF-8) becomes the JSON escape \udcXX: still valid JSON.
+        self._out.write(data.encode("utf-8", "backslashreplace") + b"\n")
+        self._out.flush()
+
+
+_GREEN, _RED, _YELLOW, _CYAN, _DIM, _BOLD, _RESET = (
+    "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[36m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
+)
+_STATUS_COLORS = {"passed": _GREEN, "failed": _RED, "skipped": _YELLOW}
+_CLEAR_LINE = "\r\x1b[K"
+
+
+class HumanReporter:
+    """A compact view for people: one line per task when it ends, a line per stage, a summary.
+
+    Passing tasks stay quiet; a failing task's whole output follows its line, indented with
+    ``"    | "``. On a terminal, statuses are colored and a last line lists the tasks that are
+    running, redrawn as they start and end; elsewhere the text is plain and only grows.
+
+    Example (not on a terminal)::
+
+        pipeline hello on http://127.0.0.1:9009
+        stage build
+          passed   compile  0.81s  not cached: first run
+        stage build passed in 0.82s
+        stage test
+          failed   lint  0.25s  exit code 1
+            | hello.c:3: trailing whitespace
+        stage test failed in 0.31s
+        pipeline hello failed in 1.13s: 1 passed (0 cached), 1 failed, 0 skipped
+    """
+
+    def __init__(self, out: TextIO, *, color: bool | None = None) -> None:
+        """Set up the reporter.
+
+        Args:
+            out: Where the text goes, e.g. ``sys.stdout``.
+            color: Use colors and the live line of running tasks; by default, when ``out`` is a terminal.
+        """
+        self._out = out
+        self._color = out.isatty() if color is None else color
+        self._running: list[str] = []
+        self._output: dict[tuple[str, str], list[str]] = {}
+        self._reasons: dict[tuple[str, str], str] = {}
+        self._footer = False
+
+    def emit(self, event: Event) -> None:
+        """Show the event: print the lines it completes, and on a terminal redraw the running line.
+
+        Args:
+            event: The event; see :data:`Event`.
+        """
+        name = event["event"]
+        lines: list[str] = []
+        if name == "pipeline_start":
+            lines.append(f"pipeline {event['pipeline']} on {event['worker']}")
+        elif name == "stage_start":
+            lines.append(f"stage {event['stage']}")
+        elif name == "task_start":
+            key = (event["stage"], event["task"])
+            self._running.append(event["task"])
+            self._output[key] = []
+        elif name == "task_output":
+            self._output.setdefault((event["stage"], event["task"]), []).append(event["text"])
+        elif name == "task_uncached":
+            self._reasons[(event["stage"], event["task"])] = event["reason"]
+        elif name == "task_end":
+            lines.extend(self._task_end(event))
+        elif name == "stage_end":
+            status = event["status"]
+            if status == "skipped":
+                lines.append(f"stage {event['stage']} {self._paint(status)}")
+            else:
+                lines.append(f"stage {event['stage']} {self._paint(status)} in {format_duration(event['duration_ms'])}")
+        elif name == "pipeline_end":
+            summary = (
+                f"pipeline {event['pipeline']} {self._paint(event['status'], bold=True)} in "
+                f"{format_duration(event['duration_ms'])}: {event['passed']} passed ({event['cached']} cached), "
+                f"{event['failed']} failed, {event['skipped']} skipped"
+            )
+            if event.get("error"):
+                summary += f"; {event['error']}"
+            lines.append(summary)
+        if not lines and (not self._color or name != "task_start"):
+            return
+        text = "".join(line + "\n" for line in lines)
+        if self._color:
+            if self._footer:
+                text = _CLEAR_LINE + text
+            self._footer = bool(self._running) and name != "pipeline_end"
+            if self._footer:
+                text += f"{_DIM}  running  {', '.join(self._running)}{_RESET}"
+        self._out.write(text)
+        self._out.flush()
+
+    def _task_end(self, event: Event) -> list[str]:
+        key = (event["stage"], event["task"])
+        if event["task"] in self._running:
+            self._running.remove(event["task"])
+        output = "".join(self._output.pop(key, []))
+        reason = self._reasons.pop(key, None)
+        status = event["status"]
+        line = f"  {self._paint(status, width=8)} {event['task']}"
+        if status == "skipped":
+            return [line]
+        details = []
+        if event["cached"]:
+            details.append(self._paint("cached", code=_CYAN))
+        elif reason is not None:
+            details.append(f"not cached: {reason}")
+        if status == "failed":
+            if event["exit_code"] not in (None, 0):
+                details.append(f"exit code {event['exit_code']}")
+            if event["error"]:
+                details.append(event["error"])
+        line += f"  {format_duration(event['duration_ms'])}"
+        if details:
+            line += "  " + "; ".join(details)
+        lines = [line]
+        if status == "failed" and output:
+            lines.extend(f"    | {text}" for text in output.removesuffix("\n").split("\n"))
+        return lines
+
+    def _paint(self, word: str, *, width: int = 0, code: str | None = None, bold: bool = False) -> str:
+        padding = " " * (width - len(word))
+        if not self._color:
+            return word + padding
+        start = (code or _STATUS_COLORS.get(word, "")) + (_BOLD if bold else "")
+        return f"{start}{word}{_RESET}{padding}"

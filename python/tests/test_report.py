@@ -1,0 +1,157 @@
+"""The reporters: events in, exact text out. No worker needed."""
+
+from __future__ import annotations
+
+import io
+import json
+import unittest
+from typing import Any
+
+from bettertest import HumanReporter, JsonlReporter
+from bettertest._report import format_duration
+
+# A pipeline run's events, as the pipeline emits them: a build that runs (first run) and one from
+# the cache, a test that passes quietly, one that fails with its output, a skipped stage.
+EVENTS: list[dict[str, Any]] = [
+    {"event": "pipeline_start", "pipeline": "hello", "worker": "http://127.0.0.1:9009"},
+    {"event": "stage_start", "stage": "build"},
+    {"event": "task_start", "stage": "build", "task": "compile", "kind": "build", "image": "cc", "command": "make"},
+    {"event": "task_start", "stage": "build", "task": "docs", "kind": "build", "image": "base", "command": "mkdocs"},
+    {"event": "task_uncached", "stage": "build", "task": "compile", "key": "sha256:" + "a" * 64, "reason": "first run"},
+    {"event": "task_cached", "stage": "build", "task": "docs", "key": "sha256:" + "b" * 64},
+    {"event": "task_artifact", "stage": "build", "task": "docs", "path": "/site", "id": "sha256:" + "c" * 64, "size": 10240},
+    {"event": "task_end", "stage": "build", "task": "docs", "kind": "build", "status": "passed", "exit_code": None,
+     "duration_ms": 12, "cached": True, "error": None},
+    {"event": "task_output", "stage": "build", "task": "compile", "stream": "stdout", "text": "cc -O2 hello.c\n"},
+    {"event": "task_artifact", "stage": "build", "task": "compile", "path": "/out", "id": "sha256:" + "d" * 64, "size": 20480},
+    {"event": "task_end", "stage": "build", "task": "compile", "kind": "build", "status": "passed", "exit_code": 0,
+     "duration_ms": 812, "cached": False, "error": None},
+    {"event": "stage_end", "stage": "build", "status": "passed", "duration_ms": 815},
+    {"event": "stage_start", "stage": "test"},
+    {"event": "task_start", "stage": "test", "task": "runs", "kind": "test", "image": "base", "command": "/app/out/hello"},
+    {"event": "task_start", "stage": "test", "task": "lint", "kind": "test", "image": "base", "command": "lint"},
+    {"event": "task_output", "stage": "test", "task": "lint", "stream": "stdout", "text": "checking hel"},
+    {"event": "task_output", "stage": "test", "task": "runs", "stream": "stdout", "text": "hello\n"},
+    {"event": "task_output", "stage": "test", "task": "lint", "stream": "stdout", "text": "lo.c\n"},
+    {"event": "task_output", "stage": "test", "task": "lint", "stream": "stderr", "text": "hello.c:3: trailing space"},
+    {"event": "task_end", "stage": "test", "task": "runs", "kind": "test", "status": "passed", "exit_code": 0,
+     "duration_ms": 300, "cached": False, "error": None},
+    {"event": "task_end", "stage": "test", "task": "lint", "kind": "test", "status": "failed", "exit_code": 1,
+     "duration_ms": 250, "cached": False, "error": None},
+    {"event": "stage_end", "stage": "test", "status": "failed", "duration_ms": 310},
+    {"event": "stage_start", "stage": "deploy"},
+    {"event": "task_start", "stage": "deploy", "task": "ship", "kind": "test", "image": "base", "command": "ship"},
+    {"event": "task_end", "stage": "deploy", "task": "ship", "kind": "test", "status": "skipped", "exit_code": None,
+     "duration_ms": 0, "cached": False, "error": None},
+    {"event": "stage_end", "stage": "deploy", "status": "skipped", "duration_ms": 1},
+    {"event": "pipeline_end", "pipeline": "hello", "status": "failed", "duration_ms": 61_630, "passed": 3, "failed": 1,
+     "skipped": 1, "cached": 1, "error": None},
+]
+
+
+def human(events: list[dict[str, Any]], *, color: bool = False) -> str:
+    out = io.StringIO()
+    reporter = HumanReporter(out, color=color)
+    for event in events:
+        reporter.emit(event)
+    return out.getvalue()
+
+
+class HumanReporterTest(unittest.TestCase):
+    def test_plain_text(self) -> None:
+        self.assertEqual(
+            human(EVENTS),
+            "pipeline hello on http://127.0.0.1:9009\n"
+            "stage build\n"
+            "  passed   docs  0.01s  cached\n"
+            "  passed   compile  0.81s  not cached: first run\n"
+            "stage build passed in 0.81s\n"
+            "stage test\n"
+            "  passed   runs  0.30s\n"
+            "  failed   lint  0.25s  exit code 1\n"
+            "    | checking hello.c\n"
+            "    | hello.c:3: trailing space\n"
+            "stage test failed in 0.31s\n"
+            "stage deploy\n"
+            "  skipped  ship\n"
+            "stage deploy skipped\n"
+            "pipeline hello failed in 1m01s: 3 passed (1 cached), 1 failed, 1 skipped\n",
+        )
+
+    def test_not_a_terminal_means_plain(self) -> None:
+        out = io.StringIO()  # isatty() is False
+        HumanReporter(out).emit(EVENTS[0])
+        self.assertEqual(out.getvalue(), "pipeline hello on http://127.0.0.1:9009\n")
+
+    def test_terminal_colors_and_running_line(self) -> None:
+        events = EVENTS[:4] + EVENTS[7:12]
+        self.assertEqual(
+            human(events, color=True),
+            "pipeline hello on http://127.0.0.1:9009\n"
+            "stage build\n"
+            "\x1b[2m  running  compile\x1b[0m"
+            "\r\x1b[K\x1b[2m  running  compile, docs\x1b[0m"
+            "\r\x1b[K  \x1b[32mpassed\x1b[0m   docs  0.01s  \x1b[36mcached\x1b[0m\n"
+            "\x1b[2m  running  compile\x1b[0m"
+            "\r\x1b[K  \x1b[32mpassed\x1b[0m   compile  0.81s\n"
+            "stage build \x1b[32mpassed\x1b[0m in 0.81s\n",
+        )
+
+    def test_task_errors(self) -> None:
+        events = [
+            {"event": "stage_start", "stage": "s"},
+            {"event": "task_start", "stage": "s", "task": "t", "kind": "test", "image": "i", "command": "c"},
+            {"event": "task_end", "stage": "s", "task": "t", "kind": "test", "status": "failed", "exit_code": None,
+             "duration_ms": 5, "cached": False, "error": "input /src: /tmp/src does not exist"},
+            {"event": "task_start", "stage": "s", "task": "b", "kind": "build", "image": "i", "command": "c"},
+            {"event": "task_uncached", "stage": "s", "task": "b", "key": "sha256:" + "a" * 64, "reason": "input /src changed"},
+            {"event": "task_output", "stage": "s", "task": "b", "stream": "stdout", "text": "made nothing\n\n"},
+            {"event": "task_end", "stage": "s", "task": "b", "kind": "build", "status": "failed", "exit_code": 0,
+             "duration_ms": 1500, "cached": False, "error": "output /out was not made"},
+            {"event": "task_start", "stage": "s", "task": "slow", "kind": "test", "image": "i", "command": "c"},
+            {"event": "task_end", "stage": "s", "task": "slow", "kind": "test", "status": "failed", "exit_code": 137,
+             "duration_ms": 2000, "cached": False, "error": "timed out after 1 s and was killed"},
+            {"event": "stage_end", "stage": "s", "status": "failed", "duration_ms": 2100},
+            {"event": "pipeline_end", "pipeline": "p", "status": "failed", "duration_ms": 2200, "passed": 0, "failed": 3,
+             "skipped": 0, "cached": 0, "error": "the pipedef raised ValueError: boom"},
+        ]
+        self.assertEqual(
+            human(events),
+            "stage s\n"
+            "  failed   t  0.00s  input /src: /tmp/src does not exist\n"
+            "  failed   b  1.50s  not cached: input /src changed; output /out was not made\n"
+            "    | made nothing\n"
+            "    | \n"
+            "  failed   slow  2.00s  exit code 137; timed out after 1 s and was killed\n"
+            "stage s failed in 2.10s\n"
+            "pipeline p failed in 2.20s: 0 passed (0 cached), 3 failed, 0 skipped; the pipedef raised ValueError: boom\n",
+        )
+
+    def test_format_duration(self) -> None:
+        self.assertEqual(
+            [format_duration(ms) for ms in [0, 4, 5, 999, 59_994, 59_999, 60_000, 61_999, 3_600_000]],
+            ["0.00s", "0.00s", "0.00s", "0.99s", "59.99s", "59.99s", "1m00s", "1m01s", "60m00s"],
+        )
+
+
+class JsonlReporterTest(unittest.TestCase):
+    def test_lines(self) -> None:
+        out = io.BytesIO()
+        clock = iter([1795652401.0, 1795652401.1234, 1795652462.9999])
+        reporter = JsonlReporter(out, wall_clock=lambda: next(clock))
+        reporter.emit(EVENTS[0])
+        reporter.emit({"event": "task_output", "stage": "s", "task": "t", "stream": "stdout", "text": "é \"q\"\n\udcff"})
+        reporter.emit(EVENTS[-1])
+        self.assertEqual(
+            out.getvalue().decode("utf-8"),
+            '{"event":"pipeline_start","time":"2026-11-26T00:20:01.000Z","pipeline":"hello","worker":"http://127.0.0.1:9009"}\n'
+            '{"event":"task_output","time":"2026-11-26T00:20:01.123Z","stage":"s","task":"t","stream":"stdout",'
+            '"text":"é \\"q\\"\\n\\udcff"}\n'
+            '{"event":"pipeline_end","time":"2026-11-26T00:21:02.999Z","pipeline":"hello","status":"failed",'
+            '"duration_ms":61630,"passed":3,"failed":1,"skipped":1,"cached":1,"error":null}\n',
+        )
+        self.assertEqual(json.loads(out.getvalue().splitlines()[1])["text"], 'é "q"\n\udcff')
+
+
+if __name__ == "__main__":
+    unittest.main()
