@@ -155,7 +155,9 @@ func (b *Boss) startLocked(r *activeRun, w *worker) {
 	cmd.Dir = filepath.Dir(p.Path)
 	// The boss's own copy of the library comes first on the import path.
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+b.libDir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // cancel signals the whole group
+	// Its own process group, so cancel signals the whole group; and it dies
+	// with the boss, so a killed boss leaves no run going on unrecorded.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	var stderr io.ReadCloser
 	if err == nil {
@@ -234,21 +236,20 @@ func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
 
 // report is one line of the pipedef's --report jsonl (docs/report-jsonl.md).
 type report struct {
-	Event    string                     `json:"event"`
-	Stage    string                     `json:"stage"`
-	Task     string                     `json:"task"`
-	Kind     string                     `json:"kind"`
-	Reason   string                     `json:"reason"`
-	Stream   string                     `json:"stream"`
-	Text     string                     `json:"text"`
-	Path     string                     `json:"path"`
-	ID       string                     `json:"id"`
-	Size     int64                      `json:"size"`
-	Status   string                     `json:"status"`
-	ExitCode *int                       `json:"exit_code"`
-	Cached   bool                       `json:"cached"`
-	Error    *string                    `json:"error"`
-	Extra    map[string]json.RawMessage `json:"-"`
+	Event    string          `json:"event"`
+	Stage    string          `json:"stage"`
+	Task     string          `json:"task"`
+	Kind     string          `json:"kind"`
+	Reason   string          `json:"reason"`
+	Stream   string          `json:"stream"`
+	Text     string          `json:"text"`
+	Path     string          `json:"path"`
+	ID       string          `json:"id"`
+	Size     int64           `json:"size"`
+	Status   string          `json:"status"`
+	ExitCode *int            `json:"exit_code"`
+	Cached   json.RawMessage `json:"cached"` // a flag in task_end, a count in pipeline_end
+	Error    *string         `json:"error"`
 }
 
 // handleLine applies one line of the report. A line that is not a report
@@ -298,7 +299,7 @@ func (b *Boss) handleLine(r *activeRun, line []byte) {
 		case "task_artifact":
 			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size})
 		case "task_end":
-			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, ev.Cached, t
+			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, string(ev.Cached) == "true", t
 			if ev.Error != nil {
 				task.Error = *ev.Error
 			}

@@ -142,6 +142,8 @@ func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err erro
 			}
 			if err == io.EOF {
 				err = errors.New("it closed its event stream")
+			} else if ctx.Err() == nil {
+				err = fmt.Errorf("its event stream broke (%w)", err)
 			}
 			return connected, err
 		}

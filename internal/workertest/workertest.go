@@ -50,6 +50,7 @@ func Build(dir string) (string, error) {
 type Options struct {
 	TokenFile   string // reuse a token file
 	DataDir     string // reuse a data dir: its artifacts, cache and identity
+	Listen      string // the address to listen on; 127.0.0.1:0 by default
 	MaxParallel int
 	CacheSize   string
 	DockerHost  string
@@ -62,14 +63,7 @@ type Worker struct {
 	TokenFile string
 	DataDir   string
 	Notify    <-chan string // sd_notify datagrams, in order
-
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	waitErr  error
-	mu       sync.Mutex
-	stderr   bytes.Buffer
-	stopOnce sync.Once
-	killed   bool
+	*Process
 }
 
 // NewTokenFile writes a fresh random token to a 0600 file in dir.
@@ -88,7 +82,7 @@ func NewTokenFile(t testing.TB, dir string) string {
 // The worker is stopped with SIGTERM when the test ends.
 func Start(t testing.TB, bin string, opt Options) *Worker {
 	t.Helper()
-	w := &Worker{TokenFile: opt.TokenFile, DataDir: opt.DataDir, exited: make(chan struct{})}
+	w := &Worker{TokenFile: opt.TokenFile, DataDir: opt.DataDir}
 	if w.TokenFile == "" {
 		w.TokenFile = NewTokenFile(t, t.TempDir())
 	}
@@ -128,7 +122,11 @@ func Start(t testing.TB, bin string, opt Options) *Worker {
 		}
 	}()
 
-	args := []string{"worker", "--listen", "127.0.0.1:0", "--token-file", w.TokenFile, "--data-dir", w.DataDir}
+	listen := opt.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	args := []string{"worker", "--listen", listen, "--token-file", w.TokenFile, "--data-dir", w.DataDir}
 	if opt.CacheSize != "" {
 		args = append(args, "--cache-size", opt.CacheSize)
 	}
@@ -138,31 +136,15 @@ func Start(t testing.TB, bin string, opt Options) *Worker {
 	if opt.DockerHost != "" {
 		args = append(args, "--docker-host", opt.DockerHost)
 	}
-	w.cmd = exec.Command(bin, args...)
-	w.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
-	pipe, err := w.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	listening := make(chan string, 1)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
+	var addr string
+	w.Process, addr = StartProcess(t, "worker", cmd)
 	go func() {
-		sc := bufio.NewScanner(pipe)
-		for sc.Scan() {
-			line := sc.Text()
-			w.mu.Lock()
-			w.stderr.WriteString(line + "\n")
-			w.mu.Unlock()
-			if strings.Contains(line, "msg=listening ") {
-				listening <- field(line, "addr")
-			}
-		}
-		w.waitErr = w.cmd.Wait()
+		<-w.exited
 		conn.Close()
-		close(w.exited)
 	}()
+	w.URL = "http://" + addr
 	t.Cleanup(func() {
 		if err := w.Stop(); err != nil && !w.killed {
 			t.Errorf("worker did not stop cleanly: %v\n%s", err, w.Stderr())
@@ -171,13 +153,55 @@ func Start(t testing.TB, bin string, opt Options) *Worker {
 			t.Errorf("the stopped worker left containers behind: %v", left)
 		}
 	})
+	return w
+}
+
+// Process is a bettertest process that logs slog lines on stderr.
+type Process struct {
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	waitErr  error
+	mu       sync.Mutex
+	stderr   bytes.Buffer
+	stopOnce sync.Once
+	killed   bool
+}
+
+// StartProcess starts cmd and returns once it logs that it listens, with the
+// address it listens on. The test fails if it exits first.
+func StartProcess(t testing.TB, what string, cmd *exec.Cmd) (*Process, string) {
+	t.Helper()
+	p := &Process{cmd: cmd, exited: make(chan struct{})}
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.stderr.WriteString(line + "\n")
+			p.mu.Unlock()
+			if strings.Contains(line, "msg=listening ") {
+				listening <- field(line, "addr")
+			}
+		}
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
 	select {
 	case addr := <-listening:
-		w.URL = "http://" + addr
-	case <-w.exited:
-		t.Fatalf("worker exited before listening: %v\n%s", w.waitErr, w.Stderr())
+		return p, addr
+	case <-p.exited:
+		t.Fatalf("%s exited before listening: %v\n%s", what, p.waitErr, p.Stderr())
 	}
-	return w
+	return nil, ""
 }
 
 // field returns key's value in a slog text line.
@@ -187,31 +211,31 @@ func field(line, key string) string {
 	return v
 }
 
-// Stderr is everything the worker logged so far.
-func (w *Worker) Stderr() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.stderr.String()
+// Stderr is everything the process logged so far.
+func (p *Process) Stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
 }
 
-// Stop sends SIGTERM and waits for the worker to exit; it returns the exit error.
-func (w *Worker) Stop() error {
-	w.stopOnce.Do(func() { _ = w.cmd.Process.Signal(syscall.SIGTERM) })
-	<-w.exited
-	return w.waitErr
+// Stop sends SIGTERM and waits for the process to exit; it returns the exit error.
+func (p *Process) Stop() error {
+	p.stopOnce.Do(func() { _ = p.cmd.Process.Signal(syscall.SIGTERM) })
+	<-p.exited
+	return p.waitErr
 }
 
 // Kill sends SIGKILL, as a crash would, and waits for the process to die.
-func (w *Worker) Kill() {
-	w.stopOnce.Do(func() {
-		w.killed = true
-		_ = w.cmd.Process.Kill()
+func (p *Process) Kill() {
+	p.stopOnce.Do(func() {
+		p.killed = true
+		_ = p.cmd.Process.Kill()
 	})
-	<-w.exited
+	<-p.exited
 }
 
 // Exited is closed once the process has exited.
-func (w *Worker) Exited() <-chan struct{} { return w.exited }
+func (p *Process) Exited() <-chan struct{} { return p.exited }
 
 // Do sends a request with the worker's token.
 func (w *Worker) Do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
@@ -263,6 +287,9 @@ func (s *Stream) Next(t testing.TB) sse.Event {
 	}
 	return ev
 }
+
+// Read returns the next event, or the error that ended the stream.
+func (s *Stream) Read() (sse.Event, error) { return s.r.Next() }
 
 // All reads every remaining event until the stream ends.
 func (s *Stream) All(t testing.TB) []sse.Event {
