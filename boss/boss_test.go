@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 // pipedef writes a pipedef script into dir and returns its path.
-func pipedef(t *testing.T, dir, name, code string) string {
+func pipedef(t testing.TB, dir, name, code string) string {
 	t.Helper()
 	path := filepath.Join(dir, name+".py")
 	if err := os.WriteFile(path, []byte(code), 0o644); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,8 @@ type activeRun struct {
 	run    bettertest.Run                // with its stages and tasks
 	output map[string][]bettertest.Chunk // by task; "" is the pipedef's own output
 	stored map[string]int                // chunks of each task already in the store
+	kick   chan struct{}                 // there is output to store
+	ended  chan struct{}                 // closed once the pipedef exited: store the rest
 	worker *worker
 	cmd    *exec.Cmd
 	// Why the run was stopped, if it was: the status and error it ends with.
@@ -66,6 +69,8 @@ func (b *Boss) trigger(pipeline, trigger string) (bettertest.Run, error) {
 		run:    bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
 		output: map[string][]bettertest.Chunk{},
 		stored: map[string]int{},
+		kick:   make(chan struct{}, 1),
+		ended:  make(chan struct{}),
 	}
 	id, err := b.store.createRun(r.run)
 	if err != nil {
@@ -181,30 +186,77 @@ func (b *Boss) startLocked(r *activeRun, w *worker) {
 // follow reads a pipedef's report and output until it exits.
 func (b *Boss) follow(r *activeRun, stdout, stderr io.Reader) {
 	defer b.runsWG.Done()
+	persisted := make(chan struct{})
+	go b.persist(r, persisted)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		b.readOutput(r, "", "stderr", stderr)
 	}()
-	lines := bufio.NewReader(stdout)
-	for {
-		line, err := lines.ReadBytes('\n')
-		if len(line) > 0 {
-			b.handleLine(r, line)
-		}
-		if err != nil {
-			break
-		}
-	}
+	b.readReport(r, stdout)
 	<-done
 	err := r.cmd.Wait()
 	code := r.cmd.ProcessState.ExitCode()
 	if err != nil && code == -1 {
 		code = -1 // killed by a signal
 	}
+	close(r.ended) // the last output is persisted before the run's end is
+	<-persisted
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.finishLocked(r, code)
+}
+
+// readReport applies the pipedef's report line by line. Output lines of one
+// task and stream that are already waiting in the pipe become one chunk:
+// under a flood there are fewer, larger events, and a trickle still goes out
+// line by line the moment it comes.
+func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
+	lines := bufio.NewReaderSize(stdout, 256<<10)
+	var pending *report
+	flush := func() {
+		if pending == nil {
+			return
+		}
+		b.mu.Lock()
+		if task, _ := r.task(pending.Task); task != nil {
+			b.outputLocked(r, pending.Task, bettertest.Chunk{Stream: pending.Stream, Text: pending.Text})
+		}
+		b.mu.Unlock()
+		pending = nil
+	}
+	for {
+		line, err := lines.ReadBytes('\n')
+		if len(line) > 0 {
+			var ev report
+			if json.Unmarshal(line, &ev) != nil || ev.Event == "" {
+				flush()
+				b.mu.Lock()
+				b.outputLocked(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(line), "\uFFFD")})
+				b.mu.Unlock()
+			} else if ev.Event == "task_output" {
+				if pending != nil && (pending.Task != ev.Task || pending.Stream != ev.Stream || len(pending.Text) > 64<<10) {
+					flush()
+				}
+				if pending == nil {
+					pending = &ev
+				} else {
+					pending.Text += ev.Text
+				}
+			} else {
+				flush()
+				b.mu.Lock()
+				b.applyLocked(r, ev)
+				b.mu.Unlock()
+			}
+		}
+		if lines.Buffered() == 0 || err != nil {
+			flush()
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // readOutput keeps a stream of the pipedef that is not its report (stderr)
@@ -224,14 +276,55 @@ func (b *Boss) readOutput(r *activeRun, task, stream string, rd io.Reader) {
 	}
 }
 
+// outputLocked keeps a chunk of output in memory and tells watchers; the
+// run's persist goroutine writes it to the history soon after.
 func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
 	r.output[task] = append(r.output[task], c)
-	if err := b.store.appendOutput(r.run.ID, task, r.stored[task], []bettertest.Chunk{c}); err != nil {
-		b.log.Error("history", "err", err)
-	} else {
-		r.stored[task]++
-	}
 	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Chunk: c}), r.run.ID, task))
+	select {
+	case r.kick <- struct{}{}:
+	default: // a write is already due
+	}
+}
+
+// persist writes a running run's new output to the history, all that has
+// come since its last write in one transaction, whenever there is some, and
+// once more after the run's last output; then it closes done.
+func (b *Boss) persist(r *activeRun, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-r.kick:
+		case <-r.ended:
+			b.persistOnce(r)
+			return
+		}
+		b.persistOnce(r)
+	}
+}
+
+func (b *Boss) persistOnce(r *activeRun) {
+	b.mu.Lock()
+	batch := map[string][]bettertest.Chunk{}
+	for task, chunks := range r.output {
+		if n := r.stored[task]; n < len(chunks) {
+			batch[task] = chunks[n:len(chunks):len(chunks)] // elements are never changed, only appended
+		}
+	}
+	from := maps.Clone(r.stored)
+	b.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	if err := b.store.appendOutput(r.run.ID, from, batch); err != nil {
+		b.log.Error("history", "err", err)
+		return
+	}
+	b.mu.Lock()
+	for task, chunks := range batch {
+		r.stored[task] += len(chunks)
+	}
+	b.mu.Unlock()
 }
 
 // report is one line of the pipedef's --report jsonl (docs/report-jsonl.md).
@@ -252,16 +345,8 @@ type report struct {
 	Error    *string         `json:"error"`
 }
 
-// handleLine applies one line of the report. A line that is not a report
-// event (a stray print in the pipedef, say) is kept as the pipedef's output.
-func (b *Boss) handleLine(r *activeRun, line []byte) {
-	var ev report
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := json.Unmarshal(line, &ev); err != nil || ev.Event == "" {
-		b.outputLocked(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(line), "\uFFFD")})
-		return
-	}
+// applyLocked applies one event of the report to the run.
+func (b *Boss) applyLocked(r *activeRun, ev report) {
 	t := now()
 	switch ev.Event {
 	case "stage_start":
@@ -305,10 +390,6 @@ func (b *Boss) handleLine(r *activeRun, line []byte) {
 			}
 		}
 		b.saveTaskLocked(r, ev.Task)
-	case "task_output":
-		if task, _ := r.task(ev.Task); task != nil {
-			b.outputLocked(r, ev.Task, bettertest.Chunk{Stream: ev.Stream, Text: ev.Text})
-		}
 	case "pipeline_end":
 		if ev.Error != nil {
 			r.run.Error = *ev.Error

@@ -153,21 +153,26 @@ func (s *store) saveTask(runID int64, idx int, t bettertest.Task) error {
 	return nil
 }
 
-// appendOutput stores chunks of one task's output in one transaction; seq
-// is the number of chunks of that task stored before.
-func (s *store) appendOutput(runID int64, task string, seq int, chunks []bettertest.Chunk) error {
+// appendOutput stores new chunks of output of several tasks in one
+// transaction; from holds the number of chunks of each task stored before.
+func (s *store) appendOutput(runID int64, from map[string]int, chunks map[string][]bettertest.Chunk) error {
 	tx, err := s.db.Begin()
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	for i, c := range chunks {
-		if _, err := tx.Exec(`INSERT INTO output (run_id, task, seq, stream, text) VALUES (?, ?, ?, ?, ?)`,
-			runID, task, seq+i, c.Stream, c.Text); err != nil {
-			return fmt.Errorf("record output of run %d: %w", runID, err)
+	for task, cs := range chunks {
+		for i, c := range cs {
+			if _, err := tx.Exec(`INSERT INTO output (run_id, task, seq, stream, text) VALUES (?, ?, ?, ?, ?)`,
+				runID, task, from[task]+i, c.Stream, c.Text); err != nil {
+				return fmt.Errorf("record output of run %d: %w", runID, err)
+			}
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record output of run %d: %w", runID, err)
+	}
+	return nil
 }
 
 var errNoRun = errors.New("no such run")

@@ -33,3 +33,9 @@ PYTHONPATH=python python3 python/bench/cache.py --worker "$WORKER_URL" --token-f
 
 step "7. artifact upload and download over loopback, Python library vs curl (targets >= 300 MB/s; a second upload sends no content)"
 PYTHONPATH=python python3 python/bench/artifacts.py --worker "$WORKER_URL" --token-file "$dir/token"
+
+step "8. the boss: trigger -> first output line of the first task, against the same pipedef run by hand (target < 1 s)"
+go test ./boss -run '^$' -bench BenchmarkTriggerToFirstOutput -benchtime 5x -count 1 -v | grep -E 'bench_test|^ok|FAIL' | tail -n 2
+
+step "9. the boss's event fan-out: 100 subscribers on /api/events against 1, during 2000 lines of output (target p99 < 50 ms)"
+go test ./boss -run '^$' -bench BenchmarkEventFanOut -benchtime 1x -count 1 -v | grep -E 'bench_test|^ok|FAIL'

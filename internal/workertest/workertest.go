@@ -349,3 +349,6 @@ func Containers(t testing.TB, dataDir string) []string {
 	}
 	return names
 }
+
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }

@@ -1,0 +1,185 @@
+package boss_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bettertest/bettertest"
+	wt "github.com/bettertest/bettertest/internal/workertest"
+)
+
+const hello = `import bettertest as bt
+p = bt.pipeline("hello")
+with p.stage("main") as s:
+    s.test("hi", image="bettertest/base:bookworm", command="echo hi")
+`
+
+// BenchmarkTriggerToFirstOutput measures the time from POST
+// /api/pipelines/NAME/runs to the first line of the first task's output on
+// /api/events, against the same pipedef run by hand from a shell (its start
+// to its first output line), the way a laptop runs it.
+func BenchmarkTriggerToFirstOutput(b *testing.B) {
+	dir := b.TempDir()
+	worker := wt.Start(b, bin, wt.Options{})
+	path := pipedef(b, dir, "hello", hello)
+	boss := wt.StartBoss(b, bin, wt.BossOptions{Pipedefs: []string{path}, Workers: []*wt.Worker{worker}})
+	events := boss.Events(b, "/api/events")
+	var viaBoss, direct []time.Duration
+	for range b.N {
+		start := time.Now()
+		status, body := boss.Do(b, "POST", "/api/pipelines/hello/runs", nil)
+		if status != 201 {
+			b.Fatalf("trigger: %d %s", status, body)
+		}
+		var first time.Duration
+		for {
+			ev := events.Next(b)
+			if ev.Name == bettertest.BossEventOutput && first == 0 {
+				first = time.Since(start)
+			}
+			if ev.Name == bettertest.BossEventRun && strings.Contains(ev.Data, `"status":"passed"`) {
+				break
+			}
+		}
+		viaBoss = append(viaBoss, first)
+
+		// The same pipedef, by hand: python3 with --report jsonl, to its first task_output line.
+		cmd := exec.Command("python3", "-u", path, "--worker", worker.URL, "--token-file", worker.TokenFile, "--report", "jsonl")
+		cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(boss.DataDir, "python"))
+		out, _ := cmd.StdoutPipe()
+		start = time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		var d time.Duration
+		for sc.Scan() {
+			if d == 0 && strings.Contains(sc.Text(), `"event":"task_output"`) {
+				d = time.Since(start)
+			}
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		direct = append(direct, d)
+	}
+	mb, md := median(viaBoss), median(direct)
+	b.ReportMetric(float64(mb.Milliseconds()), "ms-boss")
+	b.ReportMetric(float64(md.Milliseconds()), "ms-by-hand")
+	b.ReportMetric(float64(mb)/float64(md), "ratio")
+	b.Logf("trigger -> first output line: %v median via the boss (first %v) against %v by hand from a shell: %.2fx (target < 1 s)",
+		mb, viaBoss[0], md, float64(mb)/float64(md))
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkEventFanOut has 100 clients on /api/events while a task writes
+// 2000 timestamped lines as fast as it can, against 1 client as the peer.
+// Each line's delivery latency is from the moment the container wrote it to
+// the moment each client read it: the whole path through the worker, the
+// pipedef and the boss. The boss's peak RSS is read from /proc.
+func BenchmarkEventFanOut(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) { fanOut(b, n) })
+	}
+}
+
+func fanOut(b *testing.B, subscribers int) {
+	const lines = 2000
+	dir := b.TempDir()
+	worker := wt.Start(b, bin, wt.Options{})
+	path := pipedef(b, dir, "busy", fmt.Sprintf(`import bettertest as bt
+p = bt.pipeline("busy")
+with p.stage("main") as s:
+    s.test("lines", image="bettertest/base:bookworm", command="for i in $(seq %d); do date +%%s%%N; done")
+`, lines))
+	boss := wt.StartBoss(b, bin, wt.BossOptions{Pipedefs: []string{path}, Workers: []*wt.Worker{worker}})
+	for range b.N {
+		var mu sync.Mutex
+		var latencies []time.Duration
+		var wg sync.WaitGroup
+		streams := make([]*wt.Stream, subscribers)
+		for i := range streams {
+			streams[i] = boss.Events(b, "/api/events")
+		}
+		for _, s := range streams {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var mine []time.Duration
+				for {
+					ev, err := s.Read()
+					if err != nil {
+						return
+					}
+					now := time.Now()
+					if ev.Name == bettertest.BossEventOutput {
+						// The clients share the machine with the boss: they find the
+						// timestamps without decoding the JSON ("1795...\n" lines).
+						for _, l := range strings.Split(ev.Data, `\n`) {
+							if i := strings.LastIndexByte(l, '"'); i >= 0 {
+								l = l[i+1:]
+							}
+							if ns, err := strconv.ParseInt(l, 10, 64); err == nil && len(l) == 19 {
+								mine = append(mine, now.Sub(time.Unix(0, ns)))
+							}
+						}
+					}
+					if ev.Name == bettertest.BossEventRun && strings.Contains(ev.Data, `"status":"passed"`) {
+						break
+					}
+				}
+				mu.Lock()
+				latencies = append(latencies, mine...)
+				mu.Unlock()
+			}()
+		}
+		status, body := boss.Do(b, "POST", "/api/pipelines/busy/runs", nil)
+		if status != 201 {
+			b.Fatalf("trigger: %d %s", status, body)
+		}
+		wg.Wait()
+		if len(latencies) != subscribers*lines {
+			b.Fatalf("got %d line deliveries, want %d", len(latencies), subscribers*lines)
+		}
+		slices.Sort(latencies)
+		p50, p99 := latencies[len(latencies)/2], latencies[len(latencies)*99/100]
+		rss := peakRSS(b, boss.Pid())
+		b.ReportMetric(float64(p99.Microseconds())/1000, "ms-p99")
+		b.ReportMetric(float64(rss)/1024, "MiB-rss")
+		b.Logf("%d subscribers, %d lines: delivery latency p50 %v, p99 %v (target p99 < 50 ms); boss peak RSS %.1f MiB",
+			subscribers, lines, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), float64(rss)/1024)
+		for _, s := range streams {
+			s.Close()
+		}
+	}
+}
+
+// peakRSS is a process's VmHWM in KiB.
+func peakRSS(b *testing.B, pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
