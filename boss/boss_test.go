@@ -3,6 +3,7 @@ package boss_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/sse"
 	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
@@ -235,12 +237,40 @@ func TestCancelStopsThePipedefAndItsContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	workerEvents := sse.NewReader(resp.Body)
+	// A late viewer of the task gets its output so far, then the rest live.
+	taskLog := boss.Events(t, fmt.Sprintf("/api/runs/%d/tasks/sleep/log", r.ID))
+	if ev := taskLog.Next(t); ev.Name != "output" || ev.Data != fmt.Sprintf(`{"run_id":%d,"task":"sleep","stream":"stdout","text":"started\n"}`, r.ID) {
+		t.Fatalf("the log's first event: %+v", ev)
+	}
 
 	status, body := boss.Do(t, http.MethodPost, fmt.Sprintf("/api/runs/%d/cancel", r.ID), nil)
 	if status != http.StatusAccepted {
 		t.Fatalf("cancel: %d %s", status, body)
 	}
 	w.until(t, "the run cancelled", func() bool { return w.status(r.ID) == "cancelled" })
+	// The log ends with the task's end.
+	var te bettertest.TaskEvent
+	ev := taskLog.Next(t)
+	mustJSON(t, ev.Data, &te)
+	if ev.Name != "task" || te.Name != "sleep" || te.Status != "cancelled" {
+		t.Fatalf("the log's last event: %+v", ev)
+	}
+	if _, err := taskLog.Read(); err != io.EOF {
+		t.Fatalf("the log goes on after the task's end: %v", err)
+	}
+	for {
+		ev, err := workerEvents.Next()
+		if err != nil {
+			t.Fatalf("the worker's events: %v", err)
+		}
+		if ev.Name == bettertest.EventRunEnd {
+			if !strings.Contains(ev.Data, `"outcome":"cancelled"`) {
+				t.Fatalf("the worker's run ended as %s", ev.Data)
+			}
+			break
+		}
+	}
 	if got := w.runs[r.ID]; got.Error != "cancelled" || got.ExitCode != nil {
 		t.Fatalf("cancelled run: %+v", got)
 	}
@@ -416,4 +446,17 @@ func shorten(t *testing.T, l string) string {
 		return fmt.Sprintf("output %s %s %q", o.Task, o.Stream, o.Text)
 	}
 	return l
+}
+
+func TestEveryRunsPipelinesOnASchedule(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	worker := wt.Start(t, bin, wt.Options{})
+	g := gate(t, dir, worker)
+	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "gated", gated)}, Workers: []*wt.Worker{worker},
+		Args: []string{"--every", "100ms"}})
+	w := watch(t, boss, "/api/events")
+	w.until(t, "a scheduled run", func() bool { return w.runs[1].Trigger == "schedule" && w.status(1) == "running" })
+	open(t, g, 0)
+	w.until(t, "it to pass", func() bool { return w.status(1) == "passed" })
 }
