@@ -71,6 +71,8 @@ type WorkerInfo struct {
 	Running  int    `json:"running"`  // runs executing on it, from any client
 	Capacity int    `json:"capacity"` // runs it executes at once
 	Assigned int    `json:"assigned"` // pipeline runs the boss has given it
+	// ChangedMS is when it last went up or down.
+	ChangedMS int64 `json:"changed_ms"`
 }
 
 // Pipeline is one pipedef the boss runs.
@@ -106,6 +108,7 @@ type TaskEvent struct {
 type OutputChunkEvent struct {
 	RunID int64  `json:"run_id"`
 	Task  string `json:"task"`
+	Seq   int    `json:"seq"` // the chunk's index in the task's output, from 0
 	Chunk
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -20,11 +21,16 @@ import (
 func (b *Boss) routes() http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/api/") && r.Method == http.MethodGet {
+			b.handlePage(w, r) // the UI's own page saying there is no such page
+			return
+		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the API is under /api (pipelines, runs, workers, events)", r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 	})
+	b.uiRoutes(r)
 	r.Route("/api", func(r chi.Router) {
 		r.Get("/pipelines", b.handlePipelines)
 		r.Post("/pipelines/{name}/runs", b.handleTrigger)
@@ -147,6 +153,18 @@ func (b *Boss) handleRuns(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, runs)
 }
 
+// pathParam is a URL parameter, unescaped. chi matches the escaped path only
+// when it is not in Go's default escaping (a task named "a/b" is "a%2Fb").
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath != "" {
+		if u, err := url.PathUnescape(v); err == nil {
+			return u
+		}
+	}
+	return v
+}
+
 // runID reads the {id} URL parameter, answering 400 when it is not one.
 func runID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	s := chi.URLParam(r, "id")
@@ -223,7 +241,7 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	task := chi.URLParam(r, "task")
+	task := pathParam(r, "task")
 	stream := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 
 	b.mu.Lock()
@@ -321,7 +339,7 @@ func (b *Boss) serveEnded(w http.ResponseWriter, r *http.Request, first []hub.Ev
 func outputEvents(id int64, task string, chunks []bettertest.Chunk) []hub.Event {
 	out := make([]hub.Event, len(chunks))
 	for i, c := range chunks {
-		out[i] = hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: id, Task: task, Chunk: c})
+		out[i] = hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: id, Task: task, Seq: i, Chunk: c})
 	}
 	return out
 }

@@ -62,6 +62,8 @@ type Boss struct {
 	queue   []*activeRun
 	active  map[int64]*activeRun
 	runsWG  sync.WaitGroup // pipedef processes
+
+	uiSessions uiSessions // the browser tabs showing the UI
 }
 
 // Run starts the boss and serves until ctx is done. Runs still going then

@@ -109,7 +109,7 @@ func (w *watcher) until(t *testing.T, what string, ok func() bool) {
 	}
 }
 
-func mustJSON(t *testing.T, data string, v any) {
+func mustJSON(t testing.TB, data string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(data), v); err != nil {
 		t.Fatalf("%v: %s", err, data)
@@ -118,7 +118,7 @@ func mustJSON(t *testing.T, data string, v any) {
 
 func (w *watcher) status(id int64) string { return w.runs[id].Status }
 
-func trigger(t *testing.T, b *wt.Boss, pipeline string) bettertest.Run {
+func trigger(t testing.TB, b *wt.Boss, pipeline string) bettertest.Run {
 	t.Helper()
 	status, body := b.Do(t, http.MethodPost, "/api/pipelines/"+pipeline+"/runs", nil)
 	if status != http.StatusCreated {
@@ -240,7 +240,7 @@ func TestCancelStopsThePipedefAndItsContainer(t *testing.T) {
 	workerEvents := sse.NewReader(resp.Body)
 	// A late viewer of the task gets its output so far, then the rest live.
 	taskLog := boss.Events(t, fmt.Sprintf("/api/runs/%d/tasks/sleep/log", r.ID))
-	if ev := taskLog.Next(t); ev.Name != "output" || ev.Data != fmt.Sprintf(`{"run_id":%d,"task":"sleep","stream":"stdout","text":"started\n"}`, r.ID) {
+	if ev := taskLog.Next(t); ev.Name != "output" || ev.Data != fmt.Sprintf(`{"run_id":%d,"task":"sleep","seq":0,"stream":"stdout","text":"started\n"}`, r.ID) {
 		t.Fatalf("the log's first event: %+v", ev)
 	}
 

@@ -279,8 +279,9 @@ func (b *Boss) readOutput(r *activeRun, task, stream string, rd io.Reader) {
 // outputLocked keeps a chunk of output in memory and tells watchers; the
 // run's persist goroutine writes it to the history soon after.
 func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
+	seq := len(r.output[task])
 	r.output[task] = append(r.output[task], c)
-	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Chunk: c}), r.run.ID, task))
+	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Seq: seq, Chunk: c}), r.run.ID, task))
 	select {
 	case r.kick <- struct{}{}:
 	default: // a write is already due

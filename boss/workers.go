@@ -153,6 +153,9 @@ func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err erro
 			var h bettertest.Health
 			if json.Unmarshal([]byte(ev.Data), &h) == nil {
 				connected = true
+				if w.info.Up != h.Ready || w.info.ChangedMS == 0 {
+					w.info.ChangedMS = time.Now().UnixMilli()
+				}
 				w.info.Up, w.info.Error = h.Ready, h.Error
 				w.info.Version, w.info.Docker, w.info.Running, w.info.Capacity = h.Version, h.Docker, h.Running, h.Capacity
 				b.log.Info("worker up", "worker", w.cfg.Name, "url", w.cfg.URL, "capacity", h.Capacity)
@@ -180,6 +183,9 @@ func (b *Boss) workerDown(w *worker, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	wasUp := w.info.Up
+	if wasUp || w.info.ChangedMS == 0 {
+		w.info.ChangedMS = time.Now().UnixMilli()
+	}
 	w.info.Up, w.info.Error, w.info.Running = false, err.Error(), 0
 	b.publishWorkerLocked(w)
 	if wasUp {

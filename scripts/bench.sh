@@ -39,3 +39,15 @@ go test ./boss -run '^$' -bench BenchmarkTriggerToFirstOutput -benchtime 5x -cou
 
 step "9. the boss's event fan-out: 100 subscribers on /api/events against 1, during 2000 lines of output (target p99 < 50 ms)"
 go test ./boss -run '^$' -bench BenchmarkEventFanOut -benchtime 1x -count 1 -v | grep -E 'bench_test|^ok|FAIL'
+
+step "10. the UI's page weight: HTML + app.js + app.css of each page (target < 60 KB)"
+go test ./boss -run '^$' -bench BenchmarkUIPageWeight -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+
+step "11. the UI's time to first byte of each page, against GET /api/workers (target < 20 ms)"
+go test ./boss -run '^$' -bench BenchmarkUITimeToFirstByte -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+
+step "12. the UI's latency from a line of output to the DOM in Chromium, against /api/events (target p99 < 50 ms)"
+go test ./boss -run '^$' -bench BenchmarkUIEventToDOM -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+
+step "13. the UI's task page with 100,000 lines of output, against one with 10: server GET, Chromium load, load more"
+go test ./boss -run '^$' -bench BenchmarkUITaskPage100kLines -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'

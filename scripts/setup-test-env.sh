@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine for bettertest's tests and demo, idempotently:
-# a Docker engine that answers, and the local base image (no registry is reachable,
-# so the image is built from Debian packages with debootstrap).
+# a Docker engine that answers, the local base image (no registry is reachable,
+# so the image is built from Debian packages with debootstrap), and Chromium for
+# the UI's browser tests.
 # Quick when everything is already in place.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ need_pkgs=()
 command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v chromium >/dev/null || need_pkgs+=(chromium) # the UI's browser tests (boss/browser_test.go)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	say "installing ${need_pkgs[*]}"
 	apt-get update -qq

@@ -1,0 +1,86 @@
+// bettertest UI: the server renders every page and owns its state (ui.Model).
+// This script only carries events: it opens one SSE stream for this tab,
+// applies the fragments the server sends, and sends keys, clicks and history
+// moves back. Without it every page still renders and every link works.
+"use strict";
+(() => {
+  let session = null;
+  let es = null;
+  let retry = 500;
+  let stick = true; // the log follows new output while it is scrolled to its end
+  let scrolling = 0;
+
+  // A stream is for the page shown now: after a lost connection the new
+  // session sends the whole page again, so nothing missed stays stale.
+  const connect = () => {
+    es = new EventSource("/ui/events?path=" + encodeURIComponent(location.pathname));
+    const on = (name, f) => es.addEventListener(name, (e) => f(JSON.parse(e.data)));
+    on("session", (id) => { session = id; retry = 500; });
+    on("fragments", apply);
+    on("url", (path) => { if (location.pathname !== path) history.pushState(null, "", path); });
+    es.addEventListener("error", () => {
+      es.close();
+      session = null;
+      setTimeout(connect, retry); // backoff: the boss may be restarting
+      retry = Math.min(2 * retry, 10000);
+    });
+  };
+
+  const focusable = (el) => Array.from(el.querySelectorAll("a, button, [tabindex]"));
+  const apply = (frags) => {
+    for (const f of frags) {
+      if (f.op === "title") { document.title = f.html; continue; }
+      const el = document.getElementById(f.id);
+      if (!el) continue;
+      if (f.op === "append") { el.insertAdjacentHTML("beforeend", f.html); continue; }
+      // Keyboard focus inside a replaced element moves to its counterpart.
+      const active = document.activeElement;
+      const at = el.contains(active) ? focusable(el).indexOf(active) : -2;
+      el.outerHTML = f.html;
+      if (at !== -2) {
+        const now = document.getElementById(f.id);
+        const target = now && (at === -1 ? now : focusable(now)[at]);
+        if (target) target.focus({ preventScroll: true });
+      }
+      if (f.id === "main") stick = true;
+    }
+    // Layout is read and written once a frame, however many events come.
+    if (stick && !scrolling) {
+      scrolling = requestAnimationFrame(() => {
+        scrolling = 0;
+        const log = document.getElementById("log");
+        if (log) log.scrollTop = log.scrollHeight;
+      });
+    }
+    const sel = document.querySelector('[aria-selected="true"]');
+    if (sel && frags.some((f) => f.id === "main" || sel.closest("#" + CSS.escape(f.id || "-")))) sel.scrollIntoView({ block: "nearest" });
+  };
+  document.addEventListener("scroll", (e) => {
+    if (e.target.id === "log") stick = e.target.scrollTop + e.target.clientHeight >= e.target.scrollHeight - 4;
+  }, true);
+
+  const send = (msg) => {
+    if (!session) return false;
+    fetch("/ui/sessions/" + session, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(msg) });
+    return true;
+  };
+  const keys = new Set(["j", "k", "ArrowDown", "ArrowUp", "Enter", "Escape", "Backspace", "r", "c", "m", "p", "w", "?"]);
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || !keys.has(e.key)) return;
+    // Enter on a focused link or button does what the mouse would.
+    if (e.key === "Enter" && e.target.closest("a, button")) return;
+    if (send({ key: e.key })) e.preventDefault();
+  });
+  document.addEventListener("click", (e) => {
+    if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    const button = e.target.closest("button[data-action]");
+    if (button) {
+      send({ action: button.dataset.action, pipeline: button.dataset.pipeline || "", run: Number(button.dataset.run || 0) });
+      return;
+    }
+    const a = e.target.closest("a[href^='/']");
+    if (a && !a.getAttribute("href").endsWith("/raw") && send({ nav: a.getAttribute("href") })) e.preventDefault();
+  });
+  window.addEventListener("popstate", () => send({ back: location.pathname }));
+  connect();
+})();

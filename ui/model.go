@@ -1,0 +1,203 @@
+// Package ui is the boss's web UI in the Elm architecture: a Model, the Msgs
+// that can happen to it, a pure Update and a pure View. The boss owns the
+// effects: it loads data, starts and cancels runs, and streams the changes
+// of View to the browser as fragments over Server-Sent Events.
+package ui
+
+import (
+	"strings"
+
+	"github.com/bettertest/bettertest"
+)
+
+// PageKind says which page a Model shows.
+type PageKind int
+
+const (
+	PagePipelines PageKind = iota
+	PageRun
+	PageTask
+	PageWorkers
+)
+
+// StripRuns is how many recent runs the pipelines page shows per pipeline.
+const StripRuns = 10
+
+// TailLines is how many lines of a log a task page shows at first; "load
+// more" shows MoreLines more.
+const (
+	TailLines = 1000
+	MoreLines = 10000
+)
+
+// Model is everything one browser tab shows.
+type Model struct {
+	Page PageKind
+	Path string // the page's URL path
+
+	Pipelines []Pipeline              // the pipelines page
+	Run       *bettertest.Run         // the run and task pages
+	Task      string                  // the task page: the task's name
+	Log       Log                     // the task page
+	Workers   []bettertest.WorkerInfo // always: the header counts them
+
+	Selected int    // the selected row of the page's list
+	Help     bool   // the shortcut overlay is open
+	Notice   string // a message about the last action, e.g. why it failed
+
+	// Effects are what Update asks the boss to do; the boss does them and
+	// clears the list.
+	Effects []Effect
+}
+
+// Pipeline is a pipeline with its recent runs, newest first.
+type Pipeline struct {
+	Name string
+	Runs []bettertest.Run
+}
+
+// Log is a task's output as lines. The page shows Lines[Start:] and the
+// unfinished last line; new output only ever extends what is shown, so the
+// browser appends it.
+type Log struct {
+	Lines   []string
+	Partial string // after the last newline
+	Start   int
+	Chunks  int  // how many chunks of output it holds
+	Pinned  bool // the viewer asked for more: live output no longer trims it
+}
+
+// Append adds a chunk of output. While the viewer has not asked for more,
+// the shown part is trimmed back to the tail whenever it has grown to twice
+// that: the page stays small however long the output grows, and between
+// trims the browser only appends.
+func (l *Log) Append(text string) {
+	l.Chunks++
+	text = l.Partial + text
+	parts := strings.Split(text, "\n")
+	l.Lines = append(l.Lines, parts[:len(parts)-1]...)
+	l.Partial = parts[len(parts)-1]
+	if !l.Pinned && len(l.Lines)-l.Start > 2*TailLines {
+		l.Start = len(l.Lines) - TailLines
+	}
+}
+
+// NewLog makes a log of chunks showing its last TailLines lines.
+func NewLog(chunks []bettertest.Chunk) Log {
+	var b strings.Builder
+	for _, c := range chunks {
+		b.WriteString(c.Text)
+	}
+	parts := strings.Split(b.String(), "\n")
+	l := Log{Lines: parts[:len(parts)-1], Partial: parts[len(parts)-1], Chunks: len(chunks)}
+	l.Start = max(0, len(l.Lines)-TailLines)
+	return l
+}
+
+// Effect is something the boss does for a tab.
+type Effect struct {
+	Kind     EffectKind
+	Path     string // Load, PushURL
+	Pipeline string // Trigger
+	RunID    int64  // Cancel
+}
+
+// EffectKind names an effect.
+type EffectKind int
+
+const (
+	// Load the data of the page at Path, answered by a Loaded Msg.
+	Load EffectKind = iota
+	// PushURL tells the browser the page's URL changed, for its history.
+	PushURL
+	// Trigger a run of Pipeline, answered by a Triggered Msg.
+	Trigger
+	// Cancel run RunID, answered by a Notice Msg when it cannot be done.
+	Cancel
+)
+
+// Msg is everything that can happen to a Model.
+type Msg interface{ isMsg() }
+
+// Key is a key press, named as the browser's KeyboardEvent.key names it.
+type Key struct{ Key string }
+
+// Navigate asks for the page at Path: a link was followed, or the browser
+// went back or forward.
+type Navigate struct{ Path string }
+
+// Loaded brings the data of a page that was loaded for a Load effect.
+type Loaded struct {
+	Path      string
+	Page      PageKind
+	Pipelines []Pipeline
+	Run       *bettertest.Run
+	Task      string
+	Log       Log
+	NotFound  string // the page does not exist: why
+}
+
+// Action is a click on a button: "run" (Pipeline), "cancel" (RunID) or "more".
+type Action struct {
+	Name     string
+	Pipeline string
+	RunID    int64
+}
+
+// Triggered says a run was started for a Trigger effect.
+type Triggered struct{ Run bettertest.Run }
+
+// Notice shows a message, e.g. why an action failed.
+type Notice struct{ Text string }
+
+// RunChanged is a boss run event: a run without its stages.
+type RunChanged struct{ Run bettertest.Run }
+
+// StageChanged is a boss stage event.
+type StageChanged struct{ Event bettertest.StageEvent }
+
+// TaskChanged is a boss task event.
+type TaskChanged struct{ Event bettertest.TaskEvent }
+
+// Output is a boss output event.
+type Output struct{ Event bettertest.OutputChunkEvent }
+
+// WorkerChanged is a boss worker event.
+type WorkerChanged struct{ Worker bettertest.WorkerInfo }
+
+func (Key) isMsg()           {}
+func (Navigate) isMsg()      {}
+func (Loaded) isMsg()        {}
+func (Action) isMsg()        {}
+func (Triggered) isMsg()     {}
+func (Notice) isMsg()        {}
+func (RunChanged) isMsg()    {}
+func (StageChanged) isMsg()  {}
+func (TaskChanged) isMsg()   {}
+func (Output) isMsg()        {}
+func (WorkerChanged) isMsg() {}
+
+// tasks lists a run's tasks in page order: stage by stage.
+func tasks(r *bettertest.Run) []bettertest.Task {
+	if r == nil {
+		return nil
+	}
+	var out []bettertest.Task
+	for _, st := range r.Stages {
+		out = append(out, st.Tasks...)
+	}
+	return out
+}
+
+// rows is how many selectable rows the page has.
+func (m Model) rows() int {
+	switch m.Page {
+	case PagePipelines:
+		return len(m.Pipelines)
+	case PageRun:
+		return len(tasks(m.Run))
+	case PageWorkers:
+		return len(m.Workers)
+	}
+	return 0
+}

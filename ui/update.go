@@ -1,0 +1,274 @@
+package ui
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+
+	"github.com/bettertest/bettertest"
+)
+
+// Paths of the pages.
+func runPath(id int64) string { return fmt.Sprintf("/runs/%d", id) }
+func taskPath(id int64, task string) string {
+	return fmt.Sprintf("/runs/%d/tasks/%s", id, url.PathEscape(task))
+}
+
+// Update is the whole behaviour of the UI: the Model after msg. It is pure:
+// what should happen outside is listed in the result's Effects.
+func Update(m Model, msg Msg) Model {
+	m.Effects = nil
+	switch msg := msg.(type) {
+	case Key:
+		return m.key(msg.Key)
+	case Navigate:
+		return m.navigate(msg.Path)
+	case Loaded:
+		return m.loaded(msg)
+	case Action:
+		return m.action(msg)
+	case Triggered:
+		return m.navigate(runPath(msg.Run.ID))
+	case Notice:
+		m.Notice = msg.Text
+	case RunChanged:
+		m = m.runChanged(msg.Run)
+	case StageChanged:
+		m = m.stageChanged(msg.Event)
+	case TaskChanged:
+		m = m.taskChanged(msg.Event)
+	case Output:
+		// A chunk the log already holds (it was loaded with the page) is not added again.
+		if m.Page == PageTask && m.Run != nil && msg.Event.RunID == m.Run.ID && msg.Event.Task == m.Task && msg.Event.Seq >= m.Log.Chunks {
+			m.Log.Append(msg.Event.Text)
+		}
+	case WorkerChanged:
+		m = m.workerChanged(msg.Worker)
+	}
+	return m.clamp()
+}
+
+func (m Model) clamp() Model {
+	m.Selected = max(0, min(m.Selected, m.rows()-1))
+	return m
+}
+
+func (m Model) key(k string) Model {
+	if m.Help && (k == "Escape" || k == "?") {
+		m.Help = false
+		return m
+	}
+	switch k {
+	case "?":
+		m.Help = true
+	case "j", "ArrowDown":
+		m.Selected++
+	case "k", "ArrowUp":
+		m.Selected--
+	case "Enter":
+		return m.open()
+	case "Escape", "Backspace":
+		return m.back()
+	case "r":
+		return m.run()
+	case "c":
+		return m.cancel()
+	case "m":
+		return m.action(Action{Name: "more"})
+	case "w":
+		return m.navigate("/workers")
+	case "p":
+		return m.navigate("/")
+	}
+	return m.clamp()
+}
+
+func (m Model) navigate(path string) Model {
+	m.Path, m.Help, m.Notice = path, false, ""
+	m.Effects = []Effect{{Kind: Load, Path: path}, {Kind: PushURL, Path: path}}
+	return m
+}
+
+func (m Model) loaded(l Loaded) Model {
+	if l.Path != m.Path {
+		return m // an answer for a page left since
+	}
+	prev := m
+	m.Page, m.Pipelines, m.Run, m.Task, m.Log, m.Selected = l.Page, l.Pipelines, l.Run, l.Task, l.Log, 0
+	m.Notice = l.NotFound
+	// Going back selects where you came from.
+	switch {
+	case m.Page == PagePipelines && prev.Run != nil:
+		m.Selected = slices.IndexFunc(m.Pipelines, func(p Pipeline) bool { return p.Name == prev.Run.Pipeline })
+	case m.Page == PageRun && prev.Page == PageTask:
+		m.Selected = slices.IndexFunc(tasks(m.Run), func(t bettertest.Task) bool { return t.Name == prev.Task })
+	case m.Page == PageRun:
+		// A run opens on its first failed task, if any.
+		m.Selected = slices.IndexFunc(tasks(m.Run), func(t bettertest.Task) bool { return t.Status == bettertest.StatusFailed })
+	}
+	return m.clamp()
+}
+
+func (m Model) open() Model {
+	switch m.Page {
+	case PagePipelines:
+		if len(m.Pipelines) == 0 {
+			return m
+		}
+		p := m.Pipelines[m.Selected]
+		if len(p.Runs) == 0 {
+			m.Notice = fmt.Sprintf("%s has no runs yet: press r to start one", p.Name)
+			return m
+		}
+		return m.navigate(runPath(p.Runs[0].ID))
+	case PageRun:
+		ts := tasks(m.Run)
+		if len(ts) == 0 {
+			return m
+		}
+		return m.navigate(taskPath(m.Run.ID, ts[m.Selected].Name))
+	}
+	return m
+}
+
+func (m Model) back() Model {
+	switch m.Page {
+	case PageTask:
+		return m.navigate(runPath(m.Run.ID))
+	case PageRun, PageWorkers:
+		return m.navigate("/")
+	}
+	return m
+}
+
+// run starts a run of the selected pipeline, or of the run's shown.
+func (m Model) run() Model {
+	switch {
+	case m.Page == PagePipelines && len(m.Pipelines) > 0:
+		return m.action(Action{Name: "run", Pipeline: m.Pipelines[m.Selected].Name})
+	case (m.Page == PageRun || m.Page == PageTask) && m.Run != nil:
+		return m.action(Action{Name: "run", Pipeline: m.Run.Pipeline})
+	}
+	return m
+}
+
+// cancel stops the run shown, or the selected pipeline's latest run.
+func (m Model) cancel() Model {
+	var r *bettertest.Run
+	switch {
+	case m.Page == PagePipelines && len(m.Pipelines) > 0 && len(m.Pipelines[m.Selected].Runs) > 0:
+		r = &m.Pipelines[m.Selected].Runs[0]
+	case m.Page == PageRun || m.Page == PageTask:
+		r = m.Run
+	}
+	if r == nil {
+		return m
+	}
+	if !active(r.Status) {
+		m.Notice = fmt.Sprintf("run #%d has already ended (%s): there is nothing to cancel", r.ID, r.Status)
+		return m
+	}
+	return m.action(Action{Name: "cancel", RunID: r.ID})
+}
+
+func active(status string) bool {
+	return status == bettertest.StatusQueued || status == bettertest.StatusRunning
+}
+
+func (m Model) action(a Action) Model {
+	switch a.Name {
+	case "run":
+		m.Notice = "starting a run of " + a.Pipeline
+		m.Effects = []Effect{{Kind: Trigger, Pipeline: a.Pipeline}}
+	case "cancel":
+		m.Notice = fmt.Sprintf("cancelling run #%d", a.RunID)
+		m.Effects = []Effect{{Kind: Cancel, RunID: a.RunID}}
+	case "more":
+		if m.Page == PageTask && m.Log.Start > 0 {
+			m.Log.Start, m.Log.Pinned = max(0, m.Log.Start-MoreLines), true
+		}
+	}
+	return m
+}
+
+func (m Model) runChanged(r bettertest.Run) Model {
+	if i := slices.IndexFunc(m.Pipelines, func(p Pipeline) bool { return p.Name == r.Pipeline }); i >= 0 {
+		m.Pipelines = slices.Clone(m.Pipelines)
+		p := &m.Pipelines[i]
+		runs := slices.Clone(p.Runs)
+		if j := slices.IndexFunc(runs, func(x bettertest.Run) bool { return x.ID == r.ID }); j >= 0 {
+			runs[j] = r
+		} else {
+			runs = append([]bettertest.Run{r}, runs...)
+			sort.Slice(runs, func(a, b int) bool { return runs[a].ID > runs[b].ID })
+			runs = runs[:min(len(runs), StripRuns)]
+		}
+		p.Runs = runs
+	}
+	if m.Run != nil && m.Run.ID == r.ID {
+		stages := m.Run.Stages
+		m.Run = &r
+		m.Run.Stages = stages
+	}
+	return m
+}
+
+// withRun gives m a copy of its run to change, when the event is about it.
+func (m Model) withRun(id int64) (Model, bool) {
+	if m.Run == nil || m.Run.ID != id {
+		return m, false
+	}
+	r := *m.Run
+	r.Stages = slices.Clone(r.Stages)
+	m.Run = &r
+	return m, true
+}
+
+func (m Model) stageChanged(ev bettertest.StageEvent) Model {
+	m, ok := m.withRun(ev.RunID)
+	if !ok {
+		return m
+	}
+	i := m.stage(ev.Name)
+	st := m.Run.Stages[i]
+	ev.Tasks = st.Tasks
+	m.Run.Stages[i] = ev.Stage
+	return m
+}
+
+// stage returns the index of the stage named name in m.Run, adding it if new.
+func (m Model) stage(name string) int {
+	if i := slices.IndexFunc(m.Run.Stages, func(s bettertest.Stage) bool { return s.Name == name }); i >= 0 {
+		return i
+	}
+	m.Run.Stages = append(m.Run.Stages, bettertest.Stage{Name: name, Status: bettertest.StatusRunning})
+	return len(m.Run.Stages) - 1
+}
+
+func (m Model) taskChanged(ev bettertest.TaskEvent) Model {
+	m, ok := m.withRun(ev.RunID)
+	if !ok {
+		return m
+	}
+	i := m.stage(ev.Stage)
+	st := &m.Run.Stages[i]
+	st.Tasks = slices.Clone(st.Tasks)
+	if j := slices.IndexFunc(st.Tasks, func(t bettertest.Task) bool { return t.Name == ev.Name }); j >= 0 {
+		st.Tasks[j] = ev.Task
+	} else {
+		st.Tasks = append(st.Tasks, ev.Task)
+	}
+	return m
+}
+
+func (m Model) workerChanged(w bettertest.WorkerInfo) Model {
+	m.Workers = slices.Clone(m.Workers)
+	if i := slices.IndexFunc(m.Workers, func(x bettertest.WorkerInfo) bool { return x.Name == w.Name }); i >= 0 {
+		m.Workers[i] = w
+	} else {
+		m.Workers = append(m.Workers, w)
+		sort.Slice(m.Workers, func(a, b int) bool { return m.Workers[a].Name < m.Workers[b].Name })
+	}
+	return m
+}

@@ -1,0 +1,398 @@
+package ui
+
+import (
+	"fmt"
+	"html"
+	"strings"
+	"time"
+
+	"github.com/bettertest/bettertest"
+)
+
+// Region is an element the browser can replace on its own: its outer HTML
+// is <Tag id="ID"Attrs>Inner</Tag>.
+type Region struct {
+	ID, Tag, Attrs, Inner string
+}
+
+// HTML is the region's outer HTML.
+func (r Region) HTML() string {
+	return "<" + r.Tag + ` id="` + r.ID + `"` + r.Attrs + ">" + r.Inner + "</" + r.Tag + ">"
+}
+
+// Page is a rendered Model: a complete HTML document made of regions, so
+// that a change can be sent as the regions that changed.
+type Page struct {
+	Title  string
+	Nav    Region
+	Notice Region
+	Main   []Region // the children of <main id="main">
+	Help   Region
+}
+
+// HTML is the whole document.
+func (p Page) HTML() string {
+	var b strings.Builder
+	b.WriteString("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")
+	b.WriteString("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n")
+	b.WriteString("<title>" + esc(p.Title) + "</title>\n<link rel=\"icon\" href=\"data:,\">\n")
+	b.WriteString("<link rel=\"stylesheet\" href=\"/ui/app.css\">\n<script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n")
+	b.WriteString(p.Nav.HTML() + "\n" + p.Notice.HTML() + "\n" + p.MainHTML() + "\n" + p.Help.HTML() + "\n</body>\n</html>\n")
+	return b.String()
+}
+
+// MainHTML is the <main> element with every region of the page in it.
+func (p Page) MainHTML() string {
+	var b strings.Builder
+	b.WriteString(`<main id="main">`)
+	for _, r := range p.Main {
+		b.WriteString("\n" + r.HTML())
+	}
+	b.WriteString("\n</main>")
+	return b.String()
+}
+
+func esc(s string) string { return html.EscapeString(s) }
+
+// View renders a Model. It is pure: the same Model gives the same bytes.
+func View(m Model) Page {
+	p := Page{Nav: nav(m), Notice: Region{ID: "notice", Tag: "div", Attrs: ` role="status"`, Inner: esc(m.Notice)}, Help: help(m.Help)}
+	switch m.Page {
+	case PagePipelines:
+		p.Title = "Pipelines · bettertest"
+		p.Main = pipelinesPage(m)
+	case PageRun:
+		p.Title = runTitle(m.Run) + " · bettertest"
+		p.Main = runPage(m)
+	case PageTask:
+		p.Title = m.Task + " · " + runTitle(m.Run) + " · bettertest"
+		p.Main = taskPage(m)
+	case PageWorkers:
+		p.Title = "Workers · bettertest"
+		p.Main = workersPage(m)
+	}
+	return p
+}
+
+func runTitle(r *bettertest.Run) string {
+	if r == nil {
+		return "run"
+	}
+	return fmt.Sprintf("%s #%d %s", r.Pipeline, r.ID, r.Status)
+}
+
+func nav(m Model) Region {
+	up := 0
+	for _, w := range m.Workers {
+		if w.Up {
+			up++
+		}
+	}
+	workers := "st-passed"
+	if up < len(m.Workers) {
+		workers = "st-failed"
+	}
+	link := func(href, label string, current bool, extra string) string {
+		cur := ""
+		if current {
+			cur = ` aria-current="page"`
+		}
+		return `<a href="` + href + `"` + cur + ">" + label + extra + "</a>"
+	}
+	return Region{ID: "nav", Tag: "header", Inner: `<span class="brand">bettertest</span> ` +
+		link("/", "Pipelines", m.Page != PageWorkers, "") + " " +
+		link("/workers", "Workers", m.Page == PageWorkers, fmt.Sprintf(` <span class="st %s">%d/%d up</span>`, workers, up, len(m.Workers))) +
+		` <span class="hint">press <kbd>?</kbd> for shortcuts</span>`}
+}
+
+// status is a status in words, with a symbol and a colour: never colour alone.
+func status(s string) string {
+	return `<span class="st st-` + esc(s) + `">` + symbol(s) + " " + esc(s) + "</span>"
+}
+
+func symbol(s string) string {
+	switch s {
+	case bettertest.StatusPassed:
+		return "✓"
+	case bettertest.StatusFailed:
+		return "✗"
+	case bettertest.StatusRunning:
+		return "●"
+	case bettertest.StatusQueued:
+		return "○"
+	case bettertest.StatusSkipped:
+		return "–"
+	case bettertest.StatusCancelled:
+		return "⊘"
+	}
+	return "!"
+}
+
+// duration says how long something took, or "" while it goes on.
+func duration(startedMS, finishedMS int64) string {
+	if startedMS == 0 || finishedMS == 0 {
+		return ""
+	}
+	d := time.Duration(finishedMS-startedMS) * time.Millisecond
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}
+
+func when(ms int64) string {
+	if ms == 0 {
+		return ""
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05") + " UTC"
+}
+
+func selected(m Model, i int) string {
+	if m.Selected == i {
+		return ` aria-selected="true"`
+	}
+	return ` aria-selected="false"`
+}
+
+func pipelinesPage(m Model) []Region {
+	out := []Region{{ID: "head", Tag: "div", Inner: "<h1>Pipelines</h1>"}}
+	if len(m.Pipelines) == 0 {
+		return append(out, Region{ID: "empty", Tag: "p", Inner: "No pipelines: start the boss with --pipedef PATH."})
+	}
+	for i, p := range m.Pipelines {
+		var b strings.Builder
+		if len(p.Runs) == 0 {
+			b.WriteString(`<span class="st st-none">○ no runs</span> <span class="name">` + esc(p.Name) + "</span>")
+		} else {
+			last := p.Runs[0]
+			b.WriteString(status(last.Status) + ` <a class="name" href="` + runPath(last.ID) + `">` + esc(p.Name) + "</a>")
+		}
+		b.WriteString(` <span class="strip">`)
+		for _, r := range p.Runs {
+			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="#%d %s">%s</a>`, esc(r.Status), runPath(r.ID), r.ID, esc(r.Status), symbol(r.Status))
+		}
+		b.WriteString(`</span> <button data-action="run" data-pipeline="` + esc(p.Name) + `">Run</button>`)
+		out = append(out, Region{ID: fmt.Sprintf("p-%d", i), Tag: "div", Attrs: ` class="row"` + selected(m, i), Inner: b.String()})
+	}
+	return out
+}
+
+func runPage(m Model) []Region {
+	r := m.Run
+	if r == nil {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<h1><a href="/">Pipelines</a> / %s #%d %s</h1><p class="meta">`, esc(r.Pipeline), r.ID, status(r.Status))
+	var meta []string
+	if r.Worker != "" {
+		meta = append(meta, "worker "+esc(r.Worker))
+	}
+	if r.StartedMS != 0 {
+		meta = append(meta, "started "+when(r.StartedMS))
+	}
+	if d := duration(r.StartedMS, r.FinishedMS); d != "" {
+		meta = append(meta, "took "+d)
+	}
+	meta = append(meta, "triggered by "+esc(r.Trigger))
+	b.WriteString(strings.Join(meta, " · ") + "</p>")
+	if r.Error != "" {
+		b.WriteString(`<p class="error">` + esc(r.Error) + "</p>")
+	}
+	if active(r.Status) {
+		fmt.Fprintf(&b, `<button data-action="cancel" data-run="%d">Cancel</button> `, r.ID)
+	}
+	b.WriteString(`<button data-action="run" data-pipeline="` + esc(r.Pipeline) + `">Run again</button>`)
+	out := []Region{{ID: "head", Tag: "div", Inner: b.String()}}
+	row := 0
+	for i, st := range r.Stages {
+		var s strings.Builder
+		s.WriteString("<h2>" + status(st.Status) + " " + esc(st.Name) + "</h2>\n<div class=\"tasks\">")
+		for _, t := range st.Tasks {
+			s.WriteString(taskCard(m, r, t, row))
+			row++
+		}
+		s.WriteString("</div>")
+		out = append(out, Region{ID: fmt.Sprintf("stage-%d", i), Tag: "section", Attrs: ` class="stage"`, Inner: s.String()})
+	}
+	return out
+}
+
+func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `<a class="task" href="%s"%s>%s <span class="name">%s</span>`, taskPath(r.ID, t.Name), selected(m, row), status(t.Status), esc(t.Name))
+	if d := duration(t.StartedMS, t.FinishedMS); d != "" {
+		b.WriteString(` <span class="dur">` + d + "</span>")
+	}
+	if t.Cached {
+		b.WriteString(` <span class="cached" title="answered from the worker's build cache">cached</span>`)
+	}
+	if r.Worker != "" {
+		b.WriteString(` <span class="worker">on ` + esc(r.Worker) + "</span>")
+	}
+	b.WriteString("</a>")
+	return b.String()
+}
+
+func taskPage(m Model) []Region {
+	r := m.Run
+	if r == nil {
+		return nil
+	}
+	var t bettertest.Task
+	for _, x := range tasks(r) {
+		if x.Name == m.Task {
+			t = x
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<h1><a href="/">Pipelines</a> / <a href="%s">%s #%d</a> / %s %s</h1><p class="meta">`,
+		runPath(r.ID), esc(r.Pipeline), r.ID, esc(m.Task), status(t.Status))
+	var meta []string
+	if t.Kind != "" {
+		meta = append(meta, esc(t.Kind))
+	}
+	if r.Worker != "" {
+		meta = append(meta, "on "+esc(r.Worker))
+	}
+	if d := duration(t.StartedMS, t.FinishedMS); d != "" {
+		meta = append(meta, "took "+d)
+	}
+	if t.ExitCode != nil {
+		meta = append(meta, fmt.Sprintf("exit code %d", *t.ExitCode))
+	}
+	if t.Cached {
+		meta = append(meta, "cached")
+	} else if t.Reason != "" {
+		meta = append(meta, "not cached: "+esc(t.Reason))
+	}
+	fmt.Fprintf(&b, `%s · <a href="%s/raw">raw log</a></p>`, strings.Join(meta, " · "), taskPath(r.ID, m.Task))
+	if t.Error != "" {
+		b.WriteString(`<p class="error">` + esc(t.Error) + "</p>")
+	}
+	more := ""
+	if m.Log.Start > 0 {
+		more = fmt.Sprintf(`%d earlier lines are not shown. <button data-action="more">Show %d more</button>`, m.Log.Start, min(MoreLines, m.Log.Start))
+	}
+	return []Region{
+		{ID: "head", Tag: "div", Inner: b.String()},
+		{ID: "log-more", Tag: "p", Inner: more},
+		{ID: "log", Tag: "pre", Attrs: ` tabindex="0"`, Inner: logText(m.Log)},
+	}
+}
+
+// logText is the shown part of a log. Lines after Start only ever grow at
+// the end, so the HTML of a growing log starts with its earlier HTML.
+func logText(l Log) string {
+	var b strings.Builder
+	for _, line := range l.Lines[min(l.Start, len(l.Lines)):] {
+		b.WriteString(esc(line) + "\n")
+	}
+	b.WriteString(esc(l.Partial))
+	return b.String()
+}
+
+func workersPage(m Model) []Region {
+	out := []Region{{ID: "head", Tag: "div", Inner: "<h1>Workers</h1>"}}
+	if len(m.Workers) == 0 {
+		return append(out, Region{ID: "empty", Tag: "p", Inner: "No workers: enroll one with bettertest enroll USER@HOST."})
+	}
+	for i, w := range m.Workers {
+		state := `<span class="st st-passed">✓ up</span>`
+		if !w.Up {
+			state = `<span class="st st-failed">✗ down</span>`
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, `%s <span class="name">%s</span> <span class="url">%s</span> <span class="load">%d of %d running, %d runs of this boss</span>`,
+			state, esc(w.Name), esc(w.URL), w.Running, w.Capacity, w.Assigned)
+		if w.Version != "" {
+			b.WriteString(` <span class="ver">bettertest ` + esc(w.Version) + ", Docker " + esc(w.Docker) + "</span>")
+		}
+		if w.ChangedMS != 0 {
+			b.WriteString(` <span class="when">since ` + when(w.ChangedMS) + "</span>")
+		}
+		if !w.Up && w.Error != "" {
+			b.WriteString(` <span class="error">` + esc(w.Error) + "</span>")
+		}
+		out = append(out, Region{ID: fmt.Sprintf("w-%d", i), Tag: "div", Attrs: ` class="row"` + selected(m, i), Inner: b.String()})
+	}
+	return out
+}
+
+// Shortcuts are the keys, in the order the help shows them.
+var Shortcuts = [][2]string{
+	{"j ↓", "select the next row"},
+	{"k ↑", "select the previous row"},
+	{"Enter", "open the selection: a pipeline's last run, a run's task"},
+	{"Esc ⌫", "go back"},
+	{"r", "run the selected pipeline, or this run's pipeline again"},
+	{"c", "cancel the selected or shown run"},
+	{"m", "show more of a task's earlier output"},
+	{"p", "pipelines"},
+	{"w", "workers"},
+	{"?", "show or hide these shortcuts"},
+}
+
+func help(open bool) Region {
+	if !open {
+		return Region{ID: "help", Tag: "div", Attrs: " hidden"}
+	}
+	var b strings.Builder
+	b.WriteString(`<h2>Shortcuts</h2><dl>`)
+	for _, s := range Shortcuts {
+		b.WriteString("<dt><kbd>" + esc(s[0]) + "</kbd></dt><dd>" + esc(s[1]) + "</dd>")
+	}
+	b.WriteString("</dl>")
+	return Region{ID: "help", Tag: "div", Attrs: ` role="dialog" aria-label="Shortcuts"`, Inner: b.String()}
+}
+
+// Fragment is one change of a rendered page, for the browser to apply.
+type Fragment struct {
+	Op   string `json:"op"` // replace (outer HTML of id), append (to id's content), title
+	ID   string `json:"id,omitempty"`
+	HTML string `json:"html"`
+}
+
+// Diff lists what changed from old to cur, as few and small fragments as it
+// can: a region whose content only grew at its end (a live log) is appended to.
+func Diff(old, cur Page) []Fragment {
+	var out []Fragment
+	if old.Title != cur.Title {
+		out = append(out, Fragment{Op: "title", HTML: cur.Title})
+	}
+	for _, pair := range [][2]Region{{old.Nav, cur.Nav}, {old.Notice, cur.Notice}, {old.Help, cur.Help}} {
+		out = append(out, diffRegion(pair[0], pair[1])...)
+	}
+	if !sameIDs(old.Main, cur.Main) {
+		return append(out, Fragment{Op: "replace", ID: "main", HTML: cur.MainHTML()})
+	}
+	for i := range cur.Main {
+		out = append(out, diffRegion(old.Main[i], cur.Main[i])...)
+	}
+	return out
+}
+
+func diffRegion(old, cur Region) []Fragment {
+	switch {
+	case old == cur:
+		return nil
+	case old.Tag == cur.Tag && old.Attrs == cur.Attrs && strings.HasPrefix(cur.Inner, old.Inner):
+		return []Fragment{{Op: "append", ID: cur.ID, HTML: cur.Inner[len(old.Inner):]}}
+	}
+	return []Fragment{{Op: "replace", ID: cur.ID, HTML: cur.HTML()}}
+}
+
+func sameIDs(a, b []Region) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID {
+			return false
+		}
+	}
+	return true
+}
