@@ -4,7 +4,7 @@
 #      with `bettertest enroll`, over SSH, as a user would enroll a real machine;
 #   2. a boss starts with the example pipelines;
 #   3. a first run of the example pipeline is started and followed to its end;
-#   4. the boss's address is printed. On a terminal the demo then keeps
+#   4. the address of the UI is printed. On a terminal the demo then keeps
 #      everything running until Ctrl-C; otherwise it cleans up and exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,7 +86,7 @@ step "4. bettertest run pipeline: the first run, followed to its end"
 bin/bettertest run --boss "$boss_url" pipeline || die "the run failed with status $?"
 printf '\n%sthe example pipeline passed on the enrolled worker%s\n' "$GREEN" "$RESET"
 
-printf '\nThe boss: %s%s%s   (API: %s/api/pipelines, %s/api/events)\n' "$BOLD" "$boss_url" "$RESET" "$boss_url" "$boss_url"
+printf '\nThe UI: %s%s%s   (press ? there for the keys; the API is under %s/api)\n' "$BOLD" "$boss_url" "$RESET" "$boss_url"
 echo "Start runs with: bin/bettertest run --boss $boss_url pipeline   (or broken, which fails on purpose)"
 if [ -t 0 ] && [ -t 1 ]; then
 	echo "Everything keeps running until you press Ctrl-C."
