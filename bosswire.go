@@ -17,17 +17,23 @@ const (
 
 // Run is one run of a pipeline.
 type Run struct {
-	ID         int64   `json:"id"`
-	Pipeline   string  `json:"pipeline"`
-	Status     string  `json:"status"`
-	Trigger    string  `json:"trigger"` // api, ui, cli, schedule
-	Worker     string  `json:"worker"`  // "" until it starts
-	CreatedMS  int64   `json:"created_ms"`
-	StartedMS  int64   `json:"started_ms"`
-	FinishedMS int64   `json:"finished_ms"`
-	ExitCode   *int    `json:"exit_code"` // the pipedef's, once it exited
-	Error      string  `json:"error"`     // why it failed, when not only a task's exit code says so
-	Stages     []Stage `json:"stages,omitempty"`
+	ID         int64  `json:"id"`
+	Pipeline   string `json:"pipeline"`
+	Status     string `json:"status"`
+	Trigger    string `json:"trigger"` // api, ui, cli, schedule, push, pull_request
+	Worker     string `json:"worker"`  // "" until it starts
+	CreatedMS  int64  `json:"created_ms"`
+	StartedMS  int64  `json:"started_ms"`
+	FinishedMS int64  `json:"finished_ms"`
+	ExitCode   *int   `json:"exit_code"` // the pipedef's, once it exited
+	Error      string `json:"error"`     // why it failed, when not only a task's exit code says so
+	// For a pipeline from a repository: the commit tested, the ref it was
+	// pushed to, its author and a link to it ("" when not known yet).
+	Commit    string  `json:"commit"`
+	Ref       string  `json:"ref"`
+	Author    string  `json:"author"`
+	CommitURL string  `json:"commit_url"`
+	Stages    []Stage `json:"stages,omitempty"`
 }
 
 // Stage is one stage of a run.
@@ -78,7 +84,8 @@ type WorkerInfo struct {
 // Pipeline is one pipedef the boss runs.
 type Pipeline struct {
 	Name    string `json:"name"`
-	Path    string `json:"path"`
+	Path    string `json:"path"` // the pipedef; in Repo when that is set
+	Repo    string `json:"repo"` // the git repository it comes from, if any
 	LastRun *Run   `json:"last_run"`
 }
 

@@ -31,6 +31,7 @@ func (b *Boss) routes() http.Handler {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 	})
 	b.uiRoutes(r)
+	r.Post("/hooks/github", b.handleGitHubHook)
 	r.Route("/api", func(r chi.Router) {
 		r.Get("/pipelines", b.handlePipelines)
 		r.Post("/pipelines/{name}/runs", b.handleTrigger)

@@ -28,8 +28,10 @@ import (
 
 // Config is everything the boss needs; cmd/bettertest fills it from flags.
 type Config struct {
-	Listen   string   // address of the API, e.g. 127.0.0.1:9001
-	Pipedefs []string // one pipeline each, named after the file
+	Listen   string       // address of the API, e.g. 127.0.0.1:9001
+	Pipedefs []string     // one pipeline each, named after the file
+	Repos    []RepoConfig // pipelines whose pipedef lives in a git repository
+	GitHub   GitHubConfig // webhooks and commit statuses
 	Workers  []WorkerConfig
 	DataDir  string        // history.db and the Python library
 	Every    time.Duration // run every pipeline this often; 0: only when asked
@@ -47,13 +49,16 @@ type WorkerConfig struct {
 
 // Boss is a running boss.
 type Boss struct {
-	cfg       Config
-	log       *slog.Logger
-	store     *store
-	events    hub.Hub
-	pipelines []bettertest.Pipeline // sorted by name; LastRun unused
-	libDir    string                // put first on the pipedefs' import path
-	stopping  context.Context       // done once the boss shuts down
+	cfg        Config
+	log        *slog.Logger
+	store      *store
+	events     hub.Hub
+	pipelines  []bettertest.Pipeline // sorted by name; LastRun unused
+	libDir     string                // put first on the pipedefs' import path
+	stopping   context.Context       // done once the boss shuts down
+	repos      map[string]*repo      // by pipeline name, for pipelines from repositories
+	hookSecret []byte                // the webhook secret; nil: no webhooks
+	github     *statusClient         // nil: no commit statuses
 
 	// mu guards everything below. Each change of state is recorded and
 	// published while it is held, so watchers see changes in the order made.
@@ -81,6 +86,9 @@ func Run(ctx context.Context, cfg Config) error {
 	stopping, stop := context.WithCancel(context.Background())
 	defer stop()
 	b.stopping = stopping
+	if b.github != nil && b.github.public == "" {
+		b.github.public = "http://" + ln.Addr().String()
+	}
 	for _, w := range b.workers {
 		go b.watch(stopping, w)
 	}
@@ -115,10 +123,19 @@ func Run(ctx context.Context, cfg Config) error {
 
 func newBoss(cfg Config) (*Boss, error) {
 	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}}
-	if len(cfg.Pipedefs) == 0 {
-		return nil, errors.New("no pipelines: pass --pipedef PATH, a Python pipedef, once per pipeline")
+	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
+		return nil, errors.New("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")
 	}
 	seen := map[string]string{}
+	b.repos = map[string]*repo{}
+	for _, rc := range cfg.Repos {
+		if other, ok := seen[rc.Name]; ok {
+			return nil, fmt.Errorf("--repo %s: pipeline %q is already %s: give it another name", rc.Name, rc.Name, other)
+		}
+		seen[rc.Name] = "--repo " + rc.Name
+		b.repos[rc.Name] = &repo{cfg: rc, bare: filepath.Join(cfg.DataDir, "repos", rc.Name+".git"), work: filepath.Join(cfg.DataDir, "work")}
+		b.pipelines = append(b.pipelines, bettertest.Pipeline{Name: rc.Name, Path: rc.Pipedef, Repo: rc.URL})
+	}
 	for _, p := range cfg.Pipedefs {
 		abs, err := filepath.Abs(p)
 		if err != nil {
@@ -153,6 +170,31 @@ func newBoss(cfg Config) (*Boss, error) {
 		return nil, fmt.Errorf("--data-dir %s: write the Python library: %w", cfg.DataDir, err)
 	}
 	b.libDir = lib
+	for _, sub := range []string{"repos", "work"} {
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		}
+	}
+	for _, rp := range b.repos {
+		if err := rp.prune(); err != nil {
+			return nil, fmt.Errorf("--repo %s: %w", rp.cfg.Name, err)
+		}
+	}
+	if f := cfg.GitHub.WebhookSecretFile; f != "" {
+		secret, err := bettertest.ReadTokenFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--github-webhook-secret-file: %w", err)
+		}
+		b.hookSecret = secret
+	}
+	if f := cfg.GitHub.TokenFile; f != "" {
+		token, err := bettertest.ReadTokenFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--github-token-file: %w", err)
+		}
+		b.github = &statusClient{api: cfg.GitHub.API, token: string(token), public: cfg.GitHub.PublicURL,
+			client: &http.Client{Timeout: 30 * time.Second}}
+	}
 	st, interrupted, err := openStore(cfg.DataDir)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,11 @@ type activeRun struct {
 	// Why the run was stopped, if it was: the status and error it ends with.
 	stopStatus, stopError string
 	killTimer             *time.Timer
+
+	launching bool        // being checked out or started: no process yet
+	commit    *commitInfo // the commit tested, for a pipeline from a repository
+	checkout  string      // its worktree, removed when the run ends
+	statuses  chan status // commit statuses to post, in order; nil without GitHub
 }
 
 func (r *activeRun) task(name string) (*bettertest.Task, int) {
@@ -60,17 +65,30 @@ func now() int64 { return time.Now().UnixMilli() }
 
 // trigger queues a run of a pipeline and starts it at once if a worker is free.
 func (b *Boss) trigger(pipeline, trigger string) (bettertest.Run, error) {
+	return b.triggerCommit(pipeline, trigger, nil)
+}
+
+// triggerCommit queues a run of a commit: ci names it, or, when nil, a
+// pipeline from a repository runs its default branch's head.
+func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (bettertest.Run, error) {
 	if _, ok := b.pipeline(pipeline); !ok {
 		return bettertest.Run{}, errNoPipeline
+	}
+	if rp := b.repos[pipeline]; rp != nil && ci == nil {
+		ci = &commitInfo{FullName: rp.cfg.fullName()}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r := &activeRun{
+		commit: ci,
 		run:    bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
 		output: map[string][]bettertest.Chunk{},
 		stored: map[string]int{},
 		kick:   make(chan struct{}, 1),
 		ended:  make(chan struct{}),
+	}
+	if ci != nil {
+		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = ci.Commit, ci.Ref, ci.Author, ci.URL
 	}
 	id, err := b.store.createRun(r.run)
 	if err != nil {
@@ -149,15 +167,51 @@ func (b *Boss) pickLocked() *worker {
 }
 
 func (b *Boss) startLocked(r *activeRun, w *worker) {
-	p, _ := b.pipeline(r.run.Pipeline)
 	r.worker = w
 	w.info.Assigned++
 	b.publishWorkerLocked(w)
 	r.run.Status, r.run.Worker, r.run.StartedMS = bettertest.StatusRunning, w.cfg.Name, now()
+	r.launching = true
+	b.saveRunLocked(r)
+	b.runsWG.Add(1)
+	go b.launch(r, w)
+}
 
+// launch checks out the run's commit when its pipeline lives in a
+// repository, then starts the pipedef and follows it to its end.
+func (b *Boss) launch(r *activeRun, w *worker) {
+	defer b.runsWG.Done()
+	p, _ := b.pipeline(r.run.Pipeline)
+	script, dir := p.Path, filepath.Dir(p.Path)
 	// -u: the report must come through the pipe line by line, not in blocks.
-	cmd := exec.Command(b.cfg.Python, "-u", p.Path, "--worker", w.cfg.URL, "--token-file", w.cfg.TokenFile, "--report", "jsonl")
-	cmd.Dir = filepath.Dir(p.Path)
+	args := []string{"-u", script, "--worker", w.cfg.URL, "--token-file", w.cfg.TokenFile, "--report", "jsonl"}
+	if rp := b.repos[p.Name]; rp != nil {
+		co, err := rp.prepare(b.stopping, r.run.ID, r.commit.Commit, r.commit.Ref)
+		b.mu.Lock()
+		r.checkout = co.Dir
+		if err != nil {
+			r.launching = false
+			r.run.Error = fmt.Sprintf("could not check out the pipedef's commit: %v", err)
+			b.finishLocked(r, -1)
+			b.mu.Unlock()
+			return
+		}
+		r.commit.Commit, r.commit.Ref = co.Commit, co.Ref
+		if r.commit.Author == "" {
+			r.commit.Author = co.Author
+		}
+		if r.commit.URL == "" && strings.Contains(rp.cfg.URL, "github.com") {
+			r.commit.URL = "https://github.com/" + rp.cfg.fullName() + "/commit/" + co.Commit
+		}
+		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = r.commit.Commit, r.commit.Ref, r.commit.Author, r.commit.URL
+		b.saveRunLocked(r)
+		b.mu.Unlock()
+		script, dir = filepath.Join(co.Dir, filepath.FromSlash(rp.cfg.Pipedef)), co.Dir
+		args = append(args, "--commit", co.Commit, "--ref", co.Ref)
+		args[1] = script
+	}
+	cmd := exec.Command(b.cfg.Python, args...)
+	cmd.Dir = dir
 	// The boss's own copy of the library comes first on the import path.
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+b.libDir)
 	// Its own process group, so cancel signals the whole group; and it dies
@@ -168,24 +222,42 @@ func (b *Boss) startLocked(r *activeRun, w *worker) {
 	if err == nil {
 		stderr, err = cmd.StderrPipe()
 	}
+	b.mu.Lock()
+	r.launching = false
+	if r.stopStatus != "" { // cancelled, or the boss is stopping, while it was checked out
+		b.finishLocked(r, -1)
+		b.mu.Unlock()
+		return
+	}
 	if err == nil {
 		err = cmd.Start()
 	}
 	if err != nil {
-		r.run.Error = fmt.Sprintf("could not start %s %s: %v: check --python", b.cfg.Python, p.Path, err)
+		r.run.Error = fmt.Sprintf("could not start %s %s: %v: check --python", b.cfg.Python, script, err)
 		b.finishLocked(r, -1)
+		b.mu.Unlock()
 		return
 	}
 	r.cmd = cmd
-	b.saveRunLocked(r)
-	b.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", w.cfg.Name, "pid", cmd.Process.Pid)
-	b.runsWG.Add(1)
-	go b.follow(r, stdout, stderr)
+	b.startStatusesLocked(r)
+	b.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", w.cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
+	b.mu.Unlock()
+	b.follow(r, stdout, stderr)
+}
+
+// startStatusesLocked posts the run's pending status to GitHub, when the
+// boss has a token and the run a commit; its end follows in finishLocked.
+func (b *Boss) startStatusesLocked(r *activeRun) {
+	if b.github == nil || r.commit == nil || r.commit.Commit == "" || r.commit.FullName == "" {
+		return
+	}
+	r.statuses = make(chan status, 2)
+	r.statuses <- b.github.statusOf(r.run, r.commit)
+	go b.postAll(b.stopping, r.statuses)
 }
 
 // follow reads a pipedef's report and output until it exits.
 func (b *Boss) follow(r *activeRun, stdout, stderr io.Reader) {
-	defer b.runsWG.Done()
 	persisted := make(chan struct{})
 	go b.persist(r, persisted)
 	done := make(chan struct{})
@@ -455,6 +527,18 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		}
 	}
 	b.saveRunLocked(r)
+	if r.statuses != nil {
+		r.statuses <- b.github.statusOf(r.run, r.commit)
+		close(r.statuses)
+	}
+	if r.checkout != "" {
+		rp, dir := b.repos[r.run.Pipeline], r.checkout
+		go func() {
+			if err := rp.release(dir); err != nil {
+				b.log.Warn("remove a run's worktree", "dir", dir, "err", err)
+			}
+		}()
+	}
 	delete(b.active, r.run.ID)
 	b.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
 	if w := r.worker; w != nil {
@@ -473,6 +557,9 @@ func (b *Boss) stopLocked(r *activeRun, status, message string) {
 		return
 	}
 	r.stopStatus, r.stopError = status, message
+	if r.launching {
+		return // launch sees it and ends the run
+	}
 	if r.cmd == nil { // queued
 		for i, q := range b.queue {
 			if q == r {

@@ -32,9 +32,17 @@ CREATE TABLE IF NOT EXISTS runs (
 	started_ms  INTEGER NOT NULL DEFAULT 0,
 	finished_ms INTEGER NOT NULL DEFAULT 0,
 	exit_code   INTEGER,
-	error       TEXT NOT NULL DEFAULT ''
+	error       TEXT NOT NULL DEFAULT '',
+	commit_sha  TEXT NOT NULL DEFAULT '',
+	ref         TEXT NOT NULL DEFAULT '',
+	author      TEXT NOT NULL DEFAULT '',
+	commit_url  TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+	id          TEXT PRIMARY KEY,
+	received_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stages (
 	run_id      INTEGER NOT NULL REFERENCES runs (id),
 	idx         INTEGER NOT NULL,
@@ -86,6 +94,10 @@ func openStore(dataDir string) (*store, int, error) {
 		db.Close()
 		return nil, 0, fmt.Errorf("open %s: %w", path, err)
 	}
+	if err := addColumns(db, "runs", "commit_sha", "ref", "author", "commit_url"); err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
 	res, err := db.Exec(`UPDATE runs SET status = ?, error = ?, finished_ms = ? WHERE status IN (?, ?)`,
 		bettertest.StatusInterrupted, "the boss stopped while this run was queued or running: run it again",
 		time.Now().UnixMilli(), bettertest.StatusQueued, bettertest.StatusRunning)
@@ -107,10 +119,46 @@ func openStore(dataDir string) (*store, int, error) {
 
 func (s *store) close() error { return s.db.Close() }
 
+// addColumns adds text columns that a history made by an earlier boss lacks.
+func addColumns(db *sql.DB, table string, columns ...string) error {
+	rows, err := db.Query(`SELECT name FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return err
+		}
+		have[name] = true
+	}
+	rows.Close()
+	for _, c := range columns {
+		if !have[c] {
+			if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + c + ` TEXT NOT NULL DEFAULT ''`); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newDelivery records a webhook delivery id and says whether it is new.
+func (s *store) newDelivery(id string) (bool, error) {
+	res, err := s.db.Exec(`INSERT OR IGNORE INTO deliveries (id, received_ms) VALUES (?, ?)`, id, time.Now().UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("record delivery %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 // createRun records a new queued run and returns its id.
 func (s *store) createRun(r bettertest.Run) (int64, error) {
-	res, err := s.db.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms) VALUES (?, ?, ?, ?)`,
-		r.Pipeline, r.Status, r.Trigger, r.CreatedMS)
+	res, err := s.db.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms, commit_sha, ref, author, commit_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.Pipeline, r.Status, r.Trigger, r.CreatedMS, r.Commit, r.Ref, r.Author, r.CommitURL)
 	if err != nil {
 		return 0, fmt.Errorf("record a run of %s: %w", r.Pipeline, err)
 	}
@@ -119,8 +167,9 @@ func (s *store) createRun(r bettertest.Run) (int64, error) {
 
 // saveRun writes a run's own fields (not its stages).
 func (s *store) saveRun(r bettertest.Run) error {
-	_, err := s.db.Exec(`UPDATE runs SET status = ?, worker = ?, started_ms = ?, finished_ms = ?, exit_code = ?, error = ? WHERE id = ?`,
-		r.Status, r.Worker, r.StartedMS, r.FinishedMS, r.ExitCode, r.Error, r.ID)
+	_, err := s.db.Exec(`UPDATE runs SET status = ?, worker = ?, started_ms = ?, finished_ms = ?, exit_code = ?, error = ?,
+		commit_sha = ?, ref = ?, author = ?, commit_url = ? WHERE id = ?`,
+		r.Status, r.Worker, r.StartedMS, r.FinishedMS, r.ExitCode, r.Error, r.Commit, r.Ref, r.Author, r.CommitURL, r.ID)
 	if err != nil {
 		return fmt.Errorf("record run %d: %w", r.ID, err)
 	}
@@ -177,12 +226,13 @@ func (s *store) appendOutput(runID int64, from map[string]int, chunks map[string
 
 var errNoRun = errors.New("no such run")
 
-const runColumns = `id, pipeline, status, trigger, worker, created_ms, started_ms, finished_ms, exit_code, error`
+const runColumns = `id, pipeline, status, trigger, worker, created_ms, started_ms, finished_ms, exit_code, error, commit_sha, ref, author, commit_url`
 
 func scanRun(row interface{ Scan(...any) error }) (bettertest.Run, error) {
 	var r bettertest.Run
 	var code sql.NullInt64
-	err := row.Scan(&r.ID, &r.Pipeline, &r.Status, &r.Trigger, &r.Worker, &r.CreatedMS, &r.StartedMS, &r.FinishedMS, &code, &r.Error)
+	err := row.Scan(&r.ID, &r.Pipeline, &r.Status, &r.Trigger, &r.Worker, &r.CreatedMS, &r.StartedMS, &r.FinishedMS, &code, &r.Error,
+		&r.Commit, &r.Ref, &r.Author, &r.CommitURL)
 	if code.Valid {
 		c := int(code.Int64)
 		r.ExitCode = &c

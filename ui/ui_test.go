@@ -20,7 +20,9 @@ const t0 = int64(1795651200000)
 func code(c int) *int { return &c }
 
 func fixtureRun() *bettertest.Run {
-	return &bettertest.Run{ID: 7, Pipeline: "hello", Status: "failed", Trigger: "ui", Worker: "w1",
+	return &bettertest.Run{ID: 7, Pipeline: "hello", Status: "failed", Trigger: "push", Worker: "w1",
+		Commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", Ref: "refs/heads/main", Author: "Ada <L>",
+		CommitURL: "https://github.com/o/hello/commit/0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
 		CreatedMS: t0, StartedMS: t0 + 100, FinishedMS: t0 + 3350, ExitCode: code(1), Error: "the pipedef exited with status 1: see its output",
 		Stages: []bettertest.Stage{
 			{Name: "build", Status: "passed", StartedMS: t0 + 200, FinishedMS: t0 + 1200, Tasks: []bettertest.Task{
@@ -47,7 +49,7 @@ func fixture(page PageKind) Model {
 	case PagePipelines:
 		m.Path = "/"
 		m.Pipelines = []Pipeline{
-			{Name: "hello", Runs: []bettertest.Run{{ID: 8, Pipeline: "hello", Status: "running"}, {ID: 7, Pipeline: "hello", Status: "failed"}, {ID: 5, Pipeline: "hello", Status: "passed"}}},
+			{Name: "hello", Runs: []bettertest.Run{{ID: 8, Pipeline: "hello", Status: "running"}, {ID: 7, Pipeline: "hello", Status: "failed", Commit: "0d1a26e67d8f"}, {ID: 5, Pipeline: "hello", Status: "passed"}}},
 			{Name: "nightly", Runs: nil},
 		}
 		m.Selected = 1

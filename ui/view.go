@@ -172,7 +172,11 @@ func pipelinesPage(m Model) []Region {
 		}
 		b.WriteString(` <span class="strip">`)
 		for _, r := range p.Runs {
-			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="#%d %s">%s</a>`, esc(r.Status), runPath(r.ID), r.ID, esc(r.Status), symbol(r.Status))
+			title := fmt.Sprintf("#%d %s", r.ID, r.Status)
+			if r.Commit != "" {
+				title += " " + r.Commit[:min(7, len(r.Commit))]
+			}
+			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="%s">%s</a>`, esc(r.Status), runPath(r.ID), esc(title), symbol(r.Status))
 		}
 		b.WriteString(`</span> <button data-action="run" data-pipeline="` + esc(p.Name) + `">Run</button>`)
 		out = append(out, Region{ID: fmt.Sprintf("p-%d", i), Tag: "div", Attrs: ` class="row"` + selected(m, i), Inner: b.String()})
@@ -188,6 +192,9 @@ func runPage(m Model) []Region {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<h1><a href="/">Pipelines</a> / %s #%d %s</h1><p class="meta">`, esc(r.Pipeline), r.ID, status(r.Status))
 	var meta []string
+	if c := commit(r); c != "" {
+		meta = append(meta, c)
+	}
 	if r.Worker != "" {
 		meta = append(meta, "worker "+esc(r.Worker))
 	}
@@ -219,6 +226,25 @@ func runPage(m Model) []Region {
 		out = append(out, Region{ID: fmt.Sprintf("stage-%d", i), Tag: "section", Attrs: ` class="stage"`, Inner: s.String()})
 	}
 	return out
+}
+
+// commit says which commit a run tests, linked to it when it can be.
+func commit(r *bettertest.Run) string {
+	if r.Commit == "" {
+		return ""
+	}
+	short := esc(r.Commit[:min(7, len(r.Commit))])
+	c := "commit <code>" + short + "</code>"
+	if r.CommitURL != "" {
+		c = `commit <a href="` + esc(r.CommitURL) + `"><code>` + short + "</code></a>"
+	}
+	if r.Ref != "" {
+		c += " on " + esc(r.Ref)
+	}
+	if r.Author != "" {
+		c += " by " + esc(r.Author)
+	}
+	return c
 }
 
 func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row int) string {

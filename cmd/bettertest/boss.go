@@ -13,7 +13,7 @@ import (
 	"github.com/bettertest/bettertest/boss"
 )
 
-const bossUsage = `Usage: bettertest boss --pipedef PATH [--pipedef PATH ...] [flags]
+const bossUsage = `Usage: bettertest boss [--pipedef PATH ...] [--repo NAME=GIT_URL,pipedef=PATH ...] [flags]
 
 Run pipelines on healthy workers, keep their history, and serve the API:
   GET  /api/pipelines               the pipelines and their last runs
@@ -24,6 +24,7 @@ Run pipelines on healthy workers, keep their history, and serve the API:
   POST /api/runs/ID/cancel          stop a run
   GET  /api/workers                 the workers and their load
   GET  /api/events                  every change, as Server-Sent Events
+  POST /hooks/github                GitHub's push and pull_request webhooks
 
 Each --pipedef is one pipeline, named after its file. The workers are those
 enrollment saved in --workers-dir, plus any given with --worker NAME=URL and
@@ -38,7 +39,12 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg := boss.Config{}
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9001", "address of the API and the UI")
-	fs.StringArrayVar(&cfg.Pipedefs, "pipedef", nil, "a Python pipedef; repeat for more pipelines (required)")
+	fs.StringArrayVar(&cfg.Pipedefs, "pipedef", nil, "a Python pipedef; repeat for more pipelines")
+	repos := fs.StringArray("repo", nil, "a pipeline from a git repository: NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=GLOB]; repeatable")
+	fs.StringVar(&cfg.GitHub.WebhookSecretFile, "github-webhook-secret-file", "", "the GitHub webhook's secret (mode 0600): enables POST /hooks/github")
+	fs.StringVar(&cfg.GitHub.TokenFile, "github-token-file", "", "a GitHub token (mode 0600) allowed to set commit statuses")
+	fs.StringVar(&cfg.GitHub.API, "github-api", "https://api.github.com", "the GitHub REST API's base URL (GitHub Enterprise: https://HOST/api/v3)")
+	fs.StringVar(&cfg.GitHub.PublicURL, "public-url", "", "where people reach this boss, for the links in commit statuses (default: http://LISTEN)")
 	workersDir := fs.String("workers-dir", filepath.Join(home, ".config", "bettertest", "workers"), "where enrollment saved the workers")
 	workers := fs.StringArray("worker", nil, "another worker, NAME=URL; repeatable")
 	tokens := fs.StringArray("worker-token-file", nil, "the token file of a --worker, NAME=PATH; repeatable")
@@ -52,8 +58,15 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q: the boss takes flags only", fs.Arg(0))}
 	}
-	if len(cfg.Pipedefs) == 0 {
-		return usageError{fmt.Errorf("--pipedef is required: pass a Python pipedef, once per pipeline")}
+	for _, r := range *repos {
+		rc, err := boss.ParseRepo(r)
+		if err != nil {
+			return usageError{err}
+		}
+		cfg.Repos = append(cfg.Repos, rc)
+	}
+	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
+		return usageError{fmt.Errorf("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")}
 	}
 	if cfg.Every < 0 {
 		return usageError{fmt.Errorf("--every %s is negative: pass a duration such as 1h, or 0", cfg.Every)}

@@ -16,6 +16,7 @@ something else to run::
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import os
 import sys
@@ -105,6 +106,10 @@ class Task:
         self._pipeline = pipeline
         self._stage = stage
         self.name: str = name
+        self.commit: str | None = None
+        """The commit being tested, when the boss runs the pipeline from a repository (``--commit``)."""
+        self.ref: str | None = None
+        """The ref that commit was pushed to, e.g. ``refs/heads/main`` (``--ref``); None run by hand."""
         """The task's name, unique in its pipeline."""
         self.kind: str = kind
         """``"build"`` or ``"test"``."""
@@ -725,8 +730,9 @@ atexit.register(_at_exit)
 def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
     """Start a pipeline run on the worker named on the command line.
 
-    Reads ``--worker URL``, ``--token-file PATH`` and ``--report human|jsonl`` (default
-    ``human``) and leaves other arguments alone. The run ends when the script ends: the summary
+    Reads ``--worker URL``, ``--token-file PATH``, ``--report human|jsonl`` (default
+    ``human``) and, when the boss runs it from a repository, ``--commit SHA --ref REF``
+    (``p.commit``, ``p.ref``); it leaves other arguments alone. The run ends when the script ends: the summary
     (human) or ``pipeline_end`` line (jsonl) is written then, and a failed pipeline makes the
     process exit with status 1. With ``--report jsonl``, stdout carries only the report's lines
     (see docs/report-jsonl.md); the script's own ``print`` output goes to stderr.
@@ -744,12 +750,15 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
     """
     global _previous_excepthook
     _check_name("pipeline", name)
-    worker, args = parse_command_line(
-        argv,
-        lambda parser: parser.add_argument(
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
             "--report", choices=("human", "jsonl"), default="human", help="how to report: human (default) or jsonl"
-        ),
-    )
+        )
+        # The boss adds these when the pipeline comes from a repository.
+        parser.add_argument("--commit", metavar="SHA", help="the commit being tested (set by the boss)")
+        parser.add_argument("--ref", metavar="REF", help="the ref it was pushed to, e.g. refs/heads/main (set by the boss)")
+
+    worker, args = parse_command_line(argv, add_arguments)
     reporter: Reporter
     if args.report == "jsonl":
         sys.stdout.flush()
@@ -762,5 +771,6 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
         _previous_excepthook = sys.excepthook
         sys.excepthook = _excepthook
     p = Pipeline(name, worker, reporter)
+    p.commit, p.ref = args.commit, args.ref
     _pipelines.append(p)
     return p

@@ -1,0 +1,312 @@
+package boss
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/bettertest/bettertest"
+)
+
+// GitHubConfig connects the boss to GitHub; every part is optional.
+type GitHubConfig struct {
+	WebhookSecretFile string // enables POST /hooks/github
+	TokenFile         string // enables commit statuses
+	API               string // the REST API's base URL
+	PublicURL         string // where people reach the UI, for the statuses' links
+}
+
+// commitInfo is what a run knows about the commit it tests.
+type commitInfo struct {
+	Commit, Ref, Author, URL string
+	FullName                 string // owner/repo, for the statuses
+}
+
+// pushEvent and pullRequestEvent are the parts of GitHub's webhook payloads
+// the boss reads (docs.github.com: "Webhook events and payloads").
+type pushEvent struct {
+	Ref        string `json:"ref"`
+	After      string `json:"after"`
+	Deleted    bool   `json:"deleted"`
+	HeadCommit *struct {
+		ID     string `json:"id"`
+		URL    string `json:"url"`
+		Author struct {
+			Name string `json:"name"`
+		} `json:"author"`
+	} `json:"head_commit"`
+	Repository ghRepository `json:"repository"`
+}
+
+type pullRequestEvent struct {
+	Action      string `json:"action"`
+	Number      int    `json:"number"`
+	PullRequest struct {
+		Head struct {
+			SHA string `json:"sha"`
+			Ref string `json:"ref"`
+		} `json:"head"`
+		Base struct {
+			Ref string `json:"ref"`
+		} `json:"base"`
+		User struct {
+			Login string `json:"login"`
+		} `json:"user"`
+	} `json:"pull_request"`
+	Repository ghRepository `json:"repository"`
+}
+
+type ghRepository struct {
+	FullName string `json:"full_name"`
+	HTMLURL  string `json:"html_url"`
+	CloneURL string `json:"clone_url"`
+	GitURL   string `json:"git_url"`
+	SSHURL   string `json:"ssh_url"`
+}
+
+// matches says whether a payload's repository is the one rc names.
+func (g ghRepository) matches(rc RepoConfig) bool {
+	norm := func(u string) string { return strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(u, "/"), ".git")) }
+	for _, u := range []string{g.CloneURL, g.GitURL, g.SSHURL, g.HTMLURL} {
+		if u != "" && norm(u) == norm(rc.URL) {
+			return true
+		}
+	}
+	return g.FullName != "" && strings.EqualFold(g.FullName, rc.fullName())
+}
+
+// maxPayload is GitHub's own cap on a webhook payload.
+const maxPayload = 25 << 20
+
+// handleGitHubHook starts the runs a push or a pull request asks for. Every
+// request must carry the secret's HMAC; a delivery seen before starts nothing.
+func (b *Boss) handleGitHubHook(w http.ResponseWriter, r *http.Request) {
+	if b.hookSecret == nil {
+		writeError(w, http.StatusNotFound, "webhooks are off: start the boss with --github-webhook-secret-file FILE")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPayload))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "the payload is larger than GitHub's 25 MB")
+		return
+	}
+	if !validSignature(b.hookSecret, body, r.Header.Get("X-Hub-Signature-256")) {
+		writeError(w, http.StatusUnauthorized, "missing or wrong X-Hub-Signature-256: set the webhook's secret to the content of --github-webhook-secret-file")
+		return
+	}
+	event, delivery := r.Header.Get("X-GitHub-Event"), r.Header.Get("X-GitHub-Delivery")
+	var runs []commitRun
+	switch event {
+	case "ping":
+		writeJSON(w, http.StatusOK, map[string]string{"pong": delivery})
+		return
+	case "push":
+		var p pushEvent
+		if err := json.Unmarshal(body, &p); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("the push payload is not JSON GitHub would send: %v", err))
+			return
+		}
+		runs = b.pushRuns(p)
+	case "pull_request":
+		var p pullRequestEvent
+		if err := json.Unmarshal(body, &p); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("the pull_request payload is not JSON GitHub would send: %v", err))
+			return
+		}
+		runs = b.pullRequestRuns(p)
+	default:
+		w.WriteHeader(http.StatusNoContent) // an event this boss does not act on
+		return
+	}
+	if delivery == "" {
+		writeError(w, http.StatusBadRequest, "missing X-GitHub-Delivery: GitHub sends one with every delivery")
+		return
+	}
+	fresh, err := b.store.newDelivery(delivery)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	started := []int64{}
+	if !fresh {
+		b.log.Info("webhook redelivered: no new run", "delivery", delivery, "event", event)
+		writeJSON(w, http.StatusOK, map[string]any{"runs": started, "redelivery": true})
+		return
+	}
+	for _, cr := range runs {
+		run, err := b.triggerCommit(cr.pipeline, event, &cr.commit)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		started = append(started, run.ID)
+	}
+	b.log.Info("webhook", "delivery", delivery, "event", event, "runs", started)
+	writeJSON(w, http.StatusAccepted, map[string]any{"runs": started})
+}
+
+func validSignature(secret, body []byte, header string) bool {
+	got, ok := strings.CutPrefix(header, "sha256=")
+	sig, err := hex.DecodeString(got)
+	if !ok || err != nil {
+		return false
+	}
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	return hmac.Equal(sig, mac.Sum(nil)) // constant time
+}
+
+type commitRun struct {
+	pipeline string
+	commit   commitInfo
+}
+
+func (b *Boss) pushRuns(p pushEvent) []commitRun {
+	branch, isBranch := strings.CutPrefix(p.Ref, "refs/heads/")
+	if p.Deleted || !isBranch || strings.Trim(p.After, "0") == "" {
+		return nil
+	}
+	ci := commitInfo{Commit: p.After, Ref: p.Ref, FullName: p.Repository.FullName}
+	if p.HeadCommit != nil {
+		ci.Author, ci.URL = p.HeadCommit.Author.Name, p.HeadCommit.URL
+	}
+	return b.repoRuns(p.Repository, branch, ci)
+}
+
+func (b *Boss) pullRequestRuns(p pullRequestEvent) []commitRun {
+	switch p.Action {
+	case "opened", "synchronize", "reopened":
+	default:
+		return nil
+	}
+	pr := p.PullRequest
+	ci := commitInfo{Commit: pr.Head.SHA, Ref: fmt.Sprintf("refs/pull/%d/head", p.Number), Author: pr.User.Login,
+		FullName: p.Repository.FullName}
+	if p.Repository.HTMLURL != "" {
+		ci.URL = p.Repository.HTMLURL + "/commit/" + pr.Head.SHA
+	}
+	// A pull request runs the pipelines of the branch it would merge into.
+	return b.repoRuns(p.Repository, pr.Base.Ref, ci)
+}
+
+func (b *Boss) repoRuns(gr ghRepository, branch string, ci commitInfo) []commitRun {
+	var out []commitRun
+	for _, p := range b.pipelines {
+		rp := b.repos[p.Name]
+		if rp == nil || !gr.matches(rp.cfg) {
+			continue
+		}
+		if ok, _ := path.Match(rp.cfg.Branch, branch); ok {
+			out = append(out, commitRun{pipeline: p.Name, commit: ci})
+		}
+	}
+	return out
+}
+
+// statusClient posts commit statuses to GitHub's REST API.
+type statusClient struct {
+	api, token, public string
+	client             *http.Client
+}
+
+// status is one commit status to post.
+type status struct {
+	FullName    string `json:"-"`
+	Commit      string `json:"-"`
+	State       string `json:"state"` // pending, success, failure, error
+	TargetURL   string `json:"target_url"`
+	Description string `json:"description"`
+	Context     string `json:"context"`
+}
+
+// statusOf is the commit status that says where a run stands.
+func (c *statusClient) statusOf(r bettertest.Run, ci *commitInfo) status {
+	s := status{FullName: ci.FullName, Commit: ci.Commit, Context: "bettertest/" + r.Pipeline,
+		TargetURL: fmt.Sprintf("%s/runs/%d", strings.TrimSuffix(c.public, "/"), r.ID)}
+	d := time.Duration(r.FinishedMS-r.StartedMS) * time.Millisecond
+	switch r.Status {
+	case bettertest.StatusQueued, bettertest.StatusRunning:
+		s.State, s.Description = "pending", "running"
+		if r.Worker != "" {
+			s.Description = "running on " + r.Worker
+		}
+	case bettertest.StatusPassed:
+		s.State, s.Description = "success", fmt.Sprintf("passed in %s", d.Round(100*time.Millisecond))
+	case bettertest.StatusFailed:
+		s.State, s.Description = "failure", "failed: "+r.Error
+	default:
+		s.State, s.Description = "error", r.Status+": "+r.Error
+	}
+	// GitHub keeps at most 140 characters of a description.
+	if len(s.Description) > 140 {
+		s.Description = s.Description[:137] + "..."
+	}
+	return s
+}
+
+// statusBackoff is the first wait before posting a status again; it doubles
+// with each try, up to statusTries tries.
+const (
+	statusBackoff = 500 * time.Millisecond
+	statusTries   = 6
+)
+
+// postAll posts statuses in order, each retried with backoff until it is
+// taken or the boss stops. A status that cannot be posted is logged; it
+// never changes the run.
+func (b *Boss) postAll(ctx context.Context, statuses <-chan status) {
+	for s := range statuses {
+		wait := statusBackoff
+		for try := 1; ; try++ {
+			err := b.github.post(ctx, s)
+			if err == nil {
+				break
+			}
+			if try == statusTries || ctx.Err() != nil {
+				b.log.Error("commit status not posted: giving up", "commit", s.Commit, "state", s.State, "tries", try, "err", err)
+				break
+			}
+			b.log.Warn("commit status not posted: will retry", "commit", s.Commit, "state", s.State, "try", try, "in", wait, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			wait *= 2
+		}
+	}
+}
+
+func (c *statusClient) post(ctx context.Context, s status) error {
+	body, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	u := fmt.Sprintf("%s/repos/%s/statuses/%s", strings.TrimSuffix(c.api, "/"), s.FullName, s.Commit)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/vnd.github+json")
+	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("POST %s: HTTP %d: %s", u, resp.StatusCode, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
