@@ -339,7 +339,8 @@ class StagesTest(PipedefTestCase):
                 self.assertEqual((proc.returncode, proc.stdout), (2, ""))
                 self.assertEqual(
                     proc.stderr,
-                    "usage: pipedef.py [--worker URL] [--token-file PATH] [--report {human,jsonl}]\n" + message + "\n",
+                    "usage: pipedef.py [--worker URL] [--token-file PATH] [--report {human,jsonl}]\n"
+                    "                  [--commit SHA] [--ref REF]\n" + message + "\n",
                 )
 
     def test_human_report(self) -> None:
