@@ -288,6 +288,9 @@ type sshHost struct {
 	sudo   bool
 }
 
+// enrollLock serializes the commands of enrollments of one host.
+const enrollLock = "/run/lock/bettertest-enroll.lock"
+
 func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (provision.Output, error) {
 	sess, err := h.client.NewSession()
 	if err != nil {
@@ -296,7 +299,11 @@ func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (prov
 	defer sess.Close()
 	var stdout, stderr bytes.Buffer
 	sess.Stdout, sess.Stderr, sess.Stdin = &stdout, &stderr, stdin
-	cmd := "sh -c " + shellQuote(script)
+	// Every command holds the host's enrollment lock. A command of an
+	// enrollment that was killed goes on after its SSH session is gone (an
+	// apt-get, say); the next enrollment's commands wait for it to end, on the
+	// lock, rather than fail on apt's own locks or see a half-made state.
+	cmd := "flock " + enrollLock + " sh -c " + shellQuote(script)
 	if h.sudo {
 		cmd = "sudo -n " + cmd
 	}
