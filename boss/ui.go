@@ -391,7 +391,7 @@ func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 		msg = ui.Navigate{Path: in.Nav}
 	case strings.HasPrefix(in.Back, "/"):
 		msg = ui.Navigate{Path: in.Back}
-	case in.Action == "run" || in.Action == "cancel" || in.Action == "more":
+	case in.Action == "run" || in.Action == "cancel" || in.Action == "more" || in.Action == "help":
 		msg = ui.Action{Name: in.Action, Pipeline: in.Pipeline, RunID: in.Run}
 	default:
 		writeError(w, http.StatusBadRequest, "the message names no key, path or action")

@@ -137,7 +137,7 @@ type Loaded struct {
 	NotFound  string // the page does not exist: why
 }
 
-// Action is a click on a button: "run" (Pipeline), "cancel" (RunID) or "more".
+// Action is a click on a button: "run" (Pipeline), "cancel" (RunID), "more" or "help".
 type Action struct {
 	Name     string
 	Pipeline string

@@ -264,6 +264,9 @@ func TestUpdateActions(t *testing.T) {
 	if triggered.Path != "/runs/12" || !reflect.DeepEqual(triggered.Effects, []Effect{{Kind: Load, Path: "/runs/12"}, {Kind: PushURL, Path: "/runs/12"}}) {
 		t.Fatalf("triggered: %+v", triggered)
 	}
+	if h := Update(fixture(PageRun), Action{Name: "help"}); !h.Help || Update(h, Action{Name: "help"}).Help {
+		t.Fatalf("the help button does not toggle the help")
+	}
 	if n := Update(fixture(PageRun), Notice{Text: "no"}); n.Notice != "no" {
 		t.Fatalf("notice: %q", n.Notice)
 	}

@@ -184,6 +184,8 @@ func (m Model) action(a Action) Model {
 	case "cancel":
 		m.Notice = fmt.Sprintf("cancelling run #%d", a.RunID)
 		m.Effects = []Effect{{Kind: Cancel, RunID: a.RunID}}
+	case "help":
+		m.Help = !m.Help
 	case "more":
 		if m.Page == PageTask && m.Log.Start > 0 {
 			m.Log.Start, m.Log.Pinned = max(0, m.Log.Start-MoreLines), true

@@ -102,7 +102,7 @@ func nav(m Model) Region {
 	return Region{ID: "nav", Tag: "header", Inner: `<span class="brand">bettertest</span> ` +
 		link("/", "Pipelines", m.Page != PageWorkers, "") + " " +
 		link("/workers", "Workers", m.Page == PageWorkers, fmt.Sprintf(` <span class="st %s">%d/%d up</span>`, workers, up, len(m.Workers))) +
-		` <span class="hint">press <kbd>?</kbd> for shortcuts</span>`}
+		` <button class="hint" data-action="help" aria-keyshortcuts="?">shortcuts <kbd>?</kbd></button>`}
 }
 
 // status is a status in words, with a symbol and a colour: never colour alone.
