@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bettertest/bettertest"
 	"github.com/bettertest/bettertest/internal/sse"
@@ -87,6 +88,9 @@ func watch(t *testing.T, b *wt.Boss, path string) *watcher {
 // until reads events until ok says the state is reached.
 func (w *watcher) until(t *testing.T, what string, ok func() bool) {
 	t.Helper()
+	// A bound that turns a hang into a failure with the events seen so far.
+	bound := time.AfterFunc(wt.Deadline, w.s.Close)
+	defer bound.Stop()
 	for !ok() {
 		ev, err := w.s.Read()
 		if err != nil {
@@ -451,7 +455,9 @@ func shorten(t *testing.T, l string) string {
 func TestEveryRunsPipelinesOnASchedule(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	worker := wt.Start(t, bin, wt.Options{})
+	// One slot: the scheduled run waits on the gate alone, and the next
+	// ones queue behind it (and the scheduler adds no more while one is queued).
+	worker := wt.Start(t, bin, wt.Options{MaxParallel: 1})
 	g := gate(t, dir, worker)
 	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "gated", gated)}, Workers: []*wt.Worker{worker},
 		Args: []string{"--every", "100ms"}})
