@@ -257,11 +257,18 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	if !send(hub.New("session", id), hub.New("fragments", ui.Diff(ui.Page{}, shown))) {
 		return
 	}
+	keepalive := time.NewTicker(hub.Keepalive)
+	defer keepalive.Stop()
 	for {
 		var pending []ui.Msg
 		select {
 		case <-ctx.Done():
 			return
+		case <-keepalive.C: // an idle tab's stream stays open through proxies
+			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil || rc.Flush() != nil {
+				return
+			}
+			continue
 		case ev, ok := <-sub.C:
 			if !ok {
 				return // too far behind: the browser reconnects and starts afresh
