@@ -115,6 +115,9 @@ func (c *bossClient) follow(ctx context.Context, id int64) (bettertest.Run, erro
 			if json.Unmarshal([]byte(ev.Data), &r) != nil {
 				continue
 			}
+			if r.Commit != "" && last.Commit == "" {
+				fmt.Fprintf(c.out, "commit %.7s on %s by %s\n", r.Commit, r.Ref, r.Author)
+			}
 			if r.Status != last.Status {
 				c.printRun(r)
 			}
