@@ -18,6 +18,9 @@ type RunRequest struct {
 	Inputs map[string]string `json:"inputs,omitempty"`
 	// Outputs are container paths packed into artifacts after the command exits 0.
 	Outputs []string `json:"outputs,omitempty"`
+	// Results are container paths packed into artifacts after the command
+	// ends, whatever its exit code: the test reports a failing run still writes.
+	Results []string `json:"results,omitempty"`
 	// Cache makes the run a build: answered from the build cache when its key is known.
 	Cache bool `json:"cache,omitempty"`
 	// Name says which build this is ("pipeline/task"), so a cache miss can be explained.
@@ -33,6 +36,7 @@ const (
 	EventExit    = "exit"    // ExitEvent: always last once a run started
 
 	EventArtifact = "artifact" // ArtifactEvent: an output was stored
+	EventResult   = "result"   // ArtifactEvent: a results path was stored
 	EventUncached = "uncached" // UncachedEvent: a build is not in the cache, and why
 	EventCached   = "cached"   // CachedEvent: a build answered from the cache
 )

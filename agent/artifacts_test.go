@@ -226,7 +226,7 @@ func runArtifacts(t *testing.T, w *wt.Worker, evs []sse.Event) ([]decoded, map[s
 	got := normalize(t, evs)
 	archives := map[string][]byte{}
 	for i, d := range got {
-		if a, ok := d.Data.(bettertest.ArtifactEvent); ok {
+		if a, ok := d.Data.(bettertest.ArtifactEvent); ok && a.ID != "" {
 			data := get(t, w, a.ID)
 			if "sha256:"+digest(data) != a.ID || int64(len(data)) != a.Size {
 				t.Fatalf("artifact %+v: got %d bytes with sha256 %s", a, len(data), digest(data))
@@ -241,6 +241,7 @@ func runArtifacts(t *testing.T, w *wt.Worker, evs []sse.Event) ([]decoded, map[s
 func artifactEv(path string) decoded {
 	return decoded{"artifact", bettertest.ArtifactEvent{Path: path}}
 }
+func resultEv(path string) decoded { return decoded{"result", bettertest.ArtifactEvent{Path: path}} }
 func uncached(reason string) decoded {
 	return decoded{"uncached", bettertest.UncachedEvent{Reason: reason}}
 }
@@ -419,5 +420,30 @@ func TestOneWorkerPerDataDir(t *testing.T) {
 	want := fmt.Sprintf("bettertest worker: --data-dir %s is in use by another worker (resource temporarily unavailable): give each worker a data dir of its own\n", w.DataDir)
 	if err == nil || string(out) != want {
 		t.Fatalf("second worker on one data dir: %v\n%s\nwant %s", err, out, want)
+	}
+}
+
+// A test's results are collected whatever its exit code, even after a
+// timeout; a results path the command did not make is skipped.
+func TestResultsAreCollectedEvenWhenTheCommandFails(t *testing.T) {
+	t.Parallel()
+	w := wt.Start(t, bin, wt.Options{})
+	req := run(`mkdir /reports && echo '<testsuite/>' > /reports/junit.xml && exit 3`)
+	req.Results = []string{"/reports/junit.xml", "/reports/missing.json"}
+	req.Outputs = []string{"/reports"}
+	got, archives := runArtifacts(t, w, w.Run(t, req).All(t))
+	if want := []decoded{started(), resultEv("/reports/junit.xml"), exit(3)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %+v\nwant %+v", got, want)
+	}
+	if l := listing(t, archives["/reports/junit.xml"]); !reflect.DeepEqual(l, []string{`0 644 0:0 0 artifact  "<testsuite/>\n"`}) {
+		t.Fatalf("results archive: %q", l)
+	}
+	timedOut := run(`mkdir /reports && echo partial > /reports/r.json && sleep 300`)
+	timedOut.Results, timedOut.TimeoutS = []string{"/reports/r.json"}, 1
+	got, _ = runArtifacts(t, w, w.Run(t, timedOut).All(t))
+	want := []decoded{started(), resultEv("/reports/r.json"),
+		errorEv("timed out after 1 s and was killed: raise timeout_s if the command needs longer"), exit(137)}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a timeout:\n got %+v\nwant %+v", got, want)
 	}
 }

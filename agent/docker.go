@@ -137,15 +137,18 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 	} else {
 		out.code = inspect.ExitCode
 	}
-	if cmdCtx.Err() != nil {
+	if cmdCtx.Err() != nil || !stopKill() { // timed out, or cancelled (the kill may have won the race with the end)
 		out.kind, out.detail = cutShort(cmdCtx, req)
+		if out.kind == "timeout" {
+			r.collectResults(ctx, containerID, req, ev, &out) // what a test wrote before it was stopped
+		}
 		return out
 	}
-	if !stopKill() { // the kill won the race with the command's end
-		out.kind, out.detail = cutShort(cmdCtx, req)
+	if out.kind != "exited" {
 		return out
 	}
-	if out.kind != "exited" || out.code != 0 {
+	r.collectResults(ctx, containerID, req, ev, &out)
+	if out.code != 0 {
 		return out
 	}
 	for _, p := range req.Outputs {
@@ -162,6 +165,21 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 		ev.send(bettertest.EventArtifact, art)
 	}
 	return out
+}
+
+// collectResults packs each results path the command made into an artifact.
+// A path it did not make is skipped: a test that crashed writes no report,
+// and its exit code already says it failed.
+func (r *runner) collectResults(ctx context.Context, containerID string, req bettertest.RunRequest, ev *eventStream, out *outcome) {
+	for _, p := range req.Results {
+		art, release, err := r.collect(ctx, containerID, p)
+		if err != nil {
+			r.log.Info("results not collected", "path", p, "err", err)
+			continue
+		}
+		out.release = append(out.release, release)
+		ev.send(bettertest.EventResult, art)
+	}
 }
 
 // container returns a started container for a run: a spare from the pool,

@@ -53,7 +53,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &typ):
 		return fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s, inputs, outputs, cache, name`
+		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name`
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "the JSON object is cut short"
 	}
@@ -106,8 +106,21 @@ func ValidateRunRequest(req bettertest.RunRequest) error {
 		}
 		seen[p] = true
 	}
-	if len(req.Inputs) > MaxPaths || len(req.Outputs) > MaxPaths {
-		return fmt.Errorf(`"inputs" and "outputs" may name at most %d paths each: pack files into fewer directories`, MaxPaths)
+	seenResults := make(map[string]bool, len(req.Results))
+	for _, p := range req.Results {
+		if err := checkContainerPath("results", p); err != nil {
+			return err
+		}
+		if seenResults[p] {
+			return fmt.Errorf(`"results" names %s twice: name each path once`, short(p))
+		}
+		seenResults[p] = true
+	}
+	if len(req.Results) > 0 && req.Cache {
+		return errors.New(`"results" are for tests, which always run: a build ("cache": true) cannot have them`)
+	}
+	if len(req.Inputs) > MaxPaths || len(req.Outputs) > MaxPaths || len(req.Results) > MaxPaths {
+		return fmt.Errorf(`"inputs", "outputs" and "results" may name at most %d paths each: pack files into fewer directories`, MaxPaths)
 	}
 	if len(req.Name) > 256 || strings.ContainsFunc(req.Name, unicode.IsControl) {
 		return fmt.Errorf(`"name" %q must be at most 256 characters, without control characters`, short(req.Name))
