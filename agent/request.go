@@ -96,25 +96,11 @@ func ValidateRunRequest(req bettertest.RunRequest) error {
 			return fmt.Errorf(`"inputs" %s: %q is not an artifact id: use "sha256:" and 64 lowercase hex digits`, short(p), short(id))
 		}
 	}
-	seen := make(map[string]bool, len(req.Outputs))
-	for _, p := range req.Outputs {
-		if err := checkContainerPath("outputs", p); err != nil {
-			return err
-		}
-		if seen[p] {
-			return fmt.Errorf(`"outputs" names %s twice: name each path once`, short(p))
-		}
-		seen[p] = true
+	if err := checkPathList("outputs", req.Outputs); err != nil {
+		return err
 	}
-	seenResults := make(map[string]bool, len(req.Results))
-	for _, p := range req.Results {
-		if err := checkContainerPath("results", p); err != nil {
-			return err
-		}
-		if seenResults[p] {
-			return fmt.Errorf(`"results" names %s twice: name each path once`, short(p))
-		}
-		seenResults[p] = true
+	if err := checkPathList("results", req.Results); err != nil {
+		return err
 	}
 	if len(req.Results) > 0 && req.Cache {
 		return errors.New(`"results" are for tests, which always run: a build ("cache": true) cannot have them`)
@@ -133,6 +119,21 @@ func ValidateRunRequest(req bettertest.RunRequest) error {
 
 // MaxPaths bounds the inputs and the outputs of one run.
 const MaxPaths = 256
+
+// checkPathList checks a list of container paths, each named once.
+func checkPathList(field string, paths []string) error {
+	seen := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		if err := checkContainerPath(field, p); err != nil {
+			return err
+		}
+		if seen[p] {
+			return fmt.Errorf(`"%s" names %s twice: name each path once`, field, short(p))
+		}
+		seen[p] = true
+	}
+	return nil
+}
 
 // checkContainerPath checks a path in the container that an input is mounted
 // at or an output is collected from.
