@@ -23,6 +23,7 @@ from ._artifacts import Artifact, Packed, pack, unpack
 from ._connect import connect
 from ._pipeline import Build, BuildOutput, Input, Local, Pipeline, Stage, Task, local, pipeline
 from ._report import Event, HumanReporter, JsonlReporter, Reporter
+from ._results import TestCase, parse_go_test_json, parse_junit, parse_results
 from ._sse import SSEEvent, parse_sse
 from ._worker import EventHandler, OutputHandler, Result, Upload, Worker, read_token_file
 from .errors import (
@@ -31,6 +32,7 @@ from .errors import (
     BettertestError,
     ConfigError,
     PipelineError,
+    ResultsError,
     RunError,
     WorkerUnreachable,
 )
@@ -55,16 +57,21 @@ __all__ = [
     "PipelineError",
     "Reporter",
     "Result",
+    "ResultsError",
     "RunError",
     "SSEEvent",
     "Stage",
     "Task",
+    "TestCase",
     "Upload",
     "Worker",
     "WorkerUnreachable",
     "connect",
     "local",
     "pack",
+    "parse_go_test_json",
+    "parse_junit",
+    "parse_results",
     "parse_sse",
     "pipeline",
     "read_token_file",

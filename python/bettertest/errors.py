@@ -14,6 +14,7 @@ __all__ = [
     "RunError",
     "ArtifactError",
     "PipelineError",
+    "ResultsError",
 ]
 
 
@@ -57,4 +58,14 @@ class PipelineError(BettertestError):
 
     For example a task called outside its stage's ``with`` block, two tasks with the same name,
     or a build's handle used as an input of a task in the build's own stage.
+    """
+
+
+class ResultsError(BettertestError):
+    """A test results file could not be read.
+
+    Raised for results in neither understood format (JUnit XML, ``go test -json``), for JUnit XML
+    that is not well-formed, has a DTD or a root element other than a test suite, and for
+    ``go test -json`` output with no test events but lines that are not JSON or are build
+    output (the tests most likely never ran because the build failed).
     """

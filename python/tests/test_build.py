@@ -28,6 +28,7 @@ class BuildWheelTest(unittest.TestCase):
                         "bettertest/_connect.py",
                         "bettertest/_pipeline.py",
                         "bettertest/_report.py",
+                        "bettertest/_results.py",
                         "bettertest/_sse.py",
                         "bettertest/_worker.py",
                         "bettertest/errors.py",
