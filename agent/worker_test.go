@@ -31,20 +31,7 @@ import (
 
 var bin string // the bettertest binary under test
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bettertest-bin")
-	if err != nil {
-		panic(err)
-	}
-	bin, err = wt.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { wt.Main(m, &bin) }
 
 func run(command string) bettertest.RunRequest {
 	return bettertest.RunRequest{Image: wt.Image, Command: command}

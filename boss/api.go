@@ -177,6 +177,16 @@ func runID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	return id, true
 }
 
+// writeRunError answers a failed lookup of run id: 404 when there is no
+// such run, 500 when the history could not be read.
+func writeRunError(w http.ResponseWriter, id int64, err error) {
+	if errors.Is(err, errNoRun) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
+		return
+	}
+	writeError(w, http.StatusInternalServerError, err.Error())
+}
+
 // runByID returns a run with its stages: live while active, else stored.
 func (b *Boss) runByID(ctx context.Context, id int64) (bettertest.Run, error) {
 	b.mu.Lock()
@@ -205,12 +215,8 @@ func (b *Boss) handleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	run, err := b.runByID(r.Context(), id)
-	if errors.Is(err, errNoRun) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
-		return
-	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeRunError(w, id, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, run)
@@ -223,9 +229,9 @@ func (b *Boss) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	run, err := b.cancel(id)
 	if errors.Is(err, errNotActive) {
-		stored, serr := b.store.run(r.Context(), id)
-		if errors.Is(serr, errNoRun) {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
+		stored, err := b.store.run(r.Context(), id)
+		if err != nil {
+			writeRunError(w, id, err)
 			return
 		}
 		writeError(w, http.StatusConflict, fmt.Sprintf("run %d has already ended (%s): there is nothing to cancel", id, stored.Status))
@@ -292,12 +298,8 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 	b.mu.Unlock()
 
 	run, err := b.store.run(r.Context(), id)
-	if errors.Is(err, errNoRun) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
-		return
-	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeRunError(w, id, err)
 		return
 	}
 	var found *bettertest.Task
@@ -400,12 +402,8 @@ func (b *Boss) handleEvents(w http.ResponseWriter, r *http.Request) {
 		} else {
 			b.mu.Unlock()
 			run, err := b.store.run(r.Context(), only)
-			if errors.Is(err, errNoRun) {
-				writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", only))
-				return
-			}
 			if err != nil {
-				writeError(w, http.StatusInternalServerError, err.Error())
+				writeRunError(w, only, err)
 				return
 			}
 			b.serveEnded(w, r, []hub.Event{hub.New(bettertest.BossEventRun, summary(run))})

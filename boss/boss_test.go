@@ -20,20 +20,7 @@ import (
 
 var bin string // the bettertest binary under test
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bettertest-bin")
-	if err != nil {
-		panic(err)
-	}
-	bin, err = wt.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { wt.Main(m, &bin) }
 
 // pipedef writes a pipedef script into dir and returns its path.
 func pipedef(t testing.TB, dir, name, code string) string {

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os/exec"
 	"testing"
-
-	"github.com/bettertest/bettertest/internal/sse"
 )
 
 // BossOptions shape a boss.
@@ -105,17 +103,5 @@ func (b *Boss) Events(t testing.TB, path string) *Stream {
 		t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
-		b, _ := io.ReadAll(resp.Body)
-		cancel()
-		t.Fatalf("GET %s: %s %s", path, resp.Status, b)
-	}
-	s := &Stream{Resp: resp, cancel: cancel, r: sse.NewReader(resp.Body)}
-	t.Cleanup(s.Close)
-	return s
+	return openStream(t, req, cancel)
 }

@@ -46,6 +46,23 @@ func Build(dir string) (string, error) {
 	return bin, nil
 }
 
+// Main builds the binary into a temporary directory, sets *bin to its path,
+// runs the tests and exits with their status: a package's TestMain.
+func Main(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "bettertest-bin")
+	if err != nil {
+		panic(err)
+	}
+	*bin, err = Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // Options shape a worker. The zero value is a worker with its own new token.
 type Options struct {
 	TokenFile   string // reuse a token file
@@ -263,7 +280,20 @@ func (w *Worker) Run(t testing.TB, req any) *Stream {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	resp, err := w.Do(ctx, http.MethodPost, "/run", bytes.NewReader(body))
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL+"/run", bytes.NewReader(body))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	r.Header.Set("Authorization", "Bearer "+w.Token)
+	return openStream(t, r, cancel)
+}
+
+// openStream sends req, whose context cancel ends, and returns its event
+// stream. The test fails unless the answer is 200 text/event-stream.
+func openStream(t testing.TB, req *http.Request, cancel context.CancelFunc) *Stream {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -271,7 +301,7 @@ func (w *Worker) Run(t testing.TB, req any) *Stream {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		b, _ := io.ReadAll(resp.Body)
 		cancel()
-		t.Fatalf("POST /run: %s %s", resp.Status, b)
+		t.Fatalf("%s %s: %s %s", req.Method, req.URL.Path, resp.Status, b)
 	}
 	s := &Stream{Resp: resp, cancel: cancel, r: sse.NewReader(resp.Body)}
 	t.Cleanup(s.Close)
