@@ -58,6 +58,60 @@ type Task struct {
 	StartedMS  int64           `json:"started_ms"`
 	FinishedMS int64           `json:"finished_ms"`
 	Artifacts  []ArtifactEvent `json:"artifacts"`
+	// A test's attempts: 1, more when it was retried, 0 while it runs.
+	Attempts int `json:"attempts"`
+	// Flaky: an attempt failed and a later one passed, on the same commit.
+	Flaky bool `json:"flaky"`
+	// Quarantined: it failed, but only in quarantined tests, so the run did not fail.
+	Quarantined bool `json:"quarantined"`
+}
+
+// Test outcomes of one test case in one run, as TestResult.Status holds
+// them and FlakyTest.History lists them.
+const (
+	OutcomeFlaky = "flaky" // failed, then passed when retried
+)
+
+// TestResult is one attempt of one test case in a run. A test task whose
+// pipedef declares results has a TestResult per test case the results file
+// lists; a test task without results is one test case itself.
+type TestResult struct {
+	Task       string `json:"task"`
+	Case       string `json:"case"`    // "" for the task itself
+	Test       string `json:"test"`    // the test's id: TASK, or TASK/CASE
+	Attempt    int    `json:"attempt"` // from 1
+	Status     string `json:"status"`  // passed, failed, skipped
+	DurationMS int64  `json:"duration_ms"`
+	Output     string `json:"output"` // a failure's message and output
+}
+
+// TestRun is what one test did in one run.
+type TestRun struct {
+	RunID   int64  `json:"run_id"`
+	Commit  string `json:"commit"`
+	Outcome string `json:"outcome"` // passed, failed or flaky
+}
+
+// FlakyTest is a test the boss lists as flaky, or one that is quarantined,
+// with the evidence.
+type FlakyTest struct {
+	Pipeline string `json:"pipeline"`
+	Test     string `json:"test"` // TASK or TASK/CASE
+	Flaky    bool   `json:"flaky"`
+	// Why it is listed: the rules it met, in words.
+	Reasons []string `json:"reasons"`
+	// FlipRate is the share of consecutive runs in History whose outcomes differ.
+	FlipRate float64 `json:"flip_rate"`
+	// Evidence is the runs that show the flakiness, newest first.
+	Evidence []TestRun `json:"evidence"`
+	// History is the runs the rules looked at, newest first.
+	History []TestRun `json:"history"`
+	// Quarantined: its failures do not fail runs. QuarantinedBy says who
+	// quarantined it: "flag" (the boss's --quarantine) or "ui".
+	Quarantined   bool   `json:"quarantined"`
+	QuarantinedBy string `json:"quarantined_by"`
+	// CleanRuns is how many runs in a row it has now passed cleanly.
+	CleanRuns int `json:"clean_runs"`
 }
 
 // Chunk is a piece of a task's output.
@@ -97,7 +151,28 @@ const (
 	BossEventTask   = "task"   // TaskEvent
 	BossEventOutput = "output" // OutputChunkEvent
 	BossEventWorker = "worker" // WorkerInfo
+	BossEventTest   = "test"   // TestResultEvent
+	BossEventFlaky  = "flaky"  // FlakyEvent: the flaky list of a pipeline changed
 )
+
+// TestResultEvent is a test case's result, reported by a running pipedef.
+type TestResultEvent struct {
+	RunID int64 `json:"run_id"`
+	TestResult
+}
+
+// FlakyEvent says a pipeline's flaky tests or quarantine changed; GET
+// /api/flaky has the new list.
+type FlakyEvent struct {
+	Pipeline string `json:"pipeline"`
+}
+
+// QuarantineRequest is the body of POST /api/quarantine.
+type QuarantineRequest struct {
+	Pipeline    string `json:"pipeline"`
+	Test        string `json:"test"`        // TASK or TASK/CASE
+	Quarantined bool   `json:"quarantined"` // false releases it
+}
 
 // StageEvent is a stage that changed, without its tasks.
 type StageEvent struct {

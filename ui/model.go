@@ -18,6 +18,7 @@ const (
 	PageRun
 	PageTask
 	PageWorkers
+	PageFlaky
 )
 
 // StripRuns is how many recent runs the pipelines page shows per pipeline.
@@ -40,6 +41,8 @@ type Model struct {
 	Task      string                  // the task page: the task's name
 	Log       Log                     // the task page
 	Workers   []bettertest.WorkerInfo // always: the header counts them
+	Tests     []bettertest.TestResult // the task page: its test cases, every attempt
+	Flaky     []bettertest.FlakyTest  // the flaky page: every pipeline's; run and task pages: the run's pipeline's
 
 	Selected int    // the selected row of the page's list
 	Help     bool   // the shortcut overlay is open
@@ -98,8 +101,10 @@ func NewLog(chunks []bettertest.Chunk) Log {
 type Effect struct {
 	Kind     EffectKind
 	Path     string // Load, PushURL
-	Pipeline string // Trigger
+	Pipeline string // Trigger, Quarantine
 	RunID    int64  // Cancel
+	Test     string // Quarantine
+	On       bool   // Quarantine: true quarantines, false releases
 }
 
 // EffectKind names an effect.
@@ -114,6 +119,9 @@ const (
 	Trigger
 	// Cancel run RunID, answered by a Notice Msg when it cannot be done.
 	Cancel
+	// Quarantine (On) or release test Test of Pipeline, answered by a
+	// FlakyChanged Msg, or a Notice Msg when it cannot be done.
+	Quarantine
 )
 
 // Msg is everything that can happen to a Model.
@@ -134,14 +142,19 @@ type Loaded struct {
 	Run       *bettertest.Run
 	Task      string
 	Log       Log
+	Tests     []bettertest.TestResult
+	Flaky     []bettertest.FlakyTest
 	NotFound  string // the page does not exist: why
 }
 
-// Action is a click on a button: "run" (Pipeline), "cancel" (RunID), "more" or "help".
+// Action is a click on a button: "run" (Pipeline), "cancel" (RunID), "more",
+// "help", or "quarantine" (Pipeline, Test, On).
 type Action struct {
 	Name     string
 	Pipeline string
 	RunID    int64
+	Test     string
+	On       bool
 }
 
 // Triggered says a run was started for a Trigger effect.
@@ -165,6 +178,12 @@ type Output struct{ Event bettertest.OutputChunkEvent }
 // WorkerChanged is a boss worker event.
 type WorkerChanged struct{ Worker bettertest.WorkerInfo }
 
+// TestChanged is a boss test event: a test case's result in a running run.
+type TestChanged struct{ Event bettertest.TestResultEvent }
+
+// FlakyChanged is a boss flaky event: a pipeline's flaky list or quarantine changed.
+type FlakyChanged struct{ Pipeline string }
+
 func (Key) isMsg()           {}
 func (Navigate) isMsg()      {}
 func (Loaded) isMsg()        {}
@@ -176,6 +195,8 @@ func (StageChanged) isMsg()  {}
 func (TaskChanged) isMsg()   {}
 func (Output) isMsg()        {}
 func (WorkerChanged) isMsg() {}
+func (TestChanged) isMsg()   {}
+func (FlakyChanged) isMsg()  {}
 
 // tasks lists a run's tasks in page order: stage by stage.
 func tasks(r *bettertest.Run) []bettertest.Task {
