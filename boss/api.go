@@ -25,7 +25,7 @@ func (b *Boss) routes() http.Handler {
 			b.handlePage(w, r) // the UI's own page saying there is no such page
 			return
 		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the API is under /api (pipelines, runs, workers, events)", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the API is under /api (pipelines, runs, flaky, quarantine, workers, events)", r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
@@ -40,6 +40,9 @@ func (b *Boss) routes() http.Handler {
 		r.Post("/runs/{id}/cancel", b.handleCancel)
 		r.Get("/runs/{id}/tasks/{task}/log", b.handleLog)
 		r.Get("/runs/{id}/log", b.handleLog) // the pipedef's own output: stray prints, stderr
+		r.Get("/runs/{id}/tests", b.handleTests)
+		r.Get("/flaky", b.handleFlaky)
+		r.Post("/quarantine", b.handleQuarantine)
 		r.Get("/workers", b.handleWorkers)
 		r.Get("/events", b.handleEvents)
 	})

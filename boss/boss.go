@@ -37,6 +37,11 @@ type Config struct {
 	Every    time.Duration // run every pipeline this often; 0: only when asked
 	Python   string        // the interpreter pipedefs run with
 	Grace    time.Duration // between SIGTERM and SIGKILL when a run is cancelled
+	// Flaky says when a test is flaky; the zero value means DefaultFlakyRules.
+	Flaky FlakyRules
+	// Quarantine lists tests, as pipeline and test id, whose failures do not
+	// fail runs; more can be quarantined from the UI and the API.
+	Quarantine [][2]string
 	Logger   *slog.Logger
 	// Ready, if not nil, is called with the listening address once the API serves.
 	Ready func(addr string)
@@ -69,6 +74,9 @@ type Boss struct {
 	runsWG  sync.WaitGroup // pipedef processes
 
 	uiSessions uiSessions // the browser tabs showing the UI
+
+	rules   FlakyRules
+	judging sync.Mutex // one run's tests are judged at a time
 }
 
 // Run starts the boss and serves until ctx is done. Runs still going then
@@ -152,6 +160,18 @@ func newBoss(cfg Config) (*Boss, error) {
 		b.pipelines = append(b.pipelines, bettertest.Pipeline{Name: name, Path: abs})
 	}
 	sort.Slice(b.pipelines, func(i, j int) bool { return b.pipelines[i].Name < b.pipelines[j].Name })
+	b.rules = cfg.Flaky
+	if b.rules == (FlakyRules{}) {
+		b.rules = DefaultFlakyRules
+	}
+	if err := b.rules.Check(); err != nil {
+		return nil, err
+	}
+	for _, pt := range cfg.Quarantine {
+		if _, ok := b.pipeline(pt[0]); !ok {
+			return nil, fmt.Errorf("--quarantine %s/%s: there is no pipeline %q: give PIPELINE/TEST with one of this boss's pipelines", pt[0], pt[1], pt[0])
+		}
+	}
 	if len(cfg.Workers) == 0 {
 		return nil, errors.New("no workers: enroll one (bettertest enroll user@host), or pass --worker NAME=URL --worker-token-file NAME=PATH")
 	}
@@ -203,6 +223,10 @@ func newBoss(cfg Config) (*Boss, error) {
 		b.log.Info("marked runs the last boss left unfinished as interrupted", "count", interrupted)
 	}
 	b.store = st
+	if err := b.rejudgeAll(context.Background()); err != nil {
+		st.close()
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
 	return b, nil
 }
 

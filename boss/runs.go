@@ -2,6 +2,7 @@ package boss
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +38,20 @@ type activeRun struct {
 	commit    *commitInfo // the commit tested, for a pipeline from a repository
 	checkout  string      // its worktree, removed when the run ends
 	statuses  chan status // commit statuses to post, in order; nil without GitHub
+
+	cases  int                   // test results recorded, numbering the next
+	tally  map[attemptKey]*tally // test cases reported by each attempt
+	tested []string              // the ids of the tests with results, in the order they came
+	seen   map[string]bool       // the ids in tested
 }
+
+type attemptKey struct {
+	task    string
+	attempt int
+}
+
+// tally counts the test cases an attempt of a test task reported.
+type tally struct{ cases, failed int }
 
 func (r *activeRun) task(name string) (*bettertest.Task, int) {
 	idx := 0
@@ -84,6 +98,8 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 		run:    bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
 		output: map[string][]bettertest.Chunk{},
 		stored: map[string]int{},
+		tally:  map[attemptKey]*tally{},
+		seen:   map[string]bool{},
 		kick:   make(chan struct{}, 1),
 		ended:  make(chan struct{}),
 	}
@@ -185,6 +201,16 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 	script, dir := p.Path, filepath.Dir(p.Path)
 	// -u: the report must come through the pipe line by line, not in blocks.
 	args := []string{"-u", script, "--worker", w.cfg.URL, "--token-file", w.cfg.TokenFile, "--report", "jsonl"}
+	quarantine, err := b.quarantineArgs(b.stopping, p.Name)
+	if err != nil {
+		b.mu.Lock()
+		r.launching = false
+		r.run.Error = fmt.Sprintf("could not read the quarantined tests: %v", err)
+		b.finishLocked(r, -1)
+		b.mu.Unlock()
+		return
+	}
+	args = append(args, quarantine...)
 	if rp := b.repos[p.Name]; rp != nil {
 		co, err := rp.prepare(b.stopping, r.run.ID, r.commit.Commit, r.commit.Ref)
 		b.mu.Lock()
@@ -416,6 +442,73 @@ type report struct {
 	ExitCode *int            `json:"exit_code"`
 	Cached   json.RawMessage `json:"cached"` // a flag in task_end, a count in pipeline_end
 	Error    *string         `json:"error"`
+	// Tests: test_case, task_attempt, and task_end's new fields.
+	Attempt     int    `json:"attempt"`
+	Name        string `json:"name"`
+	DurationMS  int64  `json:"duration_ms"`
+	Output      string `json:"output"`
+	Attempts    int    `json:"attempts"`
+	Flaky       bool   `json:"flaky"`
+	Quarantined bool   `json:"quarantined"`
+}
+
+// maxCaseOutput is how much of a test case's output the history keeps: its end.
+const maxCaseOutput = 64 << 10
+
+// testLocked records a test case's result from a test_case event, or, from
+// a task_attempt event, the attempt itself as the task's own test case when
+// it reported none, or failed without a failed test case to show for it.
+func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
+	if task.Kind != "test" || ev.Attempt < 1 {
+		return
+	}
+	switch ev.Status {
+	case bettertest.StatusPassed, bettertest.StatusFailed, bettertest.StatusSkipped:
+	default:
+		return
+	}
+	key := attemptKey{task.Name, ev.Attempt}
+	t := r.tally[key]
+	if t == nil {
+		t = &tally{}
+		r.tally[key] = t
+	}
+	res := bettertest.TestResult{Task: task.Name, Attempt: ev.Attempt, Status: ev.Status, DurationMS: ev.DurationMS, Output: ev.Output}
+	if ev.Event == "test_case" {
+		if ev.Name == "" {
+			return
+		}
+		t.cases++
+		if ev.Status == bettertest.StatusFailed {
+			t.failed++
+		}
+		res.Case = ev.Name
+	} else {
+		task.Attempts = ev.Attempt
+		if t.cases > 0 && (ev.Status != bettertest.StatusFailed || t.failed > 0) {
+			return // its test cases say it all
+		}
+		res.Output = ""
+		if ev.Error != nil {
+			res.Output = *ev.Error
+		} else if ev.ExitCode != nil && *ev.ExitCode != 0 {
+			res.Output = fmt.Sprintf("exit code %d", *ev.ExitCode)
+		}
+	}
+	res.Test = TestID(res.Task, res.Case)
+	if len(res.Output) > maxCaseOutput {
+		res.Output = strings.ToValidUTF8(res.Output[len(res.Output)-maxCaseOutput:], "")
+	}
+	seq := r.cases
+	r.cases++
+	if err := b.store.addCase(r.run.ID, seq, r.run.Pipeline, r.run.Commit, res); err != nil {
+		b.log.Error("history", "err", err)
+	}
+	if !r.seen[res.Test] {
+		r.seen[res.Test] = true
+		r.tested = append(r.tested, res.Test)
+	}
+	b.events.Publish(withRun(hub.New(bettertest.BossEventTest, bettertest.TestResultEvent{RunID: r.run.ID, TestResult: res}), r.run.ID, task.Name))
 }
 
 // applyLocked applies one event of the report to the run.
@@ -444,12 +537,17 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 		st.Tasks = append(st.Tasks, bettertest.Task{Stage: ev.Stage, Name: ev.Task, Kind: ev.Kind, Status: bettertest.StatusRunning,
 			StartedMS: t, Artifacts: []bettertest.ArtifactEvent{}})
 		b.saveTaskLocked(r, ev.Task)
-	case "task_uncached", "task_cached", "task_artifact", "task_end":
+	case "task_uncached", "task_cached", "task_artifact", "task_end", "test_case", "task_attempt":
 		task, _ := r.task(ev.Task)
 		if task == nil {
 			return
 		}
 		switch ev.Event {
+		case "test_case":
+			b.testLocked(r, task, ev)
+			return
+		case "task_attempt":
+			b.testLocked(r, task, ev)
 		case "task_uncached":
 			task.Reason = ev.Reason
 		case "task_cached":
@@ -458,6 +556,7 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size})
 		case "task_end":
 			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, string(ev.Cached) == "true", t
+			task.Attempts, task.Flaky, task.Quarantined = max(task.Attempts, ev.Attempts), ev.Flaky, ev.Quarantined
 			if ev.Error != nil {
 				task.Error = *ev.Error
 			}
@@ -539,6 +638,17 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 			}
 		}()
 	}
+	if len(r.tested) > 0 {
+		// Its tests' verdicts follow once it is recorded; the boss waits for
+		// them before it closes the history.
+		b.runsWG.Add(1)
+		go func(tests [][2]string) {
+			defer b.runsWG.Done()
+			if err := b.judgeTests(context.Background(), tests); err != nil {
+				b.log.Error("judge tests", "run", r.run.ID, "err", err)
+			}
+		}(pipelineTests(r.run.Pipeline, r.tested))
+	}
 	delete(b.active, r.run.ID)
 	b.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
 	if w := r.worker; w != nil {
@@ -595,4 +705,12 @@ func (b *Boss) stopRuns() {
 	for _, r := range b.active {
 		b.stopLocked(r, bettertest.StatusInterrupted, "the boss stopped while this run was queued or running: run it again")
 	}
+}
+
+func pipelineTests(pipeline string, tests []string) [][2]string {
+	out := make([][2]string, len(tests))
+	for i, t := range tests {
+		out[i] = [2]string{pipeline, t}
+	}
+	return out
 }

@@ -68,6 +68,40 @@ CREATE TABLE IF NOT EXISTS tasks (
 	artifacts   TEXT NOT NULL,
 	PRIMARY KEY (run_id, idx)
 );
+CREATE TABLE IF NOT EXISTS cases (
+	run_id      INTEGER NOT NULL REFERENCES runs (id),
+	seq         INTEGER NOT NULL,
+	pipeline    TEXT NOT NULL,
+	test        TEXT NOT NULL,
+	task        TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	attempt     INTEGER NOT NULL,
+	status      TEXT NOT NULL,
+	duration_ms INTEGER NOT NULL,
+	output      TEXT NOT NULL,
+	commit_sha  TEXT NOT NULL,
+	PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS cases_by_test ON cases (pipeline, test, run_id);
+CREATE TABLE IF NOT EXISTS tests (
+	pipeline  TEXT NOT NULL,
+	test      TEXT NOT NULL,
+	flaky     INTEGER NOT NULL,
+	flip_rate REAL NOT NULL,
+	detail    TEXT NOT NULL,
+	PRIMARY KEY (pipeline, test)
+);
+CREATE INDEX IF NOT EXISTS tests_flaky ON tests (flaky, flip_rate);
+CREATE TABLE IF NOT EXISTS quarantine (
+	pipeline TEXT NOT NULL,
+	test     TEXT NOT NULL,
+	since_ms INTEGER NOT NULL,
+	PRIMARY KEY (pipeline, test)
+);
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS output (
 	run_id INTEGER NOT NULL REFERENCES runs (id),
 	task   TEXT NOT NULL,
@@ -94,7 +128,11 @@ func openStore(dataDir string) (*store, int, error) {
 		db.Close()
 		return nil, 0, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := addColumns(db, "runs", "commit_sha", "ref", "author", "commit_url"); err != nil {
+	if err := addColumns(db, "runs", "TEXT NOT NULL DEFAULT ''", "commit_sha", "ref", "author", "commit_url"); err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := addColumns(db, "tasks", "INTEGER NOT NULL DEFAULT 0", "attempts", "flaky", "quarantined"); err != nil {
 		db.Close()
 		return nil, 0, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -119,8 +157,8 @@ func openStore(dataDir string) (*store, int, error) {
 
 func (s *store) close() error { return s.db.Close() }
 
-// addColumns adds text columns that a history made by an earlier boss lacks.
-func addColumns(db *sql.DB, table string, columns ...string) error {
+// addColumns adds columns of one type that a history made by an earlier boss lacks.
+func addColumns(db *sql.DB, table, typ string, columns ...string) error {
 	rows, err := db.Query(`SELECT name FROM pragma_table_info(?)`, table)
 	if err != nil {
 		return err
@@ -137,7 +175,7 @@ func addColumns(db *sql.DB, table string, columns ...string) error {
 	rows.Close()
 	for _, c := range columns {
 		if !have[c] {
-			if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + c + ` TEXT NOT NULL DEFAULT ''`); err != nil {
+			if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + c + ` ` + typ); err != nil {
 				return err
 			}
 		}
@@ -191,11 +229,14 @@ func (s *store) saveTask(runID int64, idx int, t bettertest.Task) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err = s.db.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
+			attempts, flaky, quarantined)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code, cached = excluded.cached,
-			reason = excluded.reason, error = excluded.error, finished_ms = excluded.finished_ms, artifacts = excluded.artifacts`,
-		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts))
+			reason = excluded.reason, error = excluded.error, finished_ms = excluded.finished_ms, artifacts = excluded.artifacts,
+			attempts = excluded.attempts, flaky = excluded.flaky, quarantined = excluded.quarantined`,
+		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts),
+		t.Attempts, t.Flaky, t.Quarantined)
 	if err != nil {
 		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, err)
 	}
@@ -264,8 +305,8 @@ func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
 	if err := rows.Err(); err != nil {
 		return r, err
 	}
-	trows, err := s.db.QueryContext(ctx, `SELECT stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts
-		FROM tasks WHERE run_id = ? ORDER BY idx`, id)
+	trows, err := s.db.QueryContext(ctx, `SELECT stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
+		attempts, flaky, quarantined FROM tasks WHERE run_id = ? ORDER BY idx`, id)
 	if err != nil {
 		return r, err
 	}
@@ -274,7 +315,8 @@ func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
 		var t bettertest.Task
 		var code sql.NullInt64
 		var artifacts string
-		if err := trows.Scan(&t.Stage, &t.Name, &t.Kind, &t.Status, &code, &t.Cached, &t.Reason, &t.Error, &t.StartedMS, &t.FinishedMS, &artifacts); err != nil {
+		if err := trows.Scan(&t.Stage, &t.Name, &t.Kind, &t.Status, &code, &t.Cached, &t.Reason, &t.Error, &t.StartedMS, &t.FinishedMS, &artifacts,
+			&t.Attempts, &t.Flaky, &t.Quarantined); err != nil {
 			return r, err
 		}
 		if code.Valid {
@@ -335,4 +377,188 @@ func (s *store) output(ctx context.Context, runID int64, task string) ([]bettert
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// addCase records one attempt of one test case of a run.
+func (s *store) addCase(runID int64, seq int, pipeline, commit string, t bettertest.TestResult) error {
+	_, err := s.db.Exec(`INSERT INTO cases (run_id, seq, pipeline, test, task, name, attempt, status, duration_ms, output, commit_sha)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		runID, seq, pipeline, t.Test, t.Task, t.Case, t.Attempt, t.Status, t.DurationMS, t.Output, commit)
+	if err != nil {
+		return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, err)
+	}
+	return nil
+}
+
+// cases reads the test results of a run, of one task or of all when task is "".
+func (s *store) cases(ctx context.Context, runID int64, task string) ([]bettertest.TestResult, error) {
+	q := `SELECT task, name, test, attempt, status, duration_ms, output FROM cases WHERE run_id = ?`
+	args := []any{runID}
+	if task != "" {
+		q += ` AND task = ?`
+		args = append(args, task)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY seq`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []bettertest.TestResult{}
+	for rows.Next() {
+		var t bettertest.TestResult
+		if err := rows.Scan(&t.Task, &t.Case, &t.Test, &t.Attempt, &t.Status, &t.DurationMS, &t.Output); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// testHistory reads the results of one test in its newest runs, newest run
+// first and, within a run, in the order they were reported.
+func (s *store) testHistory(ctx context.Context, pipeline, test string, runs int) ([]caseRow, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT run_id, commit_sha, status FROM cases
+		WHERE pipeline = ? AND test = ? AND run_id IN
+			(SELECT DISTINCT run_id FROM cases WHERE pipeline = ? AND test = ? ORDER BY run_id DESC LIMIT ?)
+		ORDER BY run_id DESC, seq`, pipeline, test, pipeline, test, runs)
+	if err != nil {
+		return nil, fmt.Errorf("read the history of %s/%s: %w", pipeline, test, err)
+	}
+	defer rows.Close()
+	var out []caseRow
+	for rows.Next() {
+		var c caseRow
+		if err := rows.Scan(&c.RunID, &c.Commit, &c.Status); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// allTests lists every test with results, by pipeline and name.
+func (s *store) allTests(ctx context.Context) ([][2]string, error) {
+	return s.pipelineTests(ctx, `SELECT DISTINCT pipeline, test FROM cases ORDER BY pipeline, test`)
+}
+
+// pipelineTests runs a query of (pipeline, test) rows.
+func (s *store) pipelineTests(ctx context.Context, query string) ([][2]string, error) {
+	rows, err := s.db.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var p, t string
+		if err := rows.Scan(&p, &t); err != nil {
+			return nil, err
+		}
+		out = append(out, [2]string{p, t})
+	}
+	return out, rows.Err()
+}
+
+// saveTest records what the rules found about a test.
+func (s *store) saveTest(ft bettertest.FlakyTest) error {
+	detail, err := json.Marshal(ft)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.Exec(`INSERT INTO tests (pipeline, test, flaky, flip_rate, detail) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (pipeline, test) DO UPDATE SET flaky = excluded.flaky, flip_rate = excluded.flip_rate, detail = excluded.detail`,
+		ft.Pipeline, ft.Test, ft.Flaky, ft.FlipRate, string(detail))
+	if err != nil {
+		return fmt.Errorf("record the flakiness of %s/%s: %w", ft.Pipeline, ft.Test, err)
+	}
+	return nil
+}
+
+// flakyTests reads the tests the rules found flaky, of one pipeline or of
+// all when pipeline is "", highest flip rate first; plus the tests named in
+// also, flaky or not (a test with no results yet has only its names).
+func (s *store) flakyTests(ctx context.Context, pipeline string, also [][2]string) ([]bettertest.FlakyTest, error) {
+	q, args := `SELECT detail FROM tests WHERE flaky = 1`, []any{}
+	if pipeline != "" {
+		q += ` AND pipeline = ?`
+		args = append(args, pipeline)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY flip_rate DESC, pipeline, test`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read the flaky tests: %w", err)
+	}
+	defer rows.Close()
+	out := []bettertest.FlakyTest{}
+	seen := map[[2]string]bool{}
+	for rows.Next() {
+		var detail string
+		if err := rows.Scan(&detail); err != nil {
+			return nil, err
+		}
+		var ft bettertest.FlakyTest
+		if err := json.Unmarshal([]byte(detail), &ft); err != nil {
+			return nil, fmt.Errorf("read the flaky tests: %w", err)
+		}
+		seen[[2]string{ft.Pipeline, ft.Test}] = true
+		out = append(out, ft)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, pt := range also {
+		if seen[pt] {
+			continue
+		}
+		ft := bettertest.FlakyTest{Pipeline: pt[0], Test: pt[1], Reasons: []string{}, Evidence: []bettertest.TestRun{}, History: []bettertest.TestRun{}}
+		var detail string
+		err := s.db.QueryRowContext(ctx, `SELECT detail FROM tests WHERE pipeline = ? AND test = ?`, pt[0], pt[1]).Scan(&detail)
+		switch {
+		case err == nil:
+			if err := json.Unmarshal([]byte(detail), &ft); err != nil {
+				return nil, fmt.Errorf("read test %s/%s: %w", pt[0], pt[1], err)
+			}
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, fmt.Errorf("read test %s/%s: %w", pt[0], pt[1], err)
+		}
+		out = append(out, ft)
+	}
+	return out, nil
+}
+
+// quarantined lists the tests quarantined from the UI or API.
+func (s *store) quarantined(ctx context.Context) ([][2]string, error) {
+	out, err := s.pipelineTests(ctx, `SELECT pipeline, test FROM quarantine ORDER BY pipeline, test`)
+	if err != nil {
+		return nil, fmt.Errorf("read the quarantine: %w", err)
+	}
+	return out, nil
+}
+
+// setQuarantine quarantines a test, or releases it.
+func (s *store) setQuarantine(pipeline, test string, on bool) error {
+	var err error
+	if on {
+		_, err = s.db.Exec(`INSERT OR IGNORE INTO quarantine (pipeline, test, since_ms) VALUES (?, ?, ?)`, pipeline, test, time.Now().UnixMilli())
+	} else {
+		_, err = s.db.Exec(`DELETE FROM quarantine WHERE pipeline = ? AND test = ?`, pipeline, test)
+	}
+	if err != nil {
+		return fmt.Errorf("quarantine %s/%s: %w", pipeline, test, err)
+	}
+	return nil
+}
+
+// meta reads a value the boss keeps about its history ("" when unset).
+func (s *store) meta(key string) (string, error) {
+	var v string
+	err := s.db.QueryRow(`SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+func (s *store) setMeta(key, value string) error {
+	_, err := s.db.Exec(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	return err
 }

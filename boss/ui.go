@@ -29,6 +29,7 @@ import (
 func (b *Boss) uiRoutes(r chi.Router) {
 	r.Get("/", b.handlePage)
 	r.Get("/workers", b.handlePage)
+	r.Get("/flaky", b.handlePage)
 	r.Get("/runs/{id}", b.handlePage)
 	r.Get("/runs/{id}/tasks/{task}", b.handlePage)
 	r.Get("/runs/{id}/tasks/{task}/raw", b.handleRaw)
@@ -88,6 +89,12 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 		l.Page = ui.PagePipelines
 	case path == "/workers":
 		l.Page = ui.PageWorkers
+	case path == "/flaky":
+		flaky, err := b.flaky(ctx, "")
+		if err != nil {
+			return b.notFound(ctx, path, fmt.Sprintf("the flaky tests could not be read: %v", err))
+		}
+		l.Page, l.Flaky = ui.PageFlaky, flaky
 	case len(parts) == 2 && parts[0] == "runs", len(parts) == 4 && parts[0] == "runs" && parts[2] == "tasks":
 		id, err := strconv.ParseInt(parts[1], 10, 64)
 		if err != nil {
@@ -100,14 +107,22 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 		if err != nil {
 			return b.notFound(ctx, path, fmt.Sprintf("run #%d could not be read: %v", id, err))
 		}
-		l.Page, l.Run = ui.PageRun, &run
+		flaky, err := b.flaky(ctx, run.Pipeline)
+		if err != nil {
+			return b.notFound(ctx, path, fmt.Sprintf("the flaky tests of %s could not be read: %v", run.Pipeline, err))
+		}
+		l.Page, l.Run, l.Flaky = ui.PageRun, &run, flaky
 		if len(parts) == 4 {
 			task, _ := url.PathUnescape(parts[3])
 			chunks, err := b.taskOutput(ctx, id, task)
 			if err != nil {
 				return b.notFound(ctx, path, err.Error())
 			}
-			l.Page, l.Task, l.Log = ui.PageTask, task, ui.NewLog(chunks)
+			tests, err := b.store.cases(ctx, id, task)
+			if err != nil {
+				return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
+			}
+			l.Page, l.Task, l.Log, l.Tests = ui.PageTask, task, ui.NewLog(chunks), tests
 		}
 	default:
 		return b.notFound(ctx, path, fmt.Sprintf("%s is not a page of this boss", path))
@@ -315,6 +330,11 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 					if _, err := b.cancel(e.RunID); err != nil {
 						pending = append(pending, ui.Notice{Text: fmt.Sprintf("run #%d has already ended: there is nothing to cancel", e.RunID)})
 					}
+				case ui.Quarantine:
+					// Its flaky event brings the change to every tab.
+					if err := b.quarantine(e.Pipeline, e.Test, e.On); err != nil {
+						pending = append(pending, ui.Notice{Text: fmt.Sprintf("%s/%s: %v", e.Pipeline, e.Test, err)})
+					}
 				}
 			}
 			m.Effects = nil
@@ -338,32 +358,30 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 func uiMsg(ev hub.Event) ui.Msg {
 	switch ev.Name {
 	case bettertest.BossEventRun:
-		var r bettertest.Run
-		if json.Unmarshal(ev.Data, &r) == nil {
-			return ui.RunChanged{Run: r}
-		}
+		return decodeMsg(ev.Data, func(r bettertest.Run) ui.Msg { return ui.RunChanged{Run: r} })
 	case bettertest.BossEventStage:
-		var st bettertest.StageEvent
-		if json.Unmarshal(ev.Data, &st) == nil {
-			return ui.StageChanged{Event: st}
-		}
+		return decodeMsg(ev.Data, func(st bettertest.StageEvent) ui.Msg { return ui.StageChanged{Event: st} })
 	case bettertest.BossEventTask:
-		var t bettertest.TaskEvent
-		if json.Unmarshal(ev.Data, &t) == nil {
-			return ui.TaskChanged{Event: t}
-		}
+		return decodeMsg(ev.Data, func(t bettertest.TaskEvent) ui.Msg { return ui.TaskChanged{Event: t} })
 	case bettertest.BossEventOutput:
-		var o bettertest.OutputChunkEvent
-		if json.Unmarshal(ev.Data, &o) == nil {
-			return ui.Output{Event: o}
-		}
+		return decodeMsg(ev.Data, func(o bettertest.OutputChunkEvent) ui.Msg { return ui.Output{Event: o} })
 	case bettertest.BossEventWorker:
-		var w bettertest.WorkerInfo
-		if json.Unmarshal(ev.Data, &w) == nil {
-			return ui.WorkerChanged{Worker: w}
-		}
+		return decodeMsg(ev.Data, func(w bettertest.WorkerInfo) ui.Msg { return ui.WorkerChanged{Worker: w} })
+	case bettertest.BossEventTest:
+		return decodeMsg(ev.Data, func(t bettertest.TestResultEvent) ui.Msg { return ui.TestChanged{Event: t} })
+	case bettertest.BossEventFlaky:
+		return decodeMsg(ev.Data, func(f bettertest.FlakyEvent) ui.Msg { return ui.FlakyChanged{Pipeline: f.Pipeline} })
 	}
 	return nil
+}
+
+// decodeMsg decodes an event's data and makes its Msg; nil when it is malformed.
+func decodeMsg[T any](data []byte, msg func(T) ui.Msg) ui.Msg {
+	var v T
+	if json.Unmarshal(data, &v) != nil {
+		return nil
+	}
+	return msg(v)
 }
 
 // uiInput is what the browser sends: a key, a link followed, a move in its
@@ -375,6 +393,8 @@ type uiInput struct {
 	Action   string `json:"action"`
 	Pipeline string `json:"pipeline"`
 	Run      int64  `json:"run"`
+	Test     string `json:"test"`
+	On       bool   `json:"on"`
 }
 
 func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
@@ -398,8 +418,8 @@ func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 		msg = ui.Navigate{Path: in.Nav}
 	case strings.HasPrefix(in.Back, "/"):
 		msg = ui.Navigate{Path: in.Back}
-	case in.Action == "run" || in.Action == "cancel" || in.Action == "more" || in.Action == "help":
-		msg = ui.Action{Name: in.Action, Pipeline: in.Pipeline, RunID: in.Run}
+	case in.Action == "run" || in.Action == "cancel" || in.Action == "more" || in.Action == "help" || in.Action == "quarantine":
+		msg = ui.Action{Name: in.Action, Pipeline: in.Pipeline, RunID: in.Run, Test: in.Test, On: in.On}
 	default:
 		writeError(w, http.StatusBadRequest, "the message names no key, path or action")
 		return

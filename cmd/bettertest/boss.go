@@ -21,7 +21,10 @@ Run pipelines on healthy workers, keep their history, and serve the API:
   GET  /api/runs?pipeline=NAME      runs, newest first
   GET  /api/runs/ID                 a run with its stages and tasks
   GET  /api/runs/ID/tasks/TASK/log  a task's output (SSE with Accept: text/event-stream)
+  GET  /api/runs/ID/tests           its test results, every attempt
   POST /api/runs/ID/cancel          stop a run
+  GET  /api/flaky?pipeline=NAME     flaky and quarantined tests, with evidence
+  POST /api/quarantine              quarantine a test or release it
   GET  /api/workers                 the workers and their load
   GET  /api/events                  every change, as Server-Sent Events
   POST /hooks/github                GitHub's push and pull_request webhooks
@@ -52,6 +55,10 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Every, "every", 0, "also run every pipeline this often, e.g. 1h (0: only when asked)")
 	fs.StringVar(&cfg.Python, "python", "python3", "the Python interpreter pipedefs run with")
 	fs.DurationVar(&cfg.Grace, "cancel-grace", 10*time.Second, "how long a cancelled pipedef gets after SIGTERM before SIGKILL")
+	quarantine := fs.StringArray("quarantine", nil, "a test whose failures do not fail runs, PIPELINE/TASK or PIPELINE/TASK/CASE; repeatable")
+	fs.IntVar(&cfg.Flaky.Window, "flaky-window", boss.DefaultFlakyRules.Window, "how many of a test's newest runs the flaky rules look at")
+	fs.Float64Var(&cfg.Flaky.Threshold, "flaky-threshold", boss.DefaultFlakyRules.Threshold, "the flip rate above which a test is flaky, 0 to 1")
+	fs.IntVar(&cfg.Flaky.Clear, "flaky-clear", boss.DefaultFlakyRules.Clear, "how many clean passes in a row clear a flaky test")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -67,6 +74,16 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
 		return usageError{fmt.Errorf("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")}
+	}
+	if err := cfg.Flaky.Check(); err != nil {
+		return usageError{err}
+	}
+	for _, q := range *quarantine {
+		pt, err := boss.ParseQuarantine(q)
+		if err != nil {
+			return usageError{err}
+		}
+		cfg.Quarantine = append(cfg.Quarantine, pt)
 	}
 	if cfg.Every < 0 {
 		return usageError{fmt.Errorf("--every %s is negative: pass a duration such as 1h, or 0", cfg.Every)}

@@ -192,6 +192,12 @@ func (c *bossClient) printTask(ctx context.Context, id int64, t bettertest.Task)
 	if t.ExitCode != nil && *t.ExitCode != 0 {
 		line += fmt.Sprintf("  exit %d", *t.ExitCode)
 	}
+	if t.Flaky {
+		line += fmt.Sprintf("  flaky: passed on attempt %d", t.Attempts)
+	}
+	if t.Quarantined {
+		line += "  quarantined: does not fail the run"
+	}
 	if t.Error != "" {
 		line += ": " + t.Error
 	}
