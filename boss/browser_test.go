@@ -180,12 +180,14 @@ func TestBrowserDrivesTheUI(t *testing.T) {
 	tab.equal(`[...document.querySelectorAll("#help dt")].map(e => e.textContent + " " + e.nextElementSibling.textContent).join("\n")`,
 		"j ↓ select the next row\n"+
 			"k ↑ select the previous row\n"+
-			"Enter open the selection: a pipeline's last run, a run's task\n"+
+			"Enter open the selection: a pipeline's last run, a run's task, a flaky test's run\n"+
 			"Esc ⌫ go back\n"+
 			"r run the selected pipeline, or this run's pipeline again\n"+
 			"c cancel the selected or shown run\n"+
+			"q quarantine or release the selected flaky test\n"+
 			"m show more of a task's earlier output\n"+
 			"p pipelines\n"+
+			"f flaky tests\n"+
 			"w workers\n"+
 			"? show or hide these shortcuts")
 	tab.screenshot("help")

@@ -219,6 +219,34 @@ func (m Model) rows() int {
 		return len(tasks(m.Run))
 	case PageWorkers:
 		return len(m.Workers)
+	case PageFlaky:
+		return len(m.Flaky)
 	}
 	return 0
+}
+
+// rowID names row i of the page's list, so that a reload of the page can
+// keep the same thing selected however the list changed.
+func (m Model) rowID(i int) string {
+	switch m.Page {
+	case PagePipelines:
+		return m.Pipelines[i].Name
+	case PageRun:
+		return tasks(m.Run)[i].Name
+	case PageWorkers:
+		return m.Workers[i].Name
+	case PageFlaky:
+		return m.Flaky[i].Pipeline + "\x00" + m.Flaky[i].Test
+	}
+	return ""
+}
+
+// flaky is the listed test of pipeline named test, or nil.
+func (m Model) flaky(pipeline, test string) *bettertest.FlakyTest {
+	for i, f := range m.Flaky {
+		if f.Pipeline == pipeline && f.Test == test {
+			return &m.Flaky[i]
+		}
+	}
+	return nil
 }

@@ -60,7 +60,60 @@ func fixture(page PageKind) Model {
 		m.Log = NewLog([]bettertest.Chunk{{Stream: "stdout", Text: "checking a.c\n"}, {Stream: "stderr", Text: "a.c:3: <tab> found\nexit"}})
 	case PageWorkers:
 		m.Path = "/workers"
+	case PageFlaky:
+		m.Path, m.Flaky = "/flaky", fixtureFlaky()
 	}
+	return m
+}
+
+// fixtureFlaky is the flaky page's list as the boss ranks it: flaky tests
+// first by flip rate, then the quarantined ones that are flaky no more.
+func fixtureFlaky() []bettertest.FlakyTest {
+	const c1, c2, c3 = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "2222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "3333333ccccccccccccccccccccccccccccccccc"
+	return []bettertest.FlakyTest{
+		{Pipeline: "hello", Test: "unit/TestRace", Flaky: true, FlipRate: 0.5,
+			Reasons:  []string{"failed, then passed when retried in run #9", "flipped 2 times in 5 runs"},
+			Evidence: []bettertest.TestRun{{RunID: 9, Commit: c3, Outcome: "flaky"}, {RunID: 7, Commit: c2, Outcome: "failed"}},
+			History: []bettertest.TestRun{{RunID: 9, Commit: c3, Outcome: "flaky"}, {RunID: 8, Commit: c2, Outcome: "passed"},
+				{RunID: 7, Commit: c2, Outcome: "failed"}, {RunID: 6, Commit: c1, Outcome: "passed"}, {RunID: 5, Outcome: "passed"}}},
+		{Pipeline: "hello", Test: "unit/TestDiv <zero>", Flaky: true, FlipRate: 0.25, Quarantined: true, QuarantinedBy: "ui",
+			Reasons:  []string{"failed, then passed when retried in run #6"},
+			Evidence: []bettertest.TestRun{{RunID: 6, Commit: c1, Outcome: "flaky"}},
+			History:  []bettertest.TestRun{{RunID: 7, Commit: c2, Outcome: "failed"}, {RunID: 6, Commit: c1, Outcome: "flaky"}}},
+		{Pipeline: "nightly", Test: "e2e", Flaky: true, FlipRate: 0, Quarantined: true, QuarantinedBy: "flag",
+			Reasons: []string{"quarantined by the boss's --quarantine flag"}},
+		{Pipeline: "hello", Test: "lint <src>", Flaky: false, FlipRate: 0, Quarantined: true, QuarantinedBy: "ui", CleanRuns: 1,
+			Reasons: []string{"quarantined"},
+			History: []bettertest.TestRun{{RunID: 9, Commit: c3, Outcome: "passed"}}},
+	}
+}
+
+// fixtureFlakyRun is fixtureRun whose unit tests were retried: TestRace
+// flipped, and TestDiv failed twice but is quarantined.
+func fixtureFlakyRun() *bettertest.Run {
+	r := fixtureRun()
+	unit := &r.Stages[1].Tasks[0]
+	unit.Attempts, unit.Flaky, unit.Quarantined = 2, true, true
+	return r
+}
+
+func fixtureTests() []bettertest.TestResult {
+	return []bettertest.TestResult{
+		{Task: "unit", Case: "TestAdd", Test: "unit/TestAdd", Attempt: 1, Status: "passed", DurationMS: 120},
+		{Task: "unit", Case: "TestRace", Test: "unit/TestRace", Attempt: 1, Status: "failed", DurationMS: 2300, Output: "race_test.go:12: got 1, want 2"},
+		{Task: "unit", Case: "TestDiv <zero>", Test: "unit/TestDiv <zero>", Attempt: 1, Status: "failed", DurationMS: 5, Output: "div_test.go:9: panic: <divide by zero>\n\tgoroutine 7"},
+		{Task: "unit", Case: "TestSkip", Test: "unit/TestSkip", Attempt: 1, Status: "skipped"},
+		{Task: "unit", Case: "TestRace", Test: "unit/TestRace", Attempt: 2, Status: "passed", DurationMS: 2100},
+		{Task: "unit", Case: "TestDiv <zero>", Test: "unit/TestDiv <zero>", Attempt: 2, Status: "failed", DurationMS: 6, Output: "div_test.go:9: panic: <divide by zero>\n\tgoroutine 9"},
+	}
+}
+
+// fixtureTaskTests is the task page of the retried unit task.
+func fixtureTaskTests() Model {
+	m := fixture(PageTask)
+	m.Path, m.Run, m.Task = "/runs/7/tasks/unit", fixtureFlakyRun(), "unit"
+	m.Log = NewLog([]bettertest.Chunk{{Stream: "stdout", Text: "ok\n"}})
+	m.Tests, m.Flaky = fixtureTests(), fixtureFlaky()
 	return m
 }
 
@@ -87,6 +140,19 @@ func TestViewPages(t *testing.T) {
 	help.Help, help.Notice = true, "hello has no runs yet: press r to start one"
 	long := fixture(PageTask)
 	long.Log = NewLog([]bettertest.Chunk{{Stream: "stdout", Text: strings.Repeat("x\n", TailLines+5)}})
+	flakyRun := fixture(PageRun)
+	flakyRun.Run = fixtureFlakyRun()
+	// unit holds a listed flaky test, lint <src> is one, ship's is listed
+	// only as quarantined and unitx's does not belong to unit.
+	flakyRun.Flaky = []bettertest.FlakyTest{
+		{Pipeline: "hello", Test: "unit/TestRace", Flaky: true},
+		{Pipeline: "hello", Test: "unit/TestDiv <zero>", Flaky: true, Quarantined: true, QuarantinedBy: "ui"},
+		{Pipeline: "hello", Test: "lint <src>", Flaky: true},
+		{Pipeline: "hello", Test: "ship", Quarantined: true, QuarantinedBy: "flag"},
+		{Pipeline: "hello", Test: "unitx/TestA", Flaky: true},
+	}
+	flakyHelp := fixture(PageFlaky)
+	flakyHelp.Selected, flakyHelp.Help = 1, true
 	for name, m := range map[string]Model{
 		"pipelines.html":      fixture(PagePipelines),
 		"pipelines-help.html": help,
@@ -94,15 +160,22 @@ func TestViewPages(t *testing.T) {
 		"run.html":            fixture(PageRun),
 		"task.html":           fixture(PageTask),
 		"workers.html":        fixture(PageWorkers),
+		"flaky.html":          flakyHelp,
+		"flaky-none.html":     {Page: PageFlaky, Path: "/flaky", Workers: fixtureWorkers()},
+		"run-flaky.html":      flakyRun,
+		"task-tests.html":     fixtureTaskTests(),
 	} {
 		golden(t, name, View(m).HTML())
 	}
 	// The tail of a long log, with the control to show more.
 	page := View(long)
-	if got := page.Main[1].HTML(); got != `<p id="log-more">5 earlier lines are not shown. <button data-action="more">Show 5 more</button></p>` {
+	if got := page.Main[1].HTML(); got != `<section id="tests"></section>` {
+		t.Errorf("tests of a task without test cases: %s", got)
+	}
+	if got := page.Main[2].HTML(); got != `<p id="log-more">5 earlier lines are not shown. <button data-action="more">Show 5 more</button></p>` {
 		t.Errorf("log-more: %s", got)
 	}
-	if got := page.Main[2].Inner; got != strings.Repeat("x\n", TailLines) {
+	if got := page.Main[3].Inner; got != strings.Repeat("x\n", TailLines) {
 		t.Errorf("the log shows %d lines, want the last %d", strings.Count(got, "\n"), TailLines)
 	}
 }
@@ -319,5 +392,186 @@ func TestLiveLogKeepsToTheTail(t *testing.T) {
 	}
 	if m.Log.Start != 0 {
 		t.Fatalf("a pinned log was trimmed to %d", m.Log.Start)
+	}
+}
+
+func TestUpdateFlakyKeys(t *testing.T) {
+	at := func(i int) Model { m := fixture(PageFlaky); m.Selected = i; return m }
+	nav := func(path string) []Effect { return []Effect{{Kind: Load, Path: path}, {Kind: PushURL, Path: path}} }
+	for _, c := range []struct {
+		name    string
+		m       Model
+		key     string
+		want    func(Model) Model
+		effects []Effect
+	}{
+		{"f opens the flaky tests", fixture(PageRun), "f", func(m Model) Model { m.Path = "/flaky"; return m }, nav("/flaky")},
+		{"j moves down the flaky tests", at(0), "j", func(m Model) Model { m.Selected = 1; return m }, nil},
+		{"k stops at the top", at(0), "k", func(m Model) Model { return m }, nil},
+		{"j stops at the bottom", at(3), "j", func(m Model) Model { return m }, nil},
+		{"q quarantines a flaky test", at(0), "q",
+			func(m Model) Model { m.Notice = "quarantining hello/unit/TestRace"; return m },
+			[]Effect{{Kind: Quarantine, Pipeline: "hello", Test: "unit/TestRace", On: true}}},
+		{"q releases a test quarantined in the UI", at(1), "q",
+			func(m Model) Model { m.Notice = "releasing hello/unit/TestDiv <zero>"; return m },
+			[]Effect{{Kind: Quarantine, Pipeline: "hello", Test: "unit/TestDiv <zero>", On: false}}},
+		{"q on a test quarantined by the flag says how to release it", at(2), "q",
+			func(m Model) Model {
+				m.Notice = "nightly/e2e is quarantined by the boss's --quarantine flag: restart the boss without it to release it"
+				return m
+			}, nil},
+		{"q elsewhere does nothing", fixture(PageRun), "q", func(m Model) Model { return m }, nil},
+		{"Enter opens the newest run that shows the flakiness", at(1), "Enter", func(m Model) Model { m.Path = "/runs/6"; return m }, nav("/runs/6")},
+		{"Enter without evidence opens the newest run", at(3), "Enter", func(m Model) Model { m.Path = "/runs/9"; return m }, nav("/runs/9")},
+		{"Enter on a test that never ran says so", at(2), "Enter",
+			func(m Model) Model {
+				m.Notice = "nightly/e2e has not run since it was quarantined: there is no run to open"
+				return m
+			}, nil},
+		{"Enter on the empty list does nothing", Model{Page: PageFlaky, Path: "/flaky"}, "Enter", func(m Model) Model { return m }, nil},
+		{"Escape goes from the flaky tests to the pipelines", at(1), "Escape", func(m Model) Model { m.Path = "/"; return m }, nav("/")},
+		{"Backspace too", at(1), "Backspace", func(m Model) Model { m.Path = "/"; return m }, nav("/")},
+	} {
+		got := Update(c.m, Key{Key: c.key})
+		want := c.want(c.m)
+		want.Effects = c.effects
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", c.name, got, want)
+		}
+	}
+}
+
+func TestUpdateQuarantineAction(t *testing.T) {
+	// A click on another row's button selects that row.
+	m := Update(fixture(PageFlaky), Action{Name: "quarantine", Pipeline: "hello", Test: "lint <src>", On: false})
+	if m.Selected != 3 || m.Notice != "releasing hello/lint <src>" ||
+		!reflect.DeepEqual(m.Effects, []Effect{{Kind: Quarantine, Pipeline: "hello", Test: "lint <src>", On: false}}) {
+		t.Fatalf("release by button: %+v", m)
+	}
+	// A test the page does not list (e.g. from a run page) is quarantined all the same.
+	r := Update(fixture(PageRun), Action{Name: "quarantine", Pipeline: "hello", Test: "unit", On: true})
+	if r.Selected != 2 || r.Notice != "quarantining hello/unit" ||
+		!reflect.DeepEqual(r.Effects, []Effect{{Kind: Quarantine, Pipeline: "hello", Test: "unit", On: true}}) {
+		t.Fatalf("quarantine from a run page: %+v", r)
+	}
+	// The flag's quarantine cannot be released from the UI.
+	f := Update(fixture(PageFlaky), Action{Name: "quarantine", Pipeline: "nightly", Test: "e2e", On: false})
+	if f.Effects != nil || f.Selected != 0 || f.Notice != "nightly/e2e is quarantined by the boss's --quarantine flag: restart the boss without it to release it" {
+		t.Fatalf("release of the flag's quarantine: %+v", f)
+	}
+}
+
+func TestUpdateFlakyChanged(t *testing.T) {
+	reload := func(path string) []Effect { return []Effect{{Kind: Load, Path: path}} }
+	for _, c := range []struct {
+		name     string
+		m        Model
+		pipeline string
+		effects  []Effect
+	}{
+		{"the flaky page shows every pipeline's", fixture(PageFlaky), "other", reload("/flaky")},
+		{"a run page of the pipeline", fixture(PageRun), "hello", reload("/runs/7")},
+		{"a task page of the pipeline", fixture(PageTask), "hello", reload("/runs/7/tasks/lint%20%3Csrc%3E")},
+		{"a run page of another pipeline", fixture(PageRun), "nightly", nil},
+		{"the pipelines page", fixture(PagePipelines), "hello", nil},
+		{"the workers page", fixture(PageWorkers), "hello", nil},
+	} {
+		got := Update(c.m, FlakyChanged{Pipeline: c.pipeline})
+		want := c.m
+		want.Effects = c.effects
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", c.name, got, want)
+		}
+	}
+
+	// q, the boss quarantines, FlakyChanged, reload: the list comes back in a
+	// new order and the toggled test stays selected, the notice stays.
+	m := fixture(PageFlaky)
+	m = Update(m, Key{Key: "q"})
+	m = Update(m, FlakyChanged{Pipeline: "hello"})
+	list := fixtureFlaky()
+	list[0].Quarantined, list[0].QuarantinedBy = true, "ui"
+	list[0], list[1] = list[1], list[0]
+	m = Update(m, Loaded{Path: "/flaky", Page: PageFlaky, Flaky: list})
+	if m.Selected != 1 || m.Notice != "quarantining hello/unit/TestRace" || !reflect.DeepEqual(m.Flaky, list) {
+		t.Fatalf("after the reload: selected %d, notice %q", m.Selected, m.Notice)
+	}
+	// A test that left the list leaves the selection where it was, within the list.
+	m = Update(m, Loaded{Path: "/flaky", Page: PageFlaky, Flaky: list[:1]})
+	if m.Selected != 0 {
+		t.Fatalf("after the test left: selected %d", m.Selected)
+	}
+
+	// A run page's reload keeps its selected task: it does not jump to the first failed one.
+	r := Update(fixture(PageRun), Key{Key: "k"})
+	r = Update(r, FlakyChanged{Pipeline: "hello"})
+	r = Update(r, Loaded{Path: "/runs/7", Page: PageRun, Run: fixtureFlakyRun(), Flaky: fixtureFlaky()})
+	if r.Selected != 1 || len(r.Flaky) != 4 {
+		t.Fatalf("run page after the reload: selected %d", r.Selected)
+	}
+	// A new run opens on its failed task, as before.
+	r = Update(Update(r, Navigate{Path: "/runs/9"}), Loaded{Path: "/runs/9", Page: PageRun, Run: func() *bettertest.Run { x := fixtureRun(); x.ID = 9; return x }()})
+	if r.Selected != 2 {
+		t.Fatalf("a new run: selected %d", r.Selected)
+	}
+
+	// A task page's reload keeps the earlier output the viewer asked for.
+	tm := fixture(PageTask)
+	lines := []bettertest.Chunk{{Text: strings.Repeat("x\n", TailLines+10)}}
+	tm.Log = NewLog(lines)
+	tm = Update(tm, Key{Key: "m"})
+	tm = Update(tm, Loaded{Path: tm.Path, Page: PageTask, Run: fixtureRun(), Task: "lint <src>", Log: NewLog(lines), Tests: fixtureTests()})
+	if tm.Log.Start != 0 || !tm.Log.Pinned || len(tm.Tests) != 6 {
+		t.Fatalf("task page after the reload: start %d, %d tests", tm.Log.Start, len(tm.Tests))
+	}
+}
+
+func TestUpdateTestChanged(t *testing.T) {
+	m := fixtureTaskTests()
+	// What the model holds has room to grow: an append must not write into it.
+	given := fixtureTests()
+	given[4], given[5] = bettertest.TestResult{}, bettertest.TestResult{}
+	m.Tests = given[:4]
+	ev := func(runID int64, r bettertest.TestResult) Msg {
+		return TestChanged{Event: bettertest.TestResultEvent{RunID: runID, TestResult: r}}
+	}
+	all := fixtureTests()
+	m = Update(m, ev(7, all[4]))                                                                    // new: appended
+	m = Update(m, ev(7, all[1]))                                                                    // loaded with the page already
+	m = Update(m, ev(7, all[4]))                                                                    // twice
+	m = Update(m, ev(8, all[5]))                                                                    // another run
+	m = Update(m, ev(7, bettertest.TestResult{Task: "lint <src>", Test: "lint <src>", Attempt: 1})) // another task
+	m = Update(m, ev(7, all[5]))
+	if !reflect.DeepEqual(m.Tests, all) {
+		t.Fatalf("tests:\n got %+v\nwant %+v", m.Tests, all)
+	}
+	if !reflect.DeepEqual(given[4:], []bettertest.TestResult{{}, {}}) {
+		t.Fatalf("Update changed the model it was given: %+v", given)
+	}
+	// Other pages do not keep test results.
+	r := Update(fixture(PageRun), ev(7, all[0]))
+	if r.Tests != nil {
+		t.Fatalf("a run page took a test result: %+v", r.Tests)
+	}
+}
+
+// A test result on a task page changes its test cases and nothing else.
+func TestDiffTestChanged(t *testing.T) {
+	m := fixtureTaskTests()
+	m.Tests = fixtureTests()[:4]
+	old := View(m)
+	m = Update(m, TestChanged{Event: bettertest.TestResultEvent{RunID: 7, TestResult: fixtureTests()[4]}})
+	cur := View(m)
+	if got, want := Diff(old, cur), []Fragment{{Op: "replace", ID: "tests", HTML: cur.Main[1].HTML()}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("diff:\n got %+v\nwant %+v", got, want)
+	}
+	// The first result of a task without any fills its empty region.
+	e := fixture(PageTask)
+	old = View(e)
+	e = Update(e, TestChanged{Event: bettertest.TestResultEvent{RunID: 7, TestResult: bettertest.TestResult{Task: "lint <src>", Test: "lint <src>", Attempt: 1, Status: "failed", Output: "<x>"}}})
+	cur = View(e)
+	want := []Fragment{{Op: "append", ID: "tests", HTML: `<h2>Test cases</h2><p class="meta">1 test case · 1 failed</p><ul class="cases"><li><span class="st st-failed">✗ failed</span> <span class="name">lint &lt;src&gt;</span><pre class="output">&lt;x&gt;</pre></li></ul>`}}
+	if got := Diff(old, cur); !reflect.DeepEqual(got, want) {
+		t.Fatalf("first result:\n got %+v\nwant %+v", got, want)
 	}
 }

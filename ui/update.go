@@ -45,6 +45,14 @@ func Update(m Model, msg Msg) Model {
 		}
 	case WorkerChanged:
 		m = m.workerChanged(msg.Worker)
+	case TestChanged:
+		m = m.testChanged(msg.Event)
+	case FlakyChanged:
+		// The list comes from the boss's rules over the whole history, so
+		// the page that shows it is loaded again rather than patched.
+		if m.Page == PageFlaky || (m.Page == PageRun || m.Page == PageTask) && m.Run != nil && m.Run.Pipeline == msg.Pipeline {
+			m.Effects = []Effect{{Kind: Load, Path: m.Path}}
+		}
 	}
 	return m.clamp()
 }
@@ -74,12 +82,16 @@ func (m Model) key(k string) Model {
 		return m.run()
 	case "c":
 		return m.cancel()
+	case "q":
+		return m.quarantine()
 	case "m":
 		return m.action(Action{Name: "more"})
 	case "w":
 		return m.navigate("/workers")
 	case "p":
 		return m.navigate("/")
+	case "f":
+		return m.navigate("/flaky")
 	}
 	return m.clamp()
 }
@@ -95,10 +107,30 @@ func (m Model) loaded(l Loaded) Model {
 		return m // an answer for a page left since
 	}
 	prev := m
-	m.Page, m.Pipelines, m.Run, m.Task, m.Log, m.Selected = l.Page, l.Pipelines, l.Run, l.Task, l.Log, 0
-	m.Notice = l.NotFound
-	// Going back selects where you came from.
+	same := prev.shows(l)
+	m.Page, m.Pipelines, m.Run, m.Task, m.Log, m.Tests, m.Flaky, m.Selected = l.Page, l.Pipelines, l.Run, l.Task, l.Log, l.Tests, l.Flaky, 0
+	// A reload of the page shown (its data changed) keeps the notice about
+	// the last action; a new page came through navigate, which cleared it.
+	if !same || l.NotFound != "" {
+		m.Notice = l.NotFound
+	}
 	switch {
+	case same:
+		// The same thing stays selected, wherever the reload put it.
+		m.Selected = prev.Selected
+		if prev.Selected < prev.rows() {
+			id := prev.rowID(prev.Selected)
+			for i := range m.rows() {
+				if m.rowID(i) == id {
+					m.Selected = i
+					break
+				}
+			}
+		}
+		if m.Page == PageTask && prev.Log.Pinned {
+			m.Log.Start, m.Log.Pinned = min(m.Log.Start, prev.Log.Start), true
+		}
+	// Going back selects where you came from.
 	case m.Page == PagePipelines && prev.Run != nil:
 		m.Selected = slices.IndexFunc(m.Pipelines, func(p Pipeline) bool { return p.Name == prev.Run.Pipeline })
 	case m.Page == PageRun && prev.Page == PageTask:
@@ -108,6 +140,20 @@ func (m Model) loaded(l Loaded) Model {
 		m.Selected = slices.IndexFunc(tasks(m.Run), func(t bettertest.Task) bool { return t.Status == bettertest.StatusFailed })
 	}
 	return m.clamp()
+}
+
+// shows says whether l is the page m shows now, loaded again.
+func (m Model) shows(l Loaded) bool {
+	if m.Page != l.Page {
+		return false
+	}
+	switch m.Page {
+	case PageRun:
+		return m.Run != nil && l.Run != nil && m.Run.ID == l.Run.ID
+	case PageTask:
+		return m.Run != nil && l.Run != nil && m.Run.ID == l.Run.ID && m.Task == l.Task
+	}
+	return true
 }
 
 func (m Model) open() Model {
@@ -128,6 +174,18 @@ func (m Model) open() Model {
 			return m
 		}
 		return m.navigate(taskPath(m.Run.ID, ts[m.Selected].Name))
+	case PageFlaky:
+		if len(m.Flaky) == 0 {
+			return m
+		}
+		// The newest run that shows the flakiness, else the newest it ran in.
+		f := m.Flaky[m.Selected]
+		for _, runs := range [][]bettertest.TestRun{f.Evidence, f.History} {
+			if len(runs) > 0 {
+				return m.navigate(runPath(runs[0].RunID))
+			}
+		}
+		m.Notice = fmt.Sprintf("%s/%s has not run since it was quarantined: there is no run to open", f.Pipeline, f.Test)
 	}
 	return m
 }
@@ -136,7 +194,7 @@ func (m Model) back() Model {
 	switch m.Page {
 	case PageTask:
 		return m.navigate(runPath(m.Run.ID))
-	case PageRun, PageWorkers:
+	case PageRun, PageWorkers, PageFlaky:
 		return m.navigate("/")
 	}
 	return m
@@ -172,6 +230,15 @@ func (m Model) cancel() Model {
 	return m.action(Action{Name: "cancel", RunID: r.ID})
 }
 
+// quarantine quarantines the selected flaky test, or releases it.
+func (m Model) quarantine() Model {
+	if m.Page != PageFlaky || len(m.Flaky) == 0 {
+		return m
+	}
+	f := m.Flaky[m.Selected]
+	return m.action(Action{Name: "quarantine", Pipeline: f.Pipeline, Test: f.Test, On: !f.Quarantined})
+}
+
 func active(status string) bool {
 	return status == bettertest.StatusQueued || status == bettertest.StatusRunning
 }
@@ -184,6 +251,24 @@ func (m Model) action(a Action) Model {
 	case "cancel":
 		m.Notice = fmt.Sprintf("cancelling run #%d", a.RunID)
 		m.Effects = []Effect{{Kind: Cancel, RunID: a.RunID}}
+	case "quarantine":
+		if f := m.flaky(a.Pipeline, a.Test); f != nil && f.QuarantinedBy == "flag" && !a.On {
+			m.Notice = fmt.Sprintf("%s/%s is quarantined by the boss's --quarantine flag: restart the boss without it to release it", a.Pipeline, a.Test)
+			return m
+		}
+		// A click on another row's button selects that row, so the test
+		// stays selected when the list comes back changed.
+		if m.Page == PageFlaky {
+			if i := slices.IndexFunc(m.Flaky, func(f bettertest.FlakyTest) bool { return f.Pipeline == a.Pipeline && f.Test == a.Test }); i >= 0 {
+				m.Selected = i
+			}
+		}
+		verb := "releasing"
+		if a.On {
+			verb = "quarantining"
+		}
+		m.Notice = fmt.Sprintf("%s %s/%s", verb, a.Pipeline, a.Test)
+		m.Effects = []Effect{{Kind: Quarantine, Pipeline: a.Pipeline, Test: a.Test, On: a.On}}
 	case "help":
 		m.Help = !m.Help
 	case "more":
@@ -261,6 +346,19 @@ func (m Model) taskChanged(ev bettertest.TaskEvent) Model {
 	} else {
 		st.Tasks = append(st.Tasks, ev.Task)
 	}
+	return m
+}
+
+// testChanged adds a test case's result to the task page that shows it,
+// once: the page may have been loaded with it already.
+func (m Model) testChanged(ev bettertest.TestResultEvent) Model {
+	if m.Page != PageTask || m.Run == nil || ev.RunID != m.Run.ID || ev.Task != m.Task {
+		return m
+	}
+	if slices.ContainsFunc(m.Tests, func(t bettertest.TestResult) bool { return t.Test == ev.Test && t.Attempt == ev.Attempt }) {
+		return m
+	}
+	m.Tests = append(slices.Clip(m.Tests), ev.TestResult)
 	return m
 }
 

@@ -3,6 +3,7 @@ package ui
 import (
 	"fmt"
 	"html"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,6 +71,9 @@ func View(m Model) Page {
 	case PageWorkers:
 		p.Title = "Workers · bettertest"
 		p.Main = workersPage(m)
+	case PageFlaky:
+		p.Title = "Flaky tests · bettertest"
+		p.Main = flakyPage(m)
 	}
 	return p
 }
@@ -100,7 +104,8 @@ func nav(m Model) Region {
 		return `<a href="` + href + `"` + cur + ">" + label + extra + "</a>"
 	}
 	return Region{ID: "nav", Tag: "header", Inner: `<span class="brand">bettertest</span> ` +
-		link("/", "Pipelines", m.Page != PageWorkers, "") + " " +
+		link("/", "Pipelines", m.Page != PageWorkers && m.Page != PageFlaky, "") + " " +
+		link("/flaky", "Flaky", m.Page == PageFlaky, "") + " " +
 		link("/workers", "Workers", m.Page == PageWorkers, fmt.Sprintf(` <span class="st %s">%d/%d up</span>`, workers, up, len(m.Workers))) +
 		` <button class="hint" data-action="help" aria-keyshortcuts="?">shortcuts <kbd>?</kbd></button>`}
 }
@@ -124,16 +129,44 @@ func symbol(s string) string {
 		return "–"
 	case bettertest.StatusCancelled:
 		return "⊘"
+	case bettertest.OutcomeFlaky:
+		return "⚠"
 	}
 	return "!"
 }
+
+// mark is a status-like label: a symbol, a word, and why on hover.
+func mark(class, symbol, word, title string) string {
+	return `<span class="st st-` + class + `" title="` + esc(title) + `">` + symbol + " " + word + "</span>"
+}
+
+func flakyMark(attempts int) string {
+	return mark("flaky", "⚠", "flaky", fmt.Sprintf("failed, then passed on attempt %d", attempts))
+}
+
+func knownFlakyMark(title string) string { return mark("known", "⚠", "known flaky", title) }
+
+func quarantinedMark(title string) string { return mark("quarantined", "⊡", "quarantined", title) }
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// short is a commit's first 7 characters.
+func short(commit string) string { return commit[:min(7, len(commit))] }
 
 // duration says how long something took, or "" while it goes on.
 func duration(startedMS, finishedMS int64) string {
 	if startedMS == 0 || finishedMS == 0 {
 		return ""
 	}
-	d := time.Duration(finishedMS-startedMS) * time.Millisecond
+	return took(time.Duration(finishedMS-startedMS) * time.Millisecond)
+}
+
+func took(d time.Duration) string {
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%.2fs", d.Seconds())
@@ -174,7 +207,7 @@ func pipelinesPage(m Model) []Region {
 		for _, r := range p.Runs {
 			title := fmt.Sprintf("#%d %s", r.ID, r.Status)
 			if r.Commit != "" {
-				title += " " + r.Commit[:min(7, len(r.Commit))]
+				title += " " + short(r.Commit)
 			}
 			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="%s">%s</a>`, esc(r.Status), runPath(r.ID), esc(title), symbol(r.Status))
 		}
@@ -233,10 +266,9 @@ func commit(r *bettertest.Run) string {
 	if r.Commit == "" {
 		return ""
 	}
-	short := esc(r.Commit[:min(7, len(r.Commit))])
-	c := "commit <code>" + short + "</code>"
+	c := "commit <code>" + esc(short(r.Commit)) + "</code>"
 	if r.CommitURL != "" {
-		c = `commit <a href="` + esc(r.CommitURL) + `"><code>` + short + "</code></a>"
+		c = `commit <a href="` + esc(r.CommitURL) + `"><code>` + esc(short(r.Commit)) + "</code></a>"
 	}
 	if r.Ref != "" {
 		c += " on " + esc(r.Ref)
@@ -256,11 +288,39 @@ func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row int) string {
 	if t.Cached {
 		b.WriteString(` <span class="cached" title="answered from the worker's build cache">cached</span>`)
 	}
+	var marks []string
+	if t.Flaky {
+		marks = append(marks, flakyMark(t.Attempts))
+	}
+	if t.Attempts > 1 {
+		marks = append(marks, `<span class="attempts">`+plural(t.Attempts, "attempt")+"</span>")
+	}
+	if t.Quarantined {
+		marks = append(marks, quarantinedMark("it failed only in quarantined tests, so the run did not fail"))
+	}
+	if n := knownFlaky(m, r.Pipeline, t.Name); n > 0 {
+		marks = append(marks, knownFlakyMark(fmt.Sprintf("the boss lists %d of its tests as flaky: see Flaky tests", n)))
+	}
+	if len(marks) > 0 {
+		b.WriteString(` <span class="marks">` + strings.Join(marks, " ") + "</span>")
+	}
 	if r.Worker != "" {
 		b.WriteString(` <span class="worker">on ` + esc(r.Worker) + "</span>")
 	}
 	b.WriteString("</a>")
 	return b.String()
+}
+
+// knownFlaky counts the tests of task that the boss lists as flaky: the
+// task itself, or its cases.
+func knownFlaky(m Model, pipeline, task string) int {
+	n := 0
+	for _, f := range m.Flaky {
+		if f.Flaky && f.Pipeline == pipeline && (f.Test == task || strings.HasPrefix(f.Test, task+"/")) {
+			n++
+		}
+	}
+	return n
 }
 
 func taskPage(m Model) []Region {
@@ -290,6 +350,15 @@ func taskPage(m Model) []Region {
 	if t.ExitCode != nil {
 		meta = append(meta, fmt.Sprintf("exit code %d", *t.ExitCode))
 	}
+	if t.Attempts > 1 {
+		meta = append(meta, plural(t.Attempts, "attempt"))
+	}
+	if t.Flaky {
+		meta = append(meta, flakyMark(t.Attempts))
+	}
+	if t.Quarantined {
+		meta = append(meta, quarantinedMark("it failed only in quarantined tests, so the run did not fail"))
+	}
 	if t.Cached {
 		meta = append(meta, "cached")
 	} else if t.Reason != "" {
@@ -305,9 +374,112 @@ func taskPage(m Model) []Region {
 	}
 	return []Region{
 		{ID: "head", Tag: "div", Inner: b.String()},
+		{ID: "tests", Tag: "section", Inner: testCases(m)},
 		{ID: "log-more", Tag: "p", Inner: more},
 		{ID: "log", Tag: "pre", Attrs: ` tabindex="0"`, Inner: logText(m.Log)},
 	}
+}
+
+// testCase is the attempts of one test case, in order.
+type testCase []bettertest.TestResult
+
+func (c testCase) last() bettertest.TestResult { return c[len(c)-1] }
+
+// flipped: it failed, then passed when retried.
+func (c testCase) flipped() bool {
+	return c.last().Status == bettertest.StatusPassed &&
+		slices.ContainsFunc(c, func(t bettertest.TestResult) bool { return t.Status == bettertest.StatusFailed })
+}
+
+// testCases lists a task's test cases by their last attempt, failed ones
+// first: what to look at comes before what went well.
+func testCases(m Model) string {
+	if len(m.Tests) == 0 {
+		return ""
+	}
+	var cases []testCase
+	for _, t := range m.Tests {
+		if i := slices.IndexFunc(cases, func(c testCase) bool { return c[0].Test == t.Test }); i >= 0 {
+			cases[i] = append(cases[i], t)
+		} else {
+			cases = append(cases, testCase{t})
+		}
+	}
+	counts := map[string]int{}
+	for _, c := range cases {
+		slices.SortStableFunc(c, func(a, b bettertest.TestResult) int { return a.Attempt - b.Attempt })
+		if c.flipped() {
+			counts[bettertest.OutcomeFlaky]++
+		} else {
+			counts[c.last().Status]++
+		}
+	}
+	slices.SortStableFunc(cases, func(a, b testCase) int {
+		return boolInt(b.last().Status == bettertest.StatusFailed) - boolInt(a.last().Status == bettertest.StatusFailed)
+	})
+	summary := []string{plural(len(cases), "test case")}
+	for _, s := range []string{bettertest.StatusFailed, bettertest.OutcomeFlaky, bettertest.StatusPassed, bettertest.StatusSkipped} {
+		if counts[s] > 0 {
+			summary = append(summary, fmt.Sprintf("%d %s", counts[s], s))
+		}
+	}
+	var b strings.Builder
+	b.WriteString(`<h2>Test cases</h2><p class="meta">` + strings.Join(summary, " · ") + `</p><ul class="cases">`)
+	for _, c := range cases {
+		last := c.last()
+		name := last.Case
+		if name == "" {
+			name = last.Test
+		}
+		b.WriteString("<li>" + status(last.Status) + ` <span class="name">` + esc(name) + "</span>")
+		if last.DurationMS > 0 {
+			b.WriteString(` <span class="dur">` + took(time.Duration(last.DurationMS)*time.Millisecond) + "</span>")
+		}
+		if len(c) > 1 {
+			var tries []string
+			for i, t := range c {
+				if i == 0 {
+					tries = append(tries, fmt.Sprintf("%s on attempt %d", esc(t.Status), t.Attempt))
+				} else {
+					tries = append(tries, fmt.Sprintf("%s on %d", esc(t.Status), t.Attempt))
+				}
+			}
+			b.WriteString(` <span class="attempts">` + strings.Join(tries, ", ") + "</span>")
+		}
+		if c.flipped() {
+			b.WriteString(" " + flakyMark(last.Attempt))
+		}
+		if f := m.flaky(m.Run.Pipeline, last.Test); f != nil {
+			if f.Flaky {
+				b.WriteString(" " + knownFlakyMark("listed as flaky: see Flaky tests"))
+			}
+			if f.Quarantined {
+				b.WriteString(" " + quarantinedMark("its failures do not fail runs"))
+			}
+		}
+		switch {
+		case last.Status == bettertest.StatusFailed && last.Output != "":
+			b.WriteString(`<pre class="output">` + esc(last.Output) + "</pre>")
+		case c.flipped():
+			// The failure that did not count is still the clue to the flakiness.
+			for _, t := range c {
+				if t.Status == bettertest.StatusFailed && t.Output != "" {
+					fmt.Fprintf(&b, `<details><summary>the failure of attempt %d</summary><pre class="output">%s</pre></details>`, t.Attempt, esc(t.Output))
+					break
+				}
+			}
+		}
+		b.WriteString("</li>")
+	}
+	b.WriteString("</ul>")
+	return b.String()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // logText is the shown part of a log. Lines after Start only ever grow at
@@ -348,16 +520,84 @@ func workersPage(m Model) []Region {
 	return out
 }
 
+func flakyPage(m Model) []Region {
+	out := []Region{{ID: "head", Tag: "div", Inner: `<h1>Flaky tests</h1><p class="meta">Tests that failed and then passed when retried, ` +
+		`or whose outcome keeps flipping from run to run, flaky ones first by flip rate; ` +
+		`a quarantined test still runs, but its failures do not fail the run.</p>`}}
+	if len(m.Flaky) == 0 {
+		return append(out, Region{ID: "empty", Tag: "p", Inner: "No flaky tests: a test is listed here once it fails and then passes " +
+			"when retried, or its outcome keeps flipping from run to run, and for as long as it is quarantined."})
+	}
+	for i, f := range m.Flaky {
+		out = append(out, Region{ID: fmt.Sprintf("f-%d", i), Tag: "div", Attrs: ` class="row"` + selected(m, i), Inner: flakyRow(f)})
+	}
+	return out
+}
+
+func flakyRow(f bettertest.FlakyTest) string {
+	var b strings.Builder
+	if f.Flaky {
+		b.WriteString(mark("flaky", "⚠", "flaky", "its outcome changes from run to run without a change that explains it"))
+	} else {
+		b.WriteString(mark("cleared", "✓", "cleared", "no longer flaky: it stays quarantined until it is released"))
+	}
+	if f.Quarantined {
+		b.WriteString(" " + quarantinedMark("it still runs, but its failures do not fail runs"))
+	}
+	fmt.Fprintf(&b, ` <span class="pipe">%s</span> <span class="name">%s</span>`, esc(f.Pipeline), esc(f.Test))
+	fmt.Fprintf(&b, ` <span class="rate" title="how often its outcome changed from one run to the next">%.0f%% flip rate</span>`, f.FlipRate*100)
+	b.WriteString(` <span class="runs">` + plural(len(f.History), "run") + "</span>")
+	if len(f.Reasons) > 0 {
+		b.WriteString(` <span class="reasons">` + esc(strings.Join(f.Reasons, "; ")) + "</span>")
+	}
+	if f.CleanRuns > 0 {
+		b.WriteString(` <span class="clean">` + plural(f.CleanRuns, "clean run") + " in a row</span>")
+	}
+	if len(f.History) > 0 {
+		fmt.Fprintf(&b, ` <span class="strip" role="group" aria-label="its last %s, newest first" title="newest first">`, plural(len(f.History), "run"))
+		for _, r := range f.History {
+			title := fmt.Sprintf("#%d %s", r.RunID, r.Outcome)
+			if r.Commit != "" {
+				title += " " + short(r.Commit)
+			}
+			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="%s">%s</a>`, esc(r.Outcome), runPath(r.RunID), esc(title), symbol(r.Outcome))
+		}
+		b.WriteString("</span>")
+	}
+	if len(f.Evidence) > 0 {
+		var runs []string
+		for _, r := range f.Evidence {
+			link := fmt.Sprintf(`<a href="%s">#%d`, runPath(r.RunID), r.RunID)
+			if r.Commit != "" {
+				link += " <code>" + esc(short(r.Commit)) + "</code>"
+			}
+			runs = append(runs, link+"</a>")
+		}
+		b.WriteString(` <span class="evidence">seen in ` + strings.Join(runs, ", ") + "</span>")
+	}
+	switch {
+	case f.QuarantinedBy == "flag":
+		b.WriteString(` <span class="note">quarantined by --quarantine</span>`)
+	case f.Quarantined:
+		fmt.Fprintf(&b, ` <button data-action="quarantine" data-pipeline="%s" data-test="%s" data-on="false">Release</button>`, esc(f.Pipeline), esc(f.Test))
+	default:
+		fmt.Fprintf(&b, ` <button data-action="quarantine" data-pipeline="%s" data-test="%s" data-on="true">Quarantine</button>`, esc(f.Pipeline), esc(f.Test))
+	}
+	return b.String()
+}
+
 // Shortcuts are the keys, in the order the help shows them.
 var Shortcuts = [][2]string{
 	{"j ↓", "select the next row"},
 	{"k ↑", "select the previous row"},
-	{"Enter", "open the selection: a pipeline's last run, a run's task"},
+	{"Enter", "open the selection: a pipeline's last run, a run's task, a flaky test's run"},
 	{"Esc ⌫", "go back"},
 	{"r", "run the selected pipeline, or this run's pipeline again"},
 	{"c", "cancel the selected or shown run"},
+	{"q", "quarantine or release the selected flaky test"},
 	{"m", "show more of a task's earlier output"},
 	{"p", "pipelines"},
+	{"f", "flaky tests"},
 	{"w", "workers"},
 	{"?", "show or hide these shortcuts"},
 }

@@ -64,18 +64,22 @@
     fetch("/ui/sessions/" + session, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(msg) });
     return true;
   };
-  const keys = new Set(["j", "k", "ArrowDown", "ArrowUp", "Enter", "Escape", "Backspace", "r", "c", "m", "p", "w", "?"]);
+  const keys = new Set(["j", "k", "ArrowDown", "ArrowUp", "Enter", "Escape", "Backspace", "r", "c", "q", "m", "p", "f", "w", "?"]);
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || !keys.has(e.key)) return;
     // Enter on a focused link or button does what the mouse would.
     if (e.key === "Enter" && e.target.closest("a, button")) return;
     if (send({ key: e.key })) e.preventDefault();
   });
+  const typed = { run: Number, on: (v) => v === "true" };
   document.addEventListener("click", (e) => {
     if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey) return;
     const button = e.target.closest("button[data-action]");
     if (button) {
-      send({ action: button.dataset.action, pipeline: button.dataset.pipeline || "", run: Number(button.dataset.run || 0) });
+      // A button's data-* attributes are the message's fields: data-run a number, data-on a boolean.
+      const msg = {};
+      for (const [k, v] of Object.entries(button.dataset)) msg[k] = Object.hasOwn(typed, k) ? typed[k](v) : v;
+      send(msg);
       return;
     }
     const a = e.target.closest("a[href^='/']");
