@@ -101,24 +101,22 @@ func judge(pipeline, test string, rows []caseRow, rules FlakyRules) bettertest.F
 	for _, r := range runs[:min(len(runs), rules.Window)] {
 		ft.History = append(ft.History, r.TestRun)
 	}
-	// The runs the rules look at: the newest, back to a clearing streak.
-	var window []runResults
-	streak := 0
-	for _, r := range runs {
-		if len(window) == rules.Window {
-			break
-		}
-		window = append(window, r)
+	// The runs the rules look at: the newest, back to the newest streak of
+	// clean passes that cleared the test (history holds Window+Clear runs,
+	// so a streak that begins inside the window is seen whole).
+	cut, streak := len(runs), 0
+	for i, r := range runs {
 		if r.Outcome == bettertest.StatusPassed {
 			streak++
 		} else {
 			streak = 0
 		}
 		if streak == rules.Clear {
-			window = window[:len(window)-streak]
+			cut = i + 1 - streak
 			break
 		}
 	}
+	window := runs[:min(cut, rules.Window)]
 
 	evidence := map[int64]bool{}
 	// Same commit: within a run (a retry) or across runs.

@@ -32,7 +32,7 @@ func history(t *testing.T, runs string) []caseRow {
 	return out
 }
 
-func mustJSON(t *testing.T, v any) string {
+func jsonOf(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -108,6 +108,13 @@ func TestFlakyRules(t *testing.T) {
 					{RunID: 3, Outcome: "passed"}, {RunID: 2, Commit: "x", Outcome: "passed"}, {RunID: 1, Commit: "x", Outcome: "failed"}}},
 		},
 		{
+			name: "a clearing streak that begins inside the window counts whole",
+			runs: "8:p 7:f 6:p 5:f 4:p 3:p 2:p 1:f",
+			want: bettertest.FlakyTest{FlipRate: 1, Reasons: []string{}, Evidence: []bettertest.TestRun{}, CleanRuns: 1,
+				History: []bettertest.TestRun{{RunID: 8, Outcome: "passed"}, {RunID: 7, Outcome: "failed"}, {RunID: 6, Outcome: "passed"},
+					{RunID: 5, Outcome: "failed"}, {RunID: 4, Outcome: "passed"}, {RunID: 3, Outcome: "passed"}}},
+		},
+		{
 			name: "skips say nothing, and the window holds the newest runs only",
 			runs: "9:s 8:p 7:p 6:f 5:p 4:f 3:p 2@x:p 1@x:f",
 			want: bettertest.FlakyTest{Flaky: true, FlipRate: 0.8,
@@ -123,7 +130,7 @@ func TestFlakyRules(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			c.want.Pipeline, c.want.Test = "app", "unit/TestX"
 			got := judge("app", "unit/TestX", history(t, c.runs), rules)
-			if g, w := mustJSON(t, got), mustJSON(t, c.want); g != w {
+			if g, w := jsonOf(t, got), jsonOf(t, c.want); g != w {
 				t.Errorf("judge(%s)\n got %s\nwant %s", c.runs, g, w)
 			}
 		})

@@ -140,13 +140,7 @@ func BenchmarkUITimeToFirstByte(b *testing.B) {
 		}
 		return first
 	}
-	measure := func(path string) (p50, p99 float64) {
-		ds := make([]time.Duration, requests)
-		for i := range ds {
-			ds[i] = ttfb(path)
-		}
-		return percentiles(ds)
-	}
+	measure := func(path string) (p50, p99 float64) { return sample(requests, func() time.Duration { return ttfb(path) }) }
 	for range b.N {
 		floor50, floor99 := measure("/api/workers")
 		b.ReportMetric(floor50, "ms-p50-api-workers")
@@ -234,6 +228,15 @@ with p.stage("main") as s:
 		b.Logf("container -> the tab's /ui/events, read by Go: p50 %.1f ms, p99 %.1f ms over %d lines (%d came first)", s50, s99, len(stream.latencies), stream.before)
 		b.Logf("container -> /api/events, read by Go (the peer): p50 %.1f ms, p99 %.1f ms; DOM/API p99 %.1fx", a50, a99, d99/a99)
 	}
+}
+
+// sample measures f n times: the median and the p99, in milliseconds.
+func sample(n int, f func() time.Duration) (p50, p99 float64) {
+	ds := make([]time.Duration, n)
+	for i := range ds {
+		ds[i] = f()
+	}
+	return percentiles(ds)
 }
 
 // percentiles are the median and the p99 of ds, in milliseconds.

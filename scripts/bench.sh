@@ -51,3 +51,6 @@ go test ./boss -run '^$' -bench BenchmarkUIEventToDOM -benchtime 1x -count 1 -v 
 
 step "13. the UI's task page with 100,000 lines of output, against one with 10: server GET, Chromium load, load more"
 go test ./boss -run '^$' -bench BenchmarkUITaskPage100kLines -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+
+step "14. flaky tests: the flaky page with 100,000 recorded test-case results, against GET /api/workers (target < 50 ms)"
+go test ./boss -run '^$' -bench BenchmarkFlakyPage100kResults -benchtime 1x -count 1 -timeout 20m -v | grep -E 'flaky_bench_test|^ok|FAIL'

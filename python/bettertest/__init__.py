@@ -21,7 +21,7 @@ The lower level is a Worker, which runs one command in a container::
 
 from ._artifacts import Artifact, Packed, pack, unpack
 from ._connect import connect
-from ._pipeline import Build, BuildOutput, Input, Local, Pipeline, Stage, Task, local, pipeline
+from ._pipeline import Build, BuildOutput, Input, Local, Pipeline, Stage, Task, TestResult, local, pipeline
 from ._report import Event, HumanReporter, JsonlReporter, Reporter
 from ._results import TestCase, parse_go_test_json, parse_junit, parse_results
 from ._sse import SSEEvent, parse_sse
@@ -63,6 +63,7 @@ __all__ = [
     "Stage",
     "Task",
     "TestCase",
+    "TestResult",
     "Upload",
     "Worker",
     "WorkerUnreachable",

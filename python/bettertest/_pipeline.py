@@ -18,25 +18,28 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import itertools
 import os
+import posixpath
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Union
 
 from ._artifacts import Artifact, unpack
 from ._connect import parse_command_line
 from ._report import HumanReporter, JsonlReporter, Reporter
+from ._results import TestCase, parse_results
 from ._worker import Result, Upload, Worker
-from .errors import BettertestError, PipelineError
+from .errors import ArtifactError, BettertestError, PipelineError, ResultsError
 
-__all__ = ["Build", "BuildOutput", "Input", "Local", "Pipeline", "Stage", "Task", "local", "pipeline"]
+__all__ = ["Build", "BuildOutput", "Input", "Local", "Pipeline", "Stage", "Task", "TestResult", "local", "pipeline"]
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,53 @@ Input = Union[Local, "Build", BuildOutput, str]
 input path + its own path), a :class:`BuildOutput`, or an artifact id ``"sha256:..."``."""
 
 
+@dataclass(frozen=True)
+class TestResult:
+    """One test case of one attempt of a test, as its ``results`` file reported it.
+
+    Attributes:
+        attempt: Which attempt of the test it comes from, counting from 1.
+        case: The test case, as :func:`bettertest.parse_results` read it.
+    """
+
+    __test__ = False  # not a test class, though its name says so to test runners
+
+    attempt: int
+    case: TestCase
+
+
+@dataclass
+class _Attempt:
+    """One run of a task's command, and what its results file held."""
+
+    number: int
+    # The pipeline's clock when the worker started the command (or answered from its cache).
+    started: float | None = None
+    duration: float = 0.0
+    result: Result | None = None
+    error: str | None = None
+    cases: list[TestCase] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        return self.started is not None
+
+    @property
+    def failed_cases(self) -> list[TestCase]:
+        return [case for case in self.cases if case.status == "failed"]
+
+    @property
+    def status(self) -> str:
+        ok = self.result is not None and self.result.ok and self.error is None and not self.failed_cases
+        return "passed" if ok else "failed"
+
+
 class Task:
     """The handle of a task: a test, or (as :class:`Build`) a build. Made by :meth:`Stage.test`.
 
-    Its attributes change while it runs; after its stage's ``with`` block they are final.
+    Its attributes change while it runs; after its stage's ``with`` block they are final. A test
+    with ``retries`` may run its command more than once: ``status``, ``exit_code``, ``error`` and
+    ``result`` are those of its last attempt.
     """
 
     def __init__(
@@ -102,14 +148,13 @@ class Task:
         env: Mapping[str, str] | None,
         workdir: str | None,
         timeout: float | None,
+        *,
+        results: str | None = None,
+        retries: int = 0,
     ) -> None:
         self._pipeline = pipeline
         self._stage = stage
         self.name: str = name
-        self.commit: str | None = None
-        """The commit being tested, when the boss runs the pipeline from a repository (``--commit``)."""
-        self.ref: str | None = None
-        """The ref that commit was pushed to, e.g. ``refs/heads/main`` (``--ref``); None run by hand."""
         """The task's name, unique in its pipeline."""
         self.kind: str = kind
         """``"build"`` or ``"test"``."""
@@ -120,10 +165,15 @@ class Task:
         self._env = None if env is None else dict(env)
         self._workdir = workdir
         self._timeout = timeout
+        self._results = results
+        self._retries = retries
         self._status = "running"
         self._result: Result | None = None
         self._error: str | None = None
         self._duration: float | None = None
+        self._attempts = 0
+        self._test_results: list[TestResult] = []
+        self._quarantined = False
         self._started = pipeline._clock()
         self._done = threading.Event()
 
@@ -142,7 +192,8 @@ class Task:
 
     @property
     def result(self) -> Result | None:
-        """The worker's result; ``None`` while running, for a skipped task, or when it could not start."""
+        """The worker's result of the last attempt; ``None`` while running, for a skipped task, or when
+        it could not start."""
         return self._result
 
     @property
@@ -155,7 +206,8 @@ class Task:
     @property
     def error(self) -> str | None:
         """Why the task failed other than by a plain non-zero exit code (an input that could not be
-        sent, a timeout, a missing output, a worker that refused it), or ``None``."""
+        sent, a timeout, a missing output, missing or unreadable results, a worker that refused
+        it), or ``None``."""
         return self._error
 
     @property
@@ -168,6 +220,29 @@ class Task:
         """Seconds from the call to the end, as the pipedef saw them; ``None`` while running."""
         return self._duration
 
+    @property
+    def attempts(self) -> int:
+        """How many times the command started (or a build was answered from the cache): 1, more
+        for a retried test, 0 when it never started (skipped, an input that could not be sent, a
+        missing image)."""
+        return self._attempts
+
+    @property
+    def flaky(self) -> bool:
+        """True for a test that passed after a failed attempt."""
+        return self._status == "passed" and self._attempts > 1
+
+    @property
+    def quarantined(self) -> bool:
+        """True for a failed test whose failure is quarantined (see :class:`Pipeline`): it does not
+        fail its stage or the pipeline, though its status stays ``"failed"``."""
+        return self._quarantined
+
+    @property
+    def test_results(self) -> tuple[TestResult, ...]:
+        """The test cases its ``results`` file reported, of every attempt in turn, in the file's order."""
+        return tuple(self._test_results)
+
     def wait(self) -> str:
         """Wait until the task is over.
 
@@ -177,14 +252,21 @@ class Task:
         self._done.wait()
         return self._status
 
-    def _end(self, status: str, result: Result | None, error: str | None) -> None:
-        """Record the end and report it, unless the task was ended already; call with the pipeline's lock held."""
+    def _end(
+        self, status: str, result: Result | None, error: str | None, failed_cases: Sequence[TestCase] = ()
+    ) -> None:
+        """Record the end and report it, unless the task was ended already; call with the pipeline's lock held.
+
+        ``failed_cases`` are the failed test cases of the last attempt, which decide whether a
+        failed test is quarantined.
+        """
         if self._status != "running":
             return
         self._status = status
         self._result = result
         self._error = error
         self._duration = self._pipeline._clock() - self._started
+        self._quarantined = status == "failed" and self.kind == "test" and self._covered(failed_cases, error)
         self._pipeline._emit(
             {
                 "event": "task_end",
@@ -196,45 +278,153 @@ class Task:
                 "duration_ms": 0 if status == "skipped" else round(self._duration * 1000),
                 "cached": self.cached,
                 "error": error,
+                "attempts": self._attempts,
+                "flaky": self.flaky,
+                "quarantined": self._quarantined,
             }
         )
         self._done.set()
 
+    def _covered(self, failed_cases: Sequence[TestCase], error: str | None) -> bool:
+        """Whether the quarantine covers a failure: the task is quarantined, or every failed test
+        case is and nothing else went wrong (an error, or a failure without a failed case, is
+        the task's own, which only quarantining TASK covers)."""
+        quarantine = self._pipeline.quarantine
+        if self.name in quarantine:
+            return True
+        if not failed_cases or error is not None:
+            return False
+        return all(f"{self.name}/{case.name}" in quarantine for case in failed_cases)
+
     def _run(self, locals_: Mapping[str, Local], inputs: dict[str, str]) -> None:
         pipeline = self._pipeline
-        error: str | None = None
-        result: Result | None = None
         try:
             for path, value in locals_.items():
                 try:
                     inputs[path] = pipeline._upload(value).id
                 except BettertestError as e:
                     raise _InputError(f"input {path}: {e}") from e
-            result = pipeline.worker.run(
+        except Exception as e:
+            with pipeline._lock:
+                self._end("failed", None, _task_error(e))
+            return
+        for number in itertools.count(1):
+            attempt = self._attempt(number, inputs)
+            with pipeline._lock:
+                if self._status != "running":
+                    return  # ended meanwhile (the pipedef stopped): nothing more to report or run
+                if attempt.ran:
+                    self._report(attempt)
+                # An attempt that never started (a refused request, a missing image) is not
+                # retried: nothing of the test ran, and another attempt would meet the same refusal.
+                if not (attempt.ran and attempt.status == "failed" and number <= self._retries):
+                    self._end(attempt.status, attempt.result, attempt.error, attempt.failed_cases)
+                    return
+
+    def _attempt(self, number: int, inputs: Mapping[str, str]) -> _Attempt:
+        """Run the command once and read its results; every problem ends up in the attempt, none is raised."""
+        pipeline = self._pipeline
+        attempt = _Attempt(number)
+
+        def on_event(name: str, data: Mapping[str, Any]) -> None:
+            if name in ("started", "cached"):
+                attempt.started = pipeline._clock()
+                with pipeline._lock:
+                    if self._status == "running":
+                        self._attempts = number
+            self._on_event(name, data)
+
+        try:
+            attempt.result = pipeline.worker.run(
                 self.image,
                 self.command,
-                env=self._env,
                 workdir=self._workdir,
                 timeout=self._timeout,
                 inputs=inputs,
-                **self._build_args(),
+                **self._run_args(number),
                 on_output=self._on_output,
-                on_event=self._on_event,
+                on_event=on_event,
             )
-        except BettertestError as e:
-            error = str(e)
-        except Exception as e:  # a bug: report it on the task rather than lose it in a thread
-            error = "".join(traceback.format_exception_only(type(e), e)).strip()
-            traceback.print_exc()
-        with pipeline._lock:
-            if result is not None:
-                error = result.error
-                self._end("passed" if result.ok else "failed", result, error)
-            else:
-                self._end("failed", None, error)
+            attempt.error = attempt.result.error
+            if self._results is not None:
+                self._read_results(attempt, attempt.result, self._results)
+        except Exception as e:
+            attempt.error = _task_error(e)
+        if attempt.started is not None:
+            attempt.duration = pipeline._clock() - attempt.started
+        return attempt
 
-    def _build_args(self) -> dict[str, Any]:
-        return {}
+    def _run_args(self, number: int) -> dict[str, Any]:
+        """The arguments of ``Worker.run`` that differ between a test and a build."""
+        # BETTERTEST_ATTEMPT is information for the command, as CI=true is: which attempt this is.
+        return {
+            "env": {**(self._env or {}), "BETTERTEST_ATTEMPT": str(number)},
+            "results": None if self._results is None else [self._results],
+        }
+
+    def _read_results(self, attempt: _Attempt, result: Result, path: str) -> None:
+        """Put the test cases of the attempt's results into it; results that are missing or cannot
+        be read fail the attempt, unless it failed already."""
+        try:
+            files = self._fetch_results(result.results[0]) if result.results else []
+            for where, data in files:
+                try:
+                    attempt.cases.extend(parse_results(data))
+                except ResultsError as e:
+                    raise ResultsError(f"results at {where}: {e}") from e
+        except BettertestError as e:
+            problem = str(e)
+        else:
+            if files or not result.ok:
+                return  # a command that failed need not have written its results
+            inside = " (no *.xml or *.json file in it)" if result.results else ""
+            problem = (
+                f"the test made no results at {path}{inside}: "
+                "make the command write its JUnit XML or go test -json output there"
+            )
+        if attempt.error is None:
+            attempt.error = problem
+
+    def _fetch_results(self, artifact: Artifact) -> list[tuple[str, bytes]]:
+        """Download a results artifact: its results files as (container path, content), in order."""
+        with tempfile.TemporaryDirectory(prefix="bettertest-results-") as tmp:
+            try:
+                root = _fetch(self._pipeline.worker, artifact, os.path.join(tmp, "results"), os.path.join(tmp, "artifact.tar"))
+            except BettertestError as e:
+                raise ArtifactError(f"results at {artifact.path}: {e}") from e
+            files: list[tuple[str, bytes]] = []
+            for where, local_path in _results_files(root, artifact.path):
+                with open(local_path, "rb") as f:
+                    files.append((where, f.read()))
+            return files
+
+    def _report(self, attempt: _Attempt) -> None:
+        """Report an attempt's test cases and, for a test, the attempt; call with the pipeline's lock held."""
+        if self.kind != "test":
+            return
+        base = {"stage": self.stage, "task": self.name, "attempt": attempt.number}
+        for case in attempt.cases:
+            self._test_results.append(TestResult(attempt.number, case))
+            self._pipeline._emit(
+                {
+                    "event": "test_case",
+                    **base,
+                    "name": case.name,
+                    "status": case.status,
+                    "duration_ms": round(case.duration * 1000),
+                    "output": case.output,
+                }
+            )
+        self._pipeline._emit(
+            {
+                "event": "task_attempt",
+                **base,
+                "status": attempt.status,
+                "exit_code": None if attempt.result is None else attempt.result.exit_code,
+                "duration_ms": round(attempt.duration * 1000),
+                "error": attempt.error,
+            }
+        )
 
     def _on_output(self, stream: str, text: str) -> None:
         self._pipeline._emit_locked(
@@ -252,6 +442,45 @@ class Task:
         else:
             return
         self._pipeline._emit_locked(event)
+
+
+def _task_error(e: Exception) -> str:
+    """What an exception that ended a task's work says on the task.
+
+    A BettertestError says it all. Anything else is a bug: it is reported on the task rather than
+    lost in the task's thread, and its traceback goes to stderr.
+    """
+    if isinstance(e, BettertestError):
+        return str(e)
+    traceback.print_exception(e)
+    return "".join(traceback.format_exception_only(type(e), e)).strip()
+
+
+def _fetch(worker: Worker, artifact: Artifact, dest: str, archive: str) -> str:
+    """Download an artifact into the file ``archive`` and unpack it at ``dest`` + its path, which is returned."""
+    worker.download_artifact(artifact.id, archive)
+    unpack(archive, dest, artifact.path)
+    return os.path.join(dest, artifact.path.lstrip("/"))
+
+
+def _results_files(root: str, path: str) -> list[tuple[str, str]]:
+    """The results files of unpacked results, as (container path, local path) pairs.
+
+    A file is itself. A directory gives every regular file under it whose name ends in ``.xml``
+    or ``.json``, sorted by relative path; symlinks are not followed, so nothing outside it is read.
+    """
+    if os.path.islink(root):
+        return []  # an artifact's top entry is a file or a directory: never read through a link
+    if not os.path.isdir(root):
+        return [(path, root)]
+    found: list[tuple[str, str]] = []
+    for parent, _, names in os.walk(root):
+        for name in names:
+            local_path = os.path.join(parent, name)
+            if name.endswith((".xml", ".json")) and not os.path.islink(local_path) and os.path.isfile(local_path):
+                found.append((os.path.relpath(local_path, root), local_path))
+    found.sort()
+    return [(posixpath.join(path, relative), local_path) for relative, local_path in found]
 
 
 class Build(Task):
@@ -311,17 +540,12 @@ class Build(Task):
             raise PipelineError(f"the build {self.name!r} {status}: it has no outputs to download")
         dest = os.fspath(dest)
         os.makedirs(dest, exist_ok=True)
-        paths = []
         with tempfile.TemporaryDirectory(prefix="bettertest-download-") as tmp:
             archive = os.path.join(tmp, "artifact.tar")
-            for artifact in self.artifacts:
-                self._pipeline.worker.download_artifact(artifact.id, archive)
-                unpack(archive, dest, artifact.path)
-                paths.append(os.path.join(dest, artifact.path.lstrip("/")))
-        return paths
+            return [_fetch(self._pipeline.worker, artifact, dest, archive) for artifact in self.artifacts]
 
-    def _build_args(self) -> dict[str, Any]:
-        return {"outputs": self.outputs, "cache": True, "name": f"{self._pipeline.name}/{self.name}"}
+    def _run_args(self, number: int) -> dict[str, Any]:
+        return {"env": self._env, "outputs": self.outputs, "cache": True, "name": f"{self._pipeline.name}/{self.name}"}
 
 
 class _InputError(BettertestError):
@@ -393,7 +617,7 @@ class Stage:
                     task._end("failed", None, f"the pipedef stopped ({stopped_by.__name__}) before the task ended")
             if self._skipped:
                 self._status = "skipped"
-            elif stopped_by is not None or any(t.status == "failed" for t in self.tasks):
+            elif stopped_by is not None or any(t.status == "failed" and not t.quarantined for t in self.tasks):
                 self._status = "failed"
                 p._failed = True
             else:
@@ -456,17 +680,34 @@ class Stage:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         timeout: float | None = None,
+        results: str | None = None,
+        retries: int = 0,
     ) -> Task:
-        """Start a test: a run that always runs, never from a cache, and passes when it exits 0.
+        """Start a test: a run that always runs, never from a cache.
+
+        An attempt passes when its command exits 0 and its results (if any) hold no failed test
+        case. The test's status is that of its last attempt.
 
         Args:
             name: The task's name, unique in the pipeline.
             image: The Docker image.
-            command: A shell command line, run as ``sh -c command``.
+            command: A shell command line, run as ``sh -c command``. It sees ``BETTERTEST_ATTEMPT``
+                in its environment: ``"1"``, then ``"2"``... when it is retried.
             inputs: What to mount read-only, by container path; see :data:`Input`.
             env: Environment variables for the command.
             workdir: An absolute path in the container to run the command in.
             timeout: Seconds the command may run.
+            results: The container path of the test's report, a file or a directory, e.g.
+                ``"/results/junit.xml"``. After each attempt, whatever its exit code, it is
+                fetched and read with :func:`bettertest.parse_results` (JUnit XML or ``go test
+                -json`` output); of a directory, every ``*.xml`` and ``*.json`` file under it, in
+                the order of their paths. Each test case is reported and kept in
+                :attr:`Task.test_results`. A failed case fails the attempt, as do results that
+                cannot be read, or none at all when the command exited 0.
+            retries: How many more times a failed attempt is run, e.g. 2 for at most 3
+                attempts. A test that passes after a failed attempt passes and is flaky
+                (:attr:`Task.flaky`). An attempt that could not start (the worker refused it,
+                the image is missing) is not run again.
 
         Returns:
             The test's handle, at once; the test runs in the background.
@@ -474,9 +715,19 @@ class Stage:
         Raises:
             PipelineError: Called outside this stage's ``with`` block, a name used before, or an
                 input that cannot be used (see :data:`Input`).
-            ValueError: ``timeout`` is not positive.
+            ValueError: ``timeout`` is not positive, ``results`` is not an absolute container
+                path, or ``retries`` is not a whole number, 0 or more.
         """
-        task = Task(self._pipeline, self, name, "test", image, command, env, workdir, timeout)
+        if results is not None and not (
+            isinstance(results, str) and results.startswith("/") and results != "/" and posixpath.normpath(results) == results
+        ):
+            raise ValueError(
+                "results must be the absolute container path of the test's results file or directory, "
+                f"e.g. '/results/junit.xml', not {results!r}"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be how many more times to run a failed test: 0 or more, e.g. 2, not {retries!r}")
+        task = Task(self._pipeline, self, name, "test", image, command, env, workdir, timeout, results=results, retries=retries)
         self._start(task, inputs or {})
         return task
 
@@ -508,6 +759,7 @@ class Stage:
                     "kind": task.kind,
                     "image": task.image,
                     "command": task.command,
+                    "retries": task._retries,
                 }
             )
             if self._skipped:
@@ -565,30 +817,62 @@ def _check_name(what: str, name: str) -> None:
         raise PipelineError(f"{name!r} cannot be a {what} name: use a non-empty, printable name without '/'")
 
 
+def _check_test(test: str) -> str:
+    """Check the name of a quarantined test, ``TASK`` or ``TASK/CASE``, and return it."""
+    task, slash, case = test.partition("/") if isinstance(test, str) else ("", "", "")
+    if not task or not task.isprintable() or (slash and not case):
+        raise PipelineError(
+            f"{test!r} cannot be quarantined: name a test as TASK or TASK/CASE, e.g. 'unit' or 'unit/TestLogin'"
+        )
+    return test
+
+
 class Pipeline:
     """A pipeline run: stages in order, a report of everything, a status at the end.
 
     Made by :func:`pipeline`, which also ends it when the script ends. A Pipeline made directly
     (e.g. in a test, with a reporter of your own) is ended by calling :meth:`end`.
+
+    Quarantine: a failed test is *quarantined*, and does not fail its stage or the pipeline
+    (its status stays ``"failed"``), when the test itself is quarantined (``TASK``), or when every
+    test case that failed in its last attempt is (``TASK/CASE``, the case's name as its results
+    name it) and nothing else went wrong in that attempt.
     """
 
-    def __init__(self, name: str, worker: Worker, reporter: Reporter, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        worker: Worker,
+        reporter: Reporter,
+        *,
+        quarantine: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Start a pipeline run and report its start.
 
         Args:
             name: The pipeline's name; builds are remembered by the worker as ``NAME/TASK``.
             worker: The worker every task runs on.
             reporter: Where the events go, e.g. a :class:`bettertest.HumanReporter`.
+            quarantine: The quarantined tests, each ``TASK`` or ``TASK/CASE`` (split at the first
+                '/': a case's name may hold more).
             clock: Seconds from a monotonic clock, for durations; injectable for tests.
 
         Raises:
-            PipelineError: The name is empty or holds a '/'.
+            PipelineError: The name is empty or holds a '/', or a quarantined test is not
+                ``TASK`` or ``TASK/CASE``.
         """
         _check_name("pipeline", name)
         self.name: str = name
         """The pipeline's name."""
         self.worker: Worker = worker
         """The worker its tasks run on."""
+        self.quarantine: frozenset[str] = frozenset(_check_test(test) for test in quarantine)
+        """The quarantined tests, each ``TASK`` or ``TASK/CASE``."""
+        self.commit: str | None = None
+        """The commit being tested, when the boss runs the pipeline from a repository (``--commit``)."""
+        self.ref: str | None = None
+        """The ref that commit was pushed to, e.g. ``refs/heads/main`` (``--ref``); None run by hand."""
         self.stages: list[Stage] = []
         """The stages entered so far, in order."""
         self._reporter = reporter
@@ -662,6 +946,7 @@ class Pipeline:
                     "failed": sum(t.status == "failed" for t in tasks),
                     "skipped": sum(t.status == "skipped" for t in tasks),
                     "cached": sum(t.cached for t in tasks),
+                    "quarantined": sum(t.quarantined for t in tasks),
                     "error": message,
                 }
             )
@@ -688,6 +973,13 @@ class Pipeline:
             except BaseException as e:
                 future.set_exception(e)
         return future.result()
+
+
+def _quarantine_argument(value: str) -> str:
+    try:
+        return _check_test(value)
+    except PipelineError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 # The pipelines made by pipeline(), ended when the script ends.
@@ -731,11 +1023,13 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
     """Start a pipeline run on the worker named on the command line.
 
     Reads ``--worker URL``, ``--token-file PATH``, ``--report human|jsonl`` (default
-    ``human``) and, when the boss runs it from a repository, ``--commit SHA --ref REF``
-    (``p.commit``, ``p.ref``); it leaves other arguments alone. The run ends when the script ends: the summary
-    (human) or ``pipeline_end`` line (jsonl) is written then, and a failed pipeline makes the
-    process exit with status 1. With ``--report jsonl``, stdout carries only the report's lines
-    (see docs/report-jsonl.md); the script's own ``print`` output goes to stderr.
+    ``human``), ``--quarantine TEST`` (repeated; ``TASK`` or ``TASK/CASE``, see :class:`Pipeline`;
+    the boss passes the pipeline's quarantined tests) and, when the boss runs it from a
+    repository, ``--commit SHA --ref REF`` (``p.commit``, ``p.ref``); it leaves other arguments
+    alone. The run ends when the script ends: the summary (human) or ``pipeline_end`` line
+    (jsonl) is written then, and a failed pipeline makes the process exit with status 1. With
+    ``--report jsonl``, stdout carries only the report's lines (see docs/report-jsonl.md); the
+    script's own ``print`` output goes to stderr.
 
     Args:
         name: The pipeline's name; builds are remembered by the worker as ``NAME/TASK``.
@@ -757,6 +1051,10 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
         # The boss adds these when the pipeline comes from a repository.
         parser.add_argument("--commit", metavar="SHA", help="the commit being tested (set by the boss)")
         parser.add_argument("--ref", metavar="REF", help="the ref it was pushed to, e.g. refs/heads/main (set by the boss)")
+        parser.add_argument(
+            "--quarantine", metavar="TEST", action="append", default=[], type=_quarantine_argument,
+            help="a test whose failure does not fail the run: TASK or TASK/CASE; repeatable (set by the boss)",
+        )
 
     worker, args = parse_command_line(argv, add_arguments)
     reporter: Reporter
@@ -770,7 +1068,7 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
     if sys.excepthook is not _excepthook:
         _previous_excepthook = sys.excepthook
         sys.excepthook = _excepthook
-    p = Pipeline(name, worker, reporter)
+    p = Pipeline(name, worker, reporter, quarantine=args.quarantine)
     p.commit, p.ref = args.commit, args.ref
     _pipelines.append(p)
     return p

@@ -91,9 +91,11 @@ _CLEAR_LINE = "\r\x1b[K"
 class HumanReporter:
     """A compact view for people: one line per task when it ends, a line per stage, a summary.
 
-    Passing tasks stay quiet; a failing task's whole output follows its line, indented with
-    ``"    | "``. On a terminal, statuses are colored and a last line lists the tasks that are
-    running, redrawn as they start and end; elsewhere the text is plain and only grows.
+    Passing tasks stay quiet; a failing task's failed test cases (from its results) and its whole
+    output follow its line, the output indented with ``"    | "``. A failed attempt of a test that
+    is retried gets a ``retry`` line, followed the same way. On a terminal, statuses are colored
+    and a last line lists the tasks that are running, redrawn as they start and end; elsewhere
+    the text is plain and only grows.
 
     Example (not on a terminal)::
 
@@ -102,10 +104,16 @@ class HumanReporter:
           passed   compile  0.81s  not cached: first run
         stage build passed in 0.82s
         stage test
+          retry    net  attempt 1 failed (exit code 1), running attempt 2 of 3
+            | connection reset by peer
+          passed   net  1.20s  flaky: passed on attempt 2 of 3
+          failed   unit  0.52s  exit code 1; quarantined: does not fail the run
+            failed suite.test_parse
+            | FAILED suite.test_parse - assert 1 == 2
           failed   lint  0.25s  exit code 1
             | hello.c:3: trailing whitespace
-        stage test failed in 0.31s
-        pipeline hello failed in 1.13s: 1 passed (0 cached), 1 failed, 0 skipped
+        stage test failed in 1.31s
+        pipeline hello failed in 2.13s: 2 passed (0 cached), 2 failed (1 quarantined), 0 skipped
     """
 
     def __init__(self, out: TextIO, *, color: bool | None = None) -> None:
@@ -118,8 +126,13 @@ class HumanReporter:
         self._out = out
         self._color = out.isatty() if color is None else color
         self._running: list[str] = []
+        # By (stage, task): the output and failed test cases of the attempt that runs, the last
+        # attempt's (shown when the task fails), why a build was not cached, the retries allowed.
         self._output: dict[tuple[str, str], list[str]] = {}
+        self._failed_cases: dict[tuple[str, str], list[str]] = {}
+        self._last_attempt: dict[tuple[str, str], tuple[list[str], str]] = {}
         self._reasons: dict[tuple[str, str], str] = {}
+        self._retries: dict[tuple[str, str], int] = {}
         self._footer = False
 
     def emit(self, event: Event) -> None:
@@ -138,10 +151,16 @@ class HumanReporter:
             key = (event["stage"], event["task"])
             self._running.append(event["task"])
             self._output[key] = []
+            self._retries[key] = event["retries"]
         elif name == "task_output":
             self._output.setdefault((event["stage"], event["task"]), []).append(event["text"])
         elif name == "task_uncached":
             self._reasons[(event["stage"], event["task"])] = event["reason"]
+        elif name == "test_case":
+            if event["status"] == "failed":
+                self._failed_cases.setdefault((event["stage"], event["task"]), []).append(event["name"])
+        elif name == "task_attempt":
+            lines.extend(self._task_attempt(event))
         elif name == "task_end":
             lines.extend(self._task_end(event))
         elif name == "stage_end":
@@ -151,10 +170,11 @@ class HumanReporter:
             else:
                 lines.append(f"stage {event['stage']} {self._paint(status)} in {format_duration(event['duration_ms'])}")
         elif name == "pipeline_end":
+            quarantined = f" ({event['quarantined']} quarantined)" if event["quarantined"] else ""
             summary = (
                 f"pipeline {event['pipeline']} {self._paint(event['status'], bold=True)} in "
                 f"{format_duration(event['duration_ms'])}: {event['passed']} passed ({event['cached']} cached), "
-                f"{event['failed']} failed, {event['skipped']} skipped"
+                f"{event['failed']} failed{quarantined}, {event['skipped']} skipped"
             )
             if event.get("error"):
                 summary += f"; {event['error']}"
@@ -171,12 +191,31 @@ class HumanReporter:
         self._out.write(text)
         self._out.flush()
 
+    def _task_attempt(self, event: Event) -> list[str]:
+        """A retry line for a failed attempt that runs again; the last attempt waits for task_end."""
+        key = (event["stage"], event["task"])
+        output = "".join(self._output.pop(key, []))
+        failed_cases = self._failed_cases.pop(key, [])
+        attempt, retries = event["attempt"], self._retries.get(key, 0)
+        if event["status"] != "failed" or attempt > retries:
+            self._last_attempt[key] = (failed_cases, output)
+            return []
+        why = _why(event["exit_code"], event["error"])
+        line = f"  {self._paint('retry', width=8, code=_YELLOW)} {event['task']}  attempt {attempt} failed"
+        line += f" ({why})" if why else ""
+        line += f", running attempt {attempt + 1} of {retries + 1}"
+        return [line, *self._failure(failed_cases, output)]
+
     def _task_end(self, event: Event) -> list[str]:
         key = (event["stage"], event["task"])
         if event["task"] in self._running:
             self._running.remove(event["task"])
+        # A test's output and failed cases are its last attempt's; a build (or a test that never
+        # finished an attempt) has only what it printed.
         output = "".join(self._output.pop(key, []))
+        failed_cases, output = self._last_attempt.pop(key, ([], output))
         reason = self._reasons.pop(key, None)
+        retries = self._retries.pop(key, 0)
         status = event["status"]
         line = f"  {self._paint(status, width=8)} {event['task']}"
         if status == "skipped":
@@ -187,15 +226,26 @@ class HumanReporter:
         elif reason is not None:
             details.append(f"not cached: {reason}")
         if status == "failed":
-            if event["exit_code"] not in (None, 0):
-                details.append(f"exit code {event['exit_code']}")
-            if event["error"]:
-                details.append(event["error"])
+            why = _why(event["exit_code"], event["error"])
+            if why:
+                details.append(why)
+            if event["attempts"] > 1:
+                details.append(f"{event['attempts']} attempts")
+            if event["quarantined"]:
+                details.append("quarantined: does not fail the run")
+        elif event["flaky"]:
+            details.append(f"flaky: passed on attempt {event['attempts']} of {retries + 1}")
         line += f"  {format_duration(event['duration_ms'])}"
         if details:
             line += "  " + "; ".join(details)
-        lines = [line]
-        if status == "failed" and output:
+        if status != "failed":
+            return [line]
+        return [line, *self._failure(failed_cases, output)]
+
+    def _failure(self, failed_cases: list[str], output: str) -> list[str]:
+        """The lines under a failure: the failed test cases, then the whole output."""
+        lines = [f"    {self._paint('failed')} {name}" for name in failed_cases]
+        if output:
             lines.extend(f"    | {text}" for text in output.removesuffix("\n").split("\n"))
         return lines
 
@@ -205,3 +255,11 @@ class HumanReporter:
             return word + padding
         start = (code or _STATUS_COLORS.get(word, "")) + (_BOLD if bold else "")
         return f"{start}{word}{_RESET}{padding}"
+
+
+def _why(exit_code: int | None, error: str | None) -> str:
+    """Why a task or an attempt failed, in words: its exit code unless 0, and its error."""
+    parts = [] if exit_code in (None, 0) else [f"exit code {exit_code}"]
+    if error:
+        parts.append(error)
+    return "; ".join(parts)

@@ -28,7 +28,8 @@ OutputHandler = Callable[[str, str], None]
 
 EventHandler = Callable[[str, Mapping[str, Any]], None]
 """``on_event(name, data)``: every event of a run but ``output``, as the worker sent it (``queued``,
-``started``, ``uncached``, ``cached``, ``artifact``, ``error``, ``exit``), ``data`` being its JSON object."""
+``started``, ``uncached``, ``cached``, ``artifact``, ``result``, ``error``, ``exit``), ``data``
+being its JSON object."""
 
 # Only the connection attempt is bounded: once connected, reads wait for the worker's events
 # for as long as the run takes.
@@ -53,6 +54,9 @@ class Result:
             (with ``exit_code`` 0).
         run_id: The worker's id for the run; for a cached build, the id of the run that built it.
         artifacts: The outputs the worker stored, in the order it announced them.
+        results: The ``results`` paths the command made, stored by the worker after the command
+            ended (whatever its exit code), in the order it announced them; a path the command
+            did not make is not among them.
         cached: True when the worker answered a build from its cache and ran nothing.
         cache_key: The build's cache key (``"sha256:..."``); ``None`` for a run without ``cache``.
         cache_reason: Why a build was not in the cache (e.g. ``"first run"``, ``"input /src
@@ -66,6 +70,7 @@ class Result:
     error: str | None = None
     run_id: str = ""
     artifacts: tuple[Artifact, ...] = ()
+    results: tuple[Artifact, ...] = ()
     cached: bool = False
     cache_key: str | None = None
     cache_reason: str | None = None
@@ -236,6 +241,7 @@ class Worker:
         timeout: float | None = None,
         inputs: Mapping[str, str] | None = None,
         outputs: Sequence[str] | None = None,
+        results: Sequence[str] | None = None,
         cache: bool = False,
         name: str | None = None,
         on_output: OutputHandler | None = None,
@@ -262,6 +268,12 @@ class Worker:
             outputs: Container paths (files or directories) the worker packs into artifacts
                 after the command exits 0; they come back in ``Result.artifacts``. A path the
                 command did not make fails the run (``Result.error`` names it).
+            results: Container paths (files or directories) of test reports, e.g.
+                ``["/results/junit.xml"]``. After the command ends, whatever its exit code and
+                also after a timeout, the worker packs each path the command made into an
+                artifact; they come back in ``Result.results`` (download them with
+                :meth:`download_artifact`). A path the command did not make is left out, not an
+                error. A build (``cache=True``) cannot have results: the worker refuses it.
             cache: Make the run a build: the worker answers it from its cache when it has run
                 the same image, command, env, workdir, inputs and outputs before
                 (``Result.cached``), and otherwise says why not (``Result.cache_reason``).
@@ -275,7 +287,8 @@ class Worker:
                 closed, and the worker then kills the container.
             on_event: Called with ``(name, data)`` for every other event as it arrives (see
                 :data:`EventHandler`), e.g. ``("cached", {"key": ..., "run_id": ...,
-                "duration_ms": ...})`` or ``("artifact", {"path": "/out", "id": ..., "size": ...})``.
+                "duration_ms": ...})`` or ``("artifact", {"path": "/out", "id": ..., "size": ...})``
+                (``result`` events carry the same data).
                 Exceptions propagate like those of ``on_output``.
             capture: Keep the whole output in ``Result.stdout`` and ``Result.stderr``. Pass False
                 for large outputs you only stream (both are then "").
@@ -287,9 +300,9 @@ class Worker:
             ValueError: ``timeout`` is not positive.
             WorkerUnreachable: No connection could be made.
             AuthError: The worker rejected the token.
-            RunError: The worker refused the request (e.g. an input it does not have: HTTP 422),
-                could not start the run (e.g. the image is missing), or the stream ended before
-                the run's exit (worker stopped, connection lost).
+            RunError: The worker refused the request (e.g. an input it does not have: HTTP 422;
+                ``results`` with ``cache``: HTTP 400), could not start the run (e.g. the image is
+                missing), or the stream ended before the run's exit (worker stopped, connection lost).
         """
         request: dict[str, Any] = {"image": image, "command": command}
         if env is not None:
@@ -304,6 +317,8 @@ class Worker:
             request["inputs"] = dict(inputs)
         if outputs:
             request["outputs"] = list(outputs)
+        if results:
+            request["results"] = list(results)
         if cache:
             request["cache"] = True
         if name is not None:
@@ -330,7 +345,8 @@ class Worker:
         write = _print_output if on_output is None else on_output
         stdout: list[str] = []
         stderr: list[str] = []
-        artifacts: list[Artifact] = []
+        # The stored paths: "artifact" events (outputs) and "result" events (test reports).
+        stored: dict[str, list[Artifact]] = {"artifact": [], "result": []}
         run_id = ""
         started = False  # a container started, or the cache answered: an error now is the run's, not the start's
         cached = False
@@ -363,8 +379,8 @@ class Worker:
                 cache_key = self._field(name, payload, event.data, "key", str)
                 run_id = str(payload.get("run_id", ""))
                 cached = started = True
-            elif name == "artifact":
-                artifacts.append(
+            elif name in stored:
+                stored[name].append(
                     Artifact(
                         path=self._field(name, payload, event.data, "path", str),
                         id=self._field(name, payload, event.data, "id", str),
@@ -393,7 +409,8 @@ class Worker:
                     duration=duration_ms / 1000,
                     error=error,
                     run_id=run_id,
-                    artifacts=tuple(artifacts),
+                    artifacts=tuple(stored["artifact"]),
+                    results=tuple(stored["result"]),
                     cached=cached,
                     cache_key=cache_key,
                     cache_reason=cache_reason,

@@ -36,19 +36,24 @@ TASK = {"stage": str, "task": str}
 SCHEMA: dict[str, dict[str, Any]] = {
     "pipeline_start": {"pipeline": str, "worker": str},
     "stage_start": {"stage": str},
-    "task_start": {**TASK, "kind": str, "image": str, "command": str},
+    "task_start": {**TASK, "kind": str, "image": str, "command": str, "retries": int},
     "task_uncached": {**TASK, "key": str, "reason": str},
     "task_cached": {**TASK, "key": str},
     "task_output": {**TASK, "stream": str, "text": str},
     "task_artifact": {**TASK, "path": str, "id": str, "size": int},
+    "test_case": {**TASK, "attempt": int, "name": str, "status": str, "duration_ms": int, "output": str},
+    "task_attempt": {**TASK, "attempt": int, "status": str, "exit_code": (int, type(None)), "duration_ms": int,
+                     "error": (str, type(None))},
     "task_end": {**TASK, "kind": str, "status": str, "exit_code": (int, type(None)), "duration_ms": int,
-                 "cached": bool, "error": (str, type(None))},
+                 "cached": bool, "error": (str, type(None)), "attempts": int, "flaky": bool, "quarantined": bool},
     "stage_end": {"stage": str, "status": str, "duration_ms": int},
     "pipeline_end": {"pipeline": str, "status": str, "duration_ms": int, "passed": int, "failed": int,
-                     "skipped": int, "cached": int, "error": (str, type(None))},
+                     "skipped": int, "cached": int, "quarantined": int, "error": (str, type(None))},
 }
 ENUMS = {"kind": {"build", "test"}, "stream": {"stdout", "stderr"}}
 STATUSES = {
+    "test_case": {"passed", "failed", "skipped"},
+    "task_attempt": {"passed", "failed"},
     "task_end": {"passed", "failed", "skipped"},
     "stage_end": {"passed", "failed", "skipped"},
     "pipeline_end": {"passed", "failed"},
@@ -89,14 +94,16 @@ def check_schema(test: unittest.TestCase, events: list[dict[str, Any]]) -> None:
 def shape(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The events without what changes from run to run, in an order that parallelism cannot change.
 
-    Times and durations go (after a check of their form); cache keys and artifact ids become
-    "KEY" and "ID" (after a check of theirs). Within a stage, each task's events are gathered in
-    the order the tasks were called, since parallel tasks interleave freely.
+    Times and durations go (after a check of their form), but for a test case's, which comes
+    from its results file; cache keys and artifact ids become "KEY" and "ID" (after a check of
+    theirs). Within a stage, each task's events are gathered in the order the tasks were called,
+    since parallel tasks interleave freely.
     """
     result: list[dict[str, Any]] = []
     tasks: dict[str, list[dict[str, Any]]] = {}
     for event in events:
-        event = {k: v for k, v in event.items() if k not in ("time", "duration_ms")}
+        varying = ("time",) if event["event"] == "test_case" else ("time", "duration_ms")
+        event = {k: v for k, v in event.items() if k not in varying}
         for field, placeholder in (("key", "KEY"), ("id", "ID")):
             if field in event:
                 assert SHA256.match(event[field]), event
@@ -120,14 +127,25 @@ def output(events: list[dict[str, Any]], task: str, stream: str = "stdout") -> s
     return "".join(e["text"] for e in events if e["event"] == "task_output" and e["task"] == task and e["stream"] == stream)
 
 
-def start(stage: str, task: str, kind: str, command: str, image: str = IMAGE) -> dict[str, Any]:
-    return {"event": "task_start", "stage": stage, "task": task, "kind": kind, "image": image, "command": command}
+def start(stage: str, task: str, kind: str, command: str, image: str = IMAGE, retries: int = 0) -> dict[str, Any]:
+    return {"event": "task_start", "stage": stage, "task": task, "kind": kind, "image": image, "command": command,
+            "retries": retries}
 
 
 def end(stage: str, task: str, kind: str, status: str, exit_code: int | None, cached: bool = False,
-        error: str | None = None) -> dict[str, Any]:
+        error: str | None = None, attempts: int | None = None, flaky: bool = False,
+        quarantined: bool = False) -> dict[str, Any]:
+    """A task_end; ``attempts`` is 0 for a skipped task and 1 for the others unless given."""
+    if attempts is None:
+        attempts = 0 if status == "skipped" else 1
     return {"event": "task_end", "stage": stage, "task": task, "kind": kind, "status": status, "exit_code": exit_code,
-            "cached": cached, "error": error}
+            "cached": cached, "error": error, "attempts": attempts, "flaky": flaky, "quarantined": quarantined}
+
+
+def attempt(stage: str, task: str, number: int, status: str, exit_code: int | None,
+            error: str | None = None) -> dict[str, Any]:
+    return {"event": "task_attempt", "stage": stage, "task": task, "attempt": number, "status": status,
+            "exit_code": exit_code, "error": error}
 
 
 def out(stage: str, task: str, text: str, stream: str = "stdout") -> dict[str, Any]:
@@ -135,9 +153,9 @@ def out(stage: str, task: str, text: str, stream: str = "stdout") -> dict[str, A
 
 
 def pipeline_end(name: str, status: str, passed: int, failed: int, skipped: int, cached: int,
-                 error: str | None = None) -> dict[str, Any]:
+                 error: str | None = None, quarantined: int = 0) -> dict[str, Any]:
     return {"event": "pipeline_end", "pipeline": name, "status": status, "passed": passed, "failed": failed,
-            "skipped": skipped, "cached": cached, "error": error}
+            "skipped": skipped, "cached": cached, "quarantined": quarantined, "error": error}
 
 
 class PipedefTestCase(unittest.TestCase):
@@ -208,8 +226,10 @@ class StagesTest(PipedefTestCase):
                 {"event": "stage_start", "stage": "one"},
                 start("one", "fine", "test", "echo out >&2"),
                 out("one", "fine", "out\n", "stderr"),
+                attempt("one", "fine", 1, "passed", 0),
                 end("one", "fine", "test", "passed", 0),
                 start("one", "broken", "test", "exit 3"),
+                attempt("one", "broken", 1, "failed", 3),
                 end("one", "broken", "test", "failed", 3),
                 {"event": "stage_end", "stage": "one", "status": "failed"},
                 {"event": "stage_start", "stage": "two"},
@@ -276,10 +296,10 @@ class StagesTest(PipedefTestCase):
                 s.test("slow", image="bettertest/base:bookworm", command="sleep 30", timeout=1)
         """)
         self.assertEqual(run.code, 1)
+        error = "timed out after 1 s and was killed: raise timeout_s if the command needs longer"
         self.assertEqual(
-            shape(run.events)[3],
-            end("one", "slow", "test", "failed", 137,
-                error="timed out after 1 s and was killed: raise timeout_s if the command needs longer"),
+            shape(run.events)[3:5],
+            [attempt("one", "slow", 1, "failed", 137, error), end("one", "slow", "test", "failed", 137, error=error)],
         )
 
     def test_ctrl_c_completes_the_report_and_stops_the_run(self) -> None:
@@ -332,6 +352,9 @@ class StagesTest(PipedefTestCase):
              "pipedef.py: error: --token-file is required: pass the path of a file holding the worker's token"),
             (["--worker", "http://h:1", "--token-file", self.proc.token_file, "--report", "xml"],
              "pipedef.py: error: argument --report: invalid choice: 'xml' (choose from 'human', 'jsonl')"),
+            (["--worker", "http://h:1", "--token-file", self.proc.token_file, "--quarantine", "unit/"],
+             "pipedef.py: error: argument --quarantine: 'unit/' cannot be quarantined: name a test as TASK or TASK/CASE, "
+             "e.g. 'unit' or 'unit/TestLogin'"),
         ]:
             with self.subTest(args=args):
                 proc = subprocess.run([sys.executable, str(script), *args], env={**os.environ, "PYTHONPATH": PYTHON_DIR},
@@ -340,7 +363,7 @@ class StagesTest(PipedefTestCase):
                 self.assertEqual(
                     proc.stderr,
                     "usage: pipedef.py [--worker URL] [--token-file PATH] [--report {human,jsonl}]\n"
-                    "                  [--commit SHA] [--ref REF]\n" + message + "\n",
+                    "                  [--commit SHA] [--ref REF] [--quarantine TEST]\n" + message + "\n",
                 )
 
     def test_human_report(self) -> None:
@@ -400,6 +423,7 @@ class CacheTest(PipedefTestCase):
             *build,
             start("build", "check", "test", "cat /src/a"),
             out("build", "check", text),
+            attempt("build", "check", 1, "passed", 0),
             end("build", "check", "test", "passed", 0),
             {"event": "stage_end", "stage": "build", "status": "passed"},
             pipeline_end("cache", "passed", passed=2, failed=0, skipped=0, cached=cached),
@@ -571,13 +595,14 @@ class HandlesTest(PipedefTestCase):
         """)
         self.assertEqual((run.code, run.stderr), (1, ""))
         ends = {e["task"]: e for e in shape(run.events) if e["event"] == "task_end"}
-        self.assertEqual(ends["missing"], end("one", "missing", "test", "failed", None, error=f"input /src: {self.dir}/nope does not exist"))
+        self.assertEqual(ends["missing"], end("one", "missing", "test", "failed", None,
+                                              error=f"input /src: {self.dir}/nope does not exist", attempts=0))
         self.assertEqual(
             ends["lazy"],
             end("one", "lazy", "build", "failed", 0,
                 error="output /out does not exist after the command: make the command create it, or fix the path in outputs"),
         )
-        self.assertEqual(ends["no-image"]["exit_code"], None)
+        self.assertEqual((ends["no-image"]["exit_code"], ends["no-image"]["attempts"]), (None, 0))
         self.assertRegex(
             ends["no-image"]["error"],
             rf"\Athe worker at {re.escape(self.proc.url)} could not start the run: image 127\.0\.0\.1:1/none:latest is not "

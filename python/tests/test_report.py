@@ -15,37 +15,41 @@ from bettertest._report import format_duration
 EVENTS: list[dict[str, Any]] = [
     {"event": "pipeline_start", "pipeline": "hello", "worker": "http://127.0.0.1:9009"},
     {"event": "stage_start", "stage": "build"},
-    {"event": "task_start", "stage": "build", "task": "compile", "kind": "build", "image": "cc", "command": "make"},
-    {"event": "task_start", "stage": "build", "task": "docs", "kind": "build", "image": "base", "command": "mkdocs"},
+    {"event": "task_start", "stage": "build", "task": "compile", "kind": "build", "image": "cc", "command": "make", "retries": 0},
+    {"event": "task_start", "stage": "build", "task": "docs", "kind": "build", "image": "base", "command": "mkdocs", "retries": 0},
     {"event": "task_uncached", "stage": "build", "task": "compile", "key": "sha256:" + "a" * 64, "reason": "first run"},
     {"event": "task_cached", "stage": "build", "task": "docs", "key": "sha256:" + "b" * 64},
     {"event": "task_artifact", "stage": "build", "task": "docs", "path": "/site", "id": "sha256:" + "c" * 64, "size": 10240},
     {"event": "task_end", "stage": "build", "task": "docs", "kind": "build", "status": "passed", "exit_code": None,
-     "duration_ms": 12, "cached": True, "error": None},
+     "duration_ms": 12, "cached": True, "error": None, "attempts": 1, "flaky": False, "quarantined": False},
     {"event": "task_output", "stage": "build", "task": "compile", "stream": "stdout", "text": "cc -O2 hello.c\n"},
     {"event": "task_artifact", "stage": "build", "task": "compile", "path": "/out", "id": "sha256:" + "d" * 64, "size": 20480},
     {"event": "task_end", "stage": "build", "task": "compile", "kind": "build", "status": "passed", "exit_code": 0,
-     "duration_ms": 812, "cached": False, "error": None},
+     "duration_ms": 812, "cached": False, "error": None, "attempts": 1, "flaky": False, "quarantined": False},
     {"event": "stage_end", "stage": "build", "status": "passed", "duration_ms": 815},
     {"event": "stage_start", "stage": "test"},
-    {"event": "task_start", "stage": "test", "task": "runs", "kind": "test", "image": "base", "command": "/app/out/hello"},
-    {"event": "task_start", "stage": "test", "task": "lint", "kind": "test", "image": "base", "command": "lint"},
+    {"event": "task_start", "stage": "test", "task": "runs", "kind": "test", "image": "base", "command": "/app/out/hello", "retries": 0},
+    {"event": "task_start", "stage": "test", "task": "lint", "kind": "test", "image": "base", "command": "lint", "retries": 0},
     {"event": "task_output", "stage": "test", "task": "lint", "stream": "stdout", "text": "checking hel"},
     {"event": "task_output", "stage": "test", "task": "runs", "stream": "stdout", "text": "hello\n"},
     {"event": "task_output", "stage": "test", "task": "lint", "stream": "stdout", "text": "lo.c\n"},
     {"event": "task_output", "stage": "test", "task": "lint", "stream": "stderr", "text": "hello.c:3: trailing space"},
+    {"event": "task_attempt", "stage": "test", "task": "runs", "attempt": 1, "status": "passed", "exit_code": 0,
+     "duration_ms": 290, "error": None},
     {"event": "task_end", "stage": "test", "task": "runs", "kind": "test", "status": "passed", "exit_code": 0,
-     "duration_ms": 300, "cached": False, "error": None},
+     "duration_ms": 300, "cached": False, "error": None, "attempts": 1, "flaky": False, "quarantined": False},
+    {"event": "task_attempt", "stage": "test", "task": "lint", "attempt": 1, "status": "failed", "exit_code": 1,
+     "duration_ms": 240, "error": None},
     {"event": "task_end", "stage": "test", "task": "lint", "kind": "test", "status": "failed", "exit_code": 1,
-     "duration_ms": 250, "cached": False, "error": None},
+     "duration_ms": 250, "cached": False, "error": None, "attempts": 1, "flaky": False, "quarantined": False},
     {"event": "stage_end", "stage": "test", "status": "failed", "duration_ms": 310},
     {"event": "stage_start", "stage": "deploy"},
-    {"event": "task_start", "stage": "deploy", "task": "ship", "kind": "test", "image": "base", "command": "ship"},
+    {"event": "task_start", "stage": "deploy", "task": "ship", "kind": "test", "image": "base", "command": "ship", "retries": 0},
     {"event": "task_end", "stage": "deploy", "task": "ship", "kind": "test", "status": "skipped", "exit_code": None,
-     "duration_ms": 0, "cached": False, "error": None},
+     "duration_ms": 0, "cached": False, "error": None, "attempts": 0, "flaky": False, "quarantined": False},
     {"event": "stage_end", "stage": "deploy", "status": "skipped", "duration_ms": 1},
     {"event": "pipeline_end", "pipeline": "hello", "status": "failed", "duration_ms": 61_630, "passed": 3, "failed": 1,
-     "skipped": 1, "cached": 1, "error": None},
+     "skipped": 1, "cached": 1, "quarantined": 0, "error": None},
 ]
 
 
@@ -100,20 +104,25 @@ class HumanReporterTest(unittest.TestCase):
     def test_task_errors(self) -> None:
         events = [
             {"event": "stage_start", "stage": "s"},
-            {"event": "task_start", "stage": "s", "task": "t", "kind": "test", "image": "i", "command": "c"},
+            {"event": "task_start", "stage": "s", "task": "t", "kind": "test", "image": "i", "command": "c", "retries": 0},
             {"event": "task_end", "stage": "s", "task": "t", "kind": "test", "status": "failed", "exit_code": None,
-             "duration_ms": 5, "cached": False, "error": "input /src: /tmp/src does not exist"},
-            {"event": "task_start", "stage": "s", "task": "b", "kind": "build", "image": "i", "command": "c"},
+             "duration_ms": 5, "cached": False, "error": "input /src: /tmp/src does not exist", "attempts": 0, "flaky": False,
+             "quarantined": False},
+            {"event": "task_start", "stage": "s", "task": "b", "kind": "build", "image": "i", "command": "c", "retries": 0},
             {"event": "task_uncached", "stage": "s", "task": "b", "key": "sha256:" + "a" * 64, "reason": "input /src changed"},
             {"event": "task_output", "stage": "s", "task": "b", "stream": "stdout", "text": "made nothing\n\n"},
             {"event": "task_end", "stage": "s", "task": "b", "kind": "build", "status": "failed", "exit_code": 0,
-             "duration_ms": 1500, "cached": False, "error": "output /out was not made"},
-            {"event": "task_start", "stage": "s", "task": "slow", "kind": "test", "image": "i", "command": "c"},
+             "duration_ms": 1500, "cached": False, "error": "output /out was not made", "attempts": 1, "flaky": False,
+             "quarantined": False},
+            {"event": "task_start", "stage": "s", "task": "slow", "kind": "test", "image": "i", "command": "c", "retries": 0},
+            {"event": "task_attempt", "stage": "s", "task": "slow", "attempt": 1, "status": "failed", "exit_code": 137,
+             "duration_ms": 1990, "error": "timed out after 1 s and was killed"},
             {"event": "task_end", "stage": "s", "task": "slow", "kind": "test", "status": "failed", "exit_code": 137,
-             "duration_ms": 2000, "cached": False, "error": "timed out after 1 s and was killed"},
+             "duration_ms": 2000, "cached": False, "error": "timed out after 1 s and was killed", "attempts": 1, "flaky": False,
+             "quarantined": False},
             {"event": "stage_end", "stage": "s", "status": "failed", "duration_ms": 2100},
             {"event": "pipeline_end", "pipeline": "p", "status": "failed", "duration_ms": 2200, "passed": 0, "failed": 3,
-             "skipped": 0, "cached": 0, "error": "the pipedef raised ValueError: boom"},
+             "skipped": 0, "cached": 0, "quarantined": 0, "error": "the pipedef raised ValueError: boom"},
         ]
         self.assertEqual(
             human(events),
@@ -125,6 +134,83 @@ class HumanReporterTest(unittest.TestCase):
             "  failed   slow  2.00s  exit code 137; timed out after 1 s and was killed\n"
             "stage s failed in 2.10s\n"
             "pipeline p failed in 2.20s: 0 passed (0 cached), 3 failed, 0 skipped; the pipedef raised ValueError: boom\n",
+        )
+
+    def test_attempts_test_cases_and_quarantine(self) -> None:
+        def start(task: str, retries: int) -> dict[str, Any]:
+            return {"event": "task_start", "stage": "t", "task": task, "kind": "test", "image": "i", "command": "c",
+                    "retries": retries}
+
+        def out(task: str, text: str) -> dict[str, Any]:
+            return {"event": "task_output", "stage": "t", "task": task, "stream": "stdout", "text": text}
+
+        def case(task: str, attempt: int, name: str, status: str, output: str = "") -> dict[str, Any]:
+            return {"event": "test_case", "stage": "t", "task": task, "attempt": attempt, "name": name, "status": status,
+                    "duration_ms": 10, "output": output}
+
+        def attempt(task: str, number: int, status: str, exit_code: int, error: str | None = None) -> dict[str, Any]:
+            return {"event": "task_attempt", "stage": "t", "task": task, "attempt": number, "status": status,
+                    "exit_code": exit_code, "duration_ms": 100, "error": error}
+
+        def end(task: str, status: str, exit_code: int, attempts: int, *, flaky: bool = False, quarantined: bool = False,
+                error: str | None = None) -> dict[str, Any]:
+            return {"event": "task_end", "stage": "t", "task": task, "kind": "test", "status": status, "exit_code": exit_code,
+                    "duration_ms": 1200, "cached": False, "error": error, "attempts": attempts, "flaky": flaky,
+                    "quarantined": quarantined}
+
+        missing = "the test made no results at /r/junit.xml: make the command write its JUnit XML or go test -json output there"
+        events = [
+            {"event": "stage_start", "stage": "t"},
+            start("net", 2), start("unit", 1), start("e2e", 0),
+            out("net", "connection reset\n"),
+            attempt("net", 1, "failed", 1),
+            out("unit", "1 failed\n"),
+            case("unit", 1, "suite.test_a", "passed"),
+            case("unit", 1, "suite.test_b", "failed", "assert 1 == 2"),
+            attempt("unit", 1, "failed", 0),
+            out("net", "ok\n"),
+            attempt("net", 2, "passed", 0),
+            end("net", "passed", 0, 2, flaky=True),
+            out("e2e", "done\n"),
+            attempt("e2e", 1, "failed", 0, missing),
+            end("e2e", "failed", 0, 1, error=missing),
+            out("unit", "2 failed\n"),
+            case("unit", 2, "suite.test_a", "failed", "boom"),
+            case("unit", 2, "suite.test_b", "failed", "assert 1 == 2"),
+            case("unit", 2, "suite.test_c", "skipped"),
+            attempt("unit", 2, "failed", 1),
+            end("unit", "failed", 1, 2, quarantined=True),
+            {"event": "stage_end", "stage": "t", "status": "failed", "duration_ms": 1300},
+            {"event": "pipeline_end", "pipeline": "p", "status": "failed", "duration_ms": 1400, "passed": 1, "failed": 2,
+             "skipped": 0, "cached": 0, "quarantined": 1, "error": None},
+        ]
+        self.assertEqual(
+            human(events),
+            "stage t\n"
+            "  retry    net  attempt 1 failed (exit code 1), running attempt 2 of 3\n"
+            "    | connection reset\n"
+            "  retry    unit  attempt 1 failed, running attempt 2 of 2\n"
+            "    failed suite.test_b\n"
+            "    | 1 failed\n"
+            "  passed   net  1.20s  flaky: passed on attempt 2 of 3\n"
+            f"  failed   e2e  1.20s  {missing}\n"
+            "    | done\n"
+            "  failed   unit  1.20s  exit code 1; 2 attempts; quarantined: does not fail the run\n"
+            "    failed suite.test_a\n"
+            "    failed suite.test_b\n"
+            "    | 2 failed\n"
+            "stage t failed in 1.30s\n"
+            "pipeline p failed in 1.40s: 1 passed (0 cached), 2 failed (1 quarantined), 0 skipped\n",
+        )
+        self.assertEqual(
+            human(events[:6], color=True),
+            "stage t\n"
+            "\x1b[2m  running  net\x1b[0m"
+            "\r\x1b[K\x1b[2m  running  net, unit\x1b[0m"
+            "\r\x1b[K\x1b[2m  running  net, unit, e2e\x1b[0m"
+            "\r\x1b[K  \x1b[33mretry\x1b[0m    net  attempt 1 failed (exit code 1), running attempt 2 of 3\n"
+            "    | connection reset\n"
+            "\x1b[2m  running  net, unit, e2e\x1b[0m",
         )
 
     def test_format_duration(self) -> None:
@@ -148,7 +234,7 @@ class JsonlReporterTest(unittest.TestCase):
             '{"event":"task_output","time":"2026-11-26T00:20:01.123Z","stage":"s","task":"t","stream":"stdout",'
             '"text":"é \\"q\\"\\n\\udcff"}\n'
             '{"event":"pipeline_end","time":"2026-11-26T00:21:02.999Z","pipeline":"hello","status":"failed",'
-            '"duration_ms":61630,"passed":3,"failed":1,"skipped":1,"cached":1,"error":null}\n',
+            '"duration_ms":61630,"passed":3,"failed":1,"skipped":1,"cached":1,"quarantined":0,"error":null}\n',
         )
         self.assertEqual(json.loads(out.getvalue().splitlines()[1])["text"], 'é "q"\n\udcff')
 
