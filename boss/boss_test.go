@@ -358,7 +358,7 @@ func TestAPIBadInput(t *testing.T) {
 		{"GET", "/api/runs?pipeline=nope", nil, 404, `no pipeline "nope": the pipelines are p`},
 		{"GET", "/api/runs?limit=0", nil, 400, `limit "0" must be a number from 1 to 1000`},
 		{"GET", "/api/events?run=x", nil, 400, `run "x" is not a run number`},
-		{"GET", "/api/nothing", nil, 404, `no such endpoint /api/nothing: the API is under /api (pipelines, runs, workers, events)`},
+		{"GET", "/api/nothing", nil, 404, `no such endpoint /api/nothing: the API is under /api (pipelines, runs, flaky, quarantine, workers, events)`},
 		{"DELETE", "/api/runs/1", nil, 405, `DELETE is not allowed on /api/runs/1`},
 	} {
 		status, body := boss.Do(t, c.method, c.path, c.body)
@@ -397,16 +397,18 @@ with p.stage("test") as s:
 		"run 1 queued  ",
 		"run 1 running w0 ",
 		"stage build running",
-		"task compile running  cached=false",
-		"task compile running first run cached=false",
+		"task compile running  cached=false attempts=0",
+		"task compile running first run cached=false attempts=0",
 		"output compile stdout \"built\\n\"",
-		"task compile running first run cached=false /out",
-		"task compile passed first run cached=false /out",
+		"task compile running first run cached=false attempts=0 /out",
+		"task compile passed first run cached=false attempts=1 /out",
 		"stage build passed",
 		"stage test running",
-		"task check running  cached=false",
+		"task check running  cached=false attempts=0",
 		"output check stdout \"x\\n\"",
-		"task check passed  cached=false",
+		"test check attempt 1 passed", // a test without results is one test case
+		"task check running  cached=false attempts=1",
+		"task check passed  cached=false attempts=1",
 		"stage test passed",
 		"run 1 passed w0 ",
 	}
@@ -430,7 +432,11 @@ func shorten(t *testing.T, l string) string {
 		for _, a := range te.Artifacts {
 			paths = append(paths, a.Path)
 		}
-		return strings.TrimSpace(fmt.Sprintf("task %s %s %s cached=%v %s", te.Name, te.Status, te.Reason, te.Cached, strings.Join(paths, ",")))
+		return strings.TrimSpace(fmt.Sprintf("task %s %s %s cached=%v attempts=%d %s", te.Name, te.Status, te.Reason, te.Cached, te.Attempts, strings.Join(paths, ",")))
+	case "test":
+		var tr bettertest.TestResultEvent
+		mustJSON(t, data, &tr)
+		return fmt.Sprintf("test %s attempt %d %s", tr.Test, tr.Attempt, tr.Status)
 	case "output":
 		var o bettertest.OutputChunkEvent
 		mustJSON(t, data, &o)

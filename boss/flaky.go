@@ -234,16 +234,22 @@ func (b *Boss) judgeTests(ctx context.Context, tests [][2]string) error {
 	b.judging.Lock()
 	defer b.judging.Unlock()
 	var pipelines []string
+	verdicts := make([]bettertest.FlakyTest, 0, len(tests))
 	for _, pt := range tests {
 		rows, err := b.store.testHistory(ctx, pt[0], pt[1], b.rules.Window+b.rules.Clear)
 		if err != nil {
 			return err
 		}
-		if err := b.store.saveTest(judge(pt[0], pt[1], rows, b.rules)); err != nil {
-			return err
-		}
+		verdicts = append(verdicts, judge(pt[0], pt[1], rows, b.rules))
 		if !slices.Contains(pipelines, pt[0]) {
 			pipelines = append(pipelines, pt[0])
+		}
+	}
+	// In transactions of a few hundred: the history's one connection is not
+	// held from the runs' own writes for long.
+	for chunk := range slices.Chunk(verdicts, 500) {
+		if err := b.store.saveTests(chunk); err != nil {
+			return err
 		}
 	}
 	for _, p := range pipelines {

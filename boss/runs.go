@@ -443,13 +443,13 @@ type report struct {
 	Cached   json.RawMessage `json:"cached"` // a flag in task_end, a count in pipeline_end
 	Error    *string         `json:"error"`
 	// Tests: test_case, task_attempt, and task_end's new fields.
-	Attempt     int    `json:"attempt"`
-	Name        string `json:"name"`
-	DurationMS  int64  `json:"duration_ms"`
-	Output      string `json:"output"`
-	Attempts    int    `json:"attempts"`
-	Flaky       bool   `json:"flaky"`
-	Quarantined bool   `json:"quarantined"`
+	Attempt     int             `json:"attempt"`
+	Name        string          `json:"name"`
+	DurationMS  int64           `json:"duration_ms"`
+	Output      string          `json:"output"`
+	Attempts    int             `json:"attempts"`
+	Flaky       bool            `json:"flaky"`
+	Quarantined json.RawMessage `json:"quarantined"` // a flag in task_end, a count in pipeline_end
 }
 
 // maxCaseOutput is how much of a test case's output the history keeps: its end.
@@ -556,7 +556,7 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size})
 		case "task_end":
 			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, string(ev.Cached) == "true", t
-			task.Attempts, task.Flaky, task.Quarantined = max(task.Attempts, ev.Attempts), ev.Flaky, ev.Quarantined
+			task.Attempts, task.Flaky, task.Quarantined = max(task.Attempts, ev.Attempts), ev.Flaky, string(ev.Quarantined) == "true"
 			if ev.Error != nil {
 				task.Error = *ev.Error
 			}

@@ -18,7 +18,8 @@ import (
 // tasks, and every task's output. Each change is its own transaction, so a
 // boss killed at any moment loses nothing that it had reported.
 type store struct {
-	db *sql.DB
+	db      *sql.DB
+	history *sql.Stmt // see testHistory
 }
 
 const schema = `
@@ -82,7 +83,8 @@ CREATE TABLE IF NOT EXISTS cases (
 	commit_sha  TEXT NOT NULL,
 	PRIMARY KEY (run_id, seq)
 );
-CREATE INDEX IF NOT EXISTS cases_by_test ON cases (pipeline, test, run_id);
+-- Covers the history of a test: judging reads nothing else.
+CREATE INDEX IF NOT EXISTS cases_by_test ON cases (pipeline, test, run_id, seq, status, commit_sha);
 CREATE TABLE IF NOT EXISTS tests (
 	pipeline  TEXT NOT NULL,
 	test      TEXT NOT NULL,
@@ -152,10 +154,23 @@ func openStore(dataDir string) (*store, int, error) {
 		db.Close()
 		return nil, 0, err
 	}
-	return &store{db: db}, int(n), nil
+	// A test's results in its newest runs: those from the Nth newest run
+	// that has any on. Prepared once: judging reads it for every test of a run.
+	history, err := db.Prepare(`SELECT run_id, commit_sha, status FROM cases
+		WHERE pipeline = ? AND test = ? AND run_id >= coalesce(
+			(SELECT run_id FROM (SELECT DISTINCT run_id FROM cases WHERE pipeline = ? AND test = ? ORDER BY run_id DESC LIMIT 1 OFFSET ?)), 0)
+		ORDER BY run_id DESC, seq`)
+	if err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &store{db: db, history: history}, int(n), nil
 }
 
-func (s *store) close() error { return s.db.Close() }
+func (s *store) close() error {
+	s.history.Close()
+	return s.db.Close()
+}
 
 // addColumns adds columns of one type that a history made by an earlier boss lacks.
 func addColumns(db *sql.DB, table, typ string, columns ...string) error {
@@ -417,10 +432,7 @@ func (s *store) cases(ctx context.Context, runID int64, task string) ([]betterte
 // testHistory reads the results of one test in its newest runs, newest run
 // first and, within a run, in the order they were reported.
 func (s *store) testHistory(ctx context.Context, pipeline, test string, runs int) ([]caseRow, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT run_id, commit_sha, status FROM cases
-		WHERE pipeline = ? AND test = ? AND run_id IN
-			(SELECT DISTINCT run_id FROM cases WHERE pipeline = ? AND test = ? ORDER BY run_id DESC LIMIT ?)
-		ORDER BY run_id DESC, seq`, pipeline, test, pipeline, test, runs)
+	rows, err := s.history.QueryContext(ctx, pipeline, test, pipeline, test, runs-1)
 	if err != nil {
 		return nil, fmt.Errorf("read the history of %s/%s: %w", pipeline, test, err)
 	}
@@ -459,17 +471,26 @@ func (s *store) pipelineTests(ctx context.Context, query string) ([][2]string, e
 	return out, rows.Err()
 }
 
-// saveTest records what the rules found about a test.
-func (s *store) saveTest(ft bettertest.FlakyTest) error {
-	detail, err := json.Marshal(ft)
+// saveTests records what the rules found about tests, in one transaction.
+func (s *store) saveTests(verdicts []bettertest.FlakyTest) error {
+	tx, err := s.db.Begin()
 	if err != nil {
 		return err
 	}
-	_, err = s.db.Exec(`INSERT INTO tests (pipeline, test, flaky, flip_rate, detail) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (pipeline, test) DO UPDATE SET flaky = excluded.flaky, flip_rate = excluded.flip_rate, detail = excluded.detail`,
-		ft.Pipeline, ft.Test, ft.Flaky, ft.FlipRate, string(detail))
-	if err != nil {
-		return fmt.Errorf("record the flakiness of %s/%s: %w", ft.Pipeline, ft.Test, err)
+	defer tx.Rollback()
+	for _, ft := range verdicts {
+		detail, err := json.Marshal(ft)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO tests (pipeline, test, flaky, flip_rate, detail) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (pipeline, test) DO UPDATE SET flaky = excluded.flaky, flip_rate = excluded.flip_rate, detail = excluded.detail`,
+			ft.Pipeline, ft.Test, ft.Flaky, ft.FlipRate, string(detail)); err != nil {
+			return fmt.Errorf("record the flakiness of %s/%s: %w", ft.Pipeline, ft.Test, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("record the flakiness of %d tests: %w", len(verdicts), err)
 	}
 	return nil
 }
