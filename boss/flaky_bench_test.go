@@ -89,6 +89,12 @@ func BenchmarkFlakyPage100kResults(b *testing.B) {
 		return time.Since(start)
 	}
 	measure := func(path string) (p50, p99 float64) { return sample(requests, func() time.Duration { return whole(path) }) }
+	target := func(path string) string {
+		if path == "/flaky" {
+			return " (target < 50 ms)"
+		}
+		return ""
+	}
 	for range b.N {
 		j50, j99 := percentiles(judging)
 		b.ReportMetric(j50, "ms-p50-judge-10k-tests")
@@ -98,8 +104,8 @@ func BenchmarkFlakyPage100kResults(b *testing.B) {
 		for _, path := range []string{"/flaky", "/api/flaky", fmt.Sprintf("/api/runs/%d/tests", runs)} {
 			p50, p99 := measure(path)
 			b.ReportMetric(p50, "ms-p50-"+path)
-			b.Logf("%-20s p50 %7.2f ms, p99 %7.2f ms: %5.1fx the floor's p50, with 100,000 results and 100 flaky tests (target < 50 ms)",
-				"GET "+path, p50, p99, p50/floor50)
+			b.Logf("%-20s p50 %7.2f ms, p99 %7.2f ms: %5.1fx the floor's p50, with 100,000 results and 100 flaky tests%s",
+				"GET "+path, p50, p99, p50/floor50, target(path))
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp/kb"
+
 	"github.com/bettertest/bettertest"
 	wt "github.com/bettertest/bettertest/internal/workertest"
 )
@@ -322,4 +324,44 @@ func TestQuarantine(t *testing.T) {
 	if r := runJudged(t, boss, "q"); r.Status != bettertest.StatusFailed {
 		t.Fatalf("run #%d %s, want failed: unit/pkg.TestB was released", r.ID, r.Status)
 	}
+}
+
+// In Chromium: f opens the Flaky page, which lists the test the retry
+// showed flaky; q quarantines it and the page shows it at once; the run
+// page marks the task; the Release button releases it.
+func TestBrowserFlakyPage(t *testing.T) {
+	t.Parallel()
+	w := newWobbly(t, "retry", 1)
+	w.plan(t, "fail pass", "pass")
+	worker := wt.Start(t, bin, wt.Options{})
+	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, w.dir, "retry", w.code)}, Workers: []*wt.Worker{worker}})
+	r := runJudged(t, boss, "retry")
+
+	tab := newTab(t, boss.URL)
+	tab.open("/")
+	tab.press("f")
+	const row = `[...document.querySelectorAll("#f-0 .st, #f-0 .pipe, #f-0 .name, #f-0 .reasons, #f-0 button")].map(e => e.textContent).join(" | ")`
+	tab.waitFor("the flaky page", `location.pathname === "/flaky" && document.getElementById("f-0") !== null`)
+	tab.equal(row, fmt.Sprintf("⚠ flaky | retry | wobbly | failed, then passed when retried, in run #%d | Quarantine", r.ID))
+	tab.equal(`document.title`, "Flaky tests · bettertest")
+	tab.screenshot("flaky")
+
+	tab.press("q")
+	tab.waitFor("the test quarantined", row+` === "⚠ flaky | ⊡ quarantined | retry | wobbly | failed, then passed when retried, in run #`+fmt.Sprint(r.ID)+` | Release"`)
+	var flaky []bettertest.FlakyTest
+	getJSON(t, boss, "/api/flaky", &flaky)
+	if len(flaky) != 1 || !flaky[0].Quarantined || flaky[0].QuarantinedBy != "ui" {
+		t.Fatalf("after q: %+v, want wobbly quarantined by ui", flaky)
+	}
+
+	// Enter opens the evidence run, whose task card is marked.
+	tab.press(kb.Enter)
+	tab.waitFor("the run page", fmt.Sprintf(`location.pathname === "/runs/%d"`, r.ID))
+	tab.equal(`[...document.querySelectorAll("a.task")].filter(a => a.querySelector(".name").textContent === "wobbly").map(a => a.querySelector(".marks").textContent).join()`,
+		"⚠ flaky 2 attempts ⚠ known flaky")
+
+	tab.press("f")
+	tab.waitFor("the flaky page again", `location.pathname === "/flaky" && document.getElementById("f-0") !== null`)
+	tab.click(`#f-0 button`)
+	tab.waitFor("the test released", row+` === "⚠ flaky | retry | wobbly | failed, then passed when retried, in run #`+fmt.Sprint(r.ID)+` | Quarantine"`)
 }
