@@ -42,7 +42,7 @@ type Config struct {
 	// Quarantine lists tests, as pipeline and test id, whose failures do not
 	// fail runs; more can be quarantined from the UI and the API.
 	Quarantine [][2]string
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 	// Ready, if not nil, is called with the listening address once the API serves.
 	Ready func(addr string)
 }

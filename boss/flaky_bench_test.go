@@ -88,7 +88,9 @@ func BenchmarkFlakyPage100kResults(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	measure := func(path string) (p50, p99 float64) { return sample(requests, func() time.Duration { return whole(path) }) }
+	measure := func(path string) (p50, p99 float64) {
+		return sample(requests, func() time.Duration { return whole(path) })
+	}
 	target := func(path string) string {
 		if path == "/flaky" {
 			return " (target < 50 ms)"

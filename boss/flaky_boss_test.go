@@ -47,6 +47,13 @@ func newWobbly(t *testing.T, name string, retries int) *wobbly {
 	return w
 }
 
+// startWobbly starts a worker and a boss whose one pipeline is a wobblyPipedef named name.
+func startWobbly(t *testing.T, name string, retries int, args ...string) (*wobbly, *wt.Boss) {
+	w := newWobbly(t, name, retries)
+	worker := wt.Start(t, bin, wt.Options{})
+	return w, wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, w.dir, name, w.code)}, Workers: []*wt.Worker{worker}, Args: args})
+}
+
 // plan says what the next run's attempts of wobbly and of unit's pkg.TestB do.
 func (w *wobbly) plan(t *testing.T, wobblyAttempts, unitAttempts string) {
 	t.Helper()
@@ -136,10 +143,8 @@ func taskOf(t *testing.T, boss *wt.Boss, id int64, name string) bettertest.Task 
 // as flaky with that run as its evidence.
 func TestARetriedFlakyTestIsRecordedMarkedAndListed(t *testing.T) {
 	t.Parallel()
-	w := newWobbly(t, "retry", 1)
+	w, boss := startWobbly(t, "retry", 1)
 	w.plan(t, "pass", "fail pass")
-	worker := wt.Start(t, bin, wt.Options{})
-	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, w.dir, "retry", w.code)}, Workers: []*wt.Worker{worker}})
 
 	r := runJudged(t, boss, "retry")
 	if r.Status != bettertest.StatusPassed {
@@ -263,11 +268,8 @@ func TestSameCommitFlipRateAndClearing(t *testing.T) {
 // by the API, which the next run follows.
 func TestQuarantine(t *testing.T) {
 	t.Parallel()
-	w := newWobbly(t, "q", 0)
+	w, boss := startWobbly(t, "q", 0, "--quarantine", "q/wobbly")
 	w.plan(t, "fail", "fail")
-	worker := wt.Start(t, bin, wt.Options{})
-	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, w.dir, "q", w.code)}, Workers: []*wt.Worker{worker},
-		Args: []string{"--quarantine", "q/wobbly"}})
 
 	// wobbly is quarantined, unit's pkg.TestB is not.
 	r := runJudged(t, boss, "q")
@@ -331,10 +333,8 @@ func TestQuarantine(t *testing.T) {
 // page marks the task; the Release button releases it.
 func TestBrowserFlakyPage(t *testing.T) {
 	t.Parallel()
-	w := newWobbly(t, "retry", 1)
+	w, boss := startWobbly(t, "retry", 1)
 	w.plan(t, "fail pass", "pass")
-	worker := wt.Start(t, bin, wt.Options{})
-	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, w.dir, "retry", w.code)}, Workers: []*wt.Worker{worker}})
 	r := runJudged(t, boss, "retry")
 
 	tab := newTab(t, boss.URL)

@@ -140,7 +140,9 @@ func BenchmarkUITimeToFirstByte(b *testing.B) {
 		}
 		return first
 	}
-	measure := func(path string) (p50, p99 float64) { return sample(requests, func() time.Duration { return ttfb(path) }) }
+	measure := func(path string) (p50, p99 float64) {
+		return sample(requests, func() time.Duration { return ttfb(path) })
+	}
 	for range b.N {
 		floor50, floor99 := measure("/api/workers")
 		b.ReportMetric(floor50, "ms-p50-api-workers")
