@@ -66,7 +66,7 @@ docker save bettertest/base:bookworm bettertest/cc:bookworm | docker exec -i "$h
 step "3. bettertest boss with the example pipelines"
 mkfifo "$dir/boss.log"
 bin/bettertest boss --listen 127.0.0.1:0 --data-dir "$dir/boss" \
-	--pipedef python/examples/pipeline.py --pipedef python/examples/broken.py 2>"$dir/boss.log" &
+	--pipedef python/examples/pipeline.py --pipedef python/examples/broken.py --pipedef python/examples/flaky.py 2>"$dir/boss.log" &
 boss_pid=$!
 exec {log}<"$dir/boss.log"
 boss_url=
@@ -86,8 +86,12 @@ step "4. bettertest run pipeline: the first run, followed to its end"
 bin/bettertest run --boss "$boss_url" pipeline || die "the run failed with status $?"
 printf '\n%sthe example pipeline passed on the enrolled worker%s\n' "$GREEN" "$RESET"
 
+step "5. bettertest run flaky: a test case fails, then passes when retried"
+bin/bettertest run --boss "$boss_url" flaky || die "the run failed with status $?"
+printf '\n%sthe flaky run passed on its retry; the boss lists pkg.TestCache at %s/flaky%s\n' "$GREEN" "$boss_url" "$RESET"
+
 printf '\nThe UI: %s%s%s   (press ? there for the keys; the API is under %s/api)\n' "$BOLD" "$boss_url" "$RESET" "$boss_url"
-echo "Start runs with: bin/bettertest run --boss $boss_url pipeline   (or broken, which fails on purpose)"
+echo "Start runs with: bin/bettertest run --boss $boss_url pipeline   (or broken, which fails on purpose; or flaky)"
 if [ -t 0 ] && [ -t 1 ]; then
 	echo "Everything keeps running until you press Ctrl-C."
 	trap 'echo; exit 0' INT

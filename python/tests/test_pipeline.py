@@ -620,6 +620,24 @@ class ExampleTest(PipedefTestCase):
         self.assertEqual(output(run.events, "runs"), "hello, world\n")
         self.assertEqual(shape(run.events)[-1], pipeline_end("hello", "passed", 3, 0, 0, 0))
 
+    def test_the_flaky_example(self) -> None:
+        run = self.run_pipedef("", script=EXAMPLES / "flaky.py")
+        self.assertEqual(run.code, 0, run.stdout + run.stderr)
+        cases = [(e["attempt"], e["name"], e["status"], e["duration_ms"], e["output"]) for e in run.events if e["event"] == "test_case"]
+        self.assertEqual(
+            cases,
+            [
+                (1, "pkg.TestParse", "passed", 12, ""),
+                (1, "pkg.TestCache", "failed", 250, "cache miss: expected hit\ngot a stale entry after 2 ms"),
+                (1, "pkg.TestNetwork", "skipped", 0, ""),
+                (2, "pkg.TestParse", "passed", 12, ""),
+                (2, "pkg.TestCache", "passed", 250, ""),
+                (2, "pkg.TestNetwork", "skipped", 0, ""),
+            ],
+        )
+        end = first(run.events, "task_end", "unit")
+        self.assertEqual((end["status"], end["attempts"], end["flaky"], end["quarantined"]), ("passed", 2, True, False))
+
 
 class InProcessTest(unittest.TestCase):
     """The pipeline's own rules, in this process, with a reporter on a string and a fixed clock.
