@@ -536,14 +536,16 @@ func flakyPage(m Model) []Region {
 
 func flakyRow(f bettertest.FlakyTest) string {
 	var b strings.Builder
+	// A test listed without being flaky is listed for its quarantine alone:
+	// never flaky, or cleared since.
+	var marks []string
 	if f.Flaky {
-		b.WriteString(mark("flaky", "⚠", "flaky", "its outcome changes from run to run without a change that explains it"))
-	} else {
-		b.WriteString(mark("cleared", "✓", "cleared", "no longer flaky: it stays quarantined until it is released"))
+		marks = append(marks, mark("flaky", "⚠", "flaky", "its outcome changes from run to run without a change that explains it"))
 	}
 	if f.Quarantined {
-		b.WriteString(" " + quarantinedMark("it still runs, but its failures do not fail runs"))
+		marks = append(marks, quarantinedMark("it still runs, but its failures do not fail runs"))
 	}
+	b.WriteString(strings.Join(marks, " "))
 	fmt.Fprintf(&b, ` <span class="pipe">%s</span> <span class="name">%s</span>`, esc(f.Pipeline), esc(f.Test))
 	fmt.Fprintf(&b, ` <span class="rate" title="how often its outcome changed from one run to the next">%.0f%% flip rate</span>`, f.FlipRate*100)
 	b.WriteString(` <span class="runs">` + plural(len(f.History), "run") + "</span>")
