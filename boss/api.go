@@ -293,7 +293,9 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 			b.serveEnded(w, r, first)
 			return
 		}
-		sub := b.events.Subscribe(nil, func(ev hub.Event) bool { return ev.Run == id && ev.Task == task })
+		sub := b.events.Subscribe(nil, func(ev hub.Event) bool {
+			return ev.Run == id && ev.Task == task && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventTask)
+		})
 		b.mu.Unlock()
 		b.serve(w, r, first, sub, isTaskEnd)
 		return
