@@ -112,7 +112,7 @@ func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
 	}
 	run, err := b.trigger(name, req.Trigger)
 	if errors.Is(err, errNoPipeline) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", name, b.pipelineNames()))
+		b.writeNoPipeline(w, name)
 		return
 	}
 	if err != nil {
@@ -122,19 +122,20 @@ func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, run)
 }
 
-func (b *Boss) pipelineNames() string {
+// writeNoPipeline answers 404 for a pipeline this boss does not have, naming those it has.
+func (b *Boss) writeNoPipeline(w http.ResponseWriter, name string) {
 	names := make([]string, len(b.pipelines))
 	for i, p := range b.pipelines {
 		names[i] = p.Name
 	}
-	return strings.Join(names, ", ")
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", name, strings.Join(names, ", ")))
 }
 
 func (b *Boss) handleRuns(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	pipeline := q.Get("pipeline")
 	if _, ok := b.pipeline(pipeline); pipeline != "" && !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", pipeline, b.pipelineNames()))
+		b.writeNoPipeline(w, pipeline)
 		return
 	}
 	limit := 50

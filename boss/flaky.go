@@ -284,17 +284,11 @@ func (b *Boss) rejudgeAll(ctx context.Context) error {
 // flaky lists the flaky and the quarantined tests of one pipeline, or of
 // all when pipeline is "": flaky ones first, by flip rate.
 func (b *Boss) flaky(ctx context.Context, pipeline string) ([]bettertest.FlakyTest, error) {
-	byUI, err := b.store.quarantined(ctx)
+	quarantined, byUI, err := b.quarantined(ctx, pipeline)
 	if err != nil {
 		return nil, err
 	}
-	var also [][2]string
-	for _, pt := range append(slices.Clone(b.cfg.Quarantine), byUI...) {
-		if (pipeline == "" || pt[0] == pipeline) && !slices.Contains(also, pt) {
-			also = append(also, pt)
-		}
-	}
-	out, err := b.store.flakyTests(ctx, pipeline, also)
+	out, err := b.store.flakyTests(ctx, pipeline, quarantined)
 	if err != nil {
 		return nil, err
 	}
@@ -308,6 +302,22 @@ func (b *Boss) flaky(ctx context.Context, pipeline string) ([]bettertest.FlakyTe
 		}
 	}
 	return out, nil
+}
+
+// quarantined lists the quarantined tests of pipeline (of all when it is
+// ""), each once, the --quarantine flag's first; and, apart, every test
+// quarantined from the UI or the API.
+func (b *Boss) quarantined(ctx context.Context, pipeline string) (tests, byUI [][2]string, err error) {
+	byUI, err = b.store.quarantined(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, pt := range append(slices.Clone(b.cfg.Quarantine), byUI...) {
+		if (pipeline == "" || pt[0] == pipeline) && !slices.Contains(tests, pt) {
+			tests = append(tests, pt)
+		}
+	}
+	return tests, byUI, nil
 }
 
 var errBadTest = errors.New("not a test id")
@@ -334,17 +344,13 @@ func (b *Boss) quarantine(pipeline, test string, on bool) error {
 
 // quarantineArgs are the pipedef's --quarantine arguments for a run of pipeline.
 func (b *Boss) quarantineArgs(ctx context.Context, pipeline string) ([]string, error) {
-	byUI, err := b.store.quarantined(ctx)
+	tests, _, err := b.quarantined(ctx, pipeline)
 	if err != nil {
 		return nil, err
 	}
 	var args []string
-	seen := map[string]bool{}
-	for _, pt := range append(slices.Clone(b.cfg.Quarantine), byUI...) {
-		if pt[0] == pipeline && !seen[pt[1]] {
-			seen[pt[1]] = true
-			args = append(args, "--quarantine", pt[1])
-		}
+	for _, pt := range tests {
+		args = append(args, "--quarantine", pt[1])
 	}
 	return args, nil
 }
@@ -354,7 +360,7 @@ func (b *Boss) quarantineArgs(ctx context.Context, pipeline string) ([]string, e
 func (b *Boss) handleFlaky(w http.ResponseWriter, r *http.Request) {
 	pipeline := r.URL.Query().Get("pipeline")
 	if _, ok := b.pipeline(pipeline); pipeline != "" && !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", pipeline, b.pipelineNames()))
+		b.writeNoPipeline(w, pipeline)
 		return
 	}
 	out, err := b.flaky(r.Context(), pipeline)
@@ -376,12 +382,31 @@ func (b *Boss) handleTests(w http.ResponseWriter, r *http.Request) {
 		writeRunError(w, id, err)
 		return
 	}
-	out, err := b.store.cases(r.Context(), id, r.URL.Query().Get("task"))
+	out, err := b.testResults(r.Context(), id, r.URL.Query().Get("task"))
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// testResults are a run's test results so far, of one task or of all when
+// task is "": from memory while the run is active (the store may not have
+// the newest yet), else from the store.
+func (b *Boss) testResults(ctx context.Context, id int64, task string) ([]bettertest.TestResult, error) {
+	b.mu.Lock()
+	if a, ok := b.active[id]; ok {
+		defer b.mu.Unlock()
+		out := []bettertest.TestResult{}
+		for _, t := range a.results {
+			if task == "" || t.Task == task {
+				out = append(out, t)
+			}
+		}
+		return out, nil
+	}
+	b.mu.Unlock()
+	return b.store.cases(ctx, id, task)
 }
 
 // handleQuarantine answers POST /api/quarantine: quarantine a test, or release it.
@@ -396,7 +421,7 @@ func (b *Boss) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 	err := b.quarantine(req.Pipeline, req.Test, req.Quarantined)
 	switch {
 	case errors.Is(err, errNoPipeline):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", req.Pipeline, b.pipelineNames()))
+		b.writeNoPipeline(w, req.Pipeline)
 	case errors.Is(err, errFlagQuarantine):
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s/%s is %v", req.Pipeline, req.Test, err))
 	case errors.Is(err, errBadTest):

@@ -39,10 +39,11 @@ type activeRun struct {
 	checkout  string      // its worktree, removed when the run ends
 	statuses  chan status // commit statuses to post, in order; nil without GitHub
 
-	cases  int                   // test results recorded, numbering the next
-	tally  map[attemptKey]*tally // test cases reported by each attempt
-	tested []string              // the ids of the tests with results, in the order they came
-	seen   map[string]bool       // the ids in tested
+	results       []bettertest.TestResult // its test results, in the order they came
+	storedResults int                     // how many of them are in the store
+	tally         map[attemptKey]*tally   // test cases reported by each attempt
+	tested        []string                // the ids of the tests with results, in the order they came
+	seen          map[string]bool         // the ids in tested
 }
 
 type attemptKey struct {
@@ -380,14 +381,19 @@ func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
 	seq := len(r.output[task])
 	r.output[task] = append(r.output[task], c)
 	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Seq: seq, Chunk: c}), r.run.ID, task))
+	r.persistSoon()
+}
+
+// persistSoon has the run's persist goroutine write what is new.
+func (r *activeRun) persistSoon() {
 	select {
 	case r.kick <- struct{}{}:
 	default: // a write is already due
 	}
 }
 
-// persist writes a running run's new output to the history, all that has
-// come since its last write in one transaction, whenever there is some, and
+// persist writes a running run's new output and test results to the
+// history, all that has come since its last write in one transaction, whenever there is some, and
 // once more after the run's last output; then it closes done.
 func (b *Boss) persist(r *activeRun, done chan<- struct{}) {
 	defer close(done)
@@ -411,11 +417,13 @@ func (b *Boss) persistOnce(r *activeRun) {
 		}
 	}
 	from := maps.Clone(r.stored)
+	results, resultsFrom := r.results[r.storedResults:len(r.results):len(r.results)], r.storedResults
+	pipeline, commit := r.run.Pipeline, r.run.Commit
 	b.mu.Unlock()
-	if len(batch) == 0 {
+	if len(batch) == 0 && len(results) == 0 {
 		return
 	}
-	if err := b.store.appendOutput(r.run.ID, from, batch); err != nil {
+	if err := b.store.appendRun(r.run.ID, pipeline, commit, from, batch, resultsFrom, results); err != nil {
 		b.log.Error("history", "err", err)
 		return
 	}
@@ -423,6 +431,7 @@ func (b *Boss) persistOnce(r *activeRun) {
 	for task, chunks := range batch {
 		r.stored[task] += len(chunks)
 	}
+	r.storedResults += len(results)
 	b.mu.Unlock()
 }
 
@@ -473,7 +482,7 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 		t = &tally{}
 		r.tally[key] = t
 	}
-	res := bettertest.TestResult{Task: task.Name, Attempt: ev.Attempt, Status: ev.Status, DurationMS: ev.DurationMS, Output: ev.Output}
+	res := bettertest.TestResult{Task: task.Name, Attempt: ev.Attempt, Status: ev.Status, DurationMS: ev.DurationMS}
 	if ev.Event == "test_case" {
 		if ev.Name == "" {
 			return
@@ -482,13 +491,12 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 		if ev.Status == bettertest.StatusFailed {
 			t.failed++
 		}
-		res.Case = ev.Name
+		res.Case, res.Output = ev.Name, ev.Output
 	} else {
 		task.Attempts = ev.Attempt
 		if t.cases > 0 && (ev.Status != bettertest.StatusFailed || t.failed > 0) {
 			return // its test cases say it all
 		}
-		res.Output = ""
 		if ev.Error != nil {
 			res.Output = *ev.Error
 		} else if ev.ExitCode != nil && *ev.ExitCode != 0 {
@@ -499,11 +507,8 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 	if len(res.Output) > maxCaseOutput {
 		res.Output = strings.ToValidUTF8(res.Output[len(res.Output)-maxCaseOutput:], "")
 	}
-	seq := r.cases
-	r.cases++
-	if err := b.store.addCase(r.run.ID, seq, r.run.Pipeline, r.run.Commit, res); err != nil {
-		b.log.Error("history", "err", err)
-	}
+	r.results = append(r.results, res)
+	r.persistSoon()
 	if !r.seen[res.Test] {
 		r.seen[res.Test] = true
 		r.tested = append(r.tested, res.Test)

@@ -258,9 +258,11 @@ func (s *store) saveTask(runID int64, idx int, t bettertest.Task) error {
 	return nil
 }
 
-// appendOutput stores new chunks of output of several tasks in one
-// transaction; from holds the number of chunks of each task stored before.
-func (s *store) appendOutput(runID int64, from map[string]int, chunks map[string][]bettertest.Chunk) error {
+// appendRun stores, in one transaction, new chunks of output of several
+// tasks of a run (from holds the number of chunks of each task stored
+// before) and its new test results (resultsFrom results were stored before).
+func (s *store) appendRun(runID int64, pipeline, commit string, from map[string]int, chunks map[string][]bettertest.Chunk,
+	resultsFrom int, results []bettertest.TestResult) error {
 	tx, err := s.db.Begin()
 	if err != nil {
 		return err
@@ -274,8 +276,15 @@ func (s *store) appendOutput(runID int64, from map[string]int, chunks map[string
 			}
 		}
 	}
+	for i, t := range results {
+		if _, err := tx.Exec(`INSERT INTO cases (run_id, seq, pipeline, test, task, name, attempt, status, duration_ms, output, commit_sha)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			runID, resultsFrom+i, pipeline, t.Test, t.Task, t.Case, t.Attempt, t.Status, t.DurationMS, t.Output, commit); err != nil {
+			return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("record output of run %d: %w", runID, err)
+		return fmt.Errorf("record output and tests of run %d: %w", runID, err)
 	}
 	return nil
 }
@@ -392,17 +401,6 @@ func (s *store) output(ctx context.Context, runID int64, task string) ([]bettert
 		out = append(out, c)
 	}
 	return out, rows.Err()
-}
-
-// addCase records one attempt of one test case of a run.
-func (s *store) addCase(runID int64, seq int, pipeline, commit string, t bettertest.TestResult) error {
-	_, err := s.db.Exec(`INSERT INTO cases (run_id, seq, pipeline, test, task, name, attempt, status, duration_ms, output, commit_sha)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		runID, seq, pipeline, t.Test, t.Task, t.Case, t.Attempt, t.Status, t.DurationMS, t.Output, commit)
-	if err != nil {
-		return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, err)
-	}
-	return nil
 }
 
 // cases reads the test results of a run, of one task or of all when task is "".

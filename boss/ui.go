@@ -118,7 +118,7 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 			if err != nil {
 				return b.notFound(ctx, path, err.Error())
 			}
-			tests, err := b.store.cases(ctx, id, task)
+			tests, err := b.testResults(ctx, id, task)
 			if err != nil {
 				return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
 			}
