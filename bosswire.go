@@ -151,14 +151,17 @@ const (
 	BossEventTask   = "task"   // TaskEvent
 	BossEventOutput = "output" // OutputChunkEvent
 	BossEventWorker = "worker" // WorkerInfo
-	BossEventTest   = "test"   // TestResultEvent
+	BossEventTests  = "tests"  // TestResultsEvent
 	BossEventFlaky  = "flaky"  // FlakyEvent: the flaky list of a pipeline changed
 )
 
-// TestResultEvent is a test case's result, reported by a running pipedef.
-type TestResultEvent struct {
-	RunID int64 `json:"run_id"`
-	TestResult
+// TestResultsEvent is the test results of one attempt of a test task,
+// reported by a running pipedef: one event however many test cases it ran.
+type TestResultsEvent struct {
+	RunID   int64        `json:"run_id"`
+	Task    string       `json:"task"`
+	Attempt int          `json:"attempt"`
+	Results []TestResult `json:"results"`
 }
 
 // FlakyEvent says a pipeline's flaky tests or quarantine changed; GET

@@ -433,10 +433,14 @@ func shorten(t *testing.T, l string) string {
 			paths = append(paths, a.Path)
 		}
 		return strings.TrimSpace(fmt.Sprintf("task %s %s %s cached=%v attempts=%d %s", te.Name, te.Status, te.Reason, te.Cached, te.Attempts, strings.Join(paths, ",")))
-	case "test":
-		var tr bettertest.TestResultEvent
+	case "tests":
+		var tr bettertest.TestResultsEvent
 		mustJSON(t, data, &tr)
-		return fmt.Sprintf("test %s attempt %d %s", tr.Test, tr.Attempt, tr.Status)
+		var lines []string
+		for _, r := range tr.Results {
+			lines = append(lines, fmt.Sprintf("test %s attempt %d %s", r.Test, r.Attempt, r.Status))
+		}
+		return strings.Join(lines, "\n")
 	case "output":
 		var o bettertest.OutputChunkEvent
 		mustJSON(t, data, &o)

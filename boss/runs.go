@@ -41,7 +41,7 @@ type activeRun struct {
 
 	results       []bettertest.TestResult // its test results, in the order they came
 	storedResults int                     // how many of them are in the store
-	tally         map[attemptKey]*tally   // test cases reported by each attempt
+	attempts      map[attemptKey]*attempt // the attempts of test tasks not over yet
 	tested        []string                // the ids of the tests with results, in the order they came
 	seen          map[string]bool         // the ids in tested
 }
@@ -51,8 +51,11 @@ type attemptKey struct {
 	attempt int
 }
 
-// tally counts the test cases an attempt of a test task reported.
-type tally struct{ cases, failed int }
+// attempt is what an attempt of a test task reported so far.
+type attempt struct {
+	results []bettertest.TestResult
+	failed  int // how many of them failed
+}
 
 func (r *activeRun) task(name string) (*bettertest.Task, int) {
 	idx := 0
@@ -95,14 +98,14 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r := &activeRun{
-		commit: ci,
-		run:    bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
-		output: map[string][]bettertest.Chunk{},
-		stored: map[string]int{},
-		tally:  map[attemptKey]*tally{},
-		seen:   map[string]bool{},
-		kick:   make(chan struct{}, 1),
-		ended:  make(chan struct{}),
+		commit:   ci,
+		run:      bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
+		output:   map[string][]bettertest.Chunk{},
+		stored:   map[string]int{},
+		attempts: map[attemptKey]*attempt{},
+		seen:     map[string]bool{},
+		kick:     make(chan struct{}, 1),
+		ended:    make(chan struct{}),
 	}
 	if ci != nil {
 		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = ci.Commit, ci.Ref, ci.Author, ci.URL
@@ -464,9 +467,11 @@ type report struct {
 // maxCaseOutput is how much of a test case's output the history keeps: its end.
 const maxCaseOutput = 64 << 10
 
-// testLocked records a test case's result from a test_case event, or, from
-// a task_attempt event, the attempt itself as the task's own test case when
-// it reported none, or failed without a failed test case to show for it.
+// testLocked records a test case's result from a test_case event. A
+// task_attempt event ends the attempt: the attempt itself is recorded as the
+// task's own test case when it reported none, or failed without a failed
+// test case to show for it, and the attempt's results are announced in one
+// event, however many there are.
 func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 	if task.Kind != "test" || ev.Attempt < 1 {
 		return
@@ -477,35 +482,42 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 		return
 	}
 	key := attemptKey{task.Name, ev.Attempt}
-	t := r.tally[key]
-	if t == nil {
-		t = &tally{}
-		r.tally[key] = t
+	a := r.attempts[key]
+	if a == nil {
+		a = &attempt{}
+		r.attempts[key] = a
 	}
 	res := bettertest.TestResult{Task: task.Name, Attempt: ev.Attempt, Status: ev.Status, DurationMS: ev.DurationMS}
 	if ev.Event == "test_case" {
-		if ev.Name == "" {
-			return
+		if ev.Name != "" {
+			res.Case, res.Output = ev.Name, ev.Output
+			b.addResultLocked(r, a, res)
 		}
-		t.cases++
-		if ev.Status == bettertest.StatusFailed {
-			t.failed++
-		}
-		res.Case, res.Output = ev.Name, ev.Output
-	} else {
-		task.Attempts = ev.Attempt
-		if t.cases > 0 && (ev.Status != bettertest.StatusFailed || t.failed > 0) {
-			return // its test cases say it all
-		}
+		return
+	}
+	task.Attempts = ev.Attempt
+	delete(r.attempts, key)
+	if len(a.results) == 0 || (ev.Status == bettertest.StatusFailed && a.failed == 0) {
 		if ev.Error != nil {
 			res.Output = *ev.Error
 		} else if ev.ExitCode != nil && *ev.ExitCode != 0 {
 			res.Output = fmt.Sprintf("exit code %d", *ev.ExitCode)
 		}
+		b.addResultLocked(r, a, res)
 	}
+	b.events.Publish(withRun(hub.New(bettertest.BossEventTests,
+		bettertest.TestResultsEvent{RunID: r.run.ID, Task: task.Name, Attempt: ev.Attempt, Results: a.results}), r.run.ID, task.Name))
+}
+
+// addResultLocked keeps a test result of an attempt, and has it stored.
+func (b *Boss) addResultLocked(r *activeRun, a *attempt, res bettertest.TestResult) {
 	res.Test = TestID(res.Task, res.Case)
 	if len(res.Output) > maxCaseOutput {
 		res.Output = strings.ToValidUTF8(res.Output[len(res.Output)-maxCaseOutput:], "")
+	}
+	a.results = append(a.results, res)
+	if res.Status == bettertest.StatusFailed {
+		a.failed++
 	}
 	r.results = append(r.results, res)
 	r.persistSoon()
@@ -513,7 +525,6 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 		r.seen[res.Test] = true
 		r.tested = append(r.tested, res.Test)
 	}
-	b.events.Publish(withRun(hub.New(bettertest.BossEventTest, bettertest.TestResultEvent{RunID: r.run.ID, TestResult: res}), r.run.ID, task.Name))
 }
 
 // applyLocked applies one event of the report to the run.

@@ -367,8 +367,8 @@ func uiMsg(ev hub.Event) ui.Msg {
 		return decodeMsg(ev.Data, func(o bettertest.OutputChunkEvent) ui.Msg { return ui.Output{Event: o} })
 	case bettertest.BossEventWorker:
 		return decodeMsg(ev.Data, func(w bettertest.WorkerInfo) ui.Msg { return ui.WorkerChanged{Worker: w} })
-	case bettertest.BossEventTest:
-		return decodeMsg(ev.Data, func(t bettertest.TestResultEvent) ui.Msg { return ui.TestChanged{Event: t} })
+	case bettertest.BossEventTests:
+		return decodeMsg(ev.Data, func(t bettertest.TestResultsEvent) ui.Msg { return ui.TestChanged{Event: t} })
 	case bettertest.BossEventFlaky:
 		return decodeMsg(ev.Data, func(f bettertest.FlakyEvent) ui.Msg { return ui.FlakyChanged{Pipeline: f.Pipeline} })
 	}

@@ -178,8 +178,8 @@ type Output struct{ Event bettertest.OutputChunkEvent }
 // WorkerChanged is a boss worker event.
 type WorkerChanged struct{ Worker bettertest.WorkerInfo }
 
-// TestChanged is a boss test event: a test case's result in a running run.
-type TestChanged struct{ Event bettertest.TestResultEvent }
+// TestChanged is a boss tests event: the test results of an attempt of a task of a running run.
+type TestChanged struct{ Event bettertest.TestResultsEvent }
 
 // FlakyChanged is a boss flaky event: a pipeline's flaky list or quarantine changed.
 type FlakyChanged struct{ Pipeline string }

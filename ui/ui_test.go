@@ -533,7 +533,7 @@ func TestUpdateTestChanged(t *testing.T) {
 	given[4], given[5] = bettertest.TestResult{}, bettertest.TestResult{}
 	m.Tests = given[:4]
 	ev := func(runID int64, r bettertest.TestResult) Msg {
-		return TestChanged{Event: bettertest.TestResultEvent{RunID: runID, TestResult: r}}
+		return TestChanged{Event: bettertest.TestResultsEvent{RunID: runID, Task: r.Task, Attempt: r.Attempt, Results: []bettertest.TestResult{r}}}
 	}
 	all := fixtureTests()
 	m = Update(m, ev(7, all[4]))                                                                    // new: appended
@@ -560,7 +560,8 @@ func TestDiffTestChanged(t *testing.T) {
 	m := fixtureTaskTests()
 	m.Tests = fixtureTests()[:4]
 	old := View(m)
-	m = Update(m, TestChanged{Event: bettertest.TestResultEvent{RunID: 7, TestResult: fixtureTests()[4]}})
+	r4 := fixtureTests()[4]
+	m = Update(m, TestChanged{Event: bettertest.TestResultsEvent{RunID: 7, Task: r4.Task, Attempt: r4.Attempt, Results: []bettertest.TestResult{r4}}})
 	cur := View(m)
 	if got, want := Diff(old, cur), []Fragment{{Op: "replace", ID: "tests", HTML: cur.Main[1].HTML()}}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("diff:\n got %+v\nwant %+v", got, want)
@@ -568,7 +569,8 @@ func TestDiffTestChanged(t *testing.T) {
 	// The first result of a task without any fills its empty region.
 	e := fixture(PageTask)
 	old = View(e)
-	e = Update(e, TestChanged{Event: bettertest.TestResultEvent{RunID: 7, TestResult: bettertest.TestResult{Task: "lint <src>", Test: "lint <src>", Attempt: 1, Status: "failed", Output: "<x>"}}})
+	e = Update(e, TestChanged{Event: bettertest.TestResultsEvent{RunID: 7, Task: "lint <src>", Attempt: 1,
+		Results: []bettertest.TestResult{{Task: "lint <src>", Test: "lint <src>", Attempt: 1, Status: "failed", Output: "<x>"}}}})
 	cur = View(e)
 	want := []Fragment{{Op: "append", ID: "tests", HTML: `<h2>Test cases</h2><p class="meta">1 test case · 1 failed</p><ul class="cases"><li><span class="st st-failed">✗ failed</span> <span class="name">lint &lt;src&gt;</span><pre class="output">&lt;x&gt;</pre></li></ul>`}}
 	if got := Diff(old, cur); !reflect.DeepEqual(got, want) {

@@ -349,16 +349,28 @@ func (m Model) taskChanged(ev bettertest.TaskEvent) Model {
 	return m
 }
 
-// testChanged adds a test case's result to the task page that shows it,
-// once: the page may have been loaded with it already.
-func (m Model) testChanged(ev bettertest.TestResultEvent) Model {
+// testChanged adds an attempt's test results to the task page that shows
+// them, each once: the page may have been loaded with some already.
+func (m Model) testChanged(ev bettertest.TestResultsEvent) Model {
 	if m.Page != PageTask || m.Run == nil || ev.RunID != m.Run.ID || ev.Task != m.Task {
 		return m
 	}
-	if slices.ContainsFunc(m.Tests, func(t bettertest.TestResult) bool { return t.Test == ev.Test && t.Attempt == ev.Attempt }) {
-		return m
+	type key struct {
+		test    string
+		attempt int
 	}
-	m.Tests = append(slices.Clip(m.Tests), ev.TestResult)
+	have := map[key]bool{}
+	for _, t := range m.Tests {
+		have[key{t.Test, t.Attempt}] = true
+	}
+	tests := slices.Clip(m.Tests)
+	for _, t := range ev.Results {
+		if k := (key{t.Test, t.Attempt}); !have[k] {
+			have[k] = true
+			tests = append(tests, t)
+		}
+	}
+	m.Tests = tests
 	return m
 }
 
