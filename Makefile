@@ -5,7 +5,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/bettertest/bettertest.Version=$(VERSION)
 BIN     := bin/bettertest
 
-.PHONY: all build setup test test-go test-python fuzz demo bench clean
+.PHONY: all build setup test test-go test-python fuzz demo bench bench-smoke clean
 all: build
 
 # Static (no cgo): enrollment copies this binary to hosts of any distribution.
@@ -33,8 +33,14 @@ fuzz:
 demo: setup build
 	bash scripts/demo.sh
 
+# Every benchmark against its peer; the figures need a quiet machine.
 bench: setup build
 	bash scripts/bench.sh
+
+# Every benchmark once, on small sizes, no target enforced: CI runs it after
+# the tests so that a benchmark that no longer runs fails CI.
+bench-smoke: setup build
+	bash scripts/bench.sh --smoke
 
 clean:
 	rm -rf bin

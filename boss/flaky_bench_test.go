@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,10 +14,11 @@ import (
 	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
-// suiteBench is a pipeline whose one test task reports 10,000 test cases in
+// suiteBench is a pipeline whose one test task reports cases test cases in
 // JUnit XML. Every 100th case fails in every other run (which run this is
-// comes from a counter file beside the pipedef), so 100 tests flip.
-const suiteBench = `import os
+// comes from a counter file beside the pipedef), so cases/100 tests flip.
+func suiteBench(cases int) string {
+	return strings.Replace(`import os
 import bettertest as bt
 counter = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 n = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
@@ -23,21 +26,24 @@ open(counter, "w").write(str(n))
 p = bt.pipeline("suite")
 with p.stage("test") as s:
     s.test("unit", image="bettertest/base:bookworm", results="/results/junit.xml", command=(
-        "mkdir -p /results && seq 10000 | awk -v r=%d 'BEGIN { print \"<testsuite name=\\\"unit\\\">\" } "
+        "mkdir -p /results && seq CASES | awk -v r=%d 'BEGIN { print \"<testsuite name=\\\"unit\\\">\" } "
         "{ printf \"<testcase classname=\\\"pkg\\\" name=\\\"T%%05d\\\" time=\\\"0.001\\\">\", $1; "
         "if ($1 %% 100 == 0 && (r + $1 / 100) %% 2 == 0) printf \"<failure message=\\\"boom\\\"/>\"; print \"</testcase>\" } "
         "END { print \"</testsuite>\" }' > /results/junit.xml" % n))
-`
+`, "CASES", strconv.Itoa(cases), 1)
+}
 
 // BenchmarkFlakyPage100kResults runs suiteBench 10 times, which records
-// 100,000 test-case results, and then measures the flaky page (target: the
+// 100,000 test-case results (quick mode: 5 runs of 1,000 cases, the fewest
+// runs the flip-rate rule judges), and then measures the flaky page (target: the
 // whole answer in under 50 ms) and the API's flaky list against GET
 // /api/workers, the server's floor. It also reports how long the boss took
 // to judge a run's 10,000 tests after the run ended.
 func BenchmarkFlakyPage100kResults(b *testing.B) {
-	const runs, requests = 10, 50
+	runs, cases, requests := scale(10, 5), scale(10_000, 1_000), scale(50, 10)
+	flaky := cases / 100
 	worker := wt.Start(b, bin, wt.Options{})
-	boss := wt.StartBoss(b, bin, wt.BossOptions{Pipedefs: []string{pipedef(b, b.TempDir(), "suite", suiteBench)}, Workers: []*wt.Worker{worker}})
+	boss := wt.StartBoss(b, bin, wt.BossOptions{Pipedefs: []string{pipedef(b, b.TempDir(), "suite", suiteBench(cases))}, Workers: []*wt.Worker{worker}})
 	var judging []time.Duration
 	for range runs {
 		// The verdicts come after the run's end: its pipeline's flaky event says they are in.
@@ -64,16 +70,16 @@ func BenchmarkFlakyPage100kResults(b *testing.B) {
 		}
 		judging = append(judging, at.Sub(time.UnixMilli(r.FinishedMS)))
 		if r.Status != bettertest.StatusFailed {
-			b.Fatalf("run #%d %s, want failed: 100 of its tests fail", r.ID, r.Status)
+			b.Fatalf("run #%d %s, want failed: %d of its tests fail", r.ID, r.Status, flaky)
 		}
 	}
 	var results []bettertest.TestResult
-	if err := json.Unmarshal(get(b, boss, fmt.Sprintf("/api/runs/%d/tests", runs)), &results); err != nil || len(results) != 10000 {
-		b.Fatalf("the last run has %d test results (%v), want 10000", len(results), err)
+	if err := json.Unmarshal(get(b, boss, fmt.Sprintf("/api/runs/%d/tests", runs)), &results); err != nil || len(results) != cases {
+		b.Fatalf("the last run has %d test results (%v), want %d", len(results), err, cases)
 	}
 	var listed []bettertest.FlakyTest
-	if err := json.Unmarshal(get(b, boss, "/api/flaky"), &listed); err != nil || len(listed) != 100 {
-		b.Fatalf("%d flaky tests (%v), want 100", len(listed), err)
+	if err := json.Unmarshal(get(b, boss, "/api/flaky"), &listed); err != nil || len(listed) != flaky {
+		b.Fatalf("%d flaky tests (%v), want %d", len(listed), err, flaky)
 	}
 	client := &http.Client{}
 	whole := func(path string) time.Duration {
@@ -100,14 +106,14 @@ func BenchmarkFlakyPage100kResults(b *testing.B) {
 	for range b.N {
 		j50, j99 := percentiles(judging)
 		b.ReportMetric(j50, "ms-p50-judge-10k-tests")
-		b.Logf("%-20s p50 %7.2f ms, max %7.2f ms: judging a run's 10,000 tests after it ended", "verdicts", j50, j99)
+		b.Logf("%-20s p50 %7.2f ms, max %7.2f ms: judging a run's %d tests after it ended", "verdicts", j50, j99, cases)
 		floor50, floor99 := measure("/api/workers")
 		b.Logf("%-20s p50 %7.2f ms, p99 %7.2f ms (the floor)", "GET /api/workers", floor50, floor99)
 		for _, path := range []string{"/flaky", "/api/flaky", fmt.Sprintf("/api/runs/%d/tests", runs)} {
 			p50, p99 := measure(path)
 			b.ReportMetric(p50, "ms-p50-"+path)
-			b.Logf("%-20s p50 %7.2f ms, p99 %7.2f ms: %5.1fx the floor's p50, with 100,000 results and 100 flaky tests%s",
-				"GET "+path, p50, p99, p50/floor50, target(path))
+			b.Logf("%-20s p50 %7.2f ms, p99 %7.2f ms: %5.1fx the floor's p50, with %d results and %d flaky tests%s",
+				"GET "+path, p50, p99, p50/floor50, runs*cases, flaky, target(path))
 		}
 	}
 }

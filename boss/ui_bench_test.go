@@ -19,18 +19,23 @@ import (
 	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
+// manyLines is the output of uiBench's task "many" (quick mode: 30,000).
+func manyLines() int { return scale(100_000, 30_000) }
+
 // uiBench is the pipeline the UI's benchmarks show: a build, a test with 10
-// lines of output, one with 100,000 and one that fails.
-const uiBench = `import bettertest as bt
+// lines of output, one with manyLines and one that fails.
+func uiBench() string {
+	return fmt.Sprintf(`import bettertest as bt
 BASE = "bettertest/base:bookworm"
 p = bt.pipeline("bench")
 with p.stage("build") as s:
     s.build("compile", image=BASE, command="mkdir /out && echo ok > /out/ok", outputs=["/out"])
 with p.stage("test") as s:
     s.test("few", image=BASE, command="seq 10")
-    s.test("many", image=BASE, command="seq 100000")
+    s.test("many", image=BASE, command="seq %d")
     s.test("lint", image=BASE, command="echo 'style: line too long' >&2; exit 1")
-`
+`, manyLines())
+}
 
 // uiPage is a page of the UI that the benchmarks measure.
 type uiPage struct{ name, path string }
@@ -48,7 +53,7 @@ var uiPages = []uiPage{
 func startUIBench(b *testing.B) *wt.Boss {
 	b.Helper()
 	worker := wt.Start(b, bin, wt.Options{})
-	boss := wt.StartBoss(b, bin, wt.BossOptions{Pipedefs: []string{pipedef(b, b.TempDir(), "bench", uiBench)}, Workers: []*wt.Worker{worker}})
+	boss := wt.StartBoss(b, bin, wt.BossOptions{Pipedefs: []string{pipedef(b, b.TempDir(), "bench", uiBench())}, Workers: []*wt.Worker{worker}})
 	if r := runToEnd(b, boss, "bench"); r.ID != 1 || r.Status != bettertest.StatusFailed {
 		b.Fatalf("the bench run ended as #%d %s, want #1 failed (its lint fails): %s", r.ID, r.Status, r.Error)
 	}
@@ -115,10 +120,10 @@ func firstFragments(b *testing.B, boss *wt.Boss, path string) int {
 
 // BenchmarkUITimeToFirstByte is the time to the first byte of each page's
 // answer from a Go client on a kept-alive connection, median and p99 of 200
-// requests (target < 20 ms), against GET /api/workers, a tiny JSON answer of
-// the same server: the floor.
+// requests (quick mode: 20; target < 20 ms), against GET /api/workers, a tiny
+// JSON answer of the same server: the floor.
 func BenchmarkUITimeToFirstByte(b *testing.B) {
-	const requests = 200
+	requests := scale(200, 20)
 	boss := startUIBench(b)
 	client := &http.Client{}
 	ttfb := func(path string) time.Duration {
@@ -158,8 +163,9 @@ func BenchmarkUITimeToFirstByte(b *testing.B) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// stampLines is how many timestamped lines BenchmarkUIEventToDOM's task prints.
-const stampLines = 2000
+// stampLines is how many timestamped lines BenchmarkUIEventToDOM's task
+// prints (quick mode: 200).
+func stampLines() int { return scale(2000, 200) }
 
 // BenchmarkUIEventToDOM is the latency from a line written in a container
 // to that line in the DOM of its task page in Chromium, p99 (target < 50 ms),
@@ -178,7 +184,7 @@ func BenchmarkUIEventToDOM(b *testing.B) {
 p = bt.pipeline("stamps")
 with p.stage("main") as s:
     s.test("stamps", image="bettertest/base:bookworm", command="for i in $(seq %d); do date +%%s%%N; done")
-`, stampLines))}})
+`, stampLines()))}})
 	tab := newTab(b, boss.URL)
 	for range b.N {
 		events := boss.Events(b, "/api/events")
@@ -207,16 +213,16 @@ with p.stage("main") as s:
 		dom := await[struct {
 			Latencies []float64 `json:"latencies"`
 			Before    int       `json:"before"`
-		}](tab, strings.Replace(collectStampsJS, "LINES", strconv.Itoa(stampLines), 1))
+		}](tab, strings.Replace(collectStampsJS, "LINES", strconv.Itoa(stampLines()), 1))
 		api, stream := <-apiDone, <-streamDone
 		events.Close()
 		uiEvents.Close()
 		if stream.err != nil {
 			b.Fatalf("the tab's event stream: %v", stream.err)
 		}
-		if len(dom.Latencies)+dom.Before != stampLines || len(stream.latencies)+stream.before != stampLines || len(api) != stampLines {
+		if n := stampLines(); len(dom.Latencies)+dom.Before != n || len(stream.latencies)+stream.before != n || len(api) != n {
 			b.Fatalf("measured %d lines in the DOM (%d came with the page), %d on /ui/events (%d came first) and %d on /api/events, want %d each",
-				len(dom.Latencies), dom.Before, len(stream.latencies), stream.before, len(api), stampLines)
+				len(dom.Latencies), dom.Before, len(stream.latencies), stream.before, len(api), stampLines())
 		}
 		slices.Sort(dom.Latencies)
 		d50, d99 := dom.Latencies[len(dom.Latencies)/2], dom.Latencies[len(dom.Latencies)*99/100]
@@ -323,7 +329,7 @@ func apiStampLatencies(events *wt.Stream, started chan<- int64) []time.Duration 
 // appended to the log, and how many lines came with the first fragments.
 func uiStampLatencies(s *wt.Stream) (out []time.Duration, before int, err error) {
 	partial, complete, first := "", 0, true
-	for complete < stampLines {
+	for complete < stampLines() {
 		ev, err := s.Read()
 		if err != nil {
 			return out, before, err
@@ -365,13 +371,13 @@ func uiStampLatencies(s *wt.Stream) (out []time.Duration, before int, err error)
 }
 
 // BenchmarkUITaskPage100kLines is the task page of a task with 100,000 lines
-// of output (it shows the tail, 1000 lines, and a control to load more),
+// of output (quick mode: 30,000) (it shows the tail, 1000 lines, and a control to load more),
 // against the page of a task with 10: the server's GET of the whole page, and
 // in Chromium the time from the navigation to the load event and to the page
 // being live (its event stream's first fragments applied), then the time of
 // "load more" (m) from the key to the 10,000 more lines in the DOM.
 func BenchmarkUITaskPage100kLines(b *testing.B) {
-	const tries = 10
+	tries := scale(10, 2)
 	boss := startUIBench(b)
 	tab := newTab(b, boss.URL)
 	few, many := "/runs/1/tasks/few", "/runs/1/tasks/many"
@@ -408,7 +414,8 @@ func BenchmarkUITaskPage100kLines(b *testing.B) {
 		loadFew, liveFew := browserLoad(few)
 		loadMany, liveMany := browserLoad(many)
 		tab.equal(`document.getElementById("log").textContent.split("\n").length`, 1001)
-		tab.equal(`document.getElementById("log-more").textContent`, "99000 earlier lines are not shown. Show 10000 more")
+		n := manyLines()
+		tab.equal(`document.getElementById("log-more").textContent`, fmt.Sprintf("%d earlier lines are not shown. Show 10000 more", n-1000))
 
 		// m shows 10,000 more lines: from the key to the lines in the DOM.
 		eval[chromedp.Void](tab, `window.more = new Promise((resolve) => {
@@ -422,16 +429,16 @@ func BenchmarkUITaskPage100kLines(b *testing.B) {
 		})`)
 		tab.press("m")
 		moreMS := await[float64](tab, `window.more`)
-		tab.equal(`document.getElementById("log-more").textContent`, "89000 earlier lines are not shown. Show 10000 more")
-		tab.equal(`document.getElementById("log").textContent.split("\n").slice(0, 2).join(",")`, "89001,89002")
+		tab.equal(`document.getElementById("log-more").textContent`, fmt.Sprintf("%d earlier lines are not shown. Show 10000 more", n-11000))
+		tab.equal(`document.getElementById("log").textContent.split("\n").slice(0, 2).join(",")`, fmt.Sprintf("%d,%d", n-11000+1, n-11000+2))
 
 		b.ReportMetric(ms(getMany), "ms-get-100k")
 		b.ReportMetric(ms(loadMany), "ms-load-100k")
 		b.ReportMetric(ms(liveMany), "ms-live-100k")
 		b.ReportMetric(moreMS, "ms-more")
-		b.Logf("server GET of the page: %.2f ms for 100,000 lines against %.2f ms for 10: %.1fx", ms(getMany), ms(getFew), float64(getMany)/float64(getFew))
-		b.Logf("Chromium, navigation to load event end: %.1f ms for 100,000 lines against %.1f ms for 10: %.1fx", ms(loadMany), ms(loadFew), float64(loadMany)/float64(loadFew))
-		b.Logf("Chromium, navigation to live (first fragments applied): %.1f ms for 100,000 lines against %.1f ms for 10: %.1fx", ms(liveMany), ms(liveFew), float64(liveMany)/float64(liveFew))
+		b.Logf("server GET of the page: %.2f ms for %d lines against %.2f ms for 10: %.1fx", ms(getMany), n, ms(getFew), float64(getMany)/float64(getFew))
+		b.Logf("Chromium, navigation to load event end: %.1f ms for %d lines against %.1f ms for 10: %.1fx", ms(loadMany), n, ms(loadFew), float64(loadMany)/float64(loadFew))
+		b.Logf("Chromium, navigation to live (first fragments applied): %.1f ms for %d lines against %.1f ms for 10: %.1fx", ms(liveMany), n, ms(liveFew), float64(liveMany)/float64(liveFew))
 		b.Logf("load more (m): %.1f ms from the key to 10,000 more lines in the DOM", moreMS)
 	}
 }

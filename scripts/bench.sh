@@ -1,56 +1,102 @@
 #!/usr/bin/env bash
 # make bench: every performance target, each measured against its peer in the
 # same run. See README.md "Benchmarks".
+#
+# make bench-smoke (bench.sh --smoke) is the quick mode: every benchmark once,
+# on small sizes, with no target enforced. It proves that each benchmark still
+# runs; CI runs it after the tests. Its figures mean nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-step "1. round trip of 'echo hi': worker API vs docker run --rm (target ratio <= 0.8)"
-go test ./agent -run '^$' -bench BenchmarkEchoRoundTrip -benchtime 30x -count 1 | grep -E '^Benchmark|^ok'
+smoke=false
+case ${1:-} in
+--smoke) smoke=true ;;
+"") ;;
+*) die "usage: bash scripts/bench.sh [--smoke]" ;;
+esac
+
+# quick FULL... -- QUICK...: the arguments of the mode this run is in.
+args=()
+quick() {
+	local full=() seen=false a
+	args=()
+	for a in "$@"; do
+		if [ "$a" = -- ]; then seen=true; continue; fi
+		if $seen; then args+=("$a"); else full+=("$a"); fi
+	done
+	$smoke || args=("${full[@]}")
+}
+
+# gobench PKG NAME FILTER [go test flags...]: one Go benchmark, its report lines only.
+# In smoke mode it runs once (-benchtime 1x) with -short, which shrinks its sizes.
+gobench() {
+	local pkg=$1 name=$2 filter=$3
+	shift 3
+	local flags=("$@")
+	if $smoke; then flags=(-benchtime 1x -short); fi
+	go test "$pkg" -run '^$' -bench "^$name\$" -count 1 -timeout 20m -v "${flags[@]}" >"$dir/bench.out" 2>&1 || {
+		cat "$dir/bench.out"
+		die "benchmark $name failed"
+	}
+	grep -E "$filter|^ok" "$dir/bench.out"
+}
 
 dir=$(mktemp -d /tmp/bettertest-bench.XXXXXX)
 trap 'stop_worker; rm -rf "$dir"' EXIT
+
+step "1. round trip of 'echo hi': worker API vs docker run --rm (target ratio <= 0.8)"
+gobench ./agent BenchmarkEchoRoundTrip '^Benchmark' -benchtime 30x
+
 start_worker "$dir" --max-parallel 2
 
 step "2. output latency, container write -> Python client (target p99 < 50 ms)"
-PYTHONPATH=python python3 python/bench/latency.py --worker "$WORKER_URL" --token-file "$dir/token"
+quick --count 300 -- --count 20
+PYTHONPATH=python python3 python/bench/latency.py --worker "$WORKER_URL" --token-file "$dir/token" "${args[@]}"
 
 step "3. throughput of 200 MB of stdout to the Python client (targets >= 200 MB/s, worker RSS growth < 32 MB)"
-PYTHONPATH=python python3 python/bench/throughput.py --worker "$WORKER_URL" --token-file "$dir/token" --worker-pid "$WORKER_PID"
+quick -- --size 8388608
+PYTHONPATH=python python3 python/bench/throughput.py --worker "$WORKER_URL" --token-file "$dir/token" --worker-pid "$WORKER_PID" "${args[@]}"
 
 step "4. enrollment: bettertest vs the same Ansible playbook on twin fresh hosts (targets: no-op < 1 s and <= 0.25x Ansible; fresh beyond packages < 5 s)"
 if ! command -v ansible-playbook >/dev/null; then
 	echo "installing Debian's ansible (the benchmark's peer)"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ansible >/dev/null
 fi
-go test ./enroll -run '^$' -bench BenchmarkEnrollVsAnsible -benchtime 1x -count 1 -timeout 20m | grep -E '^Benchmark|^ok|FAIL'
+gobench ./enroll BenchmarkEnrollVsAnsible '^Benchmark' -benchtime 1x
 
 step "5. enrollment of 4 hosts in parallel vs 1 (target: within 1.5x)"
-go test ./enroll -run '^$' -bench BenchmarkEnrollFourHostsInParallel -benchtime 1x -count 1 -timeout 20m | grep -E '^Benchmark|^ok|FAIL'
+gobench ./enroll BenchmarkEnrollFourHostsInParallel '^Benchmark' -benchtime 1x
 
 step "6. a cached build with a 100 MB output vs the same build uncached (target: cached < 50 ms end to end)"
-PYTHONPATH=python python3 python/bench/cache.py --worker "$WORKER_URL" --token-file "$dir/token"
+quick -- --size 1000000 --count 2
+PYTHONPATH=python python3 python/bench/cache.py --worker "$WORKER_URL" --token-file "$dir/token" "${args[@]}"
 
 step "7. artifact upload and download over loopback, Python library vs curl (targets >= 300 MB/s; a second upload sends no content)"
-PYTHONPATH=python python3 python/bench/artifacts.py --worker "$WORKER_URL" --token-file "$dir/token"
+quick -- --size 8000000 --rounds 1
+PYTHONPATH=python python3 python/bench/artifacts.py --worker "$WORKER_URL" --token-file "$dir/token" "${args[@]}"
 
 step "8. the boss: trigger -> first output line of the first task, against the same pipedef run by hand (target < 1 s)"
-go test ./boss -run '^$' -bench BenchmarkTriggerToFirstOutput -benchtime 5x -count 1 -v | grep -E 'bench_test|^ok|FAIL' | tail -n 2
+gobench ./boss BenchmarkTriggerToFirstOutput 'bench_test' -benchtime 5x
 
 step "9. the boss's event fan-out: 100 subscribers on /api/events against 1, during 2000 lines of output (target p99 < 50 ms)"
-go test ./boss -run '^$' -bench BenchmarkEventFanOut -benchtime 1x -count 1 -v | grep -E 'bench_test|^ok|FAIL'
+gobench ./boss BenchmarkEventFanOut 'bench_test' -benchtime 1x
 
 step "10. the UI's page weight: HTML + app.js + app.css of each page (target < 60 KB)"
-go test ./boss -run '^$' -bench BenchmarkUIPageWeight -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+gobench ./boss BenchmarkUIPageWeight 'ui_bench_test' -benchtime 1x
 
 step "11. the UI's time to first byte of each page, against GET /api/workers (target < 20 ms)"
-go test ./boss -run '^$' -bench BenchmarkUITimeToFirstByte -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+gobench ./boss BenchmarkUITimeToFirstByte 'ui_bench_test' -benchtime 1x
 
 step "12. the UI's latency from a line of output to the DOM in Chromium, against /api/events (target p99 < 50 ms)"
-go test ./boss -run '^$' -bench BenchmarkUIEventToDOM -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+gobench ./boss BenchmarkUIEventToDOM 'ui_bench_test' -benchtime 1x
 
 step "13. the UI's task page with 100,000 lines of output, against one with 10: server GET, Chromium load, load more"
-go test ./boss -run '^$' -bench BenchmarkUITaskPage100kLines -benchtime 1x -count 1 -v | grep -E 'ui_bench_test|^ok|FAIL'
+gobench ./boss BenchmarkUITaskPage100kLines 'ui_bench_test' -benchtime 1x
 
 step "14. flaky tests: the flaky page with 100,000 recorded test-case results, against GET /api/workers (target < 50 ms)"
-go test ./boss -run '^$' -bench BenchmarkFlakyPage100kResults -benchtime 1x -count 1 -timeout 20m -v | grep -E 'flaky_bench_test|^ok|FAIL'
+gobench ./boss BenchmarkFlakyPage100kResults 'flaky_bench_test' -benchtime 1x
+
+if $smoke; then
+	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
+fi

@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import bettertest  # noqa: E402
 
 IMAGE = "bettertest/base:bookworm"
-COMMAND = "mkdir /out && head -c 100000000 /dev/urandom > /out/big"
 
 
 class Quiet:
@@ -39,13 +38,15 @@ def main() -> None:
     parser.add_argument("--worker", metavar="URL", required=True)
     parser.add_argument("--token-file", metavar="PATH", required=True)
     parser.add_argument("--count", type=int, default=10, help="cached calls to take the median of")
+    parser.add_argument("--size", type=int, default=100_000_000, help="bytes of the build's output")
     args = parser.parse_args()
+    command = f"mkdir /out && head -c {args.size} /dev/urandom > /out/big"
     worker = bettertest.connect(["--worker", args.worker, "--token-file", args.token_file])
     env = {"NONCE": secrets.token_hex(8)}
 
     def build() -> tuple[float, bettertest.Result]:
         start = time.perf_counter()
-        result = worker.run(IMAGE, COMMAND, env=env, outputs=["/out"], cache=True, name="bench/cache",
+        result = worker.run(IMAGE, command, env=env, outputs=["/out"], cache=True, name="bench/cache",
                             on_output=lambda stream, text: None)
         return time.perf_counter() - start, result
 
@@ -63,7 +64,7 @@ def main() -> None:
         p = bettertest.Pipeline("bench", worker, Quiet())
         start = time.perf_counter()
         with p.stage("build") as s:
-            task = s.build("cache", image=IMAGE, command=COMMAND, env=env, outputs=["/out"])
+            task = s.build("cache", image=IMAGE, command=command, env=env, outputs=["/out"])
         seconds = time.perf_counter() - start
         p.end()
         if not task.cached:

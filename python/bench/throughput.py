@@ -1,4 +1,4 @@
-"""Output throughput: 200 MiB of container stdout through the worker and the client library.
+"""Output throughput: 200 MiB (--size) of container stdout through the worker and the client library.
 
 The rate is taken from the first output chunk to the end of the run, so container start-up is
 left out. Three peers are measured in the same run:
@@ -11,7 +11,7 @@ left out. Three peers are measured in the same run:
 With --worker-pid, the worker's memory growth during the library run is reported: its peak-RSS
 counter is reset (/proc/PID/clear_refs), then VmRSS before is compared with VmHWM after.
 
-Usage: python3 bench/throughput.py --worker URL --token-file PATH [--worker-pid PID]
+Usage: python3 bench/throughput.py --worker URL --token-file PATH [--worker-pid PID] [--size BYTES]
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import bettertest  # noqa: E402
 
 IMAGE = "bettertest/base:bookworm"
-SIZE = 209715200
-COMMAND = f"head -c {SIZE} /dev/zero | tr '\\0' x"
 MIB = 1024 * 1024
+
+
+def command(size: int) -> str:
+    """A command that writes size bytes of 'x' to stdout."""
+    return f"head -c {size} /dev/zero | tr '\\0' x"
 
 
 def proc_status_kib(pid: int, field: str) -> int:
@@ -43,7 +46,7 @@ def proc_status_kib(pid: int, field: str) -> int:
     raise RuntimeError(f"/proc/{pid}/status has no {field}")
 
 
-def library_run(worker: bettertest.Worker) -> tuple[int, float]:
+def library_run(worker: bettertest.Worker, size: int) -> tuple[int, float]:
     received = 0
     first = 0.0
 
@@ -53,18 +56,18 @@ def library_run(worker: bettertest.Worker) -> tuple[int, float]:
             first = time.perf_counter()
         received += len(text)
 
-    result = worker.run(IMAGE, COMMAND, on_output=on_output, capture=False)
+    result = worker.run(IMAGE, command(size), on_output=on_output, capture=False)
     end = time.perf_counter()
     if not result.ok:
         sys.exit(f"throughput: the run failed with exit code {result.exit_code}: {result.error}")
     return received, end - first
 
 
-def raw_run(url: str, token: str) -> tuple[float, list[bytes]]:
+def raw_run(url: str, token: str, size: int) -> tuple[float, list[bytes]]:
     parts = urlsplit(url)
     assert parts.hostname is not None
     conn = http.client.HTTPConnection(parts.hostname, parts.port)
-    body = json.dumps({"image": IMAGE, "command": COMMAND})
+    body = json.dumps({"image": IMAGE, "command": command(size)})
     conn.request("POST", "/run", body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     resp = conn.getresponse()
     if resp.status != 200:
@@ -80,13 +83,13 @@ def raw_run(url: str, token: str) -> tuple[float, list[bytes]]:
     return end - first, chunks
 
 
-def docker_run() -> float:
+def docker_run(size: int) -> float:
     container = subprocess.run(
         ["docker", "run", "-d", "-i", "--init", "--log-driver", "none", IMAGE, "sh", "-c", "read -r _"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
     try:
-        proc = subprocess.Popen(["docker", "exec", container, "sh", "-c", COMMAND], stdout=subprocess.PIPE)
+        proc = subprocess.Popen(["docker", "exec", container, "sh", "-c", command(size)], stdout=subprocess.PIPE)
         assert proc.stdout is not None
         first = 0.0
         received = 0
@@ -95,24 +98,14 @@ def docker_run() -> float:
                 first = time.perf_counter()
             received += len(chunk)
         end = time.perf_counter()
-        if proc.wait() != 0 or received != SIZE:
+        if proc.wait() != 0 or received != size:
             sys.exit(f"throughput: docker exec peer failed: exit {proc.returncode}, {received} bytes")
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
     return end - first
 
 
-class Replay:
-    """Just enough of an HTTP response for the library to read recorded chunks from memory."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = iter(chunks)
-
-    def read1(self, n: int) -> bytes:
-        return next(self._chunks, b"")
-
-
-def replay_run(worker: bettertest.Worker, chunks: list[bytes]) -> float:
+def replay_run(worker: bettertest.Worker, chunks: list[bytes], size: int) -> float:
     received = 0
 
     def on_output(stream: str, text: str) -> None:
@@ -120,11 +113,11 @@ def replay_run(worker: bettertest.Worker, chunks: list[bytes]) -> float:
         received += len(text)
 
     start = time.perf_counter()
-    # The library's own stream handling, without the network (private: this bench lives with it).
-    worker._follow(Replay(chunks), on_output, capture=False)  # type: ignore[arg-type]
+    # The library's own stream handling, without the network.
+    worker.follow(chunks, on_output=on_output, capture=False)
     seconds = time.perf_counter() - start
-    if received != SIZE:
-        sys.exit(f"throughput: replay delivered {received} bytes, expected {SIZE}")
+    if received != size:
+        sys.exit(f"throughput: replay delivered {received} bytes, expected {size}")
     return seconds
 
 
@@ -133,7 +126,9 @@ def main() -> None:
     parser.add_argument("--worker", metavar="URL", required=True)
     parser.add_argument("--token-file", metavar="PATH", required=True)
     parser.add_argument("--worker-pid", type=int, help="the worker's process id, to report its memory growth")
+    parser.add_argument("--size", type=int, default=200 * MIB, help="bytes of output")
     args = parser.parse_args()
+    size = args.size
     worker = bettertest.connect(["--worker", args.worker, "--token-file", args.token_file])
 
     if args.worker_pid:
@@ -141,16 +136,16 @@ def main() -> None:
         with open(f"/proc/{args.worker_pid}/clear_refs", "w") as f:
             f.write("5")
         rss_before = proc_status_kib(args.worker_pid, "VmRSS")
-    received, seconds = library_run(worker)
+    received, seconds = library_run(worker, size)
     if args.worker_pid:
         growth_mib = (proc_status_kib(args.worker_pid, "VmHWM") - rss_before) / 1024
-    if received != SIZE:
-        sys.exit(f"throughput: expected {SIZE} bytes, received {received}")
-    rate = SIZE / MIB / seconds
-    raw_seconds, chunks = raw_run(args.worker, bettertest.read_token_file(args.token_file))
-    raw_rate = SIZE / MIB / raw_seconds
-    replay_rate = SIZE / MIB / replay_run(worker, chunks)
-    docker_rate = SIZE / MIB / docker_run()
+    if received != size:
+        sys.exit(f"throughput: expected {size} bytes, received {received}")
+    rate = size / MIB / seconds
+    raw_seconds, chunks = raw_run(args.worker, bettertest.read_token_file(args.token_file), size)
+    raw_rate = size / MIB / raw_seconds
+    replay_rate = size / MIB / replay_run(worker, chunks, size)
+    docker_rate = size / MIB / docker_run(size)
     line = (
         f"throughput: {rate:.0f} MiB/s from worker through library (target >= 200), "
         f"{rate / docker_rate:.2f}x the docker exec CLI peer at {docker_rate:.0f} MiB/s; "

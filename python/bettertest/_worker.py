@@ -12,7 +12,7 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -331,17 +331,38 @@ class Worker:
             content_type = resp.getheader("Content-Type", "")
             if content_type.split(";")[0].strip() != "text/event-stream":
                 raise RunError(f"the worker at {self.url} answered the run with {content_type or 'no content type'} instead of an event stream")
-            return self._follow(resp, on_output, on_event, capture)
+            return self.follow(self._chunks(resp), on_output=on_output, on_event=on_event, capture=capture)
         finally:
             conn.close()
 
-    def _follow(
+    def follow(
         self,
-        resp: http.client.HTTPResponse,
-        on_output: OutputHandler | None,
-        on_event: EventHandler | None,
-        capture: bool,
+        chunks: Iterable[bytes],
+        *,
+        on_output: OutputHandler | None = None,
+        on_event: EventHandler | None = None,
+        capture: bool = True,
     ) -> Result:
+        """Follow a run's event stream to its end: what :meth:`run` does with the worker's answer.
+
+        ``run`` sends the request and hands the response body here; a recorded stream (the body
+        of ``POST /run`` saved as bytes) can be replayed through the same handling, e.g. to
+        measure the library apart from the network, or to test an event handler.
+
+        Args:
+            chunks: The body of a ``POST /run`` answer, as bytes in chunks of any size (they
+                need not end on event or UTF-8 boundaries).
+            on_output: As for :meth:`run`.
+            on_event: As for :meth:`run`.
+            capture: As for :meth:`run`.
+
+        Returns:
+            The run's result, once its ``exit`` event is read.
+
+        Raises:
+            RunError: The stream holds a malformed event, the worker could not start the run,
+                or the stream ended before the run's exit.
+        """
         write = _print_output if on_output is None else on_output
         stdout: list[str] = []
         stderr: list[str] = []
@@ -353,7 +374,7 @@ class Worker:
         cache_key: str | None = None
         cache_reason: str | None = None
         error: str | None = None
-        for event in parse_sse(self._chunks(resp)):
+        for event in parse_sse(chunks):
             name = event.name
             if name == "output":
                 payload = self._payload(event.name, event.data)
@@ -642,7 +663,7 @@ class Worker:
             try:
                 chunk = resp.read1(_READ_SIZE)
             except http.client.IncompleteRead:
-                return  # the body ended early because the worker went away; _follow reports the missing exit
+                return  # the body ended early because the worker went away; follow reports the missing exit
             except (OSError, http.client.HTTPException) as e:
                 raise RunError(f"lost the connection to the worker at {self.url} during the run: {e!r}") from e
             if not chunk:

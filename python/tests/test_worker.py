@@ -63,6 +63,19 @@ class WorkerTestCase(unittest.TestCase):
     def tearDownClass(cls) -> None:
         cls.proc.stop()
 
+    def post_run(self, command: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """POST /run at the protocol level, without the library: the raw answer."""
+        parts = urlsplit(self.proc.url)
+        assert parts.hostname is not None
+        conn = http.client.HTTPConnection(parts.hostname, parts.port)
+        conn.request(
+            "POST",
+            "/run",
+            json.dumps({"image": IMAGE, "command": command}),
+            {"Authorization": f"Bearer {self.proc.token}", "Content-Type": "application/json"},
+        )
+        return conn, conn.getresponse()
+
     def run_ok(self, command: str, **kwargs: object) -> Result:
         rec = Recorder()
         result = self.worker.run(IMAGE, command, on_output=rec, **kwargs)  # type: ignore[arg-type]
@@ -257,16 +270,7 @@ class RunTest(WorkerTestCase):
         )
         thread.start()
         holding.wait()
-        parts = urlsplit(self.proc.url)
-        assert parts.hostname is not None
-        conn = http.client.HTTPConnection(parts.hostname, parts.port)
-        conn.request(
-            "POST",
-            "/run",
-            json.dumps({"image": IMAGE, "command": "echo b"}),
-            {"Authorization": f"Bearer {self.proc.token}", "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
+        conn, resp = self.post_run("echo b")
         events = list(parse_sse(iter(lambda: resp.read1(65536), b"")))
         conn.close()
         thread.join()
@@ -277,6 +281,41 @@ class RunTest(WorkerTestCase):
         self.assertEqual(events[2], SSEEvent("output", '{"stream":"stdout","text":"b\\n"}'))
         self.assertEqual(set(json.loads(events[3].data)), {"code", "duration_ms"})
         self.assertEqual(json.loads(events[3].data)["code"], 0)
+
+
+class FollowTest(WorkerTestCase):
+    def test_a_recorded_stream_replays_to_the_same_result(self) -> None:
+        # A real run's body, recorded at the protocol level, then followed one byte at a time:
+        # events, JSON and UTF-8 split everywhere give the same output and result as the live run.
+        command = "printf 'h\\303\\251\\n'; echo err >&2; exit 3"
+        live_rec = Recorder()
+        live = self.worker.run(IMAGE, command, on_output=live_rec)
+        conn, resp = self.post_run(command)
+        body = resp.read()
+        conn.close()
+        replay_rec = Recorder()
+        names: list[str] = []
+        replayed = self.worker.follow(
+            (body[i : i + 1] for i in range(len(body))), on_output=replay_rec, on_event=lambda name, data: names.append(name)
+        )
+        # Two runs may interleave their two streams differently: compare each stream's text.
+        self.assertEqual(sorted(live_rec.joined()), [("stderr", "err\n"), ("stdout", "hé\n")])
+        self.assertEqual(sorted(replay_rec.joined()), sorted(live_rec.joined()))
+        self.assertEqual(names, ["started", "exit"])
+        self.assertEqual(
+            (replayed.exit_code, replayed.stdout, replayed.stderr, replayed.error, replayed.cached),
+            (3, "hé\n", "err\n", None, False),
+        )
+        self.assertEqual((live.exit_code, live.stdout, live.stderr), (3, "hé\n", "err\n"))
+
+    def test_a_stream_cut_before_the_exit_is_an_error(self) -> None:
+        with self.assertRaises(RunError) as cm:
+            self.worker.follow([b'event: started\ndata: {"id":"r1"}\n\n'])
+        self.assertEqual(
+            str(cm.exception),
+            f"the worker at {self.proc.url} closed the event stream after the run started without the run's exit: "
+            "the worker stopped or the connection was lost; see the worker's log",
+        )
 
 
 class WorkerGoesAwayTest(unittest.TestCase):
