@@ -13,6 +13,9 @@ const (
 	StatusSkipped     = "skipped"     // stages and tasks only
 	StatusCancelled   = "cancelled"   // someone cancelled it
 	StatusInterrupted = "interrupted" // the boss stopped while it ran
+	// A pull request from a fork by an author the boss does not trust: it
+	// runs once an operator approves it (POST /api/runs/ID/approve, key a).
+	StatusAwaitingApproval = "awaiting_approval"
 )
 
 // Run is one run of a pipeline.

@@ -38,6 +38,7 @@ func (b *Boss) routes() http.Handler {
 		r.Get("/runs", b.handleRuns)
 		r.Get("/runs/{id}", b.handleRun)
 		r.Post("/runs/{id}/cancel", b.handleCancel)
+		r.Post("/runs/{id}/approve", b.handleApprove)
 		r.Get("/runs/{id}/tasks/{task}/log", b.handleLog)
 		r.Get("/runs/{id}/log", b.handleLog) // the pipedef's own output: stray prints, stderr
 		r.Get("/runs/{id}/tests", b.handleTests)
@@ -239,6 +240,25 @@ func (b *Boss) handleCancel(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeError(w, http.StatusConflict, fmt.Sprintf("run %d has already ended (%s): there is nothing to cancel", id, stored.Status))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, run)
+}
+
+// handleApprove lets a pull request from a fork run.
+func (b *Boss) handleApprove(w http.ResponseWriter, r *http.Request) {
+	id, ok := runID(w, r)
+	if !ok {
+		return
+	}
+	run, err := b.approve(id, "api")
+	if errors.Is(err, errNotAwaiting) {
+		stored, err := b.store.run(r.Context(), id)
+		if err != nil {
+			writeRunError(w, id, err)
+			return
+		}
+		writeError(w, http.StatusConflict, fmt.Sprintf("run %d is %s, not awaiting approval: only a pull request from a fork waits for one", id, stored.Status))
 		return
 	}
 	writeJSON(w, http.StatusAccepted, run)

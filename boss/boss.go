@@ -60,6 +60,7 @@ type Boss struct {
 	events     hub.Hub
 	pipelines  []bettertest.Pipeline // sorted by name; LastRun unused
 	libDir     string                // put first on the pipedefs' import path
+	sandbox    *sandbox              // how pipedefs are started
 	stopping   context.Context       // done once the boss shuts down
 	repos      map[string]*repo      // by pipeline name, for pipelines from repositories
 	hookSecret []byte                // the webhook secret; nil: no webhooks
@@ -152,6 +153,9 @@ func newBoss(cfg Config) (*Boss, error) {
 		if info, err := os.Stat(abs); err != nil || !info.Mode().IsRegular() {
 			return nil, fmt.Errorf("--pipedef %s is not a file: pass the path of a Python pipedef", p)
 		}
+		if err := checkSandboxReadable(abs); err != nil {
+			return nil, fmt.Errorf("--pipedef %s: %w", p, err)
+		}
 		name := strings.TrimSuffix(filepath.Base(abs), ".py")
 		if other, ok := seen[name]; ok {
 			return nil, fmt.Errorf("--pipedef %s and %s would both be pipeline %q: pipelines are named after their files, so rename one", other, p, name)
@@ -190,7 +194,14 @@ func newBoss(cfg Config) (*Boss, error) {
 		return nil, fmt.Errorf("--data-dir %s: write the Python library: %w", cfg.DataDir, err)
 	}
 	b.libDir = lib
-	for _, sub := range []string{"repos", "work"} {
+	if b.sandbox, err = newSandbox(context.Background(), cfg.Python); err != nil {
+		return nil, err
+	}
+	// Sandbox directories of runs that a killed boss left behind.
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "sandbox")); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	for _, sub := range []string{"repos", "work", "sandbox"} {
 		if err := os.MkdirAll(filepath.Join(cfg.DataDir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 		}

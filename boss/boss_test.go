@@ -29,23 +29,28 @@ func pipedef(t testing.TB, dir, name, code string) string {
 	if err := os.WriteFile(path, []byte(code), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Pipedefs run sandboxed as nobody: their directory must be open to others.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return path
 }
 
 // gated is a pipedef that uses no worker: it waits until the test writes to
-// the FIFO named after its worker's port, then exits with what it read.
+// the FIFO named after its worker, then exits with what it read.
 const gated = `import os, sys
-url = sys.argv[sys.argv.index("--worker") + 1]
-gate = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gate-" + url.rsplit(":", 1)[1])
+name = sys.argv[sys.argv.index("--worker-name") + 1]
+gate = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gate-" + name)
 with open(gate) as f:
     sys.exit(int(f.read()))
 `
 
-// gate makes the FIFO a gated pipedef on worker w waits on.
-func gate(t *testing.T, dir string, w *wt.Worker) string {
+// gate makes the FIFO a gated pipedef on the worker named name waits on,
+// readable by the sandbox's user.
+func gate(t *testing.T, dir, name string) string {
 	t.Helper()
-	path := filepath.Join(dir, "gate-"+w.URL[strings.LastIndex(w.URL, ":")+1:])
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
+	path := filepath.Join(dir, "gate-"+name)
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -127,7 +132,7 @@ func TestRunsGoToFreeWorkersAndQueue(t *testing.T) {
 	dir := t.TempDir()
 	a := wt.Start(t, bin, wt.Options{MaxParallel: 1})
 	b := wt.Start(t, bin, wt.Options{MaxParallel: 1})
-	gates := map[string]string{"w0": gate(t, dir, a), "w1": gate(t, dir, b)}
+	gates := map[string]string{"w0": gate(t, dir, "w0"), "w1": gate(t, dir, "w1")}
 	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "gated", gated)}, Workers: []*wt.Worker{a, b}})
 	w := watch(t, boss, "/api/events")
 	w.until(t, "both workers up", func() bool { return w.workers["w0"].Up && w.workers["w1"].Up })
@@ -275,7 +280,7 @@ func TestKilledBossMarksRunsInterruptedAndKeepsHistory(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	worker := wt.Start(t, bin, wt.Options{})
-	g := gate(t, dir, worker)
+	g := gate(t, dir, "w0")
 	opts := wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "gated", gated)}, Workers: []*wt.Worker{worker}, DataDir: t.TempDir()}
 	boss := wt.StartBoss(t, bin, opts)
 	w := watch(t, boss, "/api/events")
@@ -455,7 +460,7 @@ func TestEveryRunsPipelinesOnASchedule(t *testing.T) {
 	// One slot: the scheduled run waits on the gate alone, and the next
 	// ones queue behind it (and the scheduler adds no more while one is queued).
 	worker := wt.Start(t, bin, wt.Options{MaxParallel: 1})
-	g := gate(t, dir, worker)
+	g := gate(t, dir, "w0")
 	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "gated", gated)}, Workers: []*wt.Worker{worker},
 		Args: []string{"--every", "100ms"}})
 	w := watch(t, boss, "/api/events")

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,12 +24,20 @@ type GitHubConfig struct {
 	TokenFile         string // enables commit statuses
 	API               string // the REST API's base URL
 	PublicURL         string // where people reach the UI, for the statuses' links
+	// TrustedAuthors are GitHub logins whose pull requests from forks run
+	// without approval, beside the repository's owners, members and collaborators.
+	TrustedAuthors []string
 }
 
 // commitInfo is what a run knows about the commit it tests.
 type commitInfo struct {
 	Commit, Ref, Author, URL string
 	FullName                 string // owner/repo, for the statuses
+	// Fork: a pull request whose head is in another repository. Its code is
+	// anyone's: it waits for approval unless its author is trusted, and it
+	// never gets the pipeline's secrets.
+	Fork    bool
+	Trusted bool // its author is trusted: it runs without approval
 }
 
 // pushEvent and pullRequestEvent are the parts of GitHub's webhook payloads
@@ -52,8 +61,11 @@ type pullRequestEvent struct {
 	Number      int    `json:"number"`
 	PullRequest struct {
 		Head struct {
-			SHA string `json:"sha"`
-			Ref string `json:"ref"`
+			SHA  string `json:"sha"`
+			Ref  string `json:"ref"`
+			Repo *struct {
+				FullName string `json:"full_name"`
+			} `json:"repo"` // null when the fork was deleted
 		} `json:"head"`
 		Base struct {
 			Ref string `json:"ref"`
@@ -61,6 +73,7 @@ type pullRequestEvent struct {
 		User struct {
 			Login string `json:"login"`
 		} `json:"user"`
+		AuthorAssociation string `json:"author_association"`
 	} `json:"pull_request"`
 	Repository ghRepository `json:"repository"`
 }
@@ -191,6 +204,8 @@ func (b *Boss) pullRequestRuns(p pullRequestEvent) []commitRun {
 	pr := p.PullRequest
 	ci := commitInfo{Commit: pr.Head.SHA, Ref: fmt.Sprintf("refs/pull/%d/head", p.Number), Author: pr.User.Login,
 		FullName: p.Repository.FullName}
+	ci.Fork = pr.Head.Repo == nil || !strings.EqualFold(pr.Head.Repo.FullName, p.Repository.FullName)
+	ci.Trusted = trustedAssociation[pr.AuthorAssociation] || slices.Contains(b.cfg.GitHub.TrustedAuthors, pr.User.Login)
 	if p.Repository.HTMLURL != "" {
 		ci.URL = p.Repository.HTMLURL + "/commit/" + pr.Head.SHA
 	}
@@ -211,6 +226,10 @@ func (b *Boss) repoRuns(gr ghRepository, branch string, ci commitInfo) []commitR
 	}
 	return out
 }
+
+// trustedAssociation are the authors GitHub says may push to the repository
+// anyway (author_association in the payload): their forks run at once.
+var trustedAssociation = map[string]bool{"OWNER": true, "MEMBER": true, "COLLABORATOR": true}
 
 // statusClient posts commit statuses to GitHub's REST API.
 type statusClient struct {
@@ -234,6 +253,8 @@ func (c *statusClient) statusOf(r bettertest.Run, ci *commitInfo) status {
 		TargetURL: fmt.Sprintf("%s/runs/%d", strings.TrimSuffix(c.public, "/"), r.ID)}
 	d := time.Duration(r.FinishedMS-r.StartedMS) * time.Millisecond
 	switch r.Status {
+	case bettertest.StatusAwaitingApproval:
+		s.State, s.Description = "pending", "awaiting approval"
 	case bettertest.StatusQueued, bettertest.StatusRunning:
 		s.State, s.Description = "pending", "running"
 		if r.Worker != "" {

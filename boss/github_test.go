@@ -126,22 +126,25 @@ type hooked struct {
 	boss   *wt.Boss
 	github *gitHub
 	repo   *gitRepo
+	worker *wt.Worker
 	secret string
+	// The boss's secret files: the webhook's secret and the GitHub token.
+	secretFile, tokenFile string
 }
 
-func startHooked(t *testing.T) *hooked {
+func startHooked(t *testing.T, args ...string) *hooked {
 	dir := t.TempDir()
 	h := &hooked{repo: newRepo(t), secret: "it's a secret"}
 	h.github = newGitHub(t, "gh-token")
-	secretFile, tokenFile := filepath.Join(dir, "secret"), filepath.Join(dir, "token")
-	os.WriteFile(secretFile, []byte(h.secret+"\n"), 0o600)
-	os.WriteFile(tokenFile, []byte("gh-token\n"), 0o600)
-	worker := wt.Start(t, bin, wt.Options{})
-	h.boss = wt.StartBoss(t, bin, wt.BossOptions{Workers: []*wt.Worker{worker}, Args: []string{
+	h.secretFile, h.tokenFile = filepath.Join(dir, "secret"), filepath.Join(dir, "token")
+	os.WriteFile(h.secretFile, []byte(h.secret+"\n"), 0o600)
+	os.WriteFile(h.tokenFile, []byte("gh-token\n"), 0o600)
+	h.worker = wt.Start(t, bin, wt.Options{})
+	h.boss = wt.StartBoss(t, bin, wt.BossOptions{Workers: []*wt.Worker{h.worker}, Args: append([]string{
 		"--repo", "app=file://" + h.repo.bare + ",pipedef=ci/pipeline.py,branch=main",
-		"--github-webhook-secret-file", secretFile, "--github-token-file", tokenFile,
+		"--github-webhook-secret-file", h.secretFile, "--github-token-file", h.tokenFile,
 		"--github-api", h.github.URL, "--public-url", "http://boss.example",
-	}})
+	}, args...)})
 	return h
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,10 +35,12 @@ type activeRun struct {
 	stopStatus, stopError string
 	killTimer             *time.Timer
 
-	launching bool        // being checked out or started: no process yet
-	commit    *commitInfo // the commit tested, for a pipeline from a repository
-	checkout  string      // its worktree, removed when the run ends
-	statuses  chan status // commit statuses to post, in order; nil without GitHub
+	launching bool         // being checked out or started: no process yet
+	commit    *commitInfo  // the commit tested, for a pipeline from a repository
+	checkout  string       // its worktree, removed when the run ends
+	sandbox   string       // its sandbox's directory (the worker's socket), removed when the run ends
+	proxy     *workerProxy // its way to its worker, closed when the run ends
+	statuses  chan status  // commit statuses to post, in order; nil without GitHub
 
 	results       []bettertest.TestResult // its test results, in the order they came
 	storedResults int                     // how many of them are in the store
@@ -110,18 +113,45 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 	if ci != nil {
 		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = ci.Commit, ci.Ref, ci.Author, ci.URL
 	}
+	awaiting := ci != nil && ci.Fork && !ci.Trusted
+	if awaiting {
+		r.run.Status = bettertest.StatusAwaitingApproval
+	}
 	id, err := b.store.createRun(r.run)
 	if err != nil {
 		return bettertest.Run{}, err
 	}
 	r.run.ID = id
 	b.active[id] = r
-	b.queue = append(b.queue, r)
 	b.publishRunLocked(r)
+	if awaiting {
+		b.log.Info("run awaits approval: a pull request from a fork", "run", id, "pipeline", pipeline, "author", ci.Author)
+		b.postStatusLocked(r)
+		return summary(r.run), nil
+	}
+	b.queue = append(b.queue, r)
 	b.log.Info("run queued", "run", id, "pipeline", pipeline, "trigger", trigger)
 	b.dispatchLocked()
 	return summary(r.run), nil
 }
+
+// approve queues a run that awaited approval.
+func (b *Boss) approve(id int64, by string) (bettertest.Run, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.active[id]
+	if !ok || r.run.Status != bettertest.StatusAwaitingApproval {
+		return bettertest.Run{}, errNotAwaiting
+	}
+	r.run.Status = bettertest.StatusQueued
+	b.queue = append(b.queue, r)
+	b.saveRunLocked(r)
+	b.log.Info("run approved", "run", id, "pipeline", r.run.Pipeline, "by", by)
+	b.dispatchLocked()
+	return summary(r.run), nil
+}
+
+var errNotAwaiting = errors.New("run is not awaiting approval")
 
 var errNoPipeline = errors.New("no such pipeline")
 
@@ -202,16 +232,12 @@ func (b *Boss) startLocked(r *activeRun, w *worker) {
 func (b *Boss) launch(r *activeRun, w *worker) {
 	defer b.runsWG.Done()
 	p, _ := b.pipeline(r.run.Pipeline)
-	script, dir := p.Path, filepath.Dir(p.Path)
-	// -u: the report must come through the pipe line by line, not in blocks.
-	args := []string{"-u", script, "--worker", w.cfg.URL, "--token-file", w.cfg.TokenFile, "--report", "jsonl"}
+	script, dir := filepath.Base(p.Path), filepath.Dir(p.Path)
+	// The worker is a socket that the boss serves for this run alone.
+	args := []string{"--worker", "unix:" + sandboxSocket, "--worker-name", w.cfg.Name, "--report", "jsonl"}
 	quarantine, err := b.quarantineArgs(b.stopping, p.Name)
 	if err != nil {
-		b.mu.Lock()
-		r.launching = false
-		r.run.Error = fmt.Sprintf("could not read the quarantined tests: %v", err)
-		b.finishLocked(r, -1)
-		b.mu.Unlock()
+		b.failLaunch(r, fmt.Sprintf("could not read the quarantined tests: %v", err))
 		return
 	}
 	args = append(args, quarantine...)
@@ -219,13 +245,12 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 		co, err := rp.prepare(b.stopping, r.run.ID, r.commit.Commit, r.commit.Ref)
 		b.mu.Lock()
 		r.checkout = co.Dir
+		b.mu.Unlock()
 		if err != nil {
-			r.launching = false
-			r.run.Error = fmt.Sprintf("could not check out the pipedef's commit: %v", err)
-			b.finishLocked(r, -1)
-			b.mu.Unlock()
+			b.failLaunch(r, fmt.Sprintf("could not check out the pipedef's commit: %v", err))
 			return
 		}
+		b.mu.Lock()
 		r.commit.Commit, r.commit.Ref = co.Commit, co.Ref
 		if r.commit.Author == "" {
 			r.commit.Author = co.Author
@@ -236,17 +261,22 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = r.commit.Commit, r.commit.Ref, r.commit.Author, r.commit.URL
 		b.saveRunLocked(r)
 		b.mu.Unlock()
-		script, dir = filepath.Join(co.Dir, filepath.FromSlash(rp.cfg.Pipedef)), co.Dir
+		script, dir = filepath.FromSlash(rp.cfg.Pipedef), co.Dir
 		args = append(args, "--commit", co.Commit, "--ref", co.Ref)
-		args[1] = script
+		if err := chownTree(co.Dir); err != nil {
+			b.failLaunch(r, fmt.Sprintf("could not give the checkout to the sandbox's user: %v", err))
+			return
+		}
 	}
-	cmd := exec.Command(b.cfg.Python, args...)
-	cmd.Dir = dir
-	// The boss's own copy of the library comes first on the import path.
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+b.libDir)
-	// Its own process group, so cancel signals the whole group; and it dies
-	// with the boss, so a killed boss leaves no run going on unrecorded.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	sandboxDir, proxy, err := b.prepareSandbox(r.run.ID, w.cfg)
+	if err != nil {
+		b.failLaunch(r, fmt.Sprintf("could not prepare the pipedef's sandbox: %v", err))
+		return
+	}
+	b.mu.Lock()
+	r.sandbox, r.proxy = sandboxDir, proxy
+	b.mu.Unlock()
+	cmd := b.sandbox.command(sandboxSpec{Dir: dir, Lib: b.libDir, Run: sandboxDir, Script: script, Args: args})
 	stdout, err := cmd.StdoutPipe()
 	var stderr io.ReadCloser
 	if err == nil {
@@ -263,27 +293,63 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 		err = cmd.Start()
 	}
 	if err != nil {
-		r.run.Error = fmt.Sprintf("could not start %s %s: %v: check --python", b.cfg.Python, script, err)
+		r.run.Error = fmt.Sprintf("could not start the sandbox for %s: %v", script, err)
 		b.finishLocked(r, -1)
 		b.mu.Unlock()
 		return
 	}
 	r.cmd = cmd
-	b.startStatusesLocked(r)
+	b.postStatusLocked(r)
 	b.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", w.cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
 	b.mu.Unlock()
 	b.follow(r, stdout, stderr)
 }
 
-// startStatusesLocked posts the run's pending status to GitHub, when the
-// boss has a token and the run a commit; its end follows in finishLocked.
-func (b *Boss) startStatusesLocked(r *activeRun) {
+// failLaunch ends a run that could not start, saying why.
+func (b *Boss) failLaunch(r *activeRun, why string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r.launching = false
+	r.run.Error = why
+	b.finishLocked(r, -1)
+}
+
+// prepareSandbox makes the run's sandbox directory, DATADIR/sandbox/ID,
+// which only the sandbox's user can enter, and serves its worker's socket in it.
+func (b *Boss) prepareSandbox(id int64, w WorkerConfig) (string, *workerProxy, error) {
+	dir := filepath.Join(b.cfg.DataDir, "sandbox", strconv.FormatInt(id, 10))
+	if err := os.RemoveAll(dir); err != nil {
+		return "", nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", nil, err
+	}
+	if err := os.Lchown(dir, SandboxUID, SandboxUID); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	proxy, err := startWorkerProxy(dir, w)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return dir, proxy, nil
+}
+
+// postStatusLocked posts where the run stands to GitHub, when the boss has a
+// token and the run a commit: awaiting approval, then running; its end
+// follows in finishLocked.
+func (b *Boss) postStatusLocked(r *activeRun) {
 	if b.github == nil || r.commit == nil || r.commit.Commit == "" || r.commit.FullName == "" {
 		return
 	}
-	r.statuses = make(chan status, 2)
+	if r.statuses == nil {
+		// Room for every status a run posts (awaiting, running, its end),
+		// so a send never waits under the lock.
+		r.statuses = make(chan status, 3)
+		go b.postAll(b.stopping, r.statuses)
+	}
 	r.statuses <- b.github.statusOf(r.run, r.commit)
-	go b.postAll(b.stopping, r.statuses)
 }
 
 // follow reads a pipedef's report and output until it exits.
@@ -646,6 +712,14 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		r.statuses <- b.github.statusOf(r.run, r.commit)
 		close(r.statuses)
 	}
+	if r.proxy != nil {
+		r.proxy.close()
+	}
+	if r.sandbox != "" {
+		if err := os.RemoveAll(r.sandbox); err != nil {
+			b.log.Warn("remove a run's sandbox directory", "dir", r.sandbox, "err", err)
+		}
+	}
 	if r.checkout != "" {
 		rp, dir := b.repos[r.run.Pipeline], r.checkout
 		go func() {
@@ -686,7 +760,7 @@ func (b *Boss) stopLocked(r *activeRun, status, message string) {
 	if r.launching {
 		return // launch sees it and ends the run
 	}
-	if r.cmd == nil { // queued
+	if r.cmd == nil { // queued, or awaiting approval
 		for i, q := range b.queue {
 			if q == r {
 				b.queue = append(b.queue[:i], b.queue[i+1:]...)

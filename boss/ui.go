@@ -330,6 +330,10 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 					if _, err := b.cancel(e.RunID); err != nil {
 						pending = append(pending, ui.Notice{Text: fmt.Sprintf("run #%d has already ended: there is nothing to cancel", e.RunID)})
 					}
+				case ui.Approve:
+					if _, err := b.approve(e.RunID, "ui"); err != nil {
+						pending = append(pending, ui.Notice{Text: fmt.Sprintf("run #%d does not await approval any more", e.RunID)})
+					}
 				case ui.Quarantine:
 					// Its flaky event brings the change to every tab.
 					if err := b.quarantine(e.Pipeline, e.Test, e.On); err != nil {
@@ -418,7 +422,7 @@ func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 		msg = ui.Navigate{Path: in.Nav}
 	case strings.HasPrefix(in.Back, "/"):
 		msg = ui.Navigate{Path: in.Back}
-	case in.Action == "run" || in.Action == "cancel" || in.Action == "more" || in.Action == "help" || in.Action == "quarantine":
+	case in.Action == "run" || in.Action == "cancel" || in.Action == "approve" || in.Action == "more" || in.Action == "help" || in.Action == "quarantine":
 		msg = ui.Action{Name: in.Action, Pipeline: in.Pipeline, RunID: in.Run, Test: in.Test, On: in.On}
 	default:
 		writeError(w, http.StatusBadRequest, "the message names no key, path or action")

@@ -102,7 +102,7 @@ type Effect struct {
 	Kind     EffectKind
 	Path     string // Load, PushURL
 	Pipeline string // Trigger, Quarantine
-	RunID    int64  // Cancel
+	RunID    int64  // Cancel, Approve
 	Test     string // Quarantine
 	On       bool   // Quarantine: true quarantines, false releases
 }
@@ -119,6 +119,9 @@ const (
 	Trigger
 	// Cancel run RunID, answered by a Notice Msg when it cannot be done.
 	Cancel
+	// Approve run RunID, a pull request from a fork, answered by a Notice
+	// Msg when it cannot be done.
+	Approve
 	// Quarantine (On) or release test Test of Pipeline, answered by a
 	// FlakyChanged Msg, or a Notice Msg when it cannot be done.
 	Quarantine
@@ -147,7 +150,7 @@ type Loaded struct {
 	NotFound  string // the page does not exist: why
 }
 
-// Action is a click on a button: "run" (Pipeline), "cancel" (RunID), "more",
+// Action is a click on a button: "run" (Pipeline), "cancel" (RunID), "approve" (RunID), "more",
 // "help", or "quarantine" (Pipeline, Test, On).
 type Action struct {
 	Name     string

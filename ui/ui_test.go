@@ -117,6 +117,17 @@ func fixtureTaskTests() Model {
 	return m
 }
 
+// fixtureAwaiting is the run page of a pull request from a fork that no one
+// approved yet.
+func fixtureAwaiting() Model {
+	m := fixture(PageRun)
+	m.Path = "/runs/9"
+	m.Run = &bettertest.Run{ID: 9, Pipeline: "hello", Status: bettertest.StatusAwaitingApproval, Trigger: "pull_request",
+		Commit: "3333333ccccccccccccccccccccccccccccccccc", Ref: "refs/pull/4/head", Author: "mallory", CreatedMS: t0, Stages: []bettertest.Stage{}}
+	m.Selected = 0
+	return m
+}
+
 // golden compares got with testdata/name, byte for byte.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
@@ -164,6 +175,7 @@ func TestViewPages(t *testing.T) {
 		"flaky-none.html":     {Page: PageFlaky, Path: "/flaky", Workers: fixtureWorkers()},
 		"run-flaky.html":      flakyRun,
 		"task-tests.html":     fixtureTaskTests(),
+		"run-awaiting.html":   fixtureAwaiting(),
 	} {
 		golden(t, name, View(m).HTML())
 	}
@@ -217,6 +229,15 @@ func TestUpdateKeys(t *testing.T) {
 				m.Notice = "run #7 has already ended (failed): there is nothing to cancel"
 				return m
 			}, nil},
+		{"a approves a run that awaits approval", fixtureAwaiting(), "a",
+			func(m Model) Model { m.Notice = "approving run #9"; return m }, []Effect{{Kind: Approve, RunID: 9}}},
+		{"a on a run that does not await approval says so", fixture(PageRun), "a",
+			func(m Model) Model {
+				m.Notice = "run #7 is failed: only a pull request from a fork awaits approval"
+				return m
+			}, nil},
+		{"c cancels a run that awaits approval", fixtureAwaiting(), "c",
+			func(m Model) Model { m.Notice = "cancelling run #9"; return m }, []Effect{{Kind: Cancel, RunID: 9}}},
 		{"w opens the workers", fixture(PagePipelines), "w",
 			func(m Model) Model { m.Path = "/workers"; return m }, []Effect{{Kind: Load, Path: "/workers"}, {Kind: PushURL, Path: "/workers"}}},
 		{"p opens the pipelines", fixture(PageWorkers), "p",

@@ -82,6 +82,8 @@ func (m Model) key(k string) Model {
 		return m.run()
 	case "c":
 		return m.cancel()
+	case "a":
+		return m.approve()
 	case "q":
 		return m.quarantine()
 	case "m":
@@ -230,6 +232,18 @@ func (m Model) cancel() Model {
 	return m.action(Action{Name: "cancel", RunID: r.ID})
 }
 
+// approve lets the shown run of a pull request from a fork run.
+func (m Model) approve() Model {
+	if (m.Page != PageRun && m.Page != PageTask) || m.Run == nil {
+		return m
+	}
+	if m.Run.Status != bettertest.StatusAwaitingApproval {
+		m.Notice = fmt.Sprintf("run #%d is %s: only a pull request from a fork awaits approval", m.Run.ID, statusWord(m.Run.Status))
+		return m
+	}
+	return m.action(Action{Name: "approve", RunID: m.Run.ID})
+}
+
 // quarantine quarantines the selected flaky test, or releases it.
 func (m Model) quarantine() Model {
 	if m.Page != PageFlaky || len(m.Flaky) == 0 {
@@ -240,7 +254,7 @@ func (m Model) quarantine() Model {
 }
 
 func active(status string) bool {
-	return status == bettertest.StatusQueued || status == bettertest.StatusRunning
+	return status == bettertest.StatusQueued || status == bettertest.StatusRunning || status == bettertest.StatusAwaitingApproval
 }
 
 func (m Model) action(a Action) Model {
@@ -251,6 +265,9 @@ func (m Model) action(a Action) Model {
 	case "cancel":
 		m.Notice = fmt.Sprintf("cancelling run #%d", a.RunID)
 		m.Effects = []Effect{{Kind: Cancel, RunID: a.RunID}}
+	case "approve":
+		m.Notice = fmt.Sprintf("approving run #%d", a.RunID)
+		m.Effects = []Effect{{Kind: Approve, RunID: a.RunID}}
 	case "quarantine":
 		if f := m.flaky(a.Pipeline, a.Test); f != nil && f.QuarantinedBy == "flag" && !a.On {
 			m.Notice = fmt.Sprintf("%s/%s is quarantined by the boss's --quarantine flag: restart the boss without it to release it", a.Pipeline, a.Test)

@@ -112,8 +112,11 @@ func nav(m Model) Region {
 
 // status is a status in words, with a symbol and a colour: never colour alone.
 func status(s string) string {
-	return `<span class="st st-` + esc(s) + `">` + symbol(s) + " " + esc(s) + "</span>"
+	return `<span class="st st-` + esc(s) + `">` + symbol(s) + " " + esc(statusWord(s)) + "</span>"
 }
+
+// statusWord is a status as people read it: "awaiting approval".
+func statusWord(s string) string { return strings.ReplaceAll(s, "_", " ") }
 
 func symbol(s string) string {
 	switch s {
@@ -129,6 +132,8 @@ func symbol(s string) string {
 		return "–"
 	case bettertest.StatusCancelled:
 		return "⊘"
+	case bettertest.StatusAwaitingApproval:
+		return "⏸"
 	case bettertest.OutcomeFlaky:
 		return "⚠"
 	}
@@ -241,6 +246,9 @@ func runPage(m Model) []Region {
 	b.WriteString(strings.Join(meta, " · ") + "</p>")
 	if r.Error != "" {
 		b.WriteString(`<p class="error">` + esc(r.Error) + "</p>")
+	}
+	if r.Status == bettertest.StatusAwaitingApproval {
+		fmt.Fprintf(&b, `<p class="error">A pull request from a fork: its pipedef runs once an operator approves it.</p><button data-action="approve" data-run="%d" aria-keyshortcuts="a">Approve</button> `, r.ID)
 	}
 	if active(r.Status) {
 		fmt.Fprintf(&b, `<button data-action="cancel" data-run="%d">Cancel</button> `, r.ID)
@@ -596,6 +604,7 @@ var Shortcuts = [][2]string{
 	{"Esc ⌫", "go back"},
 	{"r", "run the selected pipeline, or this run's pipeline again"},
 	{"c", "cancel the selected or shown run"},
+	{"a", "approve the shown run of a pull request from a fork"},
 	{"q", "quarantine or release the selected flaky test"},
 	{"m", "show more of a task's earlier output"},
 	{"p", "pipelines"},

@@ -23,6 +23,7 @@ Run pipelines on healthy workers, keep their history, and serve the API:
   GET  /api/runs/ID/tasks/TASK/log  a task's output (SSE with Accept: text/event-stream)
   GET  /api/runs/ID/tests           its test results, every attempt
   POST /api/runs/ID/cancel          stop a run
+  POST /api/runs/ID/approve         let a pull request from a fork run
   GET  /api/flaky?pipeline=NAME     flaky and quarantined tests, with evidence
   POST /api/quarantine              quarantine a test or release it
   GET  /api/workers                 the workers and their load
@@ -47,6 +48,7 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GitHub.WebhookSecretFile, "github-webhook-secret-file", "", "the GitHub webhook's secret (mode 0600): enables POST /hooks/github")
 	fs.StringVar(&cfg.GitHub.TokenFile, "github-token-file", "", "a GitHub token (mode 0600) allowed to set commit statuses")
 	fs.StringVar(&cfg.GitHub.API, "github-api", "https://api.github.com", "the GitHub REST API's base URL (GitHub Enterprise: https://HOST/api/v3)")
+	fs.StringArrayVar(&cfg.GitHub.TrustedAuthors, "trusted-author", nil, "a GitHub login whose pull requests from forks run without approval; repeatable")
 	fs.StringVar(&cfg.GitHub.PublicURL, "public-url", "", "where people reach this boss, for the links in commit statuses (default: http://LISTEN)")
 	workersDir := fs.String("workers-dir", filepath.Join(home, ".config", "bettertest", "workers"), "where enrollment saved the workers")
 	workers := fs.StringArray("worker", nil, "another worker, NAME=URL; repeatable")

@@ -56,16 +56,21 @@ def parse_command_line(
         add_help=False,
         allow_abbrev=False,
     )
-    parser.add_argument("--worker", metavar="URL", help="the worker's URL, e.g. http://host:9009")
+    parser.add_argument("--worker", metavar="URL", help="the worker's URL, e.g. http://host:9009, or unix:/PATH")
     parser.add_argument("--token-file", metavar="PATH", help="a file holding the worker's token")
     if add_arguments is not None:
         add_arguments(parser)
     args, _ = parser.parse_known_args(argv)
     if args.worker is None:
         parser.error("--worker is required: pass the worker URL, e.g. --worker http://host:9009")
-    if args.token_file is None:
+    unix = args.worker.startswith("unix:")
+    if unix and args.token_file is not None:
+        parser.error("--token-file goes with an http(s) --worker URL: a unix: socket adds the credential itself")
+    if not unix and args.token_file is None:
         parser.error("--token-file is required: pass the path of a file holding the worker's token")
     try:
+        if unix:
+            return Worker(args.worker), args
         return Worker(args.worker, token_file=args.token_file), args
     except ConfigError as e:
         parser.error(str(e))

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import queue
+import socket
 import stat
 import sys
 import tempfile
@@ -174,14 +175,28 @@ class Worker:
         """Set up a client; nothing is sent until a method is called.
 
         Args:
-            url: The worker's base URL, e.g. ``http://host:9009``.
-            token: The worker's token. Pass exactly one of ``token`` and ``token_file``.
+            url: The worker's base URL, e.g. ``http://host:9009``; or ``unix:/PATH``, a Unix
+                socket that reaches one worker and adds the credential itself (the boss hands
+                its sandboxed pipedefs such a socket, so they never hold a worker's token).
+            token: The worker's token. Pass exactly one of ``token`` and ``token_file`` for an
+                http(s) URL, and neither for a ``unix:`` URL.
             token_file: A file holding the worker's token.
 
         Raises:
-            ConfigError: The URL is not an http(s) URL, or the token file cannot be used.
-            TypeError: Neither or both of ``token`` and ``token_file`` were given.
+            ConfigError: The URL is not an http(s) or unix URL, or the token file cannot be used.
+            TypeError: Neither or both of ``token`` and ``token_file`` were given for an http(s)
+                URL, or one was given for a ``unix:`` URL.
         """
+        self._unix: str | None = None
+        if url.startswith("unix:"):
+            if token is not None or token_file is not None:
+                raise TypeError("Worker() takes no token for a unix: URL: the socket adds the credential")
+            self._unix = url.removeprefix("unix:")
+            if not os.path.isabs(self._unix):
+                raise ConfigError(f"the worker URL {url!r} is not valid: a unix: URL names an absolute path, e.g. unix:/run/bettertest/worker.sock")
+            self.url = url
+            self._https, self._host, self._port, self._path, self._token = False, "localhost", None, "", None
+            return
         if (token is None) == (token_file is None):
             raise TypeError("Worker() needs exactly one of token= or token_file=")
         if token_file is not None:
@@ -197,10 +212,10 @@ class Worker:
         self.url: str = url.rstrip("/")
         """The worker's base URL, without a trailing slash."""
         self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = port
+        self._host: str = parts.hostname
+        self._port: int | None = port
         self._path = parts.path.rstrip("/")
-        self._token = token
+        self._token: str | None = token
 
     def __repr__(self) -> str:
         return f"Worker({self.url!r})"
@@ -671,8 +686,13 @@ class Worker:
             yield chunk
 
     def _connect(self) -> http.client.HTTPConnection:
-        conn_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = conn_class(self._host, self._port, timeout=_CONNECT_TIMEOUT_S, blocksize=_BLOCK_SIZE)
+        conn: http.client.HTTPConnection
+        if self._unix is not None:
+            conn = _UnixConnection(self._unix, timeout=_CONNECT_TIMEOUT_S, blocksize=_BLOCK_SIZE)
+        elif self._https:
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=_CONNECT_TIMEOUT_S, blocksize=_BLOCK_SIZE)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=_CONNECT_TIMEOUT_S, blocksize=_BLOCK_SIZE)
         try:
             conn.connect()
         except OSError as e:
@@ -690,7 +710,9 @@ class Worker:
         self, method: str, path: str, body: bytes | None, accept: str
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = self._connect()
-        headers = {"Authorization": f"Bearer {self._token}", "Accept": accept}
+        headers = {"Accept": accept}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:
@@ -719,3 +741,21 @@ class Worker:
                 "check that --token-file names a file holding the same token as the worker's --token-file"
             )
         raise error_class(f"the worker at {self.url} refused {what} (HTTP {resp.status}): {message}")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """An HTTP connection over a Unix socket (a ``unix:/PATH`` worker URL)."""
+
+    def __init__(self, path: str, *, timeout: float, blocksize: int) -> None:
+        super().__init__("localhost", timeout=timeout, blocksize=blocksize)
+        self._socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
