@@ -6,9 +6,10 @@ import (
 	"io"
 	"net/http"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/bettertest/bettertest/internal/mask"
 )
 
 // eventStream writes Server-Sent Events to one client. Output is batched
@@ -121,7 +122,7 @@ func (s *eventStream) encodeTextLocked() {
 	if len(s.text) == 0 {
 		return
 	}
-	cut := incompleteTail(s.text)
+	cut := mask.IncompleteTail(s.text)
 	if cut < len(s.text) {
 		s.partial[s.textStream] = append([]byte(nil), s.text[cut:]...)
 	}
@@ -140,20 +141,6 @@ func (s *eventStream) appendOutputLocked(stream string, text []byte) {
 	s.out = append(s.out, `","text":`...)
 	s.out, _ = jsontext.AppendQuote(s.out, text) // bytes that are not UTF-8 become U+FFFD, as documented
 	s.out = append(s.out, "}\n\n"...)
-}
-
-// incompleteTail returns where a trailing, not yet complete UTF-8 sequence
-// starts in p, or len(p) when p ends on a character boundary.
-func incompleteTail(p []byte) int {
-	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax+1; i-- {
-		if utf8.RuneStart(p[i]) {
-			if !utf8.FullRune(p[i:]) {
-				return i
-			}
-			return len(p)
-		}
-	}
-	return len(p)
 }
 
 // streamWriter adapts one output stream to io.Writer for stdcopy.
