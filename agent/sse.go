@@ -154,6 +154,26 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// maskedWriter masks secret values in one output stream before they reach
+// the events; flush releases what it holds back once the stream has ended.
+type maskedWriter struct {
+	w streamWriter
+	m *mask.Stream
+}
+
+func (w maskedWriter) Write(p []byte) (int, error) {
+	if out := w.m.Write(p); len(out) > 0 {
+		w.w.s.output(w.w.stream, out)
+	}
+	return len(p), nil
+}
+
+func (w maskedWriter) flush() {
+	if out := w.m.Flush(); len(out) > 0 {
+		w.w.s.output(w.w.stream, out)
+	}
+}
+
 // idleFlusher reads Docker's output stream through a buffer and sends the
 // batch whenever the buffer has run dry, just before a read that may block: the
 // client never waits for output that the worker already holds.
