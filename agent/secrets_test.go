@@ -12,13 +12,7 @@ import (
 	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
-// The values of the secrets test: a key, a token, and a key that is base64
-// text as it is (a test may well keep its keys that way).
-const (
-	deployKey = "deploy-KEY-7f3a9c"
-	apiToken  = "tok-5d1e-b8"
-	b64Key    = "c2VjcmV0LWtleS1ieXRlcw=="
-)
+const apiToken = "tok-5d1e-b8"
 
 // printSecrets prints a file secret whole, split across two writes with a
 // pause between them, an env secret on stderr and a base64 secret as it is.
@@ -33,9 +27,9 @@ echo x 2>/dev/null > /run/secrets/deploy || echo read-only`
 func secretsRequest() bettertest.RunRequest {
 	req := run(printSecrets)
 	req.Secrets = []bettertest.Secret{
-		{Path: "/run/secrets/deploy", Value: deployKey},
+		{Path: "/run/secrets/deploy", Value: wt.SecretKey},
 		{Env: "TOKEN", Value: apiToken},
-		{Path: "/run/secrets/b64", Value: b64Key},
+		{Path: "/run/secrets/b64", Value: wt.SecretB64},
 	}
 	return req
 }
@@ -51,7 +45,7 @@ func TestSecretsReachTheCommandAndAreMaskedInItsOutput(t *testing.T) {
 		t.Errorf("stderr %q, want %q", got, want)
 	}
 	for _, ev := range evs {
-		for _, v := range []string{deployKey, apiToken, b64Key, deployKey[:len(deployKey)-3]} {
+		for _, v := range []string{wt.SecretKey, apiToken, wt.SecretB64, wt.SecretKey[:len(wt.SecretKey)-3]} {
 			if strings.Contains(ev.Data, v) {
 				t.Errorf("event %s %s shows (part of) a secret", ev.Name, ev.Data)
 			}
@@ -62,7 +56,7 @@ func TestSecretsReachTheCommandAndAreMaskedInItsOutput(t *testing.T) {
 	if err != nil || len(left) != 0 {
 		t.Errorf("secret files left after the run: %v %v", left, err)
 	}
-	if strings.Contains(w.Stderr(), deployKey) || strings.Contains(w.Stderr(), apiToken) {
+	if strings.Contains(w.Stderr(), wt.SecretKey) || strings.Contains(w.Stderr(), apiToken) {
 		t.Errorf("the worker's log shows a secret:\n%s", w.Stderr())
 	}
 }

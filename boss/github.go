@@ -29,6 +29,9 @@ type GitHubConfig struct {
 type commitInfo struct {
 	Commit, Ref, Author, URL string
 	FullName                 string // owner/repo, for the statuses
+	// Fork: a pull request from another repository, whose code its author
+	// controls. Its runs get no secrets.
+	Fork bool
 }
 
 // pushEvent and pullRequestEvent are the parts of GitHub's webhook payloads
@@ -52,8 +55,11 @@ type pullRequestEvent struct {
 	Number      int    `json:"number"`
 	PullRequest struct {
 		Head struct {
-			SHA string `json:"sha"`
-			Ref string `json:"ref"`
+			SHA  string `json:"sha"`
+			Ref  string `json:"ref"`
+			Repo *struct {
+				FullName string `json:"full_name"`
+			} `json:"repo"` // null when the fork was deleted
 		} `json:"head"`
 		Base struct {
 			Ref string `json:"ref"`
@@ -190,7 +196,8 @@ func (b *Boss) pullRequestRuns(p pullRequestEvent) []commitRun {
 	}
 	pr := p.PullRequest
 	ci := commitInfo{Commit: pr.Head.SHA, Ref: fmt.Sprintf("refs/pull/%d/head", p.Number), Author: pr.User.Login,
-		FullName: p.Repository.FullName}
+		FullName: p.Repository.FullName,
+		Fork:     pr.Head.Repo == nil || !strings.EqualFold(pr.Head.Repo.FullName, p.Repository.FullName)}
 	if p.Repository.HTMLURL != "" {
 		ci.URL = p.Repository.HTMLURL + "/commit/" + pr.Head.SHA
 	}
