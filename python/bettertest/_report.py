@@ -113,6 +113,9 @@ class MaskingReporter:
         Args:
             event: The event; see :data:`Event`.
         """
+        if not self._masker and not self._streams:  # no secrets: nothing to do
+            self._inner.emit(event)
+            return
         name = event["event"]
         if name == "task_output":
             key = (event["stage"], event["task"], event["stream"])
