@@ -46,8 +46,9 @@ type activeRun struct {
 	tested        []string                // the ids of the tests with results, in the order they came
 	seen          map[string]bool         // the ids in tested
 
-	mask  *mask.Masker               // the values of the pipeline's secrets
-	masks map[[2]string]*mask.Stream // by task and stream: output held back while it may be a secret
+	secretsDir string                     // its pipedef's --secrets-dir, removed when it ends
+	mask       *mask.Masker               // the values of the pipeline's secrets
+	masks      map[[2]string]*mask.Stream // by task and stream: output held back while it may be a secret
 }
 
 type attemptKey struct {
@@ -635,6 +636,7 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		r.killTimer.Stop()
 	}
 	r.run.FinishedMS = now()
+	b.removeSecretsLocked(r)
 	if code != -1 {
 		c := code
 		r.run.ExitCode = &c

@@ -118,13 +118,30 @@ func (b *Boss) writeSecretsDir(runDir, pipeline string) (dir string, err error) 
 	return dir, nil
 }
 
-// runSecretsDir is writeSecretsDir for a run: a pull request from a fork
-// runs code its author controls, so it gets no secrets ("").
+// runSecretsDir is writeSecretsDir for a run, whose pipedef gets
+// --secrets-dir DIR unless DIR is "": a pull request from a fork runs code
+// its author controls, so it gets no secrets. The directory is removed when
+// the run ends (finishLocked).
 func (b *Boss) runSecretsDir(r *activeRun, runDir string) (string, error) {
 	if r.commit != nil && r.commit.Fork {
 		return "", nil
 	}
-	return b.writeSecretsDir(runDir, r.run.Pipeline)
+	dir, err := b.writeSecretsDir(runDir, r.run.Pipeline)
+	b.mu.Lock()
+	r.secretsDir = dir
+	b.mu.Unlock()
+	return dir, err
+}
+
+// removeSecretsLocked removes a run's secrets directory: its pipedef has exited.
+func (b *Boss) removeSecretsLocked(r *activeRun) {
+	if r.secretsDir == "" {
+		return
+	}
+	if err := os.RemoveAll(r.secretsDir); err != nil {
+		b.log.Error("remove a run's secrets", "run", r.run.ID, "dir", r.secretsDir, "err", err)
+	}
+	r.secretsDir = ""
 }
 
 // maskOutput masks a chunk of a run's output in its (task, stream) masker,

@@ -2,6 +2,7 @@ package boss
 
 import (
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -78,7 +79,7 @@ func TestSecretsDirHoldsThePipelinesSecretsOnly(t *testing.T) {
 
 func TestForkPullRequestsGetNoSecrets(t *testing.T) {
 	rc := RepoConfig{Name: "app", URL: "https://github.com/o/app.git", Pipedef: "ci.py", Branch: "*", Secrets: []string{"deploy_key"}}
-	b := &Boss{cfg: Config{Secrets: map[string][]byte{"deploy_key": []byte("k1")}},
+	b := &Boss{cfg: Config{Secrets: map[string][]byte{"deploy_key": []byte("k1")}}, log: slog.Default(),
 		pipelines:   []bettertest.Pipeline{{Name: "app"}},
 		repos:       map[string]*repo{"app": {cfg: rc}},
 		secretNames: map[string][]string{"app": rc.Secrets}}
@@ -93,9 +94,14 @@ func TestForkPullRequestsGetNoSecrets(t *testing.T) {
 		if len(runs) != 1 || runs[0].commit.Fork != fork {
 			t.Fatalf("head repo %s: runs %+v, want one with Fork %v", head, runs, fork)
 		}
-		dir, err := b.runSecretsDir(&activeRun{commit: &runs[0].commit, run: bettertest.Run{Pipeline: "app"}}, t.TempDir())
-		if err != nil || (dir == "") != fork {
+		r := &activeRun{commit: &runs[0].commit, run: bettertest.Run{Pipeline: "app"}}
+		dir, err := b.runSecretsDir(r, t.TempDir())
+		if err != nil || (dir == "") != fork || r.secretsDir != dir {
 			t.Errorf("head repo %s: secrets dir %q %v", head, dir, err)
+		}
+		b.removeSecretsLocked(r)
+		if _, err := os.Stat(dir); dir != "" && !os.IsNotExist(err) {
+			t.Errorf("the run's secrets dir is still there: %v", err)
 		}
 	}
 }
