@@ -29,6 +29,7 @@ test-python: build
 # Each fuzz target for a short while; `go test -fuzz` explores further on demand.
 fuzz:
 	go test ./agent -run '^$$' -fuzz FuzzDecodeRunRequest -fuzztime 30s
+	go test ./internal/mask -run '^$$' -fuzz FuzzStream -fuzztime 30s
 
 demo: setup build
 	bash scripts/demo.sh

@@ -25,6 +25,25 @@ type RunRequest struct {
 	Cache bool `json:"cache,omitempty"`
 	// Name says which build this is ("pipeline/task"), so a cache miss can be explained.
 	Name string `json:"name,omitempty"`
+	// Secrets are given to the command as read-only files or environment
+	// variables; their values are masked in the run's output events.
+	Secrets []Secret `json:"secrets,omitempty"`
+}
+
+// Secret is one secret value of a run: a file at Path in the container
+// (read-only, mode 0400) or the environment variable Env, never both.
+type Secret struct {
+	Path  string `json:"path,omitempty"`
+	Env   string `json:"env,omitempty"`
+	Value string `json:"value"`
+}
+
+// Target is where the secret goes: its container path, or "env:NAME".
+func (s Secret) Target() string {
+	if s.Env != "" {
+		return "env:" + s.Env
+	}
+	return s.Path
 }
 
 // Event names of the /run stream. Every event's data is one JSON object.

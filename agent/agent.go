@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -86,7 +87,14 @@ func Run(ctx context.Context, cfg Config) error {
 
 	stopping, stopRuns := context.WithCancel(context.Background())
 	defer stopRuns()
-	run := &runner{docker: docker, owner: owner, log: cfg.Logger, store: store}
+	run := &runner{docker: docker, owner: owner, log: cfg.Logger, store: store, secrets: filepath.Join(cfg.DataDir, "secrets")}
+	// Secret files live only while their run does; those of a worker that died go now.
+	if err := os.RemoveAll(run.secrets); err != nil {
+		return fmt.Errorf("--data-dir %s: remove secret files left by an earlier run: %w", cfg.DataDir, err)
+	}
+	if err := os.Mkdir(run.secrets, 0o700); err != nil {
+		return fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
 	run.pool = &pool{docker: docker, owner: owner, limit: cfg.MaxParallel, log: cfg.Logger, wg: &run.removal}
 	a := &Agent{token: token, log: cfg.Logger, runner: run, store: store, stopping: stopping,
 		cache: &buildCache{dir: filepath.Join(cfg.DataDir, "cache")}}

@@ -26,11 +26,21 @@ type buildInputs struct {
 	Workdir string            `json:"workdir"`
 	Inputs  map[string]string `json:"inputs"`
 	Outputs []string          `json:"outputs"`
+	// Secrets are where the build's secrets go (a path, or env:NAME), not
+	// their values: a rotated password does not rebuild, and the cache on
+	// disk holds nothing derived from a value. Left out when there are none,
+	// so builds without secrets keep their keys.
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 func newBuildInputs(imageID string, req bettertest.RunRequest) buildInputs {
-	return buildInputs{ImageID: imageID, Command: req.Command, Env: req.Env, Workdir: req.Workdir,
+	in := buildInputs{ImageID: imageID, Command: req.Command, Env: req.Env, Workdir: req.Workdir,
 		Inputs: req.Inputs, Outputs: req.Outputs}
+	for _, s := range req.Secrets {
+		in.Secrets = append(in.Secrets, s.Target())
+	}
+	sort.Strings(in.Secrets)
+	return in
 }
 
 // key digests the inputs; encoding/json writes map keys sorted, so equal
@@ -147,6 +157,9 @@ func whyChanged(old, cur buildInputs) string {
 	changes = append(changes, mapChanges("input", old.Inputs, cur.Inputs)...)
 	if !slices.Equal(old.Outputs, cur.Outputs) {
 		changes = append(changes, "outputs changed")
+	}
+	if !slices.Equal(old.Secrets, cur.Secrets) {
+		changes = append(changes, "secrets changed")
 	}
 	return strings.Join(changes, ", ")
 }

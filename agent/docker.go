@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/mask"
 )
 
 // LabelWorker is on every container the worker makes. Its value identifies one
@@ -44,6 +48,7 @@ type runner struct {
 	log     *slog.Logger
 	pool    *pool
 	store   *store
+	secrets string         // DATA/secrets: one directory of secret files per running run
 	removal sync.WaitGroup // containers being removed or started in the background
 }
 
@@ -78,12 +83,17 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 	// Docker calls below must finish even when ctx ends: a cancelled run still
 	// has a container to kill, drain and remove.
 	dctx := context.WithoutCancel(ctx)
-	containerID, err := r.container(dctx, imageID, req)
+	mounts, removeSecrets, err := r.mounts(id, req)
+	defer removeSecrets()
+	if err != nil {
+		return failBeforeStart(ctx, err)
+	}
+	containerID, err := r.container(dctx, imageID, req, mounts)
 	if err != nil {
 		return failBeforeStart(ctx, err)
 	}
 	defer func() { // the next run of this image finds a container started
-		if len(req.Inputs) == 0 && context.Cause(ctx) != errShutdown {
+		if len(mounts) == 0 && context.Cause(ctx) != errShutdown {
 			r.pool.refill(imageID)
 		}
 	}()
@@ -127,7 +137,12 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 
 	// The output ends when the command and everything holding its stdout and
 	// stderr have exited; Docker records the exit code before closing them.
-	_, copyErr := stdcopy.StdCopy(streamWriter{ev, "stdout"}, streamWriter{ev, "stderr"}, newIdleFlusher(attach.Reader, ev))
+	// Each stream is masked on its own, so a secret split across writes is still masked.
+	secrets := mask.New(secretValues(req))
+	stdout, stderr := maskedWriter{streamWriter{ev, "stdout"}, secrets.Stream()}, maskedWriter{streamWriter{ev, "stderr"}, secrets.Stream()}
+	_, copyErr := stdcopy.StdCopy(stdout, stderr, newIdleFlusher(attach.Reader, ev))
+	stdout.flush()
+	stderr.flush()
 	ev.flushPartial()
 
 	if copyErr != nil {
@@ -183,31 +198,68 @@ func (r *runner) collectResults(ctx context.Context, containerID string, req bet
 }
 
 // container returns a started container for a run: a spare from the pool,
-// or, when the run has inputs to mount, one made for it.
-func (r *runner) container(ctx context.Context, imageID string, req bettertest.RunRequest) (string, error) {
-	if len(req.Inputs) == 0 {
+// or, when the run has files to mount, one made for it.
+func (r *runner) container(ctx context.Context, imageID string, req bettertest.RunRequest, mounts []mount.Mount) (string, error) {
+	if len(mounts) == 0 {
 		id, err := r.pool.take(ctx, imageID)
 		if err != nil {
 			return "", fmt.Errorf("Docker could not start a container of %s: %w", req.Image, err)
 		}
 		return id, nil
 	}
-	mounts := make([]mount.Mount, 0, len(req.Inputs))
-	for target, id := range req.Inputs {
-		hexID, _ := parseID(id)
+	id, err := r.pool.start(ctx, imageID, mounts)
+	if err != nil {
+		return "", fmt.Errorf("Docker could not start a container of %s with its inputs and secrets: %w", req.Image, err)
+	}
+	return id, nil
+}
+
+// mounts lists what a run's container mounts: its inputs and its secret
+// files, which are written for the run under DATA/secrets/ID and removed by
+// the returned function, whatever happens.
+func (r *runner) mounts(id string, req bettertest.RunRequest) (mounts []mount.Mount, remove func(), err error) {
+	remove = func() {}
+	for target, artifact := range req.Inputs {
+		hexID, _ := parseID(artifact)
 		source, err := r.store.tree(hexID)
 		if err != nil {
-			return "", fmt.Errorf("input %s: %w", target, err)
+			return nil, remove, fmt.Errorf("input %s: %w", target, err)
 		}
 		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: source, Target: target, ReadOnly: true})
 	}
-	// Docker mounts in the order given: a path inside another input goes after it.
-	sort.Slice(mounts, func(i, j int) bool { return archiveLess(mounts[i].Target[1:], mounts[j].Target[1:]) })
-	id, err := r.pool.start(ctx, imageID, mounts)
-	if err != nil {
-		return "", fmt.Errorf("Docker could not start a container of %s with its inputs: %w", req.Image, err)
+	dir := filepath.Join(r.secrets, id)
+	for i, s := range req.Secrets {
+		if s.Path == "" {
+			continue
+		}
+		if len(mounts) == len(req.Inputs) { // the first secret file
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return nil, remove, fmt.Errorf("secret files: %w", err)
+			}
+			remove = func() {
+				if err := os.RemoveAll(dir); err != nil {
+					r.log.Error("remove a run's secret files", "dir", dir, "err", err)
+				}
+			}
+		}
+		source := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.WriteFile(source, []byte(s.Value), 0o400); err != nil {
+			return nil, remove, fmt.Errorf("secret file %s: %w", s.Path, err)
+		}
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: source, Target: s.Path, ReadOnly: true})
 	}
-	return id, nil
+	// Docker mounts in the order given: a path inside another goes after it.
+	sort.Slice(mounts, func(i, j int) bool { return archiveLess(mounts[i].Target[1:], mounts[j].Target[1:]) })
+	return mounts, remove, nil
+}
+
+// secretValues are the values to mask in a run's output.
+func secretValues(req bettertest.RunRequest) [][]byte {
+	values := make([][]byte, len(req.Secrets))
+	for i, s := range req.Secrets {
+		values[i] = []byte(s.Value)
+	}
+	return values
 }
 
 // collect packs one output path of a finished command into an artifact.
@@ -272,9 +324,14 @@ func ptr[T any](v T) *T { return &v }
 const workdirCommand = `mkdir -p -- "$1" && cd -- "$1" && exec sh -c "$2"`
 
 func execOptions(req bettertest.RunRequest) container.ExecOptions {
-	env := make([]string, 0, len(req.Env))
+	env := make([]string, 0, len(req.Env)+len(req.Secrets))
 	for k, v := range req.Env {
 		env = append(env, k+"="+v)
+	}
+	for _, s := range req.Secrets {
+		if s.Env != "" {
+			env = append(env, s.Env+"="+s.Value)
+		}
 	}
 	sort.Strings(env)
 	cmd := []string{"sh", "-c", req.Command}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -53,7 +55,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &typ):
 		return fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name`
+		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name, secrets`
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "the JSON object is cut short"
 	}
@@ -114,7 +116,71 @@ func ValidateRunRequest(req bettertest.RunRequest) error {
 	if req.Name != "" && !req.Cache {
 		return errors.New(`"name" names a build: send it with "cache": true, or leave it out`)
 	}
+	return checkSecrets(req)
+}
+
+// Limits of a run's secrets: a few keys and passwords, not files of data.
+const (
+	MaxSecrets     = 32
+	MaxSecretBytes = 64 << 10
+)
+
+// checkSecrets checks where each secret goes. No message ever quotes a value.
+func checkSecrets(req bettertest.RunRequest) error {
+	if len(req.Secrets) > MaxSecrets {
+		return fmt.Errorf(`"secrets" has %d entries: a run may have at most %d`, len(req.Secrets), MaxSecrets)
+	}
+	mounts := slices.Concat(slices.Collect(maps.Keys(req.Inputs)), req.Outputs, req.Results)
+	seen := map[string]bool{}
+	for i, s := range req.Secrets {
+		where := fmt.Sprintf(`"secrets"[%d]`, i)
+		switch {
+		case (s.Path == "") == (s.Env == ""):
+			return fmt.Errorf(`%s needs exactly one of "path" (a file in the container) and "env" (an environment variable)`, where)
+		case s.Value == "":
+			return fmt.Errorf(`%s (%s) has an empty "value": an empty secret cannot be masked; leave it out`, where, short(s.Target()))
+		case len(s.Value) > MaxSecretBytes:
+			return fmt.Errorf(`%s (%s) has a value of %d bytes: at most %d; pass a key or a password, not data (data goes in "inputs")`, where, short(s.Target()), len(s.Value), MaxSecretBytes)
+		case seen[s.Target()]:
+			return fmt.Errorf(`%s: %s is given twice: give each file or variable one secret`, where, short(s.Target()))
+		}
+		seen[s.Target()] = true
+		if s.Env != "" {
+			if !validEnvName(s.Env) {
+				return fmt.Errorf(`%s: "env" %q is not a variable name: use letters, digits and _, not starting with a digit`, where, short(s.Env))
+			}
+			if _, ok := req.Env[s.Env]; ok {
+				return fmt.Errorf(`%s: the variable %s is also in "env": set it in one place`, where, s.Env)
+			}
+			if strings.IndexByte(s.Value, 0) >= 0 {
+				return fmt.Errorf(`%s: the value of the variable %s contains a NUL byte, which no environment can hold: pass it as a file ("path")`, where, s.Env)
+			}
+			continue
+		}
+		if err := checkContainerPath("secrets", s.Path); err != nil {
+			return err
+		}
+		for _, m := range mounts {
+			if within(s.Path, m) || within(m, s.Path) {
+				return fmt.Errorf(`%s: the secret file %s overlaps the input, output or results path %s: put it elsewhere, e.g. under /run/secrets`, where, short(s.Path), short(m))
+			}
+		}
+	}
 	return nil
+}
+
+// within says whether path p is dir or inside it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+func validEnvName(s string) bool {
+	for i, c := range s {
+		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // MaxPaths bounds the inputs and the outputs of one run.

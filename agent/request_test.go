@@ -45,24 +45,6 @@ func FuzzDecodeRunRequest(f *testing.F) {
 	})
 }
 
-func TestIncompleteTail(t *testing.T) {
-	for in, want := range map[string]int{
-		"":                 0,
-		"abc":              3,
-		"a\xc3":            1, // first byte of é
-		"a\xc3\xa9":        3, // whole é
-		"\xe2\x82":         0, // two of the three bytes of €
-		"\xf0\x9f\x98":     0, // three of the four bytes of 😀
-		"\xf0\x9f\x98\x80": 4,
-		"a\xa9":            2, // a stray continuation byte is not held back
-		"a\xff":            2, // nor is an invalid byte
-	} {
-		if got := incompleteTail([]byte(in)); got != want {
-			t.Errorf("incompleteTail(%q) = %d, want %d", in, got, want)
-		}
-	}
-}
-
 func TestOutputChunksSplitAnywhereGiveTheSameText(t *testing.T) {
 	const text = "héllo € 😀 wörld\n"
 	for cut := 0; cut <= len(text); cut++ {

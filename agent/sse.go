@@ -6,9 +6,10 @@ import (
 	"io"
 	"net/http"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/bettertest/bettertest/internal/mask"
 )
 
 // eventStream writes Server-Sent Events to one client. Output is batched
@@ -121,7 +122,7 @@ func (s *eventStream) encodeTextLocked() {
 	if len(s.text) == 0 {
 		return
 	}
-	cut := incompleteTail(s.text)
+	cut := mask.IncompleteTail(s.text)
 	if cut < len(s.text) {
 		s.partial[s.textStream] = append([]byte(nil), s.text[cut:]...)
 	}
@@ -142,20 +143,6 @@ func (s *eventStream) appendOutputLocked(stream string, text []byte) {
 	s.out = append(s.out, "}\n\n"...)
 }
 
-// incompleteTail returns where a trailing, not yet complete UTF-8 sequence
-// starts in p, or len(p) when p ends on a character boundary.
-func incompleteTail(p []byte) int {
-	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax+1; i-- {
-		if utf8.RuneStart(p[i]) {
-			if !utf8.FullRune(p[i:]) {
-				return i
-			}
-			return len(p)
-		}
-	}
-	return len(p)
-}
-
 // streamWriter adapts one output stream to io.Writer for stdcopy.
 type streamWriter struct {
 	s      *eventStream
@@ -165,6 +152,26 @@ type streamWriter struct {
 func (w streamWriter) Write(p []byte) (int, error) {
 	w.s.output(w.stream, p)
 	return len(p), nil
+}
+
+// maskedWriter masks secret values in one output stream before they reach
+// the events; flush releases what it holds back once the stream has ended.
+type maskedWriter struct {
+	w streamWriter
+	m *mask.Stream
+}
+
+func (w maskedWriter) Write(p []byte) (int, error) {
+	if out := w.m.Write(p); len(out) > 0 {
+		w.w.s.output(w.w.stream, out)
+	}
+	return len(p), nil
+}
+
+func (w maskedWriter) flush() {
+	if out := w.m.Flush(); len(out) > 0 {
+		w.w.s.output(w.w.stream, out)
+	}
 }
 
 // idleFlusher reads Docker's output stream through a buffer and sends the

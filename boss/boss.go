@@ -28,15 +28,18 @@ import (
 
 // Config is everything the boss needs; cmd/bettertest fills it from flags.
 type Config struct {
-	Listen   string       // address of the API, e.g. 127.0.0.1:9001
-	Pipedefs []string     // one pipeline each, named after the file
-	Repos    []RepoConfig // pipelines whose pipedef lives in a git repository
-	GitHub   GitHubConfig // webhooks and commit statuses
+	Listen   string          // address of the API, e.g. 127.0.0.1:9001
+	Pipedefs []PipedefConfig // one pipeline each, named after the file
+	Repos    []RepoConfig    // pipelines whose pipedef lives in a git repository
+	GitHub   GitHubConfig    // webhooks and commit statuses
 	Workers  []WorkerConfig
-	DataDir  string        // history.db and the Python library
-	Every    time.Duration // run every pipeline this often; 0: only when asked
-	Python   string        // the interpreter pipedefs run with
-	Grace    time.Duration // between SIGTERM and SIGKILL when a run is cancelled
+	// Secrets are the values of --secret NAME=FILE by name; a pipeline gets
+	// those it declares (PipedefConfig.Secrets, RepoConfig.Secrets).
+	Secrets map[string][]byte
+	DataDir string        // history.db and the Python library
+	Every   time.Duration // run every pipeline this often; 0: only when asked
+	Python  string        // the interpreter pipedefs run with
+	Grace   time.Duration // between SIGTERM and SIGKILL when a run is cancelled
 	// Flaky says when a test is flaky; the zero value means DefaultFlakyRules.
 	Flaky FlakyRules
 	// Quarantine lists tests, as pipeline and test id, whose failures do not
@@ -65,6 +68,8 @@ type Boss struct {
 	repos      map[string]*repo      // by pipeline name, for pipelines from repositories
 	hookSecret []byte                // the webhook secret; nil: no webhooks
 	github     *statusClient         // nil: no commit statuses
+	// secretNames are the secrets each pipeline declares, by pipeline name.
+	secretNames map[string][]string
 
 	// mu guards everything below. Each change of state is recorded and
 	// published while it is held, so watchers see changes in the order made.
@@ -131,7 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func newBoss(cfg Config) (*Boss, error) {
-	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}}
+	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}, secretNames: map[string][]string{}}
 	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
 		return nil, errors.New("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")
 	}
@@ -142,10 +147,15 @@ func newBoss(cfg Config) (*Boss, error) {
 			return nil, fmt.Errorf("--repo %s: pipeline %q is already %s: give it another name", rc.Name, rc.Name, other)
 		}
 		seen[rc.Name] = "--repo " + rc.Name
+		if err := checkSecrets(rc.Name, "--repo "+rc.Name, rc.Secrets, cfg.Secrets); err != nil {
+			return nil, err
+		}
+		b.secretNames[rc.Name] = rc.Secrets
 		b.repos[rc.Name] = &repo{cfg: rc, bare: filepath.Join(cfg.DataDir, "repos", rc.Name+".git"), work: filepath.Join(cfg.DataDir, "work")}
 		b.pipelines = append(b.pipelines, bettertest.Pipeline{Name: rc.Name, Path: rc.Pipedef, Repo: rc.URL})
 	}
-	for _, p := range cfg.Pipedefs {
+	for _, pc := range cfg.Pipedefs {
+		p := pc.Path
 		abs, err := filepath.Abs(p)
 		if err != nil {
 			return nil, fmt.Errorf("--pipedef %s: %w", p, err)
@@ -161,6 +171,10 @@ func newBoss(cfg Config) (*Boss, error) {
 			return nil, fmt.Errorf("--pipedef %s and %s would both be pipeline %q: pipelines are named after their files, so rename one", other, p, name)
 		}
 		seen[name] = p
+		if err := checkSecrets(name, "--pipedef "+p, pc.Secrets, cfg.Secrets); err != nil {
+			return nil, err
+		}
+		b.secretNames[name] = pc.Secrets
 		b.pipelines = append(b.pipelines, bettertest.Pipeline{Name: name, Path: abs})
 	}
 	sort.Slice(b.pipelines, func(i, j int) bool { return b.pipelines[i].Name < b.pipelines[j].Name })

@@ -184,6 +184,7 @@ func TestBrowserDrivesTheUI(t *testing.T) {
 			"Esc ⌫ go back\n"+
 			"r run the selected pipeline, or this run's pipeline again\n"+
 			"c cancel the selected or shown run\n"+
+			"a approve the shown run of a pull request from a fork\n"+
 			"q quarantine or release the selected flaky test\n"+
 			"m show more of a task's earlier output\n"+
 			"p pipelines\n"+

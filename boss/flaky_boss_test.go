@@ -42,7 +42,8 @@ type wobbly struct {
 func newWobbly(t *testing.T, name string, retries int) *wobbly {
 	dir := t.TempDir()
 	w := &wobbly{dir: dir}
-	w.code = fmt.Sprintf(wobblyPipedef, name, retries, filepath.Join(dir, "plan-wobbly"), filepath.Join(dir, "plan-unit"))
+	// The plans beside the pipedef, which runs in its directory.
+	w.code = fmt.Sprintf(wobblyPipedef, name, retries, "plan-wobbly", "plan-unit")
 	w.plan(t, "pass", "pass")
 	return w
 }

@@ -57,7 +57,16 @@ func startWorkerProxy(dir string, w WorkerConfig) (*workerProxy, error) {
 			writeError(rw, http.StatusBadGateway, fmt.Sprintf("the boss could not reach worker %s: %v", w.Name, err))
 		},
 	}
-	p := &workerProxy{srv: &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}, socket: socket}
+	// Full duplex: the transport reads the request body while the worker's
+	// answer already streams back. Without it the server would also consume
+	// the unread body when the answer's headers go out, and the two readers
+	// race: now and then the transport lost, closed the connection to the
+	// worker and cut the run off as it started.
+	handler := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(rw).EnableFullDuplex() // HTTP/1 always supports it
+		proxy.ServeHTTP(rw, r)
+	})
+	p := &workerProxy{srv: &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, socket: socket}
 	// Serve ends when close closes the listener.
 	go func() { _ = p.srv.Serve(ln) }()
 	return p, nil

@@ -14,12 +14,13 @@ import (
 )
 
 // RepoConfig is a pipeline whose pipedef lives in a git repository:
-// --repo NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=GLOB].
+// --repo NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=GLOB][,secrets=A+B].
 type RepoConfig struct {
 	Name    string
 	URL     string
-	Pipedef string // relative to the repository's root
-	Branch  string // pushes to branches matching this glob run the pipeline; "*" by default
+	Pipedef string   // relative to the repository's root
+	Branch  string   // pushes to branches matching this glob run the pipeline; "*" by default
+	Secrets []string // the names of the secrets its pipedef is given (secrets=A+B)
 }
 
 // ParseRepo parses a --repo value.
@@ -37,8 +38,14 @@ func ParseRepo(s string) (RepoConfig, error) {
 			rc.Pipedef = v
 		case "branch":
 			rc.Branch = v
+		case "secrets":
+			names, err := parseSecretNames("--repo "+name, v)
+			if err != nil {
+				return RepoConfig{}, err
+			}
+			rc.Secrets = names
 		default:
-			return RepoConfig{}, fmt.Errorf("--repo %s: unknown setting %q: the settings are pipedef and branch", name, k)
+			return RepoConfig{}, fmt.Errorf("--repo %s: unknown setting %q: the settings are pipedef, branch and secrets", name, k)
 		}
 	}
 	if rc.URL == "" || rc.Pipedef == "" || path.IsAbs(rc.Pipedef) || strings.HasPrefix(path.Clean(rc.Pipedef), "..") {

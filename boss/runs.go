@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/bettertest/bettertest"
 	"github.com/bettertest/bettertest/internal/hub"
+	"github.com/bettertest/bettertest/internal/mask"
 )
 
 // activeRun is a run that is queued or running. Its whole state, output
@@ -47,6 +49,10 @@ type activeRun struct {
 	attempts      map[attemptKey]*attempt // the attempts of test tasks not over yet
 	tested        []string                // the ids of the tests with results, in the order they came
 	seen          map[string]bool         // the ids in tested
+
+	secretsDir string                     // its pipedef's --secrets-dir, removed when it ends
+	mask       *mask.Masker               // the values of the pipeline's secrets
+	masks      map[[2]string]*mask.Stream // by task and stream: output held back while it may be a secret
 }
 
 type attemptKey struct {
@@ -109,6 +115,8 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 		seen:     map[string]bool{},
 		kick:     make(chan struct{}, 1),
 		ended:    make(chan struct{}),
+		mask:     b.masker(pipeline),
+		masks:    map[[2]string]*mask.Stream{},
 	}
 	if ci != nil {
 		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = ci.Commit, ci.Ref, ci.Author, ci.URL
@@ -276,6 +284,15 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 	b.mu.Lock()
 	r.sandbox, r.proxy = sandboxDir, proxy
 	b.mu.Unlock()
+	secrets, err := b.runSecretsDir(r, sandboxDir)
+	if err == nil && secrets != "" {
+		err = chownTree(secrets) // for the sandbox's user alone: 0700 and 0400
+		args = append(args, "--secrets-dir", path.Join(sandboxRun, filepath.Base(secrets)))
+	}
+	if err != nil {
+		b.failLaunch(r, fmt.Sprintf("could not give the pipedef its secrets: %v", err))
+		return
+	}
 	cmd := b.sandbox.command(sandboxSpec{Dir: dir, Lib: b.libDir, Run: sandboxDir, Script: script, Args: args})
 	stdout, err := cmd.StdoutPipe()
 	var stderr io.ReadCloser
@@ -368,6 +385,9 @@ func (b *Boss) follow(r *activeRun, stdout, stderr io.Reader) {
 	if err != nil && code == -1 {
 		code = -1 // killed by a signal
 	}
+	b.mu.Lock()
+	b.flushMasksLocked(r, "", true)
+	b.mu.Unlock()
 	close(r.ended) // the last output is persisted before the run's end is
 	<-persisted
 	b.mu.Lock()
@@ -444,9 +464,16 @@ func (b *Boss) readOutput(r *activeRun, task, stream string, rd io.Reader) {
 	}
 }
 
-// outputLocked keeps a chunk of output in memory and tells watchers; the
-// run's persist goroutine writes it to the history soon after.
+// outputLocked masks the secrets in a chunk of output, then records it.
 func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
+	if c = r.maskOutput(task, c); c.Text != "" {
+		b.recordOutputLocked(r, task, c)
+	}
+}
+
+// recordOutputLocked keeps a chunk of output in memory and tells watchers;
+// the run's persist goroutine writes it to the history soon after.
+func (b *Boss) recordOutputLocked(r *activeRun, task string, c bettertest.Chunk) {
 	seq := len(r.output[task])
 	r.output[task] = append(r.output[task], c)
 	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Seq: seq, Chunk: c}), r.run.ID, task))
@@ -596,6 +623,16 @@ func (b *Boss) addResultLocked(r *activeRun, a *attempt, res bettertest.TestResu
 // applyLocked applies one event of the report to the run.
 func (b *Boss) applyLocked(r *activeRun, ev report) {
 	t := now()
+	if !r.mask.Empty() {
+		ev.Output, ev.Reason = r.mask.MaskString(ev.Output), r.mask.MaskString(ev.Reason)
+		if ev.Error != nil {
+			masked := r.mask.MaskString(*ev.Error)
+			ev.Error = &masked
+		}
+		if ev.Event == "task_attempt" || ev.Event == "task_end" { // the task's output has ended
+			b.flushMasksLocked(r, ev.Task, false)
+		}
+	}
 	switch ev.Event {
 	case "stage_start":
 		if st, _ := r.stage(ev.Stage); st == nil {
@@ -675,6 +712,7 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		r.killTimer.Stop()
 	}
 	r.run.FinishedMS = now()
+	b.removeSecretsLocked(r)
 	if code != -1 {
 		c := code
 		r.run.ExitCode = &c

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/bettertest/bettertest"
+	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
 // hostilePipedef is what a pull request from a fork might bring: it tries to
@@ -164,4 +165,35 @@ func TestForkPullRequestOfATrustedAuthorRuns(t *testing.T) {
 		t.Fatalf("pull_request: %d %s", status, body)
 	}
 	w2.until(t, "the member's run to pass", func() bool { return w2.status(1) == bettertest.StatusPassed })
+}
+
+// manyCalls makes 25 runs one after another through the pipedef's socket,
+// and uploads and downloads an artifact: each must come through whole.
+const manyCalls = `import os, sys, tempfile
+import bettertest as bt
+w = bt.connect()
+for i in range(25):
+    r = w.run("bettertest/base:bookworm", "echo %d" % i, on_output=lambda s, t: None)
+    if (r.exit_code, r.stdout, r.error) != (0, "%d\n" % i, None):
+        sys.exit("run %d: %r" % (i, r))
+up = w.upload_local("manycalls.py")
+with tempfile.NamedTemporaryFile() as f:
+    print("uploaded", up.sent == up.size, "downloaded", w.download_artifact(up.id, f.name) == up.size)
+`
+
+// The socket carries every call whole: 25 runs in a row and an artifact's
+// upload and download. (An HTTP/1 proxy that is not full duplex cut one run
+// in ten off as it started.)
+func TestAPipedefsCallsThroughItsSocketComeThroughWhole(t *testing.T) {
+	t.Parallel()
+	worker := wt.Start(t, bin, wt.Options{})
+	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, t.TempDir(), "manycalls", manyCalls)}, Workers: []*wt.Worker{worker}})
+	w := watch(t, boss, "/api/events")
+	trigger(t, boss, "manycalls")
+	w.until(t, "the run to end", func() bool { return w.status(1) == bettertest.StatusPassed || w.status(1) == bettertest.StatusFailed })
+	var out []bettertest.Chunk
+	boss.JSON(t, "/api/runs/1/log", &out)
+	if r := w.runs[1]; r.Status != bettertest.StatusPassed || len(out) != 1 || out[0].Text != "uploaded True downloaded True\n" {
+		t.Fatalf("run %s (%s), output %+v", r.Status, r.Error, out)
+	}
 }

@@ -76,11 +76,11 @@ func runToEnd(b *testing.B, boss *wt.Boss, pipeline string) bettertest.Run {
 }
 
 // get fetches path and returns its body; the answer must be 200.
-func get(b *testing.B, boss *wt.Boss, path string) []byte {
-	b.Helper()
-	status, body := boss.Do(b, http.MethodGet, path, nil)
+func get(t testing.TB, boss *wt.Boss, path string) []byte {
+	t.Helper()
+	status, body := boss.Do(t, http.MethodGet, path, nil)
 	if status != http.StatusOK {
-		b.Fatalf("GET %s: %d %s", path, status, body)
+		t.Fatalf("GET %s: %d %s", path, status, body)
 	}
 	return body
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/bettertest/bettertest/boss"
 )
 
-const bossUsage = `Usage: bettertest boss [--pipedef PATH ...] [--repo NAME=GIT_URL,pipedef=PATH ...] [flags]
+const bossUsage = `Usage: bettertest boss [--pipedef PATH[,secrets=A+B] ...] [--repo NAME=GIT_URL,pipedef=PATH ...] [--secret NAME=FILE ...] [flags]
 
 Run pipelines on healthy workers, keep their history, and serve the API:
   GET  /api/pipelines               the pipelines and their last runs
@@ -30,7 +30,10 @@ Run pipelines on healthy workers, keep their history, and serve the API:
   GET  /api/events                  every change, as Server-Sent Events
   POST /hooks/github                GitHub's push and pull_request webhooks
 
-Each --pipedef is one pipeline, named after its file. The workers are those
+Each --pipedef is one pipeline, named after its file. A pipeline gets the
+secrets it names (--pipedef FILE,secrets=A+B, --repo ...,secrets=A+B) from
+--secret NAME=FILE; their values are masked in everything the boss shows and
+keeps. The workers are those
 enrollment saved in --workers-dir, plus any given with --worker NAME=URL and
 --worker-token-file NAME=PATH.
 `
@@ -43,8 +46,9 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg := boss.Config{}
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9001", "address of the API and the UI")
-	fs.StringArrayVar(&cfg.Pipedefs, "pipedef", nil, "a Python pipedef; repeat for more pipelines")
-	repos := fs.StringArray("repo", nil, "a pipeline from a git repository: NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=GLOB]; repeatable")
+	pipedefs := fs.StringArray("pipedef", nil, "a Python pipedef, FILE[,secrets=NAME+NAME]; repeat for more pipelines")
+	secrets := fs.StringArray("secret", nil, "a secret pipelines may ask for, NAME=FILE (mode 0600); repeatable")
+	repos := fs.StringArray("repo", nil, "a pipeline from a git repository: NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=GLOB][,secrets=NAME+NAME]; repeatable")
 	fs.StringVar(&cfg.GitHub.WebhookSecretFile, "github-webhook-secret-file", "", "the GitHub webhook's secret (mode 0600): enables POST /hooks/github")
 	fs.StringVar(&cfg.GitHub.TokenFile, "github-token-file", "", "a GitHub token (mode 0600) allowed to set commit statuses")
 	fs.StringVar(&cfg.GitHub.API, "github-api", "https://api.github.com", "the GitHub REST API's base URL (GitHub Enterprise: https://HOST/api/v3)")
@@ -66,6 +70,26 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q: the boss takes flags only", fs.Arg(0))}
+	}
+	for _, p := range *pipedefs {
+		pc, err := boss.ParsePipedef(p)
+		if err != nil {
+			return usageError{err}
+		}
+		cfg.Pipedefs = append(cfg.Pipedefs, pc)
+	}
+	for _, s := range *secrets {
+		name, value, err := boss.ParseSecret(s)
+		if err != nil {
+			return usageError{err}
+		}
+		if cfg.Secrets == nil {
+			cfg.Secrets = map[string][]byte{}
+		}
+		if _, dup := cfg.Secrets[name]; dup {
+			return usageError{fmt.Errorf("--secret names %s twice: give each secret once", name)}
+		}
+		cfg.Secrets[name] = value
 	}
 	for _, r := range *repos {
 		rc, err := boss.ParseRepo(r)

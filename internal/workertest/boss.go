@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -17,6 +19,9 @@ type BossOptions struct {
 	Workers  []*Worker // named w0, w1, ... in this order
 	DataDir  string    // reuse a data dir (its history); a new one by default
 	Args     []string  // more flags
+	// Secrets are given as --secret NAME=FILE, each value written to a
+	// 0600 file; a pipedef asks for them with "PATH,secrets=NAME+NAME".
+	Secrets map[string]string
 }
 
 // Boss is a running `bettertest boss` process.
@@ -40,6 +45,16 @@ func StartBoss(t testing.TB, bin string, opt BossOptions) *Boss {
 	}
 	for i, w := range opt.Workers {
 		args = append(args, "--worker", fmt.Sprintf("w%d=%s", i, w.URL), "--worker-token-file", fmt.Sprintf("w%d=%s", i, w.TokenFile))
+	}
+	if len(opt.Secrets) > 0 {
+		dir := t.TempDir()
+		for name, value := range opt.Secrets {
+			file := filepath.Join(dir, name)
+			if err := os.WriteFile(file, []byte(value), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--secret", name+"="+file)
+		}
 	}
 	args = append(args, opt.Args...)
 	var addr string

@@ -382,3 +382,10 @@ func Containers(t testing.TB, dataDir string) []string {
 
 // Pid is the process's id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Secret values for tests of masking: a key, and a key that is base64 text
+// as it is (a test may well keep its keys that way).
+const (
+	SecretKey = "deploy-KEY-7f3a9c"
+	SecretB64 = "c2VjcmV0LWtleS1ieXRlcw=="
+)

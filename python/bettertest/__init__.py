@@ -22,8 +22,9 @@ The lower level is a Worker, which runs one command in a container::
 from ._artifacts import Artifact, Packed, pack, unpack
 from ._connect import connect
 from ._pipeline import Build, BuildOutput, Input, Local, Pipeline, Stage, Task, TestResult, local, pipeline
-from ._report import Event, HumanReporter, JsonlReporter, Reporter
+from ._report import Event, HumanReporter, JsonlReporter, MaskingReporter, Reporter
 from ._results import TestCase, parse_go_test_json, parse_junit, parse_results
+from ._secrets import Masker, MaskStream, Secret, secret
 from ._sse import SSEEvent, parse_sse
 from ._worker import EventHandler, OutputHandler, Result, Upload, Worker, read_token_file
 from .errors import (
@@ -51,6 +52,9 @@ __all__ = [
     "Input",
     "JsonlReporter",
     "Local",
+    "MaskStream",
+    "Masker",
+    "MaskingReporter",
     "OutputHandler",
     "Packed",
     "Pipeline",
@@ -60,6 +64,7 @@ __all__ = [
     "ResultsError",
     "RunError",
     "SSEEvent",
+    "Secret",
     "Stage",
     "Task",
     "TestCase",
@@ -76,6 +81,7 @@ __all__ = [
     "parse_sse",
     "pipeline",
     "read_token_file",
+    "secret",
     "unpack",
 ]
 

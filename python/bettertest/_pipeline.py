@@ -34,8 +34,9 @@ from typing import Any, Union
 
 from ._artifacts import Artifact, unpack
 from ._connect import parse_command_line
-from ._report import HumanReporter, JsonlReporter, Reporter
+from ._report import HumanReporter, JsonlReporter, MaskingReporter, Reporter
 from ._results import TestCase, parse_results
+from ._secrets import Masker, Secret, read_secrets_dir
 from ._worker import Result, Upload, Worker
 from .errors import ArtifactError, BettertestError, PipelineError, ResultsError
 
@@ -151,6 +152,7 @@ class Task:
         *,
         results: str | None = None,
         retries: int = 0,
+        secrets: Mapping[str, Secret] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._stage = stage
@@ -167,6 +169,7 @@ class Task:
         self._timeout = timeout
         self._results = results
         self._retries = retries
+        self._secrets = _check_secrets(secrets)
         self._status = "running"
         self._result: Result | None = None
         self._error: str | None = None
@@ -341,6 +344,7 @@ class Task:
                 workdir=self._workdir,
                 timeout=self._timeout,
                 inputs=inputs,
+                secrets=self._secrets,
                 **self._run_args(number),
                 on_output=self._on_output,
                 on_event=on_event,
@@ -640,6 +644,7 @@ class Stage:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         timeout: float | None = None,
+        secrets: Mapping[str, Secret] | None = None,
     ) -> Build:
         """Start a build: a run the worker caches by its image, command, env, workdir, inputs and outputs.
 
@@ -657,6 +662,9 @@ class Stage:
             env: Environment variables for the command.
             workdir: An absolute path in the container to run the command in.
             timeout: Seconds the command may run.
+            secrets: Secrets for the command (see :meth:`test`). The worker's cache key holds
+                where they go, not their values: a rotated secret does not rebuild, so a build
+                must not put a secret into its outputs.
 
         Returns:
             The build's handle, at once; the build runs in the background.
@@ -664,9 +672,9 @@ class Stage:
         Raises:
             PipelineError: Called outside this stage's ``with`` block, a name used before, or an
                 input that cannot be used (see :data:`Input`).
-            ValueError: ``timeout`` is not positive.
+            ValueError: ``timeout`` is not positive, or ``secrets`` is not as described.
         """
-        task = Build(self._pipeline, self, name, "build", image, command, env, workdir, timeout, outputs=outputs)
+        task = Build(self._pipeline, self, name, "build", image, command, env, workdir, timeout, outputs=outputs, secrets=secrets)
         self._start(task, inputs or {})
         return task
 
@@ -682,6 +690,7 @@ class Stage:
         timeout: float | None = None,
         results: str | None = None,
         retries: int = 0,
+        secrets: Mapping[str, Secret] | None = None,
     ) -> Task:
         """Start a test: a run that always runs, never from a cache.
 
@@ -708,6 +717,11 @@ class Stage:
                 attempts. A test that passes after a failed attempt passes and is flaky
                 (:attr:`Task.flaky`). An attempt that could not start (the worker refused it,
                 the image is missing) is not run again.
+            secrets: Secrets for the command, from :func:`bettertest.secret`, by where they go:
+                a container path makes a read-only file there (mode 0400), ``"env:NAME"`` an
+                environment variable, e.g. ``{"/run/secrets/deploy": bt.secret("deploy_key"),
+                "env:REGISTRY_PASSWORD": bt.secret("registry")}``. Their values are masked
+                (``***``) in the output and the report.
 
         Returns:
             The test's handle, at once; the test runs in the background.
@@ -716,7 +730,8 @@ class Stage:
             PipelineError: Called outside this stage's ``with`` block, a name used before, or an
                 input that cannot be used (see :data:`Input`).
             ValueError: ``timeout`` is not positive, ``results`` is not an absolute container
-                path, or ``retries`` is not a whole number, 0 or more.
+                path, ``retries`` is not a whole number, 0 or more, or ``secrets`` is not as
+                described.
         """
         if results is not None and not (
             isinstance(results, str) and results.startswith("/") and results != "/" and posixpath.normpath(results) == results
@@ -727,7 +742,10 @@ class Stage:
             )
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be how many more times to run a failed test: 0 or more, e.g. 2, not {retries!r}")
-        task = Task(self._pipeline, self, name, "test", image, command, env, workdir, timeout, results=results, retries=retries)
+        task = Task(
+            self._pipeline, self, name, "test", image, command, env, workdir, timeout,
+            results=results, retries=retries, secrets=secrets,
+        )
         self._start(task, inputs or {})
         return task
 
@@ -750,6 +768,8 @@ class Stage:
                             "task names must be unique, since the worker remembers builds by pipeline and task name"
                         )
             locals_, ids = self._inputs(task, inputs)
+            for s in task._secrets.values():
+                p._masker.add(s.reveal())
             self.tasks.append(task)
             p._emit(
                 {
@@ -817,6 +837,26 @@ def _check_name(what: str, name: str) -> None:
         raise PipelineError(f"{name!r} cannot be a {what} name: use a non-empty, printable name without '/'")
 
 
+def _check_secrets(secrets: Mapping[str, Secret] | None) -> dict[str, Secret]:
+    """Check a task's ``secrets=``: container paths or ``env:NAME``, each to a Secret."""
+    checked: dict[str, Secret] = {}
+    for target, value in (secrets or {}).items():
+        if not isinstance(value, Secret):
+            raise ValueError(
+                f"the secret for {target!r} is a {type(value).__name__}: pass bt.secret(NAME), so that its value is masked"
+            )
+        env = target.removeprefix("env:") if isinstance(target, str) else ""
+        if isinstance(target, str) and target.startswith("env:"):
+            if not (env.isidentifier() and env.isascii()):
+                raise ValueError(f"{target!r} does not name an environment variable: use env:NAME, e.g. 'env:TOKEN'")
+        elif not (isinstance(target, str) and target.startswith("/") and target != "/" and posixpath.normpath(target) == target):
+            raise ValueError(
+                f"{target!r} is not where a secret can go: use an absolute container path, e.g. '/run/secrets/key', or 'env:NAME'"
+            )
+        checked[target] = value
+    return checked
+
+
 def _check_test(test: str) -> str:
     """Check the name of a quarantined test, ``TASK`` or ``TASK/CASE``, and return it."""
     task, slash, case = test.partition("/") if isinstance(test, str) else ("", "", "")
@@ -846,6 +886,7 @@ class Pipeline:
         reporter: Reporter,
         *,
         quarantine: Iterable[str] = (),
+        secrets: Iterable[Secret] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Start a pipeline run and report its start.
@@ -856,6 +897,9 @@ class Pipeline:
             reporter: Where the events go, e.g. a :class:`bettertest.HumanReporter`.
             quarantine: The quarantined tests, each ``TASK`` or ``TASK/CASE`` (split at the first
                 '/': a case's name may hold more).
+            secrets: The pipeline's secrets, whose values the report masks (``***``) wherever
+                they appear: output, errors, test cases. The secrets its tasks are given are
+                masked too.
             clock: Seconds from a monotonic clock, for durations; injectable for tests.
 
         Raises:
@@ -875,7 +919,8 @@ class Pipeline:
         """The ref that commit was pushed to, e.g. ``refs/heads/main`` (``--ref``); None run by hand."""
         self.stages: list[Stage] = []
         """The stages entered so far, in order."""
-        self._reporter = reporter
+        self._masker = Masker(s.reveal() for s in secrets)
+        self._reporter: Reporter = MaskingReporter(reporter, self._masker)
         self._clock = clock
         # One lock orders the state changes and the events, so the report never interleaves.
         self._lock = threading.RLock()
@@ -1023,7 +1068,8 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
     """Start a pipeline run on the worker named on the command line.
 
     Reads ``--worker URL``, ``--token-file PATH``, ``--report human|jsonl`` (default
-    ``human``), ``--quarantine TEST`` (repeated; ``TASK`` or ``TASK/CASE``, see :class:`Pipeline`;
+    ``human``), ``--secrets-dir DIR`` (the pipeline's secrets, see :func:`bettertest.secret`;
+    their values are masked in the report), ``--quarantine TEST`` (repeated; ``TASK`` or ``TASK/CASE``, see :class:`Pipeline`;
     the boss passes the pipeline's quarantined tests) and, when the boss runs it from a
     repository, ``--commit SHA --ref REF`` (``p.commit``, ``p.ref``); it leaves other arguments
     alone. The run ends when the script ends: the summary (human) or ``pipeline_end`` line
@@ -1055,8 +1101,14 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
             "--quarantine", metavar="TEST", action="append", default=[], type=_quarantine_argument,
             help="a test whose failure does not fail the run: TASK or TASK/CASE; repeatable (set by the boss)",
         )
+        parser.add_argument("--secrets-dir", metavar="DIR", help="a directory of secret files, one per secret (set by the boss)")
 
     worker, args = parse_command_line(argv, add_arguments)
+    try:
+        secrets = read_secrets_dir(args.secrets_dir)
+    except BettertestError as e:  # a command-line mistake: it ends as parse_command_line's do
+        sys.stderr.write(f"{os.path.basename(sys.argv[0]) or 'pipedef'}: error: {e}\n")
+        raise SystemExit(2) from e
     reporter: Reporter
     if args.report == "jsonl":
         sys.stdout.flush()
@@ -1068,7 +1120,7 @@ def pipeline(name: str, argv: Sequence[str] | None = None) -> Pipeline:
     if sys.excepthook is not _excepthook:
         _previous_excepthook = sys.excepthook
         sys.excepthook = _excepthook
-    p = Pipeline(name, worker, reporter, quarantine=args.quarantine)
+    p = Pipeline(name, worker, reporter, quarantine=args.quarantine, secrets=secrets.values())
     p.commit, p.ref = args.commit, args.ref
     _pipelines.append(p)
     return p

@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Protocol, TextIO
 
-__all__ = ["Event", "HumanReporter", "JsonlReporter", "Reporter", "format_duration"]
+from ._secrets import Masker, MaskStream
+
+__all__ = ["Event", "HumanReporter", "JsonlReporter", "MaskingReporter", "Reporter", "format_duration"]
 
 Event = Mapping[str, Any]
 """One event: ``{"event": "task_end", "stage": ..., "task": ..., ...}``, as in docs/report-jsonl.md but without ``time``."""
@@ -79,6 +81,59 @@ class JsonlReporter:
         # A lone surrogate (a file name that is not UTF-8) becomes the JSON escape \udcXX: still valid JSON.
         self._out.write(data.encode("utf-8", "backslashreplace") + b"\n")
         self._out.flush()
+
+
+# Fields that name things rather than say them: never masked, so events still find their task.
+_NAMES = frozenset({"event", "stage", "task", "stream", "kind", "status", "pipeline"})
+
+
+class MaskingReporter:
+    """Masks every secret value in the events before another reporter shows them.
+
+    Every text field is masked (``***``); the output of each task's stream is masked as one
+    stream, so a value split across ``task_output`` events is masked too: the end of a chunk that
+    may be the start of a value waits for the next chunk, or for the attempt's end
+    (``task_attempt``, ``task_end``), when what is left comes out as a last ``task_output``.
+    """
+
+    def __init__(self, inner: Reporter, masker: Masker) -> None:
+        """Set up the reporter.
+
+        Args:
+            inner: The reporter that shows the masked events.
+            masker: The secret values.
+        """
+        self._inner = inner
+        self._masker = masker
+        self._streams: dict[tuple[str, str, str], MaskStream] = {}
+
+    def emit(self, event: Event) -> None:
+        """Mask the event and hand it on.
+
+        Args:
+            event: The event; see :data:`Event`.
+        """
+        if not self._masker and not self._streams:  # no secrets: nothing to do
+            self._inner.emit(event)
+            return
+        name = event["event"]
+        if name == "task_output":
+            key = (event["stage"], event["task"], event["stream"])
+            stream = self._streams.get(key)
+            if stream is None:
+                stream = self._streams[key] = self._masker.stream()
+            text = stream.write(event["text"])
+            if text:
+                self._inner.emit({**event, "text": text})
+            return
+        if name in ("task_attempt", "task_end"):
+            for key in [k for k in self._streams if k[:2] == (event["stage"], event["task"])]:
+                text = self._streams.pop(key).flush()
+                if text:
+                    self._inner.emit({"event": "task_output", "stage": key[0], "task": key[1], "stream": key[2], "text": text})
+        self._inner.emit(
+            {k: self._masker.mask(v) if isinstance(v, str) and k not in _NAMES else v for k, v in event.items()}
+        )
 
 
 _GREEN, _RED, _YELLOW, _CYAN, _DIM, _BOLD, _RESET = (

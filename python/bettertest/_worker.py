@@ -9,7 +9,6 @@ import math
 import os
 import queue
 import socket
-import stat
 import sys
 import tempfile
 import threading
@@ -19,6 +18,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from ._artifacts import Artifact, artifact_hex, pack
+from ._secrets import Secret, read_private_text
 from ._sse import parse_sse
 from .errors import ArtifactError, AuthError, BettertestError, ConfigError, RunError, WorkerUnreachable
 
@@ -111,24 +111,7 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
             mode 0600, as the worker also requires), is empty, or holds characters a token
             cannot have.
     """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        raise ConfigError(f"cannot read the token file {os.fspath(path)}: {e.strerror}") from e
-    if mode & 0o077:
-        raise ConfigError(
-            f"the token file {os.fspath(path)} is readable by group or others "
-            f"(mode {stat.S_IMODE(mode):04o}): run chmod 600 {os.fspath(path)}"
-        )
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"cannot read the token file {os.fspath(path)}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"the token file {os.fspath(path)} is not text: it must hold the worker's token") from e
-    if not token:
-        raise ConfigError(f"the token file {os.fspath(path)} is empty: it must hold the worker's token")
+    token = read_private_text(path, "token file", "the worker's token")
     if not (token.isascii() and token.isprintable()):
         raise ConfigError(
             f"the token file {os.fspath(path)} holds more than a token: "
@@ -259,6 +242,7 @@ class Worker:
         results: Sequence[str] | None = None,
         cache: bool = False,
         name: str | None = None,
+        secrets: Mapping[str, Secret] | None = None,
         on_output: OutputHandler | None = None,
         on_event: EventHandler | None = None,
         capture: bool = True,
@@ -294,6 +278,10 @@ class Worker:
                 (``Result.cached``), and otherwise says why not (``Result.cache_reason``).
             name: Which build this is, e.g. ``"pipeline/task"``, so the worker's reason for a
                 cache miss compares with that build's last run.
+            secrets: Secrets for the command, by where they go: a container path (a read-only
+                file, mode 0400) or ``"env:NAME"`` (an environment variable), e.g.
+                ``{"/run/secrets/key": bt.secret("deploy_key")}``. The worker masks their values
+                (``***``) in the output; a build's cache key holds where they go, not their values.
             on_output: Called with ``(stream, text)`` for each chunk of output as it arrives,
                 ``stream`` being ``"stdout"`` or ``"stderr"``. Chunks are not split on line
                 boundaries. By default stdout text goes to ``sys.stdout`` and stderr text to
@@ -338,6 +326,11 @@ class Worker:
             request["cache"] = True
         if name is not None:
             request["name"] = name
+        if secrets:
+            request["secrets"] = [
+                {"env": target[4:], "value": s.reveal()} if target.startswith("env:") else {"path": target, "value": s.reveal()}
+                for target, s in secrets.items()
+            ]
         body = json.dumps(request).encode("utf-8")
         conn, resp = self._request("POST", "/run", body, "text/event-stream")
         try:
@@ -527,11 +520,7 @@ class Worker:
         with f:
             size = os.fstat(f.fileno()).st_size
             conn = self._connect()
-            headers = {
-                "Authorization": f"Bearer {self._token}",
-                "Content-Type": "application/x-tar",
-                "Content-Length": str(size),
-            }
+            headers = self._headers({"Content-Type": "application/x-tar", "Content-Length": str(size)})
             try:
                 try:
                     conn.request("PUT", self._path + path, body=f, headers=headers)
@@ -706,13 +695,17 @@ class Worker:
         conn.sock.settimeout(None)
         return conn
 
+    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """headers and the worker's token; none through a unix: socket, which adds it."""
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
     def _request(
         self, method: str, path: str, body: bytes | None, accept: str
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = self._connect()
-        headers = {"Accept": accept}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
+        headers = self._headers({"Accept": accept})
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:

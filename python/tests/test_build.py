@@ -29,6 +29,7 @@ class BuildWheelTest(unittest.TestCase):
                         "bettertest/_pipeline.py",
                         "bettertest/_report.py",
                         "bettertest/_results.py",
+                        "bettertest/_secrets.py",
                         "bettertest/_sse.py",
                         "bettertest/_worker.py",
                         "bettertest/errors.py",

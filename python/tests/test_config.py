@@ -87,6 +87,29 @@ class WorkerSetupTest(TempDirTest):
         with self.assertRaises(TypeError):
             Worker("http://h:1", token="a", token_file=path)
 
+    def test_unix_socket_urls(self) -> None:
+        worker = Worker("unix:/run/bettertest/worker.sock")
+        self.assertEqual((worker.url, worker._token), ("unix:/run/bettertest/worker.sock", None))
+        with self.assertRaises(ConfigError) as cm:
+            Worker("unix:worker.sock")
+        self.assertEqual(
+            str(cm.exception),
+            "the worker URL 'unix:worker.sock' is not valid: a unix: URL names an absolute path, e.g. unix:/run/bettertest/worker.sock",
+        )
+        with self.assertRaises(TypeError) as cm2:
+            Worker("unix:/w.sock", token="t")
+        self.assertEqual(str(cm2.exception), "Worker() takes no token for a unix: URL: the socket adds the credential")
+
+    def test_unreachable_unix_socket(self) -> None:
+        path = os.path.join(self.dir, "worker.sock")
+        with self.assertRaises(WorkerUnreachable) as cm:
+            Worker("unix:" + path).health()
+        self.assertEqual(
+            str(cm.exception),
+            f"cannot reach the worker at unix:{path}: No such file or directory; check that "
+            "`bettertest worker` is running there and that the URL names its listening address",
+        )
+
     def test_unreachable(self) -> None:
         # A port that was just free: nothing listens there, so the connection is refused.
         with socket.socket() as s:
@@ -126,6 +149,13 @@ class ConnectTest(TempDirTest):
         worker = bettertest.connect(["--stage", "lint", "--worker", "http://127.0.0.1:9009", f"--token-file={path}", "extra"])
         self.assertEqual(worker.url, "http://127.0.0.1:9009")
         self.assertEqual(worker._token, "tok")
+
+    def test_unix_socket_needs_no_token_file(self) -> None:
+        self.assertEqual(bettertest.connect(["--worker", "unix:/run/bettertest/worker.sock"]).url, "unix:/run/bettertest/worker.sock")
+        self.assertEqual(
+            self.connect_error(["--worker", "unix:/w.sock", "--token-file", self.write("t", b"tok\n")]),
+            f"{self.prog()}: error: --token-file goes with an http(s) --worker URL: a unix: socket adds the credential itself",
+        )
 
     def test_no_abbreviations(self) -> None:
         # A pipedef's own --work flag must not be taken for --worker.

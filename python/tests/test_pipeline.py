@@ -363,7 +363,8 @@ class StagesTest(PipedefTestCase):
                 self.assertEqual(
                     proc.stderr,
                     "usage: pipedef.py [--worker URL] [--token-file PATH] [--report {human,jsonl}]\n"
-                    "                  [--commit SHA] [--ref REF] [--quarantine TEST]\n" + message + "\n",
+                    "                  [--commit SHA] [--ref REF] [--quarantine TEST]\n"
+                    "                  [--secrets-dir DIR]\n" + message + "\n",
                 )
 
     def test_human_report(self) -> None:
