@@ -122,7 +122,7 @@ func user(name string) string {
 	if name == "" {
 		return ""
 	}
-	return ` <form class="user" method="post" action="/logout"><span class="name">` + esc(name) + `</span> <button>Log out</button></form>`
+	return ` <form class="user" method="post" action="/logout"><span class="who">` + esc(name) + `</span> <button>Log out</button></form>`
 }
 
 // status is a status in words, with a symbol and a colour: never colour alone.
@@ -446,7 +446,7 @@ func testCases(m Model) string {
 		if name == "" {
 			name = last.Test
 		}
-		b.WriteString("<li>" + status(last.Status) + ` <span class="name">` + esc(name) + "</span>")
+		b.WriteString("<li>" + status(last.Status) + ` <span class="who">` + esc(name) + "</span>")
 		if last.DurationMS > 0 {
 			b.WriteString(` <span class="dur">` + took(time.Duration(last.DurationMS)*time.Millisecond) + "</span>")
 		}
