@@ -446,7 +446,7 @@ func testCases(m Model) string {
 		if name == "" {
 			name = last.Test
 		}
-		b.WriteString("<li>" + status(last.Status) + ` <span class="who">` + esc(name) + "</span>")
+		b.WriteString("<li>" + status(last.Status) + ` <span class="name">` + esc(name) + "</span>")
 		if last.DurationMS > 0 {
 			b.WriteString(` <span class="dur">` + took(time.Duration(last.DurationMS)*time.Millisecond) + "</span>")
 		}
