@@ -100,9 +100,6 @@ func newAuth(cfg Config, st *store, log *slog.Logger) (*auth, error) {
 	if _, err := st.db.Exec(sessionsSchema); err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	if _, err := st.db.Exec(`DELETE FROM sessions WHERE expires_ms < ?`, time.Now().UnixMilli()); err != nil {
-		return nil, fmt.Errorf("sessions: %w", err)
-	}
 	rows, err := st.db.Query(`SELECT hash, user, expires_ms FROM sessions`)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
@@ -251,6 +248,9 @@ func wrongType(r *http.Request) string {
 	if mt == want {
 		return ""
 	}
+	if ct == "" {
+		return "the body has no Content-Type: send it as Content-Type: " + want
+	}
 	return fmt.Sprintf("the body is %q: send it as Content-Type: %s", ct, want)
 }
 
@@ -267,27 +267,25 @@ func (a *auth) middleware(next http.Handler) http.Handler {
 			writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf("this boss does not answer to the name %q: use its own address, or start it with --public-url https://%s", r.Host, r.Host))
 			return
 		}
-		if !safeMethod(r.Method) {
-			if why := a.crossSite(r); why != "" {
-				writeError(w, http.StatusForbidden, why)
-				return
-			}
-			if why := wrongType(r); why != "" {
-				writeError(w, http.StatusUnsupportedMediaType, why)
-				return
-			}
-		}
-		if r.URL.Path == "/login" || r.URL.Path == "/ui/app.css" {
-			next.ServeHTTP(w, r)
+		if why := a.crossSite(r); why != "" && !safeMethod(r.Method) {
+			writeError(w, http.StatusForbidden, why)
 			return
 		}
-		p, ok, why := a.identify(r)
-		if !ok {
-			a.refuse(w, r, why)
-			return
+		var p principal
+		if r.URL.Path != "/login" && r.URL.Path != "/ui/app.css" { // the login page and its style are for everyone
+			var ok bool
+			var why string
+			if p, ok, why = a.identify(r); !ok {
+				a.refuse(w, r, why)
+				return
+			}
+			if !safeMethod(r.Method) && strings.HasPrefix(r.URL.Path, "/api/") && !p.may(RoleOperator) {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("%s is a viewer: only an operator may %s %s; ask an admin to make you one (bettertest boss user add)", p.label(), r.Method, r.URL.Path))
+				return
+			}
 		}
-		if !safeMethod(r.Method) && strings.HasPrefix(r.URL.Path, "/api/") && !p.may(RoleOperator) {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("%s is a viewer: only an operator may %s %s; ask an admin to make you one (bettertest boss user add)", p.label(), r.Method, r.URL.Path))
+		if why := wrongType(r); why != "" && !safeMethod(r.Method) {
+			writeError(w, http.StatusUnsupportedMediaType, why)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
@@ -411,7 +409,18 @@ func (b *Boss) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeLogin(w, http.StatusInternalServerError, ui.Login{Name: name, Next: next, Notice: "The session could not be saved: " + err.Error()})
 		return
 	}
+	// Sessions whose time is up go here, where one is made: the history
+	// keeps no more than a week of logins.
+	now := time.Now()
+	if _, err := a.store.db.ExecContext(r.Context(), `DELETE FROM sessions WHERE expires_ms < ?`, now.UnixMilli()); err != nil {
+		b.log.Error("sessions: could not delete those that expired", "err", err)
+	}
 	a.mu.Lock()
+	for h, s := range a.sessions {
+		if now.After(s.expires) {
+			delete(a.sessions, h)
+		}
+	}
 	a.sessions[hashed] = session{user: name, expires: expires}
 	a.mu.Unlock()
 	b.log.Info("logged in", "user", name)

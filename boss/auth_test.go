@@ -1,0 +1,392 @@
+package boss_test
+
+import (
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/bettertest/bettertest/boss"
+	"github.com/bettertest/bettertest/internal/sse"
+	wt "github.com/bettertest/bettertest/internal/workertest"
+	"github.com/bettertest/bettertest/ui"
+)
+
+// noop is a pipeline that ends at once, touching no worker.
+const noop = `print("nothing to do")
+`
+
+// route is one route of the boss, with a body its handler would take.
+type route struct{ method, path, body string }
+
+// routes is every route of the boss but the GitHub webhook, and two that
+// are not routes.
+var routes = []route{
+	{"GET", "/", ""},
+	{"GET", "/workers", ""},
+	{"GET", "/flaky", ""},
+	{"GET", "/runs/1", ""},
+	{"GET", "/runs/1/tasks/t", ""},
+	{"GET", "/runs/1/tasks/t/raw", ""},
+	{"GET", "/nope", ""},
+	{"GET", "/ui/app.js", ""},
+	{"GET", "/ui/events?path=/", ""},
+	{"POST", "/ui/sessions/0123456789abcdef01234567", `{"key":"r"}`},
+	{"POST", "/logout", ""},
+	{"GET", "/api/pipelines", ""},
+	{"POST", "/api/pipelines/noop/runs", `{"trigger":"api"}`},
+	{"GET", "/api/runs", ""},
+	{"GET", "/api/runs/1", ""},
+	{"POST", "/api/runs/1/cancel", ""},
+	{"GET", "/api/runs/1/tasks/t/log", ""},
+	{"GET", "/api/runs/1/log", ""},
+	{"GET", "/api/runs/1/tests", ""},
+	{"GET", "/api/flaky", ""},
+	{"POST", "/api/quarantine", `{"pipeline":"noop","test":"t","quarantined":true}`},
+	{"GET", "/api/workers", ""},
+	{"GET", "/api/events", ""},
+	{"GET", "/api/nope", ""},
+}
+
+// answer is what the boss answered: the status, the headers that matter
+// here, and the body (left out for redirects, whose body is for people).
+type answer struct {
+	Status          int
+	Location, Auth  string
+	SetCookie, Body string
+}
+
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// send sends one request; header is pairs of name and value ("Host" sets the Host).
+func send(t *testing.T, base string, rt route, header ...string) answer {
+	t.Helper()
+	var body io.Reader
+	if rt.body != "" {
+		body = strings.NewReader(rt.body)
+	}
+	req, err := http.NewRequest(rt.method, base+rt.path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	a := answer{Status: resp.StatusCode, Location: resp.Header.Get("Location"), Auth: resp.Header.Get("WWW-Authenticate"), SetCookie: resp.Header.Get("Set-Cookie")}
+	if a.Status != http.StatusSeeOther {
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Body = string(data)
+	}
+	return a
+}
+
+func apiError(msg string) string {
+	data, _ := json.Marshal(map[string]string{"error": msg})
+	return string(data) + "\n"
+}
+
+// page says whether a route is a page, whose visitors are sent to log in.
+func page(rt route) bool {
+	return rt.method == "GET" && !strings.HasPrefix(rt.path, "/api/") && !strings.HasPrefix(rt.path, "/ui/")
+}
+
+// refused is the answer to a request without valid credentials.
+func refused(rt route, why string) answer {
+	if page(rt) {
+		return answer{Status: http.StatusSeeOther, Location: "/login?next=" + url.QueryEscape(rt.path)}
+	}
+	return answer{Status: http.StatusUnauthorized, Auth: `Bearer realm="bettertest"`, Body: apiError(why)}
+}
+
+// login logs in with the form and returns the session cookie's value.
+func login(t *testing.T, base, name, password string) string {
+	t.Helper()
+	a := send(t, base, route{"POST", "/login", url.Values{"name": {name}, "password": {password}, "next": {"/flaky"}}.Encode()},
+		"Content-Type", "application/x-www-form-urlencoded", "Origin", base)
+	if a.Status != http.StatusSeeOther || a.Location != "/flaky" {
+		t.Fatalf("log in as %s: %+v", name, a)
+	}
+	c, err := http.ParseSetCookie(a.SetCookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Value
+}
+
+// users writes a users file with alice, an operator, and victor, a viewer,
+// and gives each an API token.
+func users(t *testing.T, dir string) (path, aliceToken, victorToken string) {
+	t.Helper()
+	path = filepath.Join(dir, "users.json")
+	for _, u := range []struct {
+		name string
+		role boss.Role
+	}{{"alice", boss.RoleOperator}, {"victor", boss.RoleViewer}} {
+		if err := boss.AddUser(path, u.name, u.role, []byte(u.name+"-password")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aliceToken, err := boss.AddToken(path, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victorToken, err = boss.AddToken(path, "victor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, aliceToken, victorToken
+}
+
+func check(t *testing.T, what string, got, want answer) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+// Every route of a boss with users, asked by someone who may not, is
+// refused with the status that says why, and changes nothing.
+func TestEveryRouteRefusesWhoMayNot(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	usersFile, aliceToken, victorToken := users(t, dir)
+	worker := wt.Start(t, bin, wt.Options{})
+	opts := wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "noop", noop)}, Workers: []*wt.Worker{worker}, Args: []string{"--users-file", usersFile}}
+	first := wt.StartBoss(t, bin, opts)
+
+	// A wrong password gets the form again and no cookie.
+	check(t, "a wrong password", send(t, first.URL, route{"POST", "/login", "name=alice&password=wrong&next=%2F"}, "Content-Type", "application/x-www-form-urlencoded"),
+		answer{Status: http.StatusUnauthorized, Body: loginPage("alice", "/", "Wrong name or password.")})
+	check(t, "an unknown name", send(t, first.URL, route{"POST", "/login", "name=mallory&password=alice-password"}, "Content-Type", "application/x-www-form-urlencoded"),
+		answer{Status: http.StatusUnauthorized, Body: loginPage("mallory", "/", "Wrong name or password.")})
+	check(t, "the login page", send(t, first.URL, route{"GET", "/login?next=%2Fruns%2F1", ""}), answer{Status: http.StatusOK, Body: loginPage("", "/runs/1", "")})
+	check(t, "a login page sending elsewhere", send(t, first.URL, route{"GET", "/login?next=%2F%2Fevil.example", ""}), answer{Status: http.StatusOK, Body: loginPage("", "/", "")})
+
+	alice, expired, victor := login(t, first.URL, "alice", "alice-password"), login(t, first.URL, "alice", "alice-password"), login(t, first.URL, "victor", "victor-password")
+
+	// Sessions outlive the boss; one whose time is up does not.
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(first.DataDir, "history.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(expired))
+	if res, err := db.Exec(`UPDATE sessions SET expires_ms = 1 WHERE hash = ?`, hex.EncodeToString(sum[:])); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("the session to expire is not in the history: %d rows", n)
+	}
+	db.Close()
+	opts.DataDir = first.DataDir
+	b := wt.StartBoss(t, bin, opts)
+
+	runs := route{"GET", "/api/runs", ""}
+	flaky := route{"GET", "/api/flaky", ""}
+	check(t, "alice's session after a restart", send(t, b.URL, runs, "Cookie", "bettertest_session="+alice), answer{Status: 200, Body: "[]\n"})
+	flakyBefore := send(t, b.URL, flaky, "Authorization", "Bearer "+aliceToken)
+
+	const noCredentials = "log in at /login, or send an API token as Authorization: Bearer TOKEN (bettertest boss token add NAME --users-file FILE makes one)"
+	const badToken = "the API token is not valid: make one with bettertest boss token add NAME --users-file FILE and send it as Authorization: Bearer TOKEN"
+	for _, rt := range routes {
+		post := rt.method == "POST"
+		check(t, "no credentials: "+rt.method+" "+rt.path, send(t, b.URL, rt), refused(rt, noCredentials))
+		check(t, "a wrong token: "+rt.method+" "+rt.path, send(t, b.URL, rt, "Authorization", "Bearer "+aliceToken+"x"), refused(rt, badToken))
+		check(t, "a Basic password: "+rt.method+" "+rt.path, send(t, b.URL, rt, "Authorization", "Basic YWxpY2U6YWxpY2UtcGFzc3dvcmQ="), refused(rt, badToken))
+		check(t, "an expired session: "+rt.method+" "+rt.path, send(t, b.URL, rt, "Cookie", "bettertest_session="+expired),
+			refused(rt, "your session has expired: log in again at /login"))
+		check(t, "a made-up session: "+rt.method+" "+rt.path, send(t, b.URL, rt, "Cookie", "bettertest_session=AAAA"),
+			refused(rt, "your session has ended: log in again at /login"))
+		check(t, "a foreign Host: "+rt.method+" "+rt.path, send(t, b.URL, rt, "Host", "evil.example:80", "Authorization", "Bearer "+aliceToken),
+			answer{Status: http.StatusMisdirectedRequest, Body: apiError(`this boss does not answer to the name "evil.example:80": use its own address, or start it with --public-url https://evil.example:80`)})
+		if !post {
+			continue
+		}
+		if strings.HasPrefix(rt.path, "/api/") {
+			forbidden := answer{Status: http.StatusForbidden, Body: apiError("victor is a viewer: only an operator may POST " + rt.path + "; ask an admin to make you one (bettertest boss user add)")}
+			check(t, "a viewer's token: "+rt.path, send(t, b.URL, rt, "Authorization", "Bearer "+victorToken, "Content-Type", "application/json"), forbidden)
+			check(t, "a viewer's session: "+rt.path, send(t, b.URL, rt, "Cookie", "bettertest_session="+victor, "Content-Type", "application/json", "Sec-Fetch-Site", "same-origin"), forbidden)
+		}
+		form := route{rt.method, rt.path, "trigger=api"}
+		check(t, "a cross-origin form: "+rt.path, send(t, b.URL, form, "Cookie", "bettertest_session="+alice, "Content-Type", "application/x-www-form-urlencoded", "Origin", "http://evil.example"),
+			answer{Status: http.StatusForbidden, Body: apiError("this request comes from another site (Origin: http://evil.example): use this boss's own pages, or send it from a program")})
+		check(t, "a cross-site fetch: "+rt.path, send(t, b.URL, rt, "Cookie", "bettertest_session="+alice, "Content-Type", "application/json", "Sec-Fetch-Site", "cross-site", "Origin", b.URL),
+			answer{Status: http.StatusForbidden, Body: apiError("this request comes from another site (Sec-Fetch-Site: cross-site): use this boss's own pages, or send it from a program")})
+		want := "application/json"
+		if rt.path == "/logout" {
+			want = "application/x-www-form-urlencoded"
+		}
+		check(t, "text/plain JSON: "+rt.path, send(t, b.URL, route{rt.method, rt.path, `{"trigger":"api"}`}, "Authorization", "Bearer "+aliceToken, "Content-Type", "text/plain"),
+			answer{Status: http.StatusUnsupportedMediaType, Body: apiError(`the body is "text/plain": send it as Content-Type: ` + want)})
+	}
+	// Nothing changed.
+	check(t, "the runs", send(t, b.URL, runs, "Authorization", "Bearer "+victorToken), answer{Status: 200, Body: "[]\n"})
+	check(t, "the flaky tests", send(t, b.URL, flaky, "Cookie", "bettertest_session="+victor), flakyBefore)
+
+	// Who may, can: alice from the boss's own page, and with her token.
+	trigger := route{"POST", "/api/pipelines/noop/runs", `{"trigger":"ui"}`}
+	if a := send(t, b.URL, trigger, "Cookie", "bettertest_session="+alice, "Content-Type", "application/json", "Sec-Fetch-Site", "same-origin", "Origin", b.URL); a.Status != http.StatusCreated {
+		t.Errorf("alice's page starts a run: %+v", a)
+	}
+	if a := send(t, b.URL, trigger, "Authorization", "Bearer "+aliceToken, "Content-Type", "application/json; charset=utf-8"); a.Status != http.StatusCreated {
+		t.Errorf("alice's token starts a run: %+v", a)
+	}
+	if a := send(t, b.URL, runs, "Host", "localhost"+b.URL[strings.LastIndex(b.URL, ":"):], "Authorization", "Bearer "+victorToken); a.Status != 200 || !strings.Contains(a.Body, `"id":2`) {
+		t.Errorf("victor reads the runs by the name localhost: %+v", a)
+	}
+
+	// A viewer's tab moves around but starts nothing, and it is theirs alone.
+	tab := openTab(t, b.URL, victor)
+	if a := send(t, b.URL, route{"POST", "/ui/sessions/" + tab.id, `{"action":"run","pipeline":"noop"}`}, "Cookie", "bettertest_session="+victor, "Content-Type", "application/json", "Sec-Fetch-Site", "same-origin"); a.Status != http.StatusNoContent {
+		t.Errorf("victor clicks Run: %+v", a)
+	}
+	tab.until(t, ui.Fragment{Op: "append", ID: "notice", HTML: "victor is a viewer: only an operator may start, cancel or quarantine; ask an admin to make you one"})
+	check(t, "alice in victor's tab", send(t, b.URL, route{"POST", "/ui/sessions/" + tab.id, `{"action":"run","pipeline":"noop"}`}, "Cookie", "bettertest_session="+alice, "Content-Type", "application/json"),
+		answer{Status: http.StatusForbidden, Body: apiError("this tab belongs to someone else: reload the page")})
+	tab.close()
+	if a := send(t, b.URL, runs, "Authorization", "Bearer "+victorToken); a.Status != 200 || strings.Contains(a.Body, `"id":3`) {
+		t.Errorf("victor's tab started a run: %+v", a)
+	}
+
+	// Logging out ends the session, here and after a restart.
+	check(t, "log out", send(t, b.URL, route{"POST", "/logout", ""}, "Cookie", "bettertest_session="+alice, "Origin", b.URL),
+		answer{Status: http.StatusSeeOther, Location: "/login", SetCookie: "bettertest_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"})
+	check(t, "alice's ended session", send(t, b.URL, runs, "Cookie", "bettertest_session="+alice), refused(runs, "your session has ended: log in again at /login"))
+
+	// The running boss sees a token added, and a user removed, at once.
+	newToken, err := boss.AddToken(usersFile, "victor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WaitLog(t, "tokens=3", 1)
+	if a := send(t, b.URL, runs, "Authorization", "Bearer "+newToken); a.Status != 200 {
+		t.Errorf("victor's new token: %+v", a)
+	}
+	if err := boss.RemoveUser(usersFile, "victor"); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitLog(t, "users=1", 1)
+	check(t, "a removed user's token", send(t, b.URL, runs, "Authorization", "Bearer "+newToken), refused(runs, badToken))
+	check(t, "a removed user's session", send(t, b.URL, runs, "Cookie", "bettertest_session="+victor), refused(runs, "your session has ended: log in again at /login"))
+}
+
+// loginPage is the login page as the boss serves it.
+func loginPage(name, next, notice string) string {
+	return "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n" +
+		"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n" +
+		"<title>Log in · bettertest</title>\n<link rel=\"icon\" href=\"data:,\">\n<link rel=\"stylesheet\" href=\"/ui/app.css\">\n</head>\n<body>\n" +
+		"<header id=\"nav\"><span class=\"brand\">bettertest</span></header>\n" +
+		`<div id="notice" role="status">` + notice + "</div>\n" +
+		"<main id=\"main\">\n<h1>Log in</h1>\n<form class=\"login\" method=\"post\" action=\"/login\">\n" +
+		`<input type="hidden" name="next" value="` + next + "\">\n" +
+		`<label>Name <input name="name" autocomplete="username" required autofocus value="` + name + "\"></label>\n" +
+		"<label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n" +
+		"<button>Log in</button>\n</form>\n</main>\n</body>\n</html>\n"
+}
+
+// Without users the boss serves one person on loopback as before, and still
+// refuses foreign names, other sites and text/plain bodies.
+func TestNoUsersLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	worker := wt.Start(t, bin, wt.Options{})
+	noopPath := pipedef(t, dir, "noop", noop)
+	cmd := exec.Command(bin, "boss", "--listen", "0.0.0.0:0", "--data-dir", t.TempDir(), "--workers-dir", t.TempDir(),
+		"--pipedef", noopPath, "--worker", "w0="+worker.URL, "--worker-token-file", "w0="+worker.TokenFile)
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || string(out) != "bettertest boss: --listen 0.0.0.0:0 is reachable from other machines, and this boss has no users, so anyone there could run anything: "+
+		"add users with bettertest boss user add NAME --users-file FILE and pass --users-file FILE, or listen on 127.0.0.1\n" {
+		t.Errorf("a boss without users on 0.0.0.0: %v, exit %d:\n%s", err, code, out)
+	}
+
+	b := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{noopPath}, Workers: []*wt.Worker{worker}})
+	trigger := route{"POST", "/api/pipelines/noop/runs", `{"trigger":"api"}`}
+	check(t, "a foreign Host", send(t, b.URL, route{"GET", "/api/runs", ""}, "Host", "rebound.example"),
+		answer{Status: http.StatusMisdirectedRequest, Body: apiError(`this boss does not answer to the name "rebound.example": use its own address, or start it with --public-url https://rebound.example`)})
+	check(t, "a cross-origin text/plain POST", send(t, b.URL, trigger, "Content-Type", "text/plain", "Origin", "http://evil.example"),
+		answer{Status: http.StatusForbidden, Body: apiError("this request comes from another site (Origin: http://evil.example): use this boss's own pages, or send it from a program")})
+	check(t, "a text/plain POST", send(t, b.URL, trigger, "Content-Type", "text/plain"),
+		answer{Status: http.StatusUnsupportedMediaType, Body: apiError(`the body is "text/plain": send it as Content-Type: application/json`)})
+	check(t, "the login page", send(t, b.URL, route{"GET", "/login", ""}), answer{Status: http.StatusSeeOther, Location: "/"})
+	check(t, "the runs", send(t, b.URL, route{"GET", "/api/runs", ""}), answer{Status: 200, Body: "[]\n"})
+	if a := send(t, b.URL, trigger, "Content-Type", "application/json"); a.Status != http.StatusCreated {
+		t.Errorf("a program starts a run: %+v", a)
+	}
+	if a := send(t, b.URL, route{"GET", "/", ""}); a.Status != 200 {
+		t.Errorf("the pipelines page: %+v", a)
+	}
+}
+
+// uiTab is the event stream of one tab of the UI, as the page's script holds it.
+type uiTab struct {
+	id     string
+	events *sse.Reader
+	close  func()
+}
+
+func openTab(t *testing.T, base, cookie string) *uiTab {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+"/ui/events?path=/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Cookie", "bettertest_session="+cookie)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /ui/events: %s", resp.Status)
+	}
+	tab := &uiTab{events: sse.NewReader(resp.Body), close: func() { resp.Body.Close() }}
+	ev, err := tab.events.Next()
+	if err != nil || ev.Name != "session" || json.Unmarshal([]byte(ev.Data), &tab.id) != nil {
+		t.Fatalf("the tab's first event: %+v %v", ev, err)
+	}
+	return tab
+}
+
+// until reads the tab's fragments until one is want.
+func (tab *uiTab) until(t *testing.T, want ui.Fragment) {
+	t.Helper()
+	bound := time.AfterFunc(wt.Deadline, tab.close)
+	defer bound.Stop()
+	for {
+		ev, err := tab.events.Next()
+		if err != nil {
+			t.Fatalf("no fragment %+v: %v", want, err)
+		}
+		var frags []ui.Fragment
+		if ev.Name != "fragments" || json.Unmarshal([]byte(ev.Data), &frags) != nil {
+			continue
+		}
+		for _, f := range frags {
+			if f == want {
+				return
+			}
+		}
+	}
+}
