@@ -1,19 +1,24 @@
 package boss_test
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os/exec"
 	"path/filepath"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	_ "modernc.org/sqlite"
 
 	"github.com/bettertest/bettertest/boss"
@@ -389,4 +394,97 @@ func (tab *uiTab) until(t *testing.T, want ui.Fragment) {
 			}
 		}
 	}
+}
+
+// The users and tokens commands, with the password typed on a terminal,
+// and bettertest run with a token.
+func TestUserCommandsAndRunWithAToken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	usersFile := filepath.Join(dir, "users.json")
+	tokenFile := filepath.Join(dir, "alice.token")
+
+	out, code := typed(t, []string{"boss", "user", "add", "alice", "--users-file", usersFile, "--role", "operator"}, "alice-secret", "alice-secret")
+	if code != 0 || out != "added alice (operator) to "+usersFile+"\n" {
+		t.Errorf("user add: exit %d: %q", code, out)
+	}
+	out, code = typed(t, []string{"boss", "user", "add", "bob", "--users-file", usersFile}, "bob-secret", "bob-secrex")
+	if code != 1 || out != "" {
+		t.Errorf("user add with two passwords: exit %d: %q", code, out)
+	}
+	cmd := exec.Command(bin, "boss", "user", "passwd", "alice", "--users-file", usersFile)
+	if got, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 1 || string(got) != "bettertest boss: the password is read from a terminal, and standard input is not one: run this command in a terminal\n" {
+		t.Errorf("user passwd without a terminal: exit %d: %q", cmd.ProcessState.ExitCode(), got)
+	}
+	cmd = exec.Command(bin, "boss", "token", "add", "alice", "--users-file", usersFile, "--out", tokenFile)
+	if got, err := cmd.CombinedOutput(); err != nil || string(got) != "wrote a new API token of alice to "+tokenFile+": pass it with --token-file "+tokenFile+"\n" {
+		t.Errorf("token add: %v: %q", err, got)
+	}
+	for _, f := range []string{usersFile, tokenFile} {
+		if info, err := os.Stat(f); err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want mode 0600", f, info.Mode(), err)
+		}
+	}
+	var saved struct {
+		Users []struct {
+			Name, Role, Password string
+			Tokens               []struct{ SHA256 string }
+		}
+	}
+	data, _ := os.ReadFile(usersFile)
+	token, _ := os.ReadFile(tokenFile)
+	sum := sha256.Sum256(token[:len(token)-1])
+	if err := json.Unmarshal(data, &saved); err != nil || len(saved.Users) != 1 || saved.Users[0].Name != "alice" || saved.Users[0].Role != "operator" ||
+		!strings.HasPrefix(saved.Users[0].Password, "$argon2id$v=19$m=65536,t=3,p=4$") || len(saved.Users[0].Tokens) != 1 ||
+		saved.Users[0].Tokens[0].SHA256 != hex.EncodeToString(sum[:]) || strings.Contains(string(data), string(token[:len(token)-1])) {
+		t.Errorf("the users file: %v\n%s", err, data)
+	}
+
+	worker := wt.Start(t, bin, wt.Options{})
+	b := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "noop", noop)}, Workers: []*wt.Worker{worker}, Args: []string{"--users-file", usersFile}})
+	login(t, b.URL, "alice", "alice-secret")
+	cmd = exec.Command(bin, "run", "--boss", b.URL, "noop")
+	if got, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 1 || string(got) != "bettertest run: the boss refused POST /api/pipelines/noop/runs (HTTP 401): "+
+		"log in at /login, or send an API token as Authorization: Bearer TOKEN (bettertest boss token add NAME --users-file FILE makes one)\n" {
+		t.Errorf("run without a token: exit %d: %q", cmd.ProcessState.ExitCode(), got)
+	}
+	cmd = exec.Command(bin, "run", "--boss", b.URL, "--token-file", tokenFile, "noop")
+	if got, err := cmd.CombinedOutput(); err != nil || !strings.HasPrefix(string(got), "run #1 of noop: "+b.URL+"/api/runs/1\n") {
+		t.Errorf("run with alice's token: %v: %q", err, got)
+	}
+}
+
+// typed runs bettertest with a terminal for its standard input and error,
+// answers each password prompt with the next password, and returns its
+// standard output and exit code.
+func typed(t *testing.T, args []string, passwords ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var stdout strings.Builder
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, &stdout, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	term := bufio.NewReader(ptmx)
+	for i, p := range passwords {
+		prompt, err := term.ReadString(':')
+		want := "Password for " + args[3] + ":"
+		if i > 0 {
+			want = "Again:"
+		}
+		if err != nil || !strings.HasSuffix(prompt, want) {
+			t.Fatalf("prompt %q, want %q: %v", prompt, want, err)
+		}
+		fmt.Fprintf(ptmx, "%s\n", p)
+	}
+	go io.Copy(io.Discard, term)
+	_ = cmd.Wait()
+	return stdout.String(), cmd.ProcessState.ExitCode()
 }
