@@ -112,14 +112,14 @@ func apiError(msg string) string {
 	return string(data) + "\n"
 }
 
-// page says whether a route is a page, whose visitors are sent to log in.
-func page(rt route) bool {
+// isPage says whether a route is a page, whose visitors are sent to log in.
+func isPage(rt route) bool {
 	return rt.method == "GET" && !strings.HasPrefix(rt.path, "/api/") && !strings.HasPrefix(rt.path, "/ui/")
 }
 
 // refused is the answer to a request without valid credentials.
 func refused(rt route, why string) answer {
-	if page(rt) {
+	if isPage(rt) {
 		return answer{Status: http.StatusSeeOther, Location: "/login?next=" + url.QueryEscape(rt.path)}
 	}
 	return answer{Status: http.StatusUnauthorized, Auth: `Bearer realm="bettertest"`, Body: apiError(why)}
