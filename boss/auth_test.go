@@ -2,12 +2,21 @@ package boss_test
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -487,4 +496,67 @@ func typed(t *testing.T, args []string, passwords ...string) (string, int) {
 	go io.Copy(io.Discard, term)
 	_ = cmd.Wait()
 	return stdout.String(), cmd.ProcessState.ExitCode()
+}
+
+// With --tls-cert and --tls-key the boss serves https, and its session
+// cookie is Secure.
+func TestTLSMakesTheCookieSecure(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	usersFile := filepath.Join(dir, "users.json")
+	if err := boss.AddUser(usersFile, "alice", boss.RoleOperator, []byte("alice-password")); err != nil {
+		t.Fatal(err)
+	}
+	worker := wt.Start(t, bin, wt.Options{})
+	b := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "noop", noop)}, Workers: []*wt.Worker{worker},
+		Args: []string{"--users-file", usersFile, "--tls-cert", certFile, "--tls-key", keyFile}})
+	base := "https" + strings.TrimPrefix(b.URL, "http")
+	client := &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: noRedirects.CheckRedirect,
+	}
+	req, _ := http.NewRequest("POST", base+"/login", strings.NewReader("name=alice&password=alice-password"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	c, err := http.ParseSetCookie(resp.Header.Get("Set-Cookie"))
+	if err != nil || resp.StatusCode != http.StatusSeeOther || !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+		t.Errorf("log in over https: %s %q %v", resp.Status, resp.Header.Get("Set-Cookie"), err)
+	}
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and returns its files and a
+// pool that trusts it.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "boss"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
