@@ -83,7 +83,7 @@ type answer struct {
 var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // send sends one request; header is pairs of name and value ("Host" sets the Host).
-func send(t *testing.T, base string, rt route, header ...string) answer {
+func send(t testing.TB, base string, rt route, header ...string) answer {
 	t.Helper()
 	var body io.Reader
 	if rt.body != "" {
@@ -135,7 +135,7 @@ func refused(rt route, why string) answer {
 }
 
 // login logs in with the form and returns the session cookie's value.
-func login(t *testing.T, base, name, password string) string {
+func login(t testing.TB, base, name, password string) string {
 	t.Helper()
 	a := send(t, base, route{"POST", "/login", url.Values{"name": {name}, "password": {password}, "next": {"/flaky"}}.Encode()},
 		"Content-Type", "application/x-www-form-urlencoded", "Origin", base)
