@@ -62,11 +62,14 @@ type auth struct {
 	users    map[string]user
 	tokens   map[string]string // SHA-256 of a token → user
 	sessions map[string]session
+
+	streamsMu sync.Mutex
+	streams   map[*stream]struct{}
 }
 
 func newAuth(cfg Config, st *store, log *slog.Logger) (*auth, error) {
 	a := &auth{path: cfg.UsersFile, publicRead: cfg.PublicRead, log: log, store: st, checks: make(chan struct{}, 2),
-		hosts: map[string]bool{"localhost": true}, origins: map[string]bool{}, sessions: map[string]session{}}
+		hosts: map[string]bool{"localhost": true}, origins: map[string]bool{}, sessions: map[string]session{}, streams: map[*stream]struct{}{}}
 	host, _, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s is not HOST:PORT: %w", cfg.Listen, err)
@@ -144,6 +147,11 @@ func (a *auth) setUsers(u users) {
 	a.mu.Lock()
 	a.users, a.tokens = byName, tokens
 	a.mu.Unlock()
+	a.endStreams(func(st *stream) bool {
+		_, exists := byName[st.user]
+		_, token := tokens[st.cred.hash]
+		return !exists || (st.cred.token && !token)
+	})
 	a.log.Info("users loaded", "file", a.path, "users", len(byName), "tokens", len(tokens))
 }
 
@@ -272,10 +280,11 @@ func (a *auth) middleware(next http.Handler) http.Handler {
 			return
 		}
 		var p principal
+		var cred credential
 		if r.URL.Path != "/login" && r.URL.Path != "/ui/app.css" { // the login page and its style are for everyone
 			var ok bool
 			var why string
-			if p, ok, why = a.identify(r); !ok {
+			if p, cred, ok, why = a.identify(r); !ok {
 				a.refuse(w, r, why)
 				return
 			}
@@ -288,7 +297,12 @@ func (a *auth) middleware(next http.Handler) http.Handler {
 			writeError(w, http.StatusUnsupportedMediaType, why)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+		if cred.hash != "" && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+			a.serveStream(next, w, r, p, cred)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -301,26 +315,28 @@ func (p principal) label() string {
 
 // identify finds who sends r: by API token, else by session cookie. ok is
 // false, with why, when r carries no valid credentials and needs some.
-func (a *auth) identify(r *http.Request) (p principal, ok bool, why string) {
+func (a *auth) identify(r *http.Request) (p principal, cred credential, ok bool, why string) {
 	if a.path == "" {
-		return principal{Role: RoleOperator}, true, ""
+		return principal{Role: RoleOperator}, cred, true, ""
 	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if h := r.Header.Get("Authorization"); h != "" {
 		secret, found := strings.CutPrefix(h, "Bearer ")
-		name, known := a.tokens[sha256Hex(secret)]
+		hash := sha256Hex(secret)
+		name, known := a.tokens[hash]
 		if !found || !known {
-			return p, false, "the API token is not valid: make one with bettertest boss token add NAME --users-file FILE and send it as Authorization: Bearer TOKEN"
+			return p, cred, false, "the API token is not valid: make one with bettertest boss token add NAME --users-file FILE and send it as Authorization: Bearer TOKEN"
 		}
-		return principal{Name: name, Role: a.users[name].Role}, true, ""
+		return principal{Name: name, Role: a.users[name].Role}, credential{hash: hash, token: true}, true, ""
 	}
 	if c, err := r.Cookie(SessionCookie); err == nil {
-		s, known := a.sessions[sha256Hex(c.Value)]
+		hash := sha256Hex(c.Value)
+		s, known := a.sessions[hash]
 		u, exists := a.users[s.user]
 		switch {
 		case known && exists && time.Now().Before(s.expires):
-			return principal{Name: u.Name, Role: u.Role}, true, ""
+			return principal{Name: u.Name, Role: u.Role}, credential{hash: hash, expires: s.expires}, true, ""
 		case known && exists:
 			why = "your session has expired: log in again at /login"
 		default:
@@ -330,12 +346,61 @@ func (a *auth) identify(r *http.Request) (p principal, ok bool, why string) {
 	// Anonymous readers may read, and move around the UI: its POSTs are
 	// keys and clicks, and the session refuses their actions.
 	if a.publicRead && (safeMethod(r.Method) || strings.HasPrefix(r.URL.Path, "/ui/sessions/")) {
-		return principal{Role: RoleViewer}, true, ""
+		return principal{Role: RoleViewer}, cred, true, ""
 	}
 	if why == "" {
 		why = "log in at /login, or send an API token as Authorization: Bearer TOKEN (bettertest boss token add NAME --users-file FILE makes one)"
 	}
-	return p, false, why
+	return p, cred, false, why
+}
+
+// credential is what proved who sent a request: the SHA-256 of a token or
+// of a session cookie, and when a session ends.
+type credential struct {
+	hash    string
+	token   bool
+	expires time.Time
+}
+
+// stream is an event stream open on a credential: it ends when the
+// credential does (logout, expiry, a removed user or token), not only when
+// the client leaves.
+type stream struct {
+	user   string
+	cred   credential
+	cancel context.CancelFunc
+}
+
+// serveStream serves a stream that ends with its credential.
+func (a *auth) serveStream(next http.Handler, w http.ResponseWriter, r *http.Request, p principal, cred credential) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if !cred.token {
+		var stop context.CancelFunc
+		ctx, stop = context.WithDeadline(ctx, cred.expires)
+		defer stop()
+	}
+	st := &stream{user: p.Name, cred: cred, cancel: cancel}
+	a.streamsMu.Lock()
+	a.streams[st] = struct{}{}
+	a.streamsMu.Unlock()
+	defer func() {
+		a.streamsMu.Lock()
+		delete(a.streams, st)
+		a.streamsMu.Unlock()
+	}()
+	next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// endStreams ends the streams for which end says so.
+func (a *auth) endStreams(end func(*stream) bool) {
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	for st := range a.streams {
+		if end(st) {
+			st.cancel()
+		}
+	}
 }
 
 // refuse answers a request without valid credentials: a page sends the
@@ -440,6 +505,7 @@ func (b *Boss) handleLogout(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		delete(a.sessions, hashed)
 		a.mu.Unlock()
+		a.endStreams(func(st *stream) bool { return st.cred.hash == hashed })
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})

@@ -285,10 +285,12 @@ func TestEveryRouteRefusesWhoMayNot(t *testing.T) {
 		t.Errorf("victor's tab started a run: %+v", a)
 	}
 
-	// Logging out ends the session, here and after a restart.
+	// Logging out ends the session, and its streams.
+	aliceEvents, closeAlice := events(t, b.URL, "/api/events", "Cookie", "bettertest_session="+alice)
 	check(t, "log out", send(t, b.URL, route{"POST", "/logout", ""}, "Cookie", "bettertest_session="+alice, "Origin", b.URL),
 		answer{Status: http.StatusSeeOther, Location: "/login", SetCookie: "bettertest_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"})
 	check(t, "alice's ended session", send(t, b.URL, runs, "Cookie", "bettertest_session="+alice), refused(runs, "your session has ended: log in again at /login"))
+	ends(t, "alice's events after she logged out", aliceEvents, closeAlice)
 
 	// The running boss sees a token added, and a user removed, at once.
 	newToken, err := boss.AddToken(usersFile, "victor")
@@ -299,12 +301,18 @@ func TestEveryRouteRefusesWhoMayNot(t *testing.T) {
 	if a := send(t, b.URL, runs, "Authorization", "Bearer "+newToken); a.Status != 200 {
 		t.Errorf("victor's new token: %+v", a)
 	}
+	victorEvents, closeVictor := events(t, b.URL, "/api/events", "Cookie", "bettertest_session="+victor)
+	victorTab := openTab(t, b.URL, victor)
+	victorTokenEvents, closeToken := events(t, b.URL, "/api/events", "Authorization", "Bearer "+newToken)
 	if err := boss.RemoveUser(usersFile, "victor"); err != nil {
 		t.Fatal(err)
 	}
 	b.WaitLog(t, "users=1", 1)
 	check(t, "a removed user's token", send(t, b.URL, runs, "Authorization", "Bearer "+newToken), refused(runs, badToken))
 	check(t, "a removed user's session", send(t, b.URL, runs, "Cookie", "bettertest_session="+victor), refused(runs, "your session has ended: log in again at /login"))
+	ends(t, "a removed user's events", victorEvents, closeVictor)
+	ends(t, "a removed user's tab", victorTab.events, victorTab.close)
+	ends(t, "a removed user's events by token", victorTokenEvents, closeToken)
 }
 
 // loginPage is the login page as the boss serves it.
@@ -363,19 +371,8 @@ type uiTab struct {
 
 func openTab(t *testing.T, base, cookie string) *uiTab {
 	t.Helper()
-	req, err := http.NewRequest("GET", base+"/ui/events?path=/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Cookie", "bettertest_session="+cookie)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET /ui/events: %s", resp.Status)
-	}
-	tab := &uiTab{events: sse.NewReader(resp.Body), close: func() { resp.Body.Close() }}
+	tab := &uiTab{}
+	tab.events, tab.close = events(t, base, "/ui/events?path=/", "Cookie", "bettertest_session="+cookie)
 	ev, err := tab.events.Next()
 	if err != nil || ev.Name != "session" || json.Unmarshal([]byte(ev.Data), &tab.id) != nil {
 		t.Fatalf("the tab's first event: %+v %v", ev, err)
@@ -559,4 +556,41 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// events opens an event stream as a browser does; header is pairs of name and value.
+func events(t *testing.T, base, path string, header ...string) (*sse.Reader, func()) {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	for i := 0; i < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	return sse.NewReader(resp.Body), func() { resp.Body.Close() }
+}
+
+// ends reads a stream to its end, which must come from the boss.
+func ends(t *testing.T, what string, r *sse.Reader, close func()) {
+	t.Helper()
+	bound := time.AfterFunc(wt.Deadline, close)
+	defer bound.Stop()
+	defer close()
+	for {
+		if _, err := r.Next(); err != nil {
+			if err != io.EOF {
+				t.Errorf("%s: the stream did not end: %v", what, err)
+			}
+			return
+		}
+	}
 }
