@@ -33,11 +33,7 @@ func TestBrowserLogsInRunsAndLogsOut(t *testing.T) {
 	tab.loads(chromedp.Navigate(b.URL + "/"))
 	tab.equal(`location.pathname + location.search + " " + document.title`, "/login?next=%2F Log in · bettertest")
 	tab.equal(`document.scripts.length`, 0)
-	tab.live("/", chromedp.Steps(
-		chromedp.SendKeys(chromedp.CSS(`input[name="name"]`), "alice"),
-		chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), "alice-password"),
-		chromedp.Submit(chromedp.CSS(`form.login`)),
-	))
+	tab.logIn("/", "alice", "alice-password")
 	tab.equal(`location.pathname + " " + document.querySelector("#nav .who").textContent`, "/ alice")
 	tab.equal(`document.cookie`, "")
 	session := tab.cookie()
@@ -53,6 +49,18 @@ func TestBrowserLogsInRunsAndLogsOut(t *testing.T) {
 
 	tab.press("r")
 	tab.waitFor("run #1 passed", `location.pathname === "/runs/1" && `+jsRunStatus+` === "✓ passed"`)
+
+	// A session ended elsewhere (here: logged out by another program)
+	// sends the page to log in again, by itself.
+	tab.loads(chromedp.Func(func(context.Context, *chromedp.Target) error {
+		check(t, "log out from elsewhere", send(t, b.URL, route{"POST", "/logout", ""}, "Cookie", boss.SessionCookie+"="+session.Value),
+			answer{Status: http.StatusSeeOther, Location: "/login", SetCookie: "bettertest_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"})
+		return nil
+	}))
+	tab.equal(`location.pathname + location.search`, "/login?next=%2Fruns%2F1")
+	tab.logIn("/runs/1", "alice", "alice-password")
+	tab.equal(jsRunStatus, "✓ passed")
+	session = tab.cookie()
 
 	tab.loads(chromedp.Click(chromedp.CSS(`#nav form.user button`)))
 	tab.equal(`location.pathname + location.search + " " + document.title`, "/login Log in · bettertest")
@@ -71,6 +79,17 @@ func TestBrowserLogsInRunsAndLogsOut(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("the cookie after logging out: %s", resp.Status)
 	}
+}
+
+// logIn fills in the login form shown and sends it, and returns once the
+// page at path it leads to is live.
+func (tb *tab) logIn(path, name, password string) {
+	tb.t.Helper()
+	tb.live(path, chromedp.Steps(
+		chromedp.SendKeys(chromedp.CSS(`input[name="name"]`), name),
+		chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), password),
+		chromedp.Submit(chromedp.CSS(`form.login`)),
+	))
 }
 
 // loads does action and returns once the page it leads to has loaded.
