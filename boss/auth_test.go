@@ -78,6 +78,7 @@ type answer struct {
 	Status          int
 	Location, Auth  string
 	SetCookie, Body string
+	CORS            string // Access-Control-Allow-Origin: never set
 }
 
 var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -105,7 +106,7 @@ func send(t testing.TB, base string, rt route, header ...string) answer {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	a := answer{Status: resp.StatusCode, Location: resp.Header.Get("Location"), Auth: resp.Header.Get("WWW-Authenticate"), SetCookie: resp.Header.Get("Set-Cookie")}
+	a := answer{Status: resp.StatusCode, Location: resp.Header.Get("Location"), Auth: resp.Header.Get("WWW-Authenticate"), SetCookie: resp.Header.Get("Set-Cookie"), CORS: resp.Header.Get("Access-Control-Allow-Origin")}
 	if a.Status != http.StatusSeeOther {
 		data, err := io.ReadAll(resp.Body)
 		if err != nil {
@@ -592,5 +593,60 @@ func ends(t *testing.T, what string, r *sse.Reader, close func()) {
 			}
 			return
 		}
+	}
+}
+
+// --public-read lets anonymous visitors read and nothing more; --public-url
+// names the boss; the webhook answers whatever the Host; a users file that
+// is missing or readable by others stops the boss from starting.
+func TestPublicReadAndTheBosssNames(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	usersFile, _, _ := users(t, dir)
+	worker := wt.Start(t, bin, wt.Options{})
+	noopPath := pipedef(t, dir, "noop", noop)
+	b := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{noopPath}, Workers: []*wt.Worker{worker},
+		Args: []string{"--users-file", usersFile, "--public-read", "--public-url", "https://CI.example.com"}})
+
+	runs := route{"GET", "/api/runs", ""}
+	check(t, "an anonymous read", send(t, b.URL, runs), answer{Status: 200, Body: "[]\n"})
+	check(t, "an anonymous read by the public name", send(t, b.URL, runs, "Host", "ci.example.com"), answer{Status: 200, Body: "[]\n"})
+	check(t, "an anonymous run", send(t, b.URL, route{"POST", "/api/pipelines/noop/runs", ""}),
+		refused(route{"POST", "/api/pipelines/noop/runs", ""}, "log in at /login, or send an API token as Authorization: Bearer TOKEN (bettertest boss token add NAME --users-file FILE makes one)"))
+	check(t, "a POST from the public origin", send(t, b.URL, route{"POST", "/api/quarantine", `{}`}, "Host", "ci.example.com", "Origin", "https://CI.example.com", "Content-Type", "application/json"),
+		refused(route{"POST", "/api/quarantine", ""}, "log in at /login, or send an API token as Authorization: Bearer TOKEN (bettertest boss token add NAME --users-file FILE makes one)"))
+	if a := send(t, b.URL, route{"GET", "/", ""}); a.Status != 200 || strings.Contains(a.Body, `class="who"`) {
+		t.Errorf("the pipelines page for an anonymous visitor: %+v", a)
+	}
+	tab := &uiTab{}
+	tab.events, tab.close = events(t, b.URL, "/ui/events?path=/")
+	ev, err := tab.events.Next()
+	if err != nil || json.Unmarshal([]byte(ev.Data), &tab.id) != nil {
+		t.Fatalf("an anonymous tab: %+v %v", ev, err)
+	}
+	if a := send(t, b.URL, route{"POST", "/ui/sessions/" + tab.id, `{"key":"r"}`}, "Content-Type", "application/json"); a.Status != http.StatusNoContent {
+		t.Errorf("an anonymous r: %+v", a)
+	}
+	tab.until(t, ui.Fragment{Op: "append", ID: "notice", HTML: "an anonymous visitor is a viewer: only an operator may start, cancel or quarantine; ask an admin to make you one"})
+	tab.close()
+	check(t, "the webhook by any name", send(t, b.URL, route{"POST", "/hooks/github", "{}"}, "Host", "evil.example", "Content-Type", "text/plain"),
+		answer{Status: http.StatusNotFound, Body: apiError("webhooks are off: start the boss with --github-webhook-secret-file FILE")})
+	check(t, "the runs", send(t, b.URL, runs), answer{Status: 200, Body: "[]\n"})
+
+	start := func(usersFile string) string {
+		cmd := exec.Command(bin, "boss", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--workers-dir", t.TempDir(), "--users-file", usersFile,
+			"--pipedef", noopPath, "--worker", "w0="+worker.URL, "--worker-token-file", "w0="+worker.TokenFile)
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	missing := filepath.Join(dir, "nobody.json")
+	if got, want := start(missing), "bettertest boss: --users-file "+missing+" does not exist: add a user with bettertest boss user add NAME --users-file "+missing+"\n"; got != want {
+		t.Errorf("a missing users file:\n got %q\nwant %q", got, want)
+	}
+	if err := os.Chmod(usersFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := start(usersFile), "bettertest boss: users file "+usersFile+" is readable by group or others (mode 0644): run chmod 600 "+usersFile+"\n"; got != want {
+		t.Errorf("a users file others can read:\n got %q\nwant %q", got, want)
 	}
 }
