@@ -83,7 +83,7 @@ func newAuth(cfg Config, st *store, log *slog.Logger) (*auth, error) {
 			return nil, fmt.Errorf("--public-url %q is not an http(s) URL: pass e.g. https://ci.example.com", pub)
 		}
 		a.hosts[strings.ToLower(u.Hostname())] = true
-		a.origins[u.Scheme+"://"+u.Host] = true
+		a.origins[strings.ToLower(u.Scheme+"://"+u.Host)] = true
 	}
 	if a.path == "" {
 		if !loopback(host) {
@@ -232,7 +232,7 @@ func (a *auth) crossSite(r *http.Request) string {
 		if r.TLS != nil {
 			scheme = "https"
 		}
-		if o == scheme+"://"+r.Host || a.origins[o] {
+		if o == scheme+"://"+r.Host || a.origins[strings.ToLower(o)] {
 			return ""
 		}
 		return fmt.Sprintf("this request comes from another site (Origin: %s): use this boss's own pages, or send it from a program", o)

@@ -613,7 +613,7 @@ func TestPublicReadAndTheBosssNames(t *testing.T) {
 	check(t, "an anonymous read by the public name", send(t, b.URL, runs, "Host", "ci.example.com"), answer{Status: 200, Body: "[]\n"})
 	check(t, "an anonymous run", send(t, b.URL, route{"POST", "/api/pipelines/noop/runs", ""}),
 		refused(route{"POST", "/api/pipelines/noop/runs", ""}, "log in at /login, or send an API token as Authorization: Bearer TOKEN (bettertest boss token add NAME --users-file FILE makes one)"))
-	check(t, "a POST from the public origin", send(t, b.URL, route{"POST", "/api/quarantine", `{}`}, "Host", "ci.example.com", "Origin", "https://CI.example.com", "Content-Type", "application/json"),
+	check(t, "a POST from the public origin", send(t, b.URL, route{"POST", "/api/quarantine", `{}`}, "Host", "ci.example.com", "Origin", "https://ci.example.com", "Content-Type", "application/json"),
 		refused(route{"POST", "/api/quarantine", ""}, "log in at /login, or send an API token as Authorization: Bearer TOKEN (bettertest boss token add NAME --users-file FILE makes one)"))
 	if a := send(t, b.URL, route{"GET", "/", ""}); a.Status != 200 || strings.Contains(a.Body, `class="who"`) {
 		t.Errorf("the pipelines page for an anonymous visitor: %+v", a)
