@@ -52,6 +52,7 @@ type session struct {
 type auth struct {
 	path       string // the users file; "": no users, the boss serves one person on loopback
 	publicRead bool
+	secure     bool // cookies are Secure even over http: TLS ends in a proxy in front
 	hosts      map[string]bool // the names this boss answers to
 	origins    map[string]bool // its origins besides the request's own: --public-url's
 	log        *slog.Logger
@@ -74,7 +75,9 @@ func newAuth(cfg Config, st *store, log *slog.Logger) (*auth, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s is not HOST:PORT: %w", cfg.Listen, err)
 	}
-	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+	ip := net.ParseIP(host)
+	everywhere := host == "" || (ip != nil && ip.IsUnspecified()) // 0.0.0.0, ::, or no host
+	if !everywhere {
 		a.hosts[strings.ToLower(host)] = true
 	}
 	if pub := cfg.GitHub.PublicURL; pub != "" {
@@ -85,6 +88,10 @@ func newAuth(cfg Config, st *store, log *slog.Logger) (*auth, error) {
 		a.hosts[strings.ToLower(u.Hostname())] = true
 		a.origins[strings.ToLower(u.Scheme+"://"+u.Host)] = true
 	}
+	if everywhere && cfg.GitHub.PublicURL == "" && a.path != "" {
+		return nil, fmt.Errorf("--listen %s answers on every address, but the boss only answers to its own names: pass --public-url URL with the name people reach it by", cfg.Listen)
+	}
+	a.secure = strings.HasPrefix(strings.ToLower(cfg.GitHub.PublicURL), "https:")
 	if a.path == "" {
 		if !loopback(host) {
 			return nil, fmt.Errorf("--listen %s is reachable from other machines, and this boss has no users, so anyone there could run anything: "+
@@ -490,7 +497,7 @@ func (b *Boss) handleLogin(w http.ResponseWriter, r *http.Request) {
 	a.mu.Unlock()
 	b.log.Info("logged in", "user", name)
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: secret, Path: "/", Expires: expires, MaxAge: int(SessionLife.Seconds()),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || a.secure})
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
@@ -508,6 +515,6 @@ func (b *Boss) handleLogout(w http.ResponseWriter, r *http.Request) {
 		a.endStreams(func(st *stream) bool { return st.cred.hash == hashed })
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || a.secure})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }

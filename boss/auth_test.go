@@ -633,15 +633,18 @@ func TestPublicReadAndTheBosssNames(t *testing.T) {
 		answer{Status: http.StatusNotFound, Body: apiError("webhooks are off: start the boss with --github-webhook-secret-file FILE")})
 	check(t, "the runs", send(t, b.URL, runs), answer{Status: 200, Body: "[]\n"})
 
-	start := func(usersFile string) string {
-		cmd := exec.Command(bin, "boss", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--workers-dir", t.TempDir(), "--users-file", usersFile,
-			"--pipedef", noopPath, "--worker", "w0="+worker.URL, "--worker-token-file", "w0="+worker.TokenFile)
+	start := func(usersFile string, args ...string) string {
+		cmd := exec.Command(bin, append([]string{"boss", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--workers-dir", t.TempDir(), "--users-file", usersFile,
+			"--pipedef", noopPath, "--worker", "w0=" + worker.URL, "--worker-token-file", "w0=" + worker.TokenFile}, args...)...)
 		out, _ := cmd.CombinedOutput()
 		return string(out)
 	}
 	missing := filepath.Join(dir, "nobody.json")
 	if got, want := start(missing), "bettertest boss: --users-file "+missing+" does not exist: add a user with bettertest boss user add NAME --users-file "+missing+"\n"; got != want {
 		t.Errorf("a missing users file:\n got %q\nwant %q", got, want)
+	}
+	if got, want := start(usersFile, "--listen", "0.0.0.0:0"), "bettertest boss: --listen 0.0.0.0:0 answers on every address, but the boss only answers to its own names: pass --public-url URL with the name people reach it by\n"; got != want {
+		t.Errorf("users on every address without --public-url:\n got %q\nwant %q", got, want)
 	}
 	if err := os.Chmod(usersFile, 0o644); err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 )
 
 // Role is what a user may do: a viewer reads, an operator also starts,
-// cancels and quarantines.
+// cancels, quarantines and approves.
 type Role string
 
 const (
