@@ -20,6 +20,7 @@ import (
 // routes is the boss's HTTP API.
 func (b *Boss) routes() http.Handler {
 	r := chi.NewRouter()
+	r.Use(b.auth.middleware)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/api/") && r.Method == http.MethodGet {
 			b.handlePage(w, r) // the UI's own page saying there is no such page
@@ -31,6 +32,9 @@ func (b *Boss) routes() http.Handler {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 	})
 	b.uiRoutes(r)
+	r.Get("/login", b.handleLoginPage)
+	r.Post("/login", b.handleLogin)
+	r.Post("/logout", b.handleLogout)
 	r.Post("/hooks/github", b.handleGitHubHook)
 	r.Route("/api", func(r chi.Router) {
 		r.Get("/pipelines", b.handlePipelines)
@@ -251,7 +255,7 @@ func (b *Boss) handleApprove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	run, err := b.approve(id, "api")
+	run, err := b.approve(id, principalOf(r).label())
 	if errors.Is(err, errNotAwaiting) {
 		stored, err := b.store.run(r.Context(), id)
 		if err != nil {

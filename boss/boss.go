@@ -9,6 +9,7 @@ package boss
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,13 @@ type Config struct {
 	// fail runs; more can be quarantined from the UI and the API.
 	Quarantine [][2]string
 	Logger     *slog.Logger
+	// UsersFile names the users and their API tokens (see AddUser); empty:
+	// no users, and the boss serves only its loopback address.
+	UsersFile string
+	// PublicRead lets visitors who have not logged in read everything.
+	PublicRead bool
+	// TLSCert and TLSKey, both or neither, make the boss serve https.
+	TLSCert, TLSKey string
 	// Ready, if not nil, is called with the listening address once the API serves.
 	Ready func(addr string)
 }
@@ -70,6 +78,8 @@ type Boss struct {
 	github     *statusClient         // nil: no commit statuses
 	// secretNames are the secrets each pipeline declares, by pipeline name.
 	secretNames map[string][]string
+	auth       *auth                 // who may do what
+	tls        *tls.Config           // nil: plain http
 
 	// mu guards everything below. Each change of state is recorded and
 	// published while it is held, so watchers see changes in the order made.
@@ -101,7 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stop()
 	b.stopping = stopping
 	if b.github != nil && b.github.public == "" {
-		b.github.public = "http://" + ln.Addr().String()
+		b.github.public = b.scheme() + "://" + ln.Addr().String()
 	}
 	for _, w := range b.workers {
 		go b.watch(stopping, w)
@@ -109,10 +119,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Every > 0 {
 		go b.schedule(stopping, cfg.Every)
 	}
-	srv := &http.Server{Handler: b.routes(), ReadHeaderTimeout: 10 * time.Second}
+	if err := b.auth.watch(stopping); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: b.routes(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: b.tls}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	b.log.Info("listening", "addr", ln.Addr().String(), "pipelines", len(b.pipelines), "workers", len(b.workers), "version", bettertest.Version)
+	go func() {
+		if b.tls != nil {
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
+	b.log.Info("listening", "addr", ln.Addr().String(), "url", b.scheme()+"://"+ln.Addr().String(), "pipelines", len(b.pipelines), "workers", len(b.workers), "version", bettertest.Version)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}
@@ -240,6 +259,16 @@ func newBoss(cfg Config) (*Boss, error) {
 		b.github = &statusClient{api: cfg.GitHub.API, token: string(token), public: cfg.GitHub.PublicURL,
 			client: &http.Client{Timeout: 30 * time.Second}}
 	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together: pass both to serve https, or neither")
+	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert %s --tls-key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		b.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	st, interrupted, err := openStore(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -248,6 +277,10 @@ func newBoss(cfg Config) (*Boss, error) {
 		b.log.Info("marked runs the last boss left unfinished as interrupted", "count", interrupted)
 	}
 	b.store = st
+	if b.auth, err = newAuth(cfg, st, b.log); err != nil {
+		st.close()
+		return nil, err
+	}
 	if err := b.rejudgeAll(context.Background()); err != nil {
 		st.close()
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
@@ -274,6 +307,13 @@ func writeLibrary(dataDir string) (string, error) {
 		return "", err
 	}
 	return dir, os.Rename(tmp, dir)
+}
+
+func (b *Boss) scheme() string {
+	if b.tls != nil {
+		return "https"
+	}
+	return "http"
 }
 
 func (b *Boss) pipeline(name string) (bettertest.Pipeline, bool) {

@@ -285,6 +285,13 @@ func newTab(t testing.TB, base string) *tab {
 // reports over the DevTools protocol.
 func (tb *tab) open(path string) {
 	tb.t.Helper()
+	tb.live(path, chromedp.Navigate(tb.base+path))
+}
+
+// live does action, which loads a page, and returns once that page is live
+// (see open).
+func (tb *tab) live(path string, action chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, tb.bound)
 	defer cancel()
 	live := make(chan struct{}, 1)
@@ -306,7 +313,7 @@ func (tb *tab) open(path string) {
 	}); err != nil {
 		tb.t.Fatal(err)
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(tb.base+path)); err != nil {
+	if err := chromedp.Do(ctx, action); err != nil {
 		tb.t.Fatalf("opening %s: %v\n%s", path, err, tb.output)
 	}
 	select {

@@ -61,7 +61,7 @@ func assetHandler(name, contentType string) http.HandlerFunc {
 func (b *Boss) handlePage(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.EscapedPath() // the form of the Model's paths and the browser's location
 	loaded := b.load(r.Context(), path)
-	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos()}, loaded)
+	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos(), User: principalOf(r).Name}, loaded)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if loaded.NotFound != "" {
 		w.WriteHeader(http.StatusNotFound)
@@ -198,6 +198,7 @@ func (b *Boss) handleRaw(w http.ResponseWriter, r *http.Request) {
 // uiSession is one tab: its Model, owned by the goroutine serving its stream.
 type uiSession struct {
 	msgs chan ui.Msg
+	who  principal // the tab's user: only they may send it keys and clicks
 }
 
 type uiSessions struct {
@@ -244,7 +245,8 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	// sequence number.
 	sub := b.events.Subscribe(nil, nil)
 	defer b.events.Unsubscribe(sub)
-	sess := &uiSession{msgs: make(chan ui.Msg, 64)}
+	who := principalOf(r)
+	sess := &uiSession{msgs: make(chan ui.Msg, 64), who: who}
 	id := b.uiSessions.add(sess)
 	defer b.uiSessions.remove(id)
 
@@ -267,7 +269,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 
 	// The page may have changed since the browser got it, so the first
 	// fragments bring every region of it up to date.
-	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos()}, b.load(ctx, path))
+	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos(), User: who.Name}, b.load(ctx, path))
 	shown := ui.View(m)
 	if !send(hub.New("session", id), hub.New("fragments", ui.Diff(ui.Page{}, shown))) {
 		return
@@ -315,6 +317,12 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			m = ui.Update(m, msg)
 			for _, e := range m.Effects {
+				if e.Kind == ui.Trigger || e.Kind == ui.Cancel || e.Kind == ui.Quarantine || e.Kind == ui.Approve {
+					if !who.may(RoleOperator) {
+						pending = append(pending, ui.Notice{Text: who.label() + " is a viewer: only an operator may start, cancel, approve or quarantine; ask an admin to make you one"})
+						continue
+					}
+				}
 				switch e.Kind {
 				case ui.Load:
 					pending = append(pending, b.load(ctx, e.Path))
@@ -331,7 +339,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 						pending = append(pending, ui.Notice{Text: fmt.Sprintf("run #%d has already ended: there is nothing to cancel", e.RunID)})
 					}
 				case ui.Approve:
-					if _, err := b.approve(e.RunID, "ui"); err != nil {
+					if _, err := b.approve(e.RunID, who.label()); err != nil {
 						pending = append(pending, ui.Notice{Text: fmt.Sprintf("run #%d does not await approval any more", e.RunID)})
 					}
 				case ui.Quarantine:
@@ -403,6 +411,10 @@ type uiInput struct {
 
 func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 	sess := b.uiSessions.get(chi.URLParam(r, "id"))
+	if sess != nil && sess.who != principalOf(r) {
+		writeError(w, http.StatusForbidden, "this tab belongs to someone else: reload the page")
+		return
+	}
 	if sess == nil {
 		writeError(w, http.StatusNotFound, "no such session: reload the page")
 		return

@@ -97,6 +97,9 @@ gobench ./boss BenchmarkUITaskPage100kLines 'ui_bench_test' -benchtime 1x
 step "14. flaky tests: the flaky page with 100,000 recorded test-case results, against GET /api/workers (target < 50 ms)"
 gobench ./boss BenchmarkFlakyPage100kResults 'flaky_bench_test' -benchtime 1x
 
+step "15. the boss with users: GET /api/runs with a session cookie and with an API token, against a boss without users (target p99 <= 1.2x)"
+gobench ./boss BenchmarkAuthenticatedRuns 'auth_bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

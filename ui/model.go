@@ -41,6 +41,7 @@ type Model struct {
 	Task      string                  // the task page: the task's name
 	Log       Log                     // the task page
 	Workers   []bettertest.WorkerInfo // always: the header counts them
+	User      string                  // who is logged in; "" when nobody is
 	Tests     []bettertest.TestResult // the task page: its test cases, every attempt
 	Flaky     []bettertest.FlakyTest  // the flaky page: every pipeline's; run and task pages: the run's pipeline's
 

@@ -598,3 +598,29 @@ func TestDiffTestChanged(t *testing.T) {
 		t.Fatalf("first result:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+func TestViewLoginAndUser(t *testing.T) {
+	golden(t, "login.html", LoginPage(Login{Next: "/runs/7"}))
+	golden(t, "login-failed.html", LoginPage(Login{Name: `al"<ice>`, Next: "/", Notice: "Wrong name or password."}))
+	m := fixture(PagePipelines)
+	m.User = "alice <a>"
+	golden(t, "pipelines-user.html", View(m).HTML())
+}
+
+// A commit URL comes from a webhook's payload: only http and https become links.
+func TestViewCommitLinksOnlyHTTP(t *testing.T) {
+	for _, c := range []struct{ url, want string }{
+		{"https://github.com/o/hello/commit/0d1a26e", `commit <a href="https://github.com/o/hello/commit/0d1a26e"><code>0d1a26e</code></a> on refs/heads/main by Ada &lt;L&gt;`},
+		{"HTTP://example.com/c?a=1&b=2", `commit <a href="HTTP://example.com/c?a=1&amp;b=2"><code>0d1a26e</code></a> on refs/heads/main by Ada &lt;L&gt;`},
+		{"javascript:alert(document.cookie)", `commit <code>0d1a26e</code> on refs/heads/main by Ada &lt;L&gt;`},
+		{" JavaScript:alert(1)", `commit <code>0d1a26e</code> on refs/heads/main by Ada &lt;L&gt;`},
+		{"data:text/html,<script>alert(1)</script>", `commit <code>0d1a26e</code> on refs/heads/main by Ada &lt;L&gt;`},
+		{"//evil.example/x", `commit <code>0d1a26e</code> on refs/heads/main by Ada &lt;L&gt;`},
+	} {
+		r := fixtureRun()
+		r.CommitURL = c.url
+		if got := commit(r); got != c.want {
+			t.Errorf("commit URL %q:\n got %s\nwant %s", c.url, got, c.want)
+		}
+	}
+}

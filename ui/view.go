@@ -55,6 +55,13 @@ func (p Page) MainHTML() string {
 
 func esc(s string) string { return html.EscapeString(s) }
 
+// linkable says whether a URL from outside data (a webhook's payload) may
+// become a link: http and https only, never javascript: or data:.
+func linkable(u string) bool {
+	lower := strings.ToLower(u)
+	return strings.HasPrefix(lower, "https://") || strings.HasPrefix(lower, "http://")
+}
+
 // View renders a Model. It is pure: the same Model gives the same bytes.
 func View(m Model) Page {
 	p := Page{Nav: nav(m), Notice: Region{ID: "notice", Tag: "div", Attrs: ` role="status"`, Inner: esc(m.Notice)}, Help: help(m.Help)}
@@ -107,7 +114,15 @@ func nav(m Model) Region {
 		link("/", "Pipelines", m.Page != PageWorkers && m.Page != PageFlaky, "") + " " +
 		link("/flaky", "Flaky", m.Page == PageFlaky, "") + " " +
 		link("/workers", "Workers", m.Page == PageWorkers, fmt.Sprintf(` <span class="st %s">%d/%d up</span>`, workers, up, len(m.Workers))) +
-		` <button class="hint" data-action="help" aria-keyshortcuts="?">shortcuts <kbd>?</kbd></button>`}
+		` <button class="hint" data-action="help" aria-keyshortcuts="?">shortcuts <kbd>?</kbd></button>` + user(m.User)}
+}
+
+// user is who is logged in, with a button to log out; nothing when nobody is.
+func user(name string) string {
+	if name == "" {
+		return ""
+	}
+	return ` <form class="user" method="post" action="/logout"><span class="who">` + esc(name) + `</span> <button>Log out</button></form>`
 }
 
 // status is a status in words, with a symbol and a colour: never colour alone.
@@ -275,7 +290,7 @@ func commit(r *bettertest.Run) string {
 		return ""
 	}
 	c := "commit <code>" + esc(short(r.Commit)) + "</code>"
-	if r.CommitURL != "" {
+	if linkable(r.CommitURL) {
 		c = `commit <a href="` + esc(r.CommitURL) + `"><code>` + esc(short(r.Commit)) + "</code></a>"
 	}
 	if r.Ref != "" {

@@ -30,6 +30,11 @@ Run pipelines on healthy workers, keep their history, and serve the API:
   GET  /api/events                  every change, as Server-Sent Events
   POST /hooks/github                GitHub's push and pull_request webhooks
 
+With --users-file, people log in at /login and programs send an API token as
+Authorization: Bearer TOKEN. Manage users and tokens with
+  bettertest boss user add|passwd|remove NAME --users-file FILE
+  bettertest boss token add NAME --users-file FILE
+
 Each --pipedef is one pipeline, named after its file. A pipeline gets the
 secrets it names (--pipedef FILE,secrets=A+B, --repo ...,secrets=A+B) from
 --secret NAME=FILE; their values are masked in everything the boss shows and
@@ -38,7 +43,10 @@ enrollment saved in --workers-dir, plus any given with --worker NAME=URL and
 --worker-token-file NAME=PATH.
 `
 
-func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
+func runBoss(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "user" || args[0] == "token") {
+		return runBossUsers(args, stdout, stderr)
+	}
 	fs := newFlagSet("boss", bossUsage, stderr)
 	home, err := os.UserHomeDir()
 	if err != nil {
@@ -53,7 +61,11 @@ func runBoss(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GitHub.TokenFile, "github-token-file", "", "a GitHub token (mode 0600) allowed to set commit statuses")
 	fs.StringVar(&cfg.GitHub.API, "github-api", "https://api.github.com", "the GitHub REST API's base URL (GitHub Enterprise: https://HOST/api/v3)")
 	fs.StringArrayVar(&cfg.GitHub.TrustedAuthors, "trusted-author", nil, "a GitHub login whose pull requests from forks run without approval; repeatable")
-	fs.StringVar(&cfg.GitHub.PublicURL, "public-url", "", "where people reach this boss, for the links in commit statuses (default: http://LISTEN)")
+	fs.StringVar(&cfg.GitHub.PublicURL, "public-url", "", "where people reach this boss: its host is one of the names it answers to, and links in commit statuses use it (default: http://LISTEN)")
+	fs.StringVar(&cfg.UsersFile, "users-file", "", "who may log in, and their API tokens (bettertest boss user add makes it); without it the boss listens on loopback only")
+	fs.BoolVar(&cfg.PublicRead, "public-read", false, "let visitors read without logging in")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve https with this certificate (PEM), with --tls-key")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "the private key (PEM) of --tls-cert")
 	workersDir := fs.String("workers-dir", filepath.Join(home, ".config", "bettertest", "workers"), "where enrollment saved the workers")
 	workers := fs.StringArray("worker", nil, "another worker, NAME=URL; repeatable")
 	tokens := fs.StringArray("worker-token-file", nil, "the token file of a --worker, NAME=PATH; repeatable")

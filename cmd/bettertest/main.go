@@ -55,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
 	case "boss":
-		err = runBoss(ctx, args[1:], stderr)
+		err = runBoss(ctx, args[1:], stdout, stderr)
 	case "run":
 		err = runRun(ctx, args[1:], stdout, stderr)
 	case "vmlab":

@@ -19,7 +19,7 @@ import (
 	"github.com/bettertest/bettertest/internal/sse"
 )
 
-const runUsage = `Usage: bettertest run [--boss URL] PIPELINE
+const runUsage = `Usage: bettertest run [--boss URL] [--token-file PATH] PIPELINE
 
 Start a run of PIPELINE on the boss and follow it: each stage and task as it
 ends, the whole output of a task that failed, and the run's status. The exit
@@ -29,6 +29,7 @@ status is 0 when the run passed and 1 otherwise.
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", runUsage, stderr)
 	bossURL := fs.String("boss", "http://127.0.0.1:9001", "the boss's URL")
+	tokenFile := fs.String("token-file", "", "an API token of an operator (mode 0600; bettertest boss token add makes one), for a boss with users")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -37,6 +38,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	base := strings.TrimSuffix(*bossURL, "/")
 	c := &bossClient{base: base, out: stdout, color: isTerminal(stdout)}
+	if *tokenFile != "" {
+		token, err := bettertest.ReadTokenFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		c.token = string(token)
+	}
 	run, err := c.trigger(ctx, fs.Arg(0))
 	if err != nil {
 		return err
@@ -59,6 +67,7 @@ func isTerminal(w io.Writer) bool {
 
 type bossClient struct {
 	base  string
+	token string // sent as Authorization: Bearer; "" for a boss without users
 	out   io.Writer
 	color bool
 }
@@ -69,6 +78,12 @@ func (c *bossClient) do(ctx context.Context, method, path string, body io.Reader
 		return nil, fmt.Errorf("--boss %s: %w", c.base, err)
 	}
 	req.Header.Set("Accept", accept)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the boss at %s (%v): start it with bettertest boss, or pass --boss URL", c.base, errors.Unwrap(err))

@@ -84,6 +84,9 @@ func (b *Boss) Do(t testing.TB, method, path string, body any) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

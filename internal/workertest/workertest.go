@@ -180,6 +180,7 @@ type Process struct {
 	waitErr  error
 	mu       sync.Mutex
 	stderr   bytes.Buffer
+	logged   chan struct{} // closed and replaced with each line logged
 	stopOnce sync.Once
 	killed   bool
 }
@@ -188,7 +189,7 @@ type Process struct {
 // address it listens on. The test fails if it exits first.
 func StartProcess(t testing.TB, what string, cmd *exec.Cmd) (*Process, string) {
 	t.Helper()
-	p := &Process{cmd: cmd, exited: make(chan struct{})}
+	p := &Process{cmd: cmd, exited: make(chan struct{}), logged: make(chan struct{})}
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -204,6 +205,8 @@ func StartProcess(t testing.TB, what string, cmd *exec.Cmd) (*Process, string) {
 			line := sc.Text()
 			p.mu.Lock()
 			p.stderr.WriteString(line + "\n")
+			close(p.logged)
+			p.logged = make(chan struct{})
 			p.mu.Unlock()
 			if strings.Contains(line, "msg=listening ") {
 				listening <- field(line, "addr")
@@ -226,6 +229,28 @@ func field(line, key string) string {
 	_, rest, _ := strings.Cut(line, " "+key+"=")
 	v, _, _ := strings.Cut(rest, " ")
 	return v
+}
+
+// WaitLog returns once the process has logged substr n times in all.
+func (p *Process) WaitLog(t testing.TB, substr string, n int) {
+	t.Helper()
+	bound := time.NewTimer(Deadline)
+	defer bound.Stop()
+	for {
+		p.mu.Lock()
+		count, logged := strings.Count(p.stderr.String(), substr), p.logged
+		p.mu.Unlock()
+		if count >= n {
+			return
+		}
+		select {
+		case <-logged:
+		case <-p.exited:
+			t.Fatalf("the process exited having logged %q %d times, not %d:\n%s", substr, count, n, p.Stderr())
+		case <-bound.C:
+			t.Fatalf("the process logged %q %d times in %v, not %d:\n%s", substr, count, Deadline, n, p.Stderr())
+		}
+	}
 }
 
 // Stderr is everything the process logged so far.

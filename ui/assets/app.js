@@ -9,6 +9,8 @@
   let retry = 500;
   let stick = true; // the log follows new output while it is scrolled to its end
   let scrolling = 0;
+  let leaving = false; // a form was sent (Log out): the page goes, its stream with it
+  document.addEventListener("submit", () => { leaving = true; });
 
   // A stream is for the page shown now: after a lost connection the new
   // session sends the whole page again, so nothing missed stays stale.
@@ -21,8 +23,14 @@
     es.addEventListener("error", () => {
       es.close();
       session = null;
-      setTimeout(connect, retry); // backoff: the boss may be restarting
-      retry = Math.min(2 * retry, 10000);
+      if (leaving) return;
+      const again = () => {
+        setTimeout(connect, retry); // backoff: the boss may be restarting
+        retry = Math.min(2 * retry, 10000);
+      };
+      // A session that ended sends this page to the login page: go there.
+      fetch(location.pathname, { method: "HEAD", redirect: "manual" })
+        .then((r) => (r.type === "opaqueredirect" ? location.reload() : again()), again);
     });
   };
 
