@@ -52,7 +52,7 @@ type session struct {
 type auth struct {
 	path       string // the users file; "": no users, the boss serves one person on loopback
 	publicRead bool
-	secure     bool // cookies are Secure even over http: TLS ends in a proxy in front
+	secure     bool            // cookies are Secure even over http: TLS ends in a proxy in front
 	hosts      map[string]bool // the names this boss answers to
 	origins    map[string]bool // its origins besides the request's own: --public-url's
 	log        *slog.Logger

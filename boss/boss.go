@@ -78,8 +78,8 @@ type Boss struct {
 	github     *statusClient         // nil: no commit statuses
 	// secretNames are the secrets each pipeline declares, by pipeline name.
 	secretNames map[string][]string
-	auth       *auth                 // who may do what
-	tls        *tls.Config           // nil: plain http
+	auth        *auth       // who may do what
+	tls         *tls.Config // nil: plain http
 
 	// mu guards everything below. Each change of state is recorded and
 	// published while it is held, so watchers see changes in the order made.

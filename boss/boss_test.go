@@ -36,6 +36,19 @@ func pipedef(t testing.TB, dir, name, code string) string {
 	return path
 }
 
+// logText is the text of the output that path (a log API) answers, its
+// chunks joined.
+func logText(t testing.TB, b *wt.Boss, path string) string {
+	t.Helper()
+	var chunks []bettertest.Chunk
+	b.JSON(t, path, &chunks)
+	var text strings.Builder
+	for _, c := range chunks {
+		text.WriteString(c.Text)
+	}
+	return text.String()
+}
+
 // gated is a pipedef that uses no worker: it waits until the test writes to
 // the FIFO named after its worker, then exits with what it read.
 const gated = `import os, sys

@@ -17,17 +17,21 @@ import (
 )
 
 // wobblyPipedef is a pipeline whose tests do what plan files say, attempt
-// by attempt: a plan is a file on the test's machine, sent to the worker as
-// the test's input /plan, whose line N says whether attempt N passes.
+// by attempt: a plan is a file in its directory, sent to the worker as the
+// test's input /plan, whose line N says whether attempt N passes. The plans
+// are in plans/, or, for a pipedef in a repository (whose runs of one commit
+// must differ), in plans/RUN, RUN being the boss's run id (--run-id).
 // Nothing is random. "wobbly" is a task without results (one test itself);
 // "unit" reports JUnit XML with a steady pkg.TestA and a pkg.TestB that
 // follows its plan; "steady" always passes.
-const wobblyPipedef = `import bettertest as bt
+const wobblyPipedef = `import sys
+import bettertest as bt
+plans = %[3]q.replace("RUN", sys.argv[sys.argv.index("--run-id") + 1])
 p = bt.pipeline(%[1]q)
 with p.stage("test") as s:
-    s.test("wobbly", image="bettertest/base:bookworm", retries=%[2]d, inputs={"/plan": bt.local(%[3]q)},
+    s.test("wobbly", image="bettertest/base:bookworm", retries=%[2]d, inputs={"/plan": bt.local(plans + "/wobbly")},
            command='test "$(sed -n "${BETTERTEST_ATTEMPT}p" /plan)" = pass')
-    s.test("unit", image="bettertest/base:bookworm", retries=%[2]d, inputs={"/plan": bt.local(%[4]q)}, results="/results/junit.xml",
+    s.test("unit", image="bettertest/base:bookworm", retries=%[2]d, inputs={"/plan": bt.local(plans + "/unit")}, results="/results/junit.xml",
            command='''mkdir -p /results
 if [ "$(sed -n "${BETTERTEST_ATTEMPT}p" /plan)" = pass ]; then b=""; else b='<failure message="too slow">took 3s</failure>'; fi
 printf '<testsuite name="pkg"><testcase classname="pkg" name="TestA" time="0.5"/><testcase classname="pkg" name="TestB" time="1.25">%%s</testcase></testsuite>\n' "$b" > /results/junit.xml''')
@@ -42,10 +46,14 @@ type wobbly struct {
 func newWobbly(t *testing.T, name string, retries int) *wobbly {
 	dir := t.TempDir()
 	w := &wobbly{dir: dir}
-	// The plans beside the pipedef, which runs in its directory.
-	w.code = fmt.Sprintf(wobblyPipedef, name, retries, "plan-wobbly", "plan-unit")
+	w.code = fmt.Sprintf(wobblyPipedef, name, retries, "plans")
 	w.plan(t, "pass", "pass")
 	return w
+}
+
+// newRepoWobbly is a wobblyPipedef for a repository, whose plans are per run.
+func newRepoWobbly(name string) *wobbly {
+	return &wobbly{code: fmt.Sprintf(wobblyPipedef, name, 0, "plans/RUN")}
 }
 
 // startWobbly starts a worker and a boss whose one pipeline is a wobblyPipedef named name.
@@ -58,9 +66,18 @@ func startWobbly(t *testing.T, name string, retries int, args ...string) (*wobbl
 // plan says what the next run's attempts of wobbly and of unit's pkg.TestB do.
 func (w *wobbly) plan(t *testing.T, wobblyAttempts, unitAttempts string) {
 	t.Helper()
+	writePlans(t, filepath.Join(w.dir, "plans"), wobblyAttempts, unitAttempts)
+}
+
+// writePlans writes the plans of wobbly and unit into dir.
+func writePlans(t *testing.T, dir, wobblyAttempts, unitAttempts string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for task, attempts := range map[string]string{"wobbly": wobblyAttempts, "unit": unitAttempts} {
 		plan := strings.Join(strings.Split(attempts, " "), "\n") + "\n"
-		if err := os.WriteFile(filepath.Join(w.dir, "plan-"+task), []byte(plan), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, task), []byte(plan), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -199,8 +216,12 @@ func TestARetriedFlakyTestIsRecordedMarkedAndListed(t *testing.T) {
 // in a row clear it.
 func TestSameCommitFlipRateAndClearing(t *testing.T) {
 	t.Parallel()
-	w := newWobbly(t, "app", 0)
+	w := newRepoWobbly("app")
 	repo := newRepo(t)
+	// Runs 1 to 4 test one commit, each with its own plans.
+	for run, wobbly := range []string{"pass", "fail", "pass", "pass"} {
+		writePlans(t, filepath.Join(repo.work, "plans", fmt.Sprint(run+1)), wobbly, "pass")
+	}
 	commit := repo.commit(t, w.code, "refs/heads/main")
 	worker := wt.Start(t, bin, wt.Options{})
 	boss := wt.StartBoss(t, bin, wt.BossOptions{Workers: []*wt.Worker{worker}, Args: []string{
@@ -213,12 +234,10 @@ func TestSameCommitFlipRateAndClearing(t *testing.T) {
 	}
 
 	// Runs 1 and 2 test one commit: wobbly passes, then fails.
-	w.plan(t, "pass", "pass")
 	if r := runJudged(t, boss, "app"); r.Status != bettertest.StatusPassed || r.Commit != commit {
 		t.Fatalf("run #%d %s on %s, want passed on %s", r.ID, r.Status, r.Commit, commit)
 	}
 	same(t, "after one run", flaky(), []bettertest.FlakyTest{})
-	w.plan(t, "fail", "pass")
 	if r := runJudged(t, boss, "app"); r.Status != bettertest.StatusFailed {
 		t.Fatalf("run #%d %s, want failed", r.ID, r.Status)
 	}
@@ -230,7 +249,6 @@ func TestSameCommitFlipRateAndClearing(t *testing.T) {
 	}})
 
 	// Two clean passes clear it.
-	w.plan(t, "pass", "pass")
 	runJudged(t, boss, "app")
 	if got := flaky(); len(got) != 1 || got[0].CleanRuns != 1 {
 		t.Fatalf("after one clean pass: %+v, want wobbly still listed, 1 clean run", got)
@@ -242,8 +260,8 @@ func TestSameCommitFlipRateAndClearing(t *testing.T) {
 	// runs (the window) the outcome flips 4 times in 4.
 	var commits []string
 	for i, attempts := range []string{"fail", "pass", "fail", "pass", "fail"} {
+		writePlans(t, filepath.Join(repo.work, "plans", fmt.Sprint(5+i)), attempts, "pass")
 		commits = append(commits, repo.commit(t, w.code+fmt.Sprintf("# change %d\n", i), "refs/heads/main"))
-		w.plan(t, attempts, "pass")
 		runJudged(t, boss, "app")
 		if got := flaky(); i < 4 && len(got) != 0 {
 			t.Fatalf("after %d runs on new commits: listed %+v, want nothing: the flip-rate rule needs 5 runs", i+1, got)

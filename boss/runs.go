@@ -242,7 +242,7 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 	p, _ := b.pipeline(r.run.Pipeline)
 	script, dir := filepath.Base(p.Path), filepath.Dir(p.Path)
 	// The worker is a socket that the boss serves for this run alone.
-	args := []string{"--worker", "unix:" + sandboxSocket, "--worker-name", w.cfg.Name, "--report", "jsonl"}
+	args := []string{"--worker", "unix:" + sandboxSocket, "--worker-name", w.cfg.Name, "--run-id", strconv.FormatInt(r.run.ID, 10), "--report", "jsonl"}
 	quarantine, err := b.quarantineArgs(b.stopping, p.Name)
 	if err != nil {
 		b.failLaunch(r, fmt.Sprintf("could not read the quarantined tests: %v", err))

@@ -102,14 +102,10 @@ func TestForkPullRequestWaitsForApprovalThenRunsSandboxed(t *testing.T) {
 		string(body) != `{"error":"run 1 is passed, not awaiting approval: only a pull request from a fork waits for one"}`+"\n" {
 		t.Fatalf("approve again: %d %s", status, body)
 	}
-	h.boss.JSON(t, "/api/runs/1/log", &out)
-	var text strings.Builder
-	for _, c := range out {
-		text.WriteString(c.Text)
-	}
-	_, line, ok := strings.Cut(text.String(), "REPORT ")
+	text := logText(t, h.boss, "/api/runs/1/log")
+	_, line, ok := strings.Cut(text, "REPORT ")
 	if !ok {
-		t.Fatalf("the pipedef's output has no report: %q", text.String())
+		t.Fatalf("the pipedef's output has no report: %q", text)
 	}
 	var got map[string]any
 	if err := json.Unmarshal([]byte(line), &got); err != nil {

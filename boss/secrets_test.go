@@ -50,12 +50,7 @@ func TestSecretsAreMaskedInTheHistoryTheAPIAndThePages(t *testing.T) {
 		t.Errorf("run error %q", run.Error)
 	}
 	var chunks []bettertest.Chunk
-	boss.JSON(t, fmt.Sprintf("/api/runs/%d/tasks/print/log", r.ID), &chunks)
-	var stdout strings.Builder
-	for _, c := range chunks {
-		stdout.WriteString(c.Text)
-	}
-	if got, want := stdout.String(), "whole: ***\nsplit: ***\nb64: ***\n"; got != want {
+	if got, want := logText(t, boss, fmt.Sprintf("/api/runs/%d/tasks/print/log", r.ID)), "whole: ***\nsplit: ***\nb64: ***\n"; got != want {
 		t.Errorf("task log %q, want %q", got, want)
 	}
 	if got, want := string(get(t, boss, fmt.Sprintf("/runs/%d/tasks/print/raw", r.ID))), "whole: ***\nsplit: ***\nb64: ***\n"; got != want {
@@ -72,5 +67,37 @@ func TestSecretsAreMaskedInTheHistoryTheAPIAndThePages(t *testing.T) {
 		if page := string(get(t, boss, path)); strings.Contains(page, wt.SecretKey) || strings.Contains(page, wt.SecretB64) {
 			t.Errorf("%s shows a secret:\n%s", path, page)
 		}
+	}
+}
+
+// secretUser reads its pipeline's secret with bt.secret and gives it to its
+// task as a file and as an environment variable.
+const secretUser = `import bettertest as bt
+p = bt.pipeline("deploy")
+key = bt.secret("deploy_key")
+with p.stage("deploy") as s:
+    s.test("use", image="` + wt.Image + `", secrets={"/run/secrets/key": key, "env:KEY": key},
+           command='echo "file: $(cat /run/secrets/key)"; echo "env: $KEY"; test "$(cat /run/secrets/key)" = "$KEY"')
+`
+
+// The whole path: the boss's --secret reaches the sandboxed pipedef as a
+// file of its run, the pipedef hands it to its task, and every copy of the
+// task's output shows *** for it.
+func TestASecretReachesTheTaskThroughTheSandbox(t *testing.T) {
+	t.Parallel()
+	worker := wt.Start(t, bin, wt.Options{})
+	boss := wt.StartBoss(t, bin, wt.BossOptions{
+		Workers:  []*wt.Worker{worker},
+		Pipedefs: []string{pipedef(t, t.TempDir(), "deploy", secretUser) + ",secrets=deploy_key"},
+		Secrets:  map[string]string{"deploy_key": wt.SecretKey + "\n"},
+	})
+	w := watch(t, boss, "/api/events")
+	r := trigger(t, boss, "deploy")
+	w.until(t, "the run to end", func() bool { s := w.status(r.ID); return s == "passed" || s == "failed" })
+	if run := w.runs[r.ID]; run.Status != "passed" {
+		t.Fatalf("run %s: %s", run.Status, run.Error)
+	}
+	if got, want := logText(t, boss, fmt.Sprintf("/api/runs/%d/tasks/use/log", r.ID)), "file: ***\nenv: ***\n"; got != want {
+		t.Fatalf("task log %q, want %q", got, want)
 	}
 }

@@ -100,6 +100,9 @@ gobench ./boss BenchmarkFlakyPage100kResults 'flaky_bench_test' -benchtime 1x
 step "15. the boss with users: GET /api/runs with a session cookie and with an API token, against a boss without users (target p99 <= 1.2x)"
 gobench ./boss BenchmarkAuthenticatedRuns 'auth_bench_test' -benchtime 1x
 
+step "16. the sandbox: a pipedef's start sandboxed (bwrap, setpriv) against the same interpreter started directly (target < 50 ms more)"
+gobench ./boss BenchmarkSandboxStart 'sandbox_bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

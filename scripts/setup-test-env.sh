@@ -20,6 +20,7 @@ command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v chromium >/dev/null || need_pkgs+=(chromium) # the UI's browser tests (boss/browser_test.go)
+command -v bwrap >/dev/null || need_pkgs+=(bubblewrap) # the boss runs every pipedef in a bubblewrap sandbox
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	say "installing ${need_pkgs[*]}"
 	apt-get update -qq
