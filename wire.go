@@ -28,6 +28,19 @@ type RunRequest struct {
 	// Secrets are given to the command as read-only files or environment
 	// variables; their values are masked in the run's output events.
 	Secrets []Secret `json:"secrets,omitempty"`
+	// Limits narrows the worker's limits for this run; it can never widen them.
+	Limits *Limits `json:"limits,omitempty"`
+	// User runs the command as this user of the image, NAME or UID[:GID]
+	// (e.g. "65534"); the image's default (root) when empty.
+	User string `json:"user,omitempty"`
+}
+
+// Limits bound what one run may take. A worker has its own (its flags); a
+// run may ask for less, never more. Zero means no limit of the run's own.
+type Limits struct {
+	PIDs        int64   `json:"pids,omitempty"`         // processes and threads at once
+	MemoryBytes int64   `json:"memory_bytes,omitempty"` // RAM, page cache and /tmp included; no swap
+	CPUs        float64 `json:"cpus,omitempty"`         // CPU time, in CPUs
 }
 
 // Secret is one secret value of a run: a file at Path in the container

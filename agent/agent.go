@@ -29,6 +29,7 @@ type Config struct {
 	DockerHost  string // Docker engine address, e.g. unix:///var/run/docker.sock
 	DataDir     string // artifacts and the build cache
 	CacheSize   int64  // bytes the artifacts may take on disk
+	Limits      Limits // what one run may take; see DefaultLimits
 	Logger      *slog.Logger
 }
 
@@ -87,7 +88,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 	stopping, stopRuns := context.WithCancel(context.Background())
 	defer stopRuns()
-	run := &runner{docker: docker, owner: owner, log: cfg.Logger, store: store, secrets: filepath.Join(cfg.DataDir, "secrets")}
+	netName, err := runNetwork(ctx, docker, owner)
+	if err != nil {
+		return err
+	}
+	defer removeRunNetwork(docker, owner, cfg.Logger)
+	run := &runner{docker: docker, owner: owner, log: cfg.Logger, store: store, secrets: filepath.Join(cfg.DataDir, "secrets"), limits: cfg.Limits}
 	// Secret files live only while their run does; those of a worker that died go now.
 	if err := os.RemoveAll(run.secrets); err != nil {
 		return fmt.Errorf("--data-dir %s: remove secret files left by an earlier run: %w", cfg.DataDir, err)
@@ -95,7 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.Mkdir(run.secrets, 0o700); err != nil {
 		return fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
-	run.pool = &pool{docker: docker, owner: owner, limit: cfg.MaxParallel, log: cfg.Logger, wg: &run.removal}
+	run.pool = &pool{docker: docker, owner: owner, limit: cfg.MaxParallel, log: cfg.Logger, wg: &run.removal, hostConfig: cfg.Limits.hostConfig(netName)}
 	a := &Agent{token: token, log: cfg.Logger, runner: run, store: store, stopping: stopping,
 		cache: &buildCache{dir: filepath.Join(cfg.DataDir, "cache")}}
 	a.docker = version.Version

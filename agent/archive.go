@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -94,10 +95,17 @@ func typeName(t byte) string {
 }
 
 // checkArchive reads every header of an artifact archive. Contents are
-// skipped by seeking, so this costs little even for a large archive.
-func checkArchive(f io.Reader) error {
+// skipped by seeking, so this costs little even for a large archive. What
+// would fail only when the artifact is used fails here, before it is stored:
+// an entry written through a symlink of the archive (to where it points,
+// perhaps out of the tree); and an archive that unpacks to more than limit
+// bytes, its files counted at the size they take once unpacked, so a sparse
+// file is refused (a few KB that unpack to a GiB).
+func checkArchive(f io.Reader, limit int64) error {
 	tr := tar.NewReader(f)
 	first := true
+	var unpacked int64
+	links := map[string]bool{} // the symlinks so far
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -120,6 +128,28 @@ func checkArchive(f io.Reader) error {
 			return fmt.Errorf("the archive has a second top-level %q entry", archiveRoot)
 		}
 		first = false
+		for dir := path.Dir(name); dir != "." && dir != "/"; dir = path.Dir(dir) {
+			if links[dir] {
+				return fmt.Errorf("entry %q is inside %q, a symlink: it would be written to where the link points, perhaps out of the artifact", short(h.Name), short(dir))
+			}
+		}
+		if h.Typeflag == tar.TypeLink && links[path.Clean(h.Linkname)] {
+			return fmt.Errorf("hard link %q points to %q, a symlink: link to what it points to", short(h.Name), short(h.Linkname))
+		}
+		if h.Typeflag == tar.TypeSymlink {
+			links[name] = true
+		}
+		for k := range h.PAXRecords {
+			if strings.HasPrefix(k, "GNU.sparse.") {
+				return fmt.Errorf("entry %q is a sparse file (%s bytes once unpacked): artifacts hold whole files; pack it without --sparse", short(h.Name), strconv.FormatInt(h.Size, 10))
+			}
+		}
+		if h.Typeflag == tar.TypeReg {
+			unpacked += h.Size
+			if unpacked > limit {
+				return fmt.Errorf("%w: it unpacks to more than this worker's --cache-size of %d bytes: make it smaller or raise --cache-size", errTooBig, limit)
+			}
+		}
 	}
 }
 

@@ -31,11 +31,15 @@ type buildInputs struct {
 	// disk holds nothing derived from a value. Left out when there are none,
 	// so builds without secrets keep their keys.
 	Secrets []string `json:"secrets,omitempty"`
+	// User is who the command runs as (file owners in its outputs); left
+	// out when it is the image's default. Limits are not here: they decide
+	// whether a build finishes, not what it makes.
+	User string `json:"user,omitempty"`
 }
 
 func newBuildInputs(imageID string, req bettertest.RunRequest) buildInputs {
 	in := buildInputs{ImageID: imageID, Command: req.Command, Env: req.Env, Workdir: req.Workdir,
-		Inputs: req.Inputs, Outputs: req.Outputs}
+		Inputs: req.Inputs, Outputs: req.Outputs, User: req.User}
 	for _, s := range req.Secrets {
 		in.Secrets = append(in.Secrets, s.Target())
 	}
@@ -160,6 +164,9 @@ func whyChanged(old, cur buildInputs) string {
 	}
 	if !slices.Equal(old.Secrets, cur.Secrets) {
 		changes = append(changes, "secrets changed")
+	}
+	if old.User != cur.User {
+		changes = append(changes, "user changed")
 	}
 	return strings.Join(changes, ", ")
 }

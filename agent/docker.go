@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -49,6 +50,7 @@ type runner struct {
 	pool    *pool
 	store   *store
 	secrets string         // DATA/secrets: one directory of secret files per running run
+	limits  Limits         // what one run may take
 	removal sync.WaitGroup // containers being removed or started in the background
 }
 
@@ -105,6 +107,16 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 	if err := ctx.Err(); err != nil { // the client left or the worker is stopping: don't start
 		return failBeforeStart(ctx, context.Cause(ctx))
 	}
+	limits, _ := r.limits.narrow(req.Limits) // checked when the request came
+	if limits != r.limits {
+		if _, err := r.docker.ContainerUpdate(dctx, containerID, container.UpdateConfig{Resources: limits.resources()}); err != nil {
+			return failBeforeStart(ctx, fmt.Errorf("Docker could not set the run's limits: %w", err))
+		}
+	}
+	info, err := r.docker.ContainerInspect(dctx, containerID)
+	if err != nil {
+		return failBeforeStart(ctx, fmt.Errorf("Docker could not tell the run's container: %w", err))
+	}
 	exec, err := r.docker.ContainerExecCreate(dctx, containerID, execOptions(req))
 	if err != nil {
 		return failBeforeStart(ctx, fmt.Errorf("Docker could not create the command's process: %w", err))
@@ -119,14 +131,23 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 	out = outcome{started: true, code: -1, kind: "exited"}
 	defer func() { out.duration = time.Since(started) }()
 
+	// A fork refused by the run's process limit ends it at once (a fork bomb
+	// would otherwise go on until its timeout).
+	cmdCtx, hitLimit := context.WithCancelCause(ctx)
+	defer hitLimit(nil)
+	stopWatch := limits.watchPIDs(info.State.Pid, func(detail string) { hitLimit(limitError{detail}) })
+	defer stopWatch()
 	// timeout_s limits the command itself, not the wait for a slot or a container.
-	cmdCtx := ctx
 	if req.TimeoutS > 0 {
 		var cancelTimeout context.CancelFunc
-		cmdCtx, cancelTimeout = context.WithTimeoutCause(ctx, time.Duration(req.TimeoutS)*time.Second, errTimeout)
+		cmdCtx, cancelTimeout = context.WithTimeoutCause(cmdCtx, time.Duration(req.TimeoutS)*time.Second, errTimeout)
 		defer cancelTimeout()
 	}
+	// The limits it ran into are read before the kill: the container's
+	// cgroups go with it.
+	killedOver := make(chan string, 1)
 	stopKill := context.AfterFunc(cmdCtx, func() {
+		killedOver <- limits.exceeded(info.State.Pid)
 		kctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 		defer cancel()
 		if err := r.docker.ContainerKill(kctx, containerID, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
@@ -155,12 +176,21 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 	if cmdCtx.Err() != nil || !stopKill() { // timed out, or cancelled (the kill may have won the race with the end)
 		out.kind, out.detail = cutShort(cmdCtx, req)
 		if out.kind == "timeout" {
+			// A limit it ran into is why it never finished (under cgroup v1
+			// a fork bomb is not told until then: its cgroup sends no event).
+			if detail := <-killedOver; detail != "" {
+				out.kind, out.detail = "limit", detail
+			}
 			r.collectResults(ctx, containerID, req, ev, &out) // what a test wrote before it was stopped
 		}
 		return out
 	}
 	if out.kind != "exited" {
 		return out
+	}
+	// The memory limit and /tmp's size stop a process, not the run: say so.
+	if detail := limits.exceeded(info.State.Pid); detail != "" {
+		out.detail = detail
 	}
 	r.collectResults(ctx, containerID, req, ev, &out)
 	if out.code != 0 {
@@ -274,24 +304,37 @@ func (r *runner) collect(ctx context.Context, containerID, p string) (bettertest
 	defer rc.Close()
 	in, err := r.store.create()
 	if err != nil {
-		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s: %w", p, err)
+		return bettertest.ArtifactEvent{}, nil, r.storeError(p, fmt.Errorf("output %s: %w", p, err))
 	}
 	if err := repackOutput(rc, in, p); err != nil {
 		in.abort()
 		if errors.Is(err, errTooBig) {
 			return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s is larger than this worker's --cache-size: make it smaller or raise --cache-size", p)
 		}
-		return bettertest.ArtifactEvent{}, nil, err // it names the path
+		return bettertest.ArtifactEvent{}, nil, r.storeError(p, err) // it names the path
 	}
 	hexID, _, release, err := in.commit("")
 	if err != nil {
-		return bettertest.ArtifactEvent{}, nil, fmt.Errorf("output %s: store it: %w", p, err)
+		return bettertest.ArtifactEvent{}, nil, r.storeError(p, fmt.Errorf("output %s: store it: %w", p, err))
 	}
 	return bettertest.ArtifactEvent{Path: p, ID: "sha256:" + hexID, Size: in.n}, release, nil
 }
 
+// storeError is err, why output p could not be stored, unless the disk is
+// full: that is the worker's to fix, not the run's, so it says so.
+func (r *runner) storeError(p string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("output %s: the worker's data dir %s is full: free space there, or give the worker a smaller --cache-size than its disk holds", p, r.store.dir)
+	}
+	return err
+}
+
 // cutShort explains why a started run's context ended.
 func cutShort(ctx context.Context, req bettertest.RunRequest) (kind, detail string) {
+	var limit limitError
+	if errors.As(context.Cause(ctx), &limit) {
+		return "limit", limit.detail
+	}
 	switch context.Cause(ctx) {
 	case errTimeout:
 		return "timeout", fmt.Sprintf("timed out after %d s and was killed: raise timeout_s if the command needs longer", req.TimeoutS)
@@ -312,10 +355,6 @@ func failBeforeStart(ctx context.Context, err error) outcome {
 	}
 	return outcome{code: -1, kind: "failed", detail: err.Error()}
 }
-
-// hostConfig runs every container under Docker's init (tini), which reaps
-// orphaned processes. The worker streams output itself, so Docker keeps no log.
-var hostConfig = &container.HostConfig{Init: ptr(true), LogConfig: container.LogConfig{Type: "none"}}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -338,7 +377,7 @@ func execOptions(req bettertest.RunRequest) container.ExecOptions {
 	if req.Workdir != "" {
 		cmd = []string{"sh", "-c", workdirCommand, "sh", req.Workdir, req.Command}
 	}
-	return container.ExecOptions{Cmd: cmd, Env: env, AttachStdout: true, AttachStderr: true}
+	return container.ExecOptions{Cmd: cmd, Env: env, User: req.User, AttachStdout: true, AttachStderr: true}
 }
 
 // ensureImage returns the ID of the image ref names, pulling it only when the

@@ -22,6 +22,8 @@ type pool struct {
 	limit  int
 	log    *slog.Logger
 	wg     *sync.WaitGroup // tracks background starts and removals
+	// hostConfig makes every container: limits, capabilities, network.
+	hostConfig container.HostConfig
 
 	mu     sync.Mutex
 	spares []*spare // oldest first
@@ -96,7 +98,7 @@ func (p *pool) refill(image string) {
 
 // start creates and starts an idle container of image with mounts.
 func (p *pool) start(ctx context.Context, image string, mounts []mount.Mount) (string, error) {
-	hc := *hostConfig
+	hc := p.hostConfig
 	hc.Mounts = mounts
 	created, err := p.docker.ContainerCreate(ctx, &container.Config{
 		Image:      image,

@@ -116,7 +116,31 @@ func ValidateRunRequest(req bettertest.RunRequest) error {
 	if req.Name != "" && !req.Cache {
 		return errors.New(`"name" names a build: send it with "cache": true, or leave it out`)
 	}
+	if l := req.Limits; l != nil && (l.PIDs < 0 || l.MemoryBytes < 0 || l.CPUs < 0 || l.CPUs != l.CPUs) {
+		return errors.New(`"limits" must be positive numbers ("pids", "memory_bytes", "cpus"), or left out`)
+	}
+	if !validUser(req.User) {
+		return fmt.Errorf(`"user" %q is not a user: give NAME or UID[:GID] as the image knows it, e.g. "65534" or "build"`, short(req.User))
+	}
 	return checkSecrets(req)
+}
+
+// validUser says whether user is empty, NAME, UID or NAME/UID:GROUP/GID.
+func validUser(user string) bool {
+	if len(user) > 64 {
+		return false
+	}
+	for _, part := range strings.SplitN(user, ":", 2) {
+		if user != "" && part == "" {
+			return false
+		}
+		for _, r := range part {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Limits of a run's secrets: a few keys and passwords, not files of data.

@@ -79,6 +79,10 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error())
 		return
 	}
+	if _, err := a.runner.limits.narrow(req.Limits); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	// The inputs stay on the worker until the run ends.
 	releaseInputs, missing := a.store.pin(inputIDs(req))
 	if missing != "" {

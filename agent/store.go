@@ -288,7 +288,7 @@ func (in *incoming) commit(want string) (hexID string, created bool, release fun
 	if _, err := in.f.Seek(0, io.SeekStart); err != nil {
 		return "", false, nil, err
 	}
-	if err := checkArchive(in.f); err != nil {
+	if err := checkArchive(in.f, in.s.limit); err != nil {
 		return "", false, nil, fmt.Errorf("%w: %v", errBadArchive, err)
 	}
 	if err := in.f.Sync(); err != nil {

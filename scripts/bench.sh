@@ -103,6 +103,12 @@ gobench ./boss BenchmarkAuthenticatedRuns 'auth_bench_test' -benchtime 1x
 step "16. the sandbox: a pipedef's start sandboxed (bwrap, setpriv) against the same interpreter started directly (target < 50 ms more)"
 gobench ./boss BenchmarkSandboxStart 'sandbox_bench_test' -benchtime 1x
 
+step "17. the worker under attack: /health p99 while a fork bomb and a memory hog run in two slots, against it idle (target <= 2x)"
+gobench ./agent BenchmarkHealthUnderAttack '^Benchmark|bench_test' -benchtime 1x
+
+step "18. the echo round trip with the worker's limits on against off (target <= 1.1x)"
+gobench ./agent BenchmarkEchoLimits '^Benchmark|bench_test' -benchtime 30x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

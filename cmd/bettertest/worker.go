@@ -35,8 +35,36 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.DockerHost, "docker-host", client.DefaultDockerHost, "Docker engine address")
 	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/bettertest/worker", "artifacts and the build cache; one worker per directory")
 	cacheSize := fs.String("cache-size", "20GiB", "the most the artifacts may take on disk, e.g. 500MiB; least recently used go first")
+	pids := fs.Int64("pids-limit", 4096, "processes and threads one run may have at once (0: no limit)")
+	memory := fs.String("memory", "", "memory one run may use, /tmp included, e.g. 4GiB (default: 3/4 of this host's divided by --max-parallel; 0: no limit)")
+	cpus := fs.Float64("cpus", 0, "CPUs one run may use, e.g. 1.5 (default: all of them)")
+	tmpSize := fs.String("tmp-size", "1GiB", "the size of one run's scratch space, a tmpfs at /tmp (0: none, /tmp is on the container's disk)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	cfg.Limits = agent.DefaultLimits(cfg.MaxParallel)
+	if *pids < 0 {
+		return usageError{fmt.Errorf("--pids-limit %d is negative: give a number of processes, or 0 for no limit", *pids)}
+	}
+	cfg.Limits.PIDs = *pids
+	if *cpus < 0 {
+		return usageError{fmt.Errorf("--cpus %g is negative: give a number of CPUs such as 1.5", *cpus)}
+	}
+	if *cpus > 0 {
+		cfg.Limits.CPUs = *cpus
+	}
+	for _, f := range []struct {
+		flag, value string
+		into        *int64
+	}{{"--memory", *memory, &cfg.Limits.Memory}, {"--tmp-size", *tmpSize, &cfg.Limits.TmpSize}} {
+		if f.value == "" {
+			continue
+		}
+		n, err := units.RAMInBytes(f.value)
+		if err != nil || n < 0 {
+			return usageError{fmt.Errorf("%s %q is not a size: use a number of bytes with a unit, e.g. 2GiB, or 0 for no limit", f.flag, f.value)}
+		}
+		*f.into = n
 	}
 	size, err := units.RAMInBytes(*cacheSize)
 	if err != nil || size < 1 {

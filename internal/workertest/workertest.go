@@ -71,6 +71,7 @@ type Options struct {
 	MaxParallel int
 	CacheSize   string
 	DockerHost  string
+	Args        []string // more flags, e.g. --pids-limit 64
 }
 
 // Worker is a running worker process.
@@ -147,6 +148,7 @@ func Start(t testing.TB, bin string, opt Options) *Worker {
 	if opt.CacheSize != "" {
 		args = append(args, "--cache-size", opt.CacheSize)
 	}
+	args = append(args, opt.Args...)
 	if opt.MaxParallel > 0 {
 		args = append(args, "--max-parallel", fmt.Sprint(opt.MaxParallel))
 	}

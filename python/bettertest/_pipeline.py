@@ -153,6 +153,8 @@ class Task:
         results: str | None = None,
         retries: int = 0,
         secrets: Mapping[str, Secret] | None = None,
+        user: str | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._stage = stage
@@ -170,6 +172,8 @@ class Task:
         self._results = results
         self._retries = retries
         self._secrets = _check_secrets(secrets)
+        self._user = user
+        self._limits = {k: v for k, v in (limits or {}).items() if v is not None}
         self._status = "running"
         self._result: Result | None = None
         self._error: str | None = None
@@ -345,6 +349,8 @@ class Task:
                 timeout=self._timeout,
                 inputs=inputs,
                 secrets=self._secrets,
+                user=self._user,
+                **self._limits,
                 **self._run_args(number),
                 on_output=self._on_output,
                 on_event=on_event,
@@ -645,6 +651,10 @@ class Stage:
         workdir: str | None = None,
         timeout: float | None = None,
         secrets: Mapping[str, Secret] | None = None,
+        user: str | None = None,
+        pids: int | None = None,
+        memory: int | None = None,
+        cpus: float | None = None,
     ) -> Build:
         """Start a build: a run the worker caches by its image, command, env, workdir, inputs and outputs.
 
@@ -665,6 +675,10 @@ class Stage:
             secrets: Secrets for the command (see :meth:`test`). The worker's cache key holds
                 where they go, not their values: a rotated secret does not rebuild, so a build
                 must not put a secret into its outputs.
+            user: Who the command runs as (see :meth:`test`); part of the cache key.
+            pids: The most processes at once (see :meth:`test`).
+            memory: The most bytes of memory (see :meth:`test`).
+            cpus: The most CPU time, in CPUs (see :meth:`test`).
 
         Returns:
             The build's handle, at once; the build runs in the background.
@@ -674,7 +688,8 @@ class Stage:
                 input that cannot be used (see :data:`Input`).
             ValueError: ``timeout`` is not positive, or ``secrets`` is not as described.
         """
-        task = Build(self._pipeline, self, name, "build", image, command, env, workdir, timeout, outputs=outputs, secrets=secrets)
+        task = Build(self._pipeline, self, name, "build", image, command, env, workdir, timeout, outputs=outputs, secrets=secrets,
+                     user=user, limits={"pids": pids, "memory": memory, "cpus": cpus})
         self._start(task, inputs or {})
         return task
 
@@ -691,6 +706,10 @@ class Stage:
         results: str | None = None,
         retries: int = 0,
         secrets: Mapping[str, Secret] | None = None,
+        user: str | None = None,
+        pids: int | None = None,
+        memory: int | None = None,
+        cpus: float | None = None,
     ) -> Task:
         """Start a test: a run that always runs, never from a cache.
 
@@ -722,6 +741,15 @@ class Stage:
                 environment variable, e.g. ``{"/run/secrets/deploy": bt.secret("deploy_key"),
                 "env:REGISTRY_PASSWORD": bt.secret("registry")}``. Their values are masked
                 (``***``) in the output and the report.
+            user: Who the command runs as, ``NAME`` or ``UID[:GID]`` of the image, e.g.
+                ``"65534"`` (nobody); root by default.
+            pids: The most processes and threads the command may have at once; the
+                worker's ``--pids-limit`` by default. A task may narrow a worker's limits,
+                never widen them.
+            memory: The most bytes of memory it may use, ``/tmp`` included; the worker's
+                ``--memory`` by default.
+            cpus: The most CPU time it may use, in CPUs; the worker's ``--cpus`` by default.
+                A task that runs into a limit fails with an error that names it.
 
         Returns:
             The test's handle, at once; the test runs in the background.
@@ -745,6 +773,7 @@ class Stage:
         task = Task(
             self._pipeline, self, name, "test", image, command, env, workdir, timeout,
             results=results, retries=retries, secrets=secrets,
+            user=user, limits={"pids": pids, "memory": memory, "cpus": cpus},
         )
         self._start(task, inputs or {})
         return task

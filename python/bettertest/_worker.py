@@ -243,6 +243,10 @@ class Worker:
         cache: bool = False,
         name: str | None = None,
         secrets: Mapping[str, Secret] | None = None,
+        user: str | None = None,
+        pids: int | None = None,
+        memory: int | None = None,
+        cpus: float | None = None,
         on_output: OutputHandler | None = None,
         on_event: EventHandler | None = None,
         capture: bool = True,
@@ -282,6 +286,15 @@ class Worker:
                 file, mode 0400) or ``"env:NAME"`` (an environment variable), e.g.
                 ``{"/run/secrets/key": bt.secret("deploy_key")}``. The worker masks their values
                 (``***``) in the output; a build's cache key holds where they go, not their values.
+            user: Who the command runs as, ``NAME`` or ``UID[:GID]`` of the image, e.g.
+                ``"65534"``; root by default. Part of a build's cache key.
+            pids: At most this many processes and threads at once; the worker's
+                ``--pids-limit`` by default. It may be narrowed, never widened.
+            memory: At most this many bytes of memory (``/tmp`` included); the worker's
+                ``--memory`` by default. It may be narrowed, never widened.
+            cpus: At most this much CPU time, in CPUs (e.g. ``1.5``); the worker's ``--cpus``
+                by default. It may be narrowed, never widened. A run that exceeds a limit ends
+                with ``Result.error`` naming it.
             on_output: Called with ``(stream, text)`` for each chunk of output as it arrives,
                 ``stream`` being ``"stdout"`` or ``"stderr"``. Chunks are not split on line
                 boundaries. By default stdout text goes to ``sys.stdout`` and stderr text to
@@ -331,6 +344,11 @@ class Worker:
                 {"env": target[4:], "value": s.reveal()} if target.startswith("env:") else {"path": target, "value": s.reveal()}
                 for target, s in secrets.items()
             ]
+        if user is not None:
+            request["user"] = user
+        limits = {k: v for k, v in (("pids", pids), ("memory_bytes", memory), ("cpus", cpus)) if v is not None}
+        if limits:
+            request["limits"] = limits
         body = json.dumps(request).encode("utf-8")
         conn, resp = self._request("POST", "/run", body, "text/event-stream")
         try:

@@ -198,6 +198,19 @@ class RunTest(WorkerTestCase):
         )
         self.assertEqual(result.stdout, "hello world||/tmp")
 
+    def test_user_and_narrowed_limits(self) -> None:
+        result = self.run_ok("id -u; cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max 2>/dev/null", user="65534", pids=99)
+        self.assertEqual(result.stdout, "65534\n99\n")
+
+    def test_a_limit_wider_than_the_workers_is_refused(self) -> None:
+        with self.assertRaises(RunError) as cm:
+            self.worker.run(IMAGE, "true", pids=10**6)
+        self.assertEqual(
+            str(cm.exception),
+            f"the worker at {self.proc.url} refused the run (HTTP 400): \"limits\" asks for pids of 1000000, more than this "
+            "worker allows (--pids-limit 4096): ask for less, or start the worker with a larger --pids-limit",
+        )
+
     def test_timeout_cuts_the_run_short(self) -> None:
         rec = Recorder()
         result = self.worker.run(IMAGE, "echo before; sleep 30; echo after", timeout=0.5, on_output=rec)

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+)
+
+// Runs reach the outside world (package downloads work) but neither the
+// worker's host nor each other. Every run's container is on one bridge
+// network of the worker's own, "bettertest-OWNER" on the bridge interface
+// "btw-OWNER":
+//   - Docker's inter-container communication is off on it
+//     (com.docker.network.bridge.enable_icc=false): a run cannot reach
+//     another run's container, and Docker's own isolation rules keep it from
+//     containers on other networks;
+//   - one firewall rule drops whatever comes from that interface to the host
+//     itself (INPUT -i btw-OWNER -j DROP): the worker's API, sshd, any
+//     service on any of the host's addresses. Forwarded traffic, to the
+//     world, is untouched.
+// It costs nothing per run: the network and the rule are made when the
+// worker starts and removed when it stops.
+
+// runNetwork makes the worker's run network and its firewall rule, and
+// returns the network's name.
+func runNetwork(ctx context.Context, docker *client.Client, owner string) (string, error) {
+	name, bridge := "bettertest-"+owner[:12], "btw-"+owner[:11]
+	_, err := docker.NetworkCreate(ctx, name, network.CreateOptions{
+		Driver: "bridge",
+		Labels: map[string]string{LabelWorker: owner},
+		Options: map[string]string{
+			"com.docker.network.bridge.name":       bridge,
+			"com.docker.network.bridge.enable_icc": "false",
+		},
+	})
+	if err != nil && !errdefs.IsConflict(err) {
+		return "", fmt.Errorf("make the runs' network %s: %w", name, err)
+	}
+	ipt, err := iptables.New()
+	if err != nil {
+		return "", fmt.Errorf("the runs' firewall rule: %w: install iptables, which Docker uses too", err)
+	}
+	rule := []string{"-i", bridge, "-j", "DROP"}
+	exists, err := ipt.Exists("filter", "INPUT", rule...)
+	if err == nil && !exists {
+		err = ipt.Insert("filter", "INPUT", 1, rule...)
+	}
+	if err != nil {
+		return "", fmt.Errorf("the runs' firewall rule (iptables -I INPUT -i %s -j DROP): %w", bridge, err)
+	}
+	return name, nil
+}
+
+// removeRunNetwork removes the run network and its rule when the worker
+// stops: its containers are gone by then.
+func removeRunNetwork(docker *client.Client, owner string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
+	defer cancel()
+	if err := docker.NetworkRemove(ctx, "bettertest-"+owner[:12]); err != nil && !errdefs.IsNotFound(err) {
+		log.Warn("remove the runs' network", "err", err)
+	}
+	if ipt, err := iptables.New(); err == nil {
+		if err := ipt.DeleteIfExists("filter", "INPUT", "-i", "btw-"+owner[:11], "-j", "DROP"); err != nil {
+			log.Warn("remove the runs' firewall rule", "err", err)
+		}
+	}
+}
