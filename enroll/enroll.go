@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -28,7 +27,7 @@ import (
 
 // Config is one run of `bettertest enroll`.
 type Config struct {
-	Targets    []string // USER@HOST
+	Targets    []string // USER@HOST, ssh_config aliases, ssh://USER@HOST:PORT
 	Login      Login
 	Name, URL  string // for a single target; default: the host, http://HOST:9009
 	Check      bool   // report what would change, change nothing
@@ -69,9 +68,13 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			spec, err := cfg.spec(target, sum, arch, custom)
+			route, err := cfg.Login.resolve(target)
+			var spec Spec
 			if err == nil {
-				err = enrollHost(ctx, cfg, target, spec, rep)
+				spec, err = cfg.spec(route, sum, arch, custom)
+			}
+			if err == nil {
+				err = enrollHost(ctx, cfg, target, route, spec, rep)
 			}
 			if err != nil {
 				rep.fail(target, err)
@@ -88,22 +91,6 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-func splitTarget(target string) (user, host string, err error) {
-	user, host, found := strings.Cut(target, "@")
-	if !found {
-		host = target
-		u, err := currentUser()
-		if err != nil {
-			return "", "", err
-		}
-		user = u
-	}
-	if user == "" || host == "" || strings.ContainsAny(target, " /") {
-		return "", "", fmt.Errorf("%q is not USER@HOST: name the host as user@host or host", target)
-	}
-	return user, host, nil
-}
-
 func currentUser() (string, error) {
 	u, err := user.Current()
 	if err != nil {
@@ -112,20 +99,17 @@ func currentUser() (string, error) {
 	return u.Username, nil
 }
 
-func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
-	_, host, err := splitTarget(target)
-	if err != nil {
-		return Spec{}, err
-	}
+func (cfg Config) spec(route Route, sum, arch string, custom bool) (Spec, error) {
 	name, url := cfg.Name, cfg.URL
 	if name == "" {
-		name = strings.Trim(host, "[]")
+		// An ssh_config alias names the worker as the user knows the host.
+		name = WorkerName(route.Target.Alias)
 	}
 	if !validName.MatchString(name) {
 		return Spec{}, fmt.Errorf("worker name %q names files, so it may only hold letters, digits, '.', '-' and '_': pass --name NAME", name)
 	}
 	if url == "" {
-		url = "http://" + net.JoinHostPort(strings.Trim(host, "[]"), WorkerPort)
+		url = WorkerURL(route.Target.Host, WorkerPort)
 	}
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return Spec{}, fmt.Errorf("--url %q must start with http:// or https://", url)
@@ -143,7 +127,7 @@ func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
 }
 
 // enrollHost connects, gathers facts and runs the playbook on one host.
-func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *reporter) error {
+func enrollHost(ctx context.Context, cfg Config, target string, route Route, spec Spec, rep *reporter) error {
 	var recap provision.Recap
 	note := func(ev provision.Event) {
 		recap.Add(ev.Status)
@@ -155,9 +139,9 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 		return errReported
 	}
 
-	user, host, _ := splitTarget(target)
+	user, host := route.Target.User, route.Target.Host
 	start := time.Now()
-	conn, err := dial(ctx, user, host, cfg.Login)
+	conn, err := dial(ctx, route, cfg.Login)
 	if conn != nil {
 		for _, w := range conn.warnings {
 			rep.warn(target, w)
@@ -166,9 +150,12 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 	if err != nil {
 		return fail("connect", start, err)
 	}
-	defer conn.client.Close()
-	note(provision.Event{Step: "connect", Status: provision.OK, Duration: time.Since(start),
-		Message: fmt.Sprintf("logged in as %s; host key %s", user, conn.fingerprint)})
+	defer conn.Close()
+	msg := fmt.Sprintf("logged in as %s; host key %s", user, conn.fingerprint)
+	for _, j := range route.Jumps {
+		msg += "; through " + j.String()
+	}
+	note(provision.Event{Step: "connect", Status: provision.OK, Duration: time.Since(start), Message: msg})
 	if conn.keyUsed != "" {
 		rep.warn(target, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
 	}

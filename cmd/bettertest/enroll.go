@@ -13,7 +13,11 @@ import (
 	"github.com/bettertest/bettertest/enroll"
 )
 
-const enrollUsage = `Usage: bettertest enroll [flags] USER@HOST [USER@HOST...]
+const enrollUsage = `Usage: bettertest enroll [flags] HOST [HOST...]
+
+HOST is host, user@host, user@host:port, user@[::1]:port, ssh://user@host:port
+or a Host of ~/.ssh/config (its HostName, User, Port, IdentityFile and
+ProxyJump are used; --ssh-config FILE reads another file).
 
 Turn Linux hosts reachable over SSH into running bettertest workers: install
 Docker and python3 when missing, this bettertest binary, a token and the
@@ -26,15 +30,20 @@ host ends with a recap. Host keys are checked against ~/.ssh/known_hosts. The
 worker's token is saved as ~/.config/bettertest/workers/NAME.token (mode 0600)
 beside NAME.json, where the boss finds its workers.
 
-Logs in with --key, or --password, or else the SSH agent and ~/.ssh/id_*. A
-user other than root needs passwordless sudo.
+Logs in with --key, or --password, or else the SSH agent and ssh_config's
+IdentityFile or ~/.ssh/id_*. --jump (or ProxyJump) reaches hosts through
+bastions, whose host keys are checked like the target's. A user other than
+root needs sudo: without a password, or with --ask-become-pass.
 `
 
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("enroll", enrollUsage, stderr)
 	cfg := enroll.Config{Out: stdout}
 	var password bool
-	fs.IntVar(&cfg.Login.Port, "port", 22, "SSH port")
+	var sshConfig string
+	fs.IntVar(&cfg.Login.Port, "port", 0, "SSH port (default: the target's :PORT, ssh_config's Port, or 22)")
+	fs.StringVar(&sshConfig, "ssh-config", "", "the OpenSSH client configuration to read (default ~/.ssh/config)")
+	fs.StringVar(&cfg.Login.Jump, "jump", "", "reach the hosts through this jump host, USER@HOST[:PORT] (several: comma-separated); replaces ssh_config's ProxyJump")
 	fs.StringVar(&cfg.Login.KeyFile, "key", "", "private key file to log in with")
 	fs.BoolVar(&password, "password", false, "log in with a password, prompted for on the terminal")
 	fs.StringVar(&cfg.Name, "name", "", "the worker's name (default: the host)")
@@ -59,6 +68,14 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg.Login.SSHDir = filepath.Join(home, ".ssh")
 	cfg.Login.KnownHosts = filepath.Join(cfg.Login.SSHDir, "known_hosts")
+	if sshConfig != "" {
+		cfg.Login.SSHConfig, err = enroll.LoadSSHConfig(sshConfig, true)
+	} else {
+		cfg.Login.SSHConfig, err = enroll.LoadSSHConfig(filepath.Join(cfg.Login.SSHDir, "config"), false)
+	}
+	if err != nil {
+		return err
+	}
 	cfg.WorkersDir = filepath.Join(home, ".config", "bettertest", "workers")
 	if password {
 		if cfg.Login.Password, err = promptPassword(cfg.Targets); err != nil {
