@@ -36,6 +36,10 @@ type Config struct {
 	WorkersDir string // where workers' records and tokens are kept locally
 	Out        io.Writer
 	Color      bool
+	// AskBecomePass reads sudo's password from the terminal
+	// (--ask-become-pass); nil: sudo must not need one. Run asks once, for
+	// the first host whose sudo wants a password, and all hosts share it.
+	AskBecomePass func() ([]byte, error)
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -59,6 +63,9 @@ func Run(ctx context.Context, cfg Config) error {
 	sum, arch, err := inspectBinary(cfg.Binary)
 	if err != nil {
 		return err
+	}
+	if cfg.AskBecomePass != nil {
+		cfg.AskBecomePass = sync.OnceValues(cfg.AskBecomePass)
 	}
 	rep := &reporter{out: cfg.Out, json: cfg.JSON, color: cfg.Color}
 	var wg sync.WaitGroup
@@ -163,15 +170,11 @@ func enrollHost(ctx context.Context, cfg Config, target string, route Route, spe
 	h := &sshHost{client: conn.client, sudo: user != "root"}
 	if h.sudo {
 		start = time.Now()
-		out, err := (&sshHost{client: conn.client}).Run(ctx, "sudo -n true", nil)
-		if err == nil && out.Code != 0 {
-			err = fmt.Errorf("%s cannot run sudo without a password on %s (sudo -n true: %s): enroll as root, or give %s passwordless sudo: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s",
-				user, host, strings.TrimSpace(provision.Tail(out.Stderr, 1)), user, user, user)
-		}
+		step, msg, err := cfg.becomeRoot(ctx, h, user, host)
 		if err != nil {
-			return fail("passwordless sudo", start, err)
+			return fail(step, start, err)
 		}
-		note(provision.Event{Step: "passwordless sudo", Status: provision.OK, Duration: time.Since(start)})
+		note(provision.Event{Step: step, Status: provision.OK, Duration: time.Since(start), Message: msg})
 	}
 
 	start = time.Now()
@@ -191,6 +194,49 @@ func enrollHost(ctx context.Context, cfg Config, target string, route Route, spe
 		return errReported
 	}
 	return nil
+}
+
+// becomeRoot proves that user can run commands as root through sudo: without
+// a password, or else with the one --ask-become-pass reads (then h uses it).
+func (cfg Config) becomeRoot(ctx context.Context, h *sshHost, user, host string) (step, msg string, err error) {
+	out, err := (&sshHost{client: h.client}).Run(ctx, "sudo -n true", nil)
+	if err != nil {
+		return "passwordless sudo", "", err
+	}
+	if out.Code == 0 {
+		return "passwordless sudo", "", nil
+	}
+	said := strings.TrimSpace(provision.Tail(out.Stderr, 1))
+	if cfg.AskBecomePass == nil || !strings.Contains(said, "password is required") {
+		return "passwordless sudo", "", fmt.Errorf("%s cannot run sudo without a password on %s (sudo -n true: %s): enroll as root, pass --ask-become-pass to type %s's sudo password, "+
+			"or give %s passwordless sudo: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s",
+			user, host, said, user, user, user, user)
+	}
+	password, err := cfg.AskBecomePass()
+	if err != nil {
+		return "sudo", "", err
+	}
+	h.password = password
+	out, err = h.Run(ctx, "true", nil)
+	if err == nil && out.Code != 0 {
+		err = fmt.Errorf("sudo on %s refused the password typed for --ask-become-pass (%s): run again and type %s's password there, or check that %s may sudo (sudo -l)",
+			host, oneLine(out.Stderr), user, user)
+	}
+	if err != nil {
+		return "sudo", "", err
+	}
+	return "sudo", "with the password from --ask-become-pass", nil
+}
+
+// oneLine joins the non-empty lines of a command's output with "; ".
+func oneLine(b []byte) string {
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
 
 // errReported is a failure already shown in the host's report.

@@ -330,10 +330,11 @@ func appendKnownHost(path, hostname string, key ssh.PublicKey) error {
 }
 
 // sshHost runs scripts on a host over SSH, as root through sudo -n when the
-// login user is not root.
+// login user is not root, or sudo -S with password (become.go).
 type sshHost struct {
-	client *goph.Client
-	sudo   bool
+	client   *goph.Client
+	sudo     bool
+	password []byte // sudo's password (--ask-become-pass); nil: sudo -n
 }
 
 // enrollLock serializes the commands of enrollments of one host.
@@ -352,11 +353,23 @@ func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (prov
 	// apt-get, say); the next enrollment's commands wait for it to end, on the
 	// lock, rather than fail on apt's own locks or see a half-made state.
 	cmd := "flock " + enrollLock + " sh -c " + shellQuote(script)
-	if h.sudo {
+	var feeder *becomeFeeder
+	switch {
+	case h.sudo && h.password != nil:
+		feeder, sess.Stdin = newBecomeFeeder(h.password, stdin, &stderr)
+		sess.Stderr = feeder
+		cmd = becomeCommand(cmd)
+	case h.sudo:
 		cmd = "sudo -n " + cmd
 	}
 	done := make(chan error, 1)
-	go func() { done <- sess.Run(cmd) }()
+	go func() {
+		err := sess.Run(cmd)
+		if feeder != nil {
+			feeder.finish()
+		}
+		done <- err
+	}()
 	select {
 	case err = <-done:
 	case <-ctx.Done():

@@ -39,13 +39,14 @@ root needs sudo: without a password, or with --ask-become-pass.
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("enroll", enrollUsage, stderr)
 	cfg := enroll.Config{Out: stdout}
-	var password bool
+	var password, askBecomePass bool
 	var sshConfig string
 	fs.IntVar(&cfg.Login.Port, "port", 0, "SSH port (default: the target's :PORT, ssh_config's Port, or 22)")
 	fs.StringVar(&sshConfig, "ssh-config", "", "the OpenSSH client configuration to read (default ~/.ssh/config)")
 	fs.StringVar(&cfg.Login.Jump, "jump", "", "reach the hosts through this jump host, USER@HOST[:PORT] (several: comma-separated); replaces ssh_config's ProxyJump")
 	fs.StringVar(&cfg.Login.KeyFile, "key", "", "private key file to log in with")
 	fs.BoolVar(&password, "password", false, "log in with a password, prompted for on the terminal")
+	fs.BoolVarP(&askBecomePass, "ask-become-pass", "K", false, "when sudo wants a password, prompt once on the terminal for it (shared by all hosts)")
 	fs.StringVar(&cfg.Name, "name", "", "the worker's name (default: the host)")
 	fs.StringVar(&cfg.URL, "url", "", "where the worker will be reached (default: http://HOST:9009)")
 	fs.BoolVar(&cfg.Check, "check", false, "report what would change, with diffs, and change nothing")
@@ -78,9 +79,12 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg.WorkersDir = filepath.Join(home, ".config", "bettertest", "workers")
 	if password {
-		if cfg.Login.Password, err = promptPassword(cfg.Targets); err != nil {
+		if cfg.Login.Password, err = promptTTY("SSH password for "+cfg.Targets[0]+": ", "--password"); err != nil {
 			return err
 		}
+	}
+	if askBecomePass {
+		cfg.AskBecomePass = func() ([]byte, error) { return promptTTY("sudo password (--ask-become-pass): ", "--ask-become-pass") }
 	}
 	if f, ok := stdout.(*os.File); ok && !cfg.JSON {
 		cfg.Color = term.IsTerminal(int(f.Fd()))
@@ -88,19 +92,19 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return enroll.Run(ctx, cfg)
 }
 
-// promptPassword reads the SSH password from the terminal, never from an
-// argument: arguments are visible to every user of the machine.
-func promptPassword(targets []string) ([]byte, error) {
+// promptTTY reads a password from the terminal, never from an argument:
+// arguments are visible to every user of the machine.
+func promptTTY(prompt, flag string) ([]byte, error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
-		return nil, errors.New("--password prompts on the terminal, and there is none: log in with a key instead (--key PATH)")
+		return nil, fmt.Errorf("%s prompts on the terminal, and there is none: run enroll from a terminal", flag)
 	}
 	defer tty.Close()
-	fmt.Fprintf(tty, "SSH password for %s: ", targets[0])
+	fmt.Fprint(tty, prompt)
 	pw, err := term.ReadPassword(int(tty.Fd()))
 	fmt.Fprintln(tty)
 	if err != nil {
-		return nil, fmt.Errorf("read the password: %w", err)
+		return nil, fmt.Errorf("read the password for %s: %w", flag, err)
 	}
 	return pw, nil
 }
