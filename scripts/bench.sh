@@ -103,6 +103,9 @@ gobench ./boss BenchmarkAuthenticatedRuns 'auth_bench_test' -benchtime 1x
 step "16. the sandbox: a pipedef's start sandboxed (bwrap, setpriv) against the same interpreter started directly (target < 50 ms more)"
 gobench ./boss BenchmarkSandboxStart 'sandbox_bench_test' -benchtime 1x
 
+step "17. enrollment: a no-op re-enroll through a jump host against a direct one (target: within 1.5x)"
+gobench ./enroll BenchmarkNoOpThroughAJumpHost '^Benchmark' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi
