@@ -36,6 +36,7 @@ type Config struct {
 	WorkersDir string // where workers' records and tokens are kept locally
 	Out        io.Writer
 	Color      bool
+	Terminal   bool // Out is a terminal: progress is shown as a live line
 	// AskBecomePass reads sudo's password from the terminal
 	// (--ask-become-pass); nil: sudo must not need one. Run asks once, for
 	// the first host whose sudo wants a password, and all hosts share it.
@@ -67,7 +68,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.AskBecomePass != nil {
 		cfg.AskBecomePass = sync.OnceValues(cfg.AskBecomePass)
 	}
-	rep := &reporter{out: cfg.Out, json: cfg.JSON, color: cfg.Color}
+	rep := &reporter{out: cfg.Out, json: cfg.JSON, color: cfg.Color, terminal: cfg.Terminal}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failed []string
@@ -188,7 +189,17 @@ func enrollHost(ctx context.Context, cfg Config, target string, route Route, spe
 	}
 	note(provision.Event{Step: "gather facts", Status: provision.OK, Duration: time.Since(start)})
 
-	_, err = provision.Playbook{Steps: Steps(spec), Check: cfg.Check}.Run(ctx, h, facts, note)
+	h.progress = func(p progress) { rep.progress(target, h.step, h.stepStart, p) }
+	steps := Steps(spec)
+	for i, s := range steps {
+		steps[i].Plan = func(f *provision.Facts) provision.Plan {
+			// A step's actions run right after its plan: the progress they
+			// show is the step's.
+			h.step, h.stepStart = s.Name, time.Now()
+			return s.Plan(f)
+		}
+	}
+	_, err = provision.Playbook{Steps: steps, Check: cfg.Check}.Run(ctx, h, facts, note)
 	rep.recap(target, recap, spec, cfg.Check, err == nil)
 	if err != nil {
 		return errReported

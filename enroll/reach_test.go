@@ -2,9 +2,17 @@ package enroll_test
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/creack/pty"
 
 	"github.com/bettertest/bettertest/internal/testhost"
 )
@@ -142,4 +150,48 @@ func TestEnrollOverIPv6(t *testing.T) {
 
 	report, _, _ = e.enroll(t, "--json", "--key", e.key.PrivatePath, "--url", h.WorkerURL, fmt.Sprintf("ssh://root@[::1]:%d", h.SSHPort))
 	mustEqual(t, "no-op run as ssh://", statuses(t, report), noOpRun)
+}
+
+// TestProgressOnATerminal enrolls a fresh host with the report on a
+// terminal: apt's install shows as a live line, rewritten in place, and
+// every report line clears it first.
+func TestProgressOnATerminal(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h := testhost.Start(t, testhost.Options{Key: e.key})
+	e.trust(t, h)
+	cmd := e.cmd("--key", e.key.PrivatePath, "--port", fmt.Sprint(h.SSHPort), "--name", "w1", "--url", h.WorkerURL, "root@127.0.0.1")
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	out, _ := io.ReadAll(ptmx) // EIO once the terminal's last user has gone
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("enroll on a terminal: %v\n%q", err, out)
+	}
+	// The live lines of the Docker step, in order, without repeats.
+	live := regexp.MustCompile(`\r\x1b\[K…        \[root@127\.0\.0\.1\] Docker installed: (\d+)% (\w+) ([^\r\n]*)`)
+	var percents []int
+	var unpacked []string
+	for _, m := range live.FindAllStringSubmatch(string(out), -1) {
+		p, _ := strconv.Atoi(m[1])
+		percents = append(percents, p)
+		if m[2] == "Unpacking" {
+			unpacked = append(unpacked, strings.Fields(m[3])[0])
+		}
+	}
+	if len(percents) == 0 || !slices.IsSorted(percents) || !slices.Contains(unpacked, "docker.io") {
+		t.Fatalf("no live line of apt's progress that rises and unpacks docker.io: %v %v\n%q", percents, unpacked, out)
+	}
+	// The step's own line clears the live line and follows it.
+	if !regexp.MustCompile(`\r\x1b\[K\x1b\[33mchanged \x1b\[0m \[root@127\.0\.0\.1\] Docker installed \(`).Match(out) {
+		t.Fatalf("the Docker step's line does not clear the live line:\n%q", out)
+	}
 }

@@ -335,6 +335,10 @@ type sshHost struct {
 	client   *goph.Client
 	sudo     bool
 	password []byte // sudo's password (--ask-become-pass); nil: sudo -n
+
+	progress  func(progress) // nil: none shown
+	step      string         // the playbook's step whose commands run now
+	stepStart time.Time
 }
 
 // enrollLock serializes the commands of enrollments of one host.
@@ -348,6 +352,15 @@ func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (prov
 	defer sess.Close()
 	var stdout, stderr bytes.Buffer
 	sess.Stdout, sess.Stderr, sess.Stdin = &stdout, &stderr, stdin
+	if h.progress != nil {
+		sess.Stdout = io.MultiWriter(&stdout, &aptProgress{report: h.progress})
+		if f, ok := stdin.(*os.File); ok {
+			if info, err := f.Stat(); err == nil {
+				stdin = &uploadProgress{r: f, total: info.Size(), report: h.progress}
+				sess.Stdin = stdin
+			}
+		}
+	}
 	// Every command holds the host's enrollment lock. A command of an
 	// enrollment that was killed goes on after its SSH session is gone (an
 	// apt-get, say); the next enrollment's commands wait for it to end, on the

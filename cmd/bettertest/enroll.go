@@ -88,6 +88,7 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if f, ok := stdout.(*os.File); ok && !cfg.JSON {
 		cfg.Color = term.IsTerminal(int(f.Fd()))
+		cfg.Terminal = cfg.Color
 	}
 	return enroll.Run(ctx, cfg)
 }
