@@ -75,8 +75,9 @@ func TestEnrollAnSSHConfigAliasThroughABastion(t *testing.T) {
 	mustEqual(t, "unknown bastion exit", code, 1)
 	mustEqual(t, "unknown bastion", find(t, report, "connect").Message, fmt.Sprintf(
 		"jump host 1 of 1, alice@127.0.0.1:%d: %s is not a known host (not in %s); its ssh-ed25519 key is %s. Check that fingerprint on the host "+
-			"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then enroll again with --accept-new-host-key to record it",
-		bastion.SSHPort, bastionAddr, e.knownHosts(), fingerprint(t, bastion.HostKeys[0])))
+			"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then enroll again with --accept-new-host-key to record it "+
+			"(ssh_config: bastion in %s: HostName 127.0.0.1, User alice, Port %d, IdentityFile %s)",
+		bastion.SSHPort, bastionAddr, e.knownHosts(), fingerprint(t, bastion.HostKeys[0]), config, bastion.SSHPort, e.key.PrivatePath))
 
 	// Then the target's, under the name the bastion reaches it by.
 	e.trust(t, bastion)
@@ -84,8 +85,9 @@ func TestEnrollAnSSHConfigAliasThroughABastion(t *testing.T) {
 	mustEqual(t, "unknown target exit", code, 1)
 	mustEqual(t, "unknown target", find(t, report, "connect").Message, fmt.Sprintf(
 		"%s is not a known host (not in %s); its ssh-ed25519 key is %s. Check that fingerprint on the host "+
-			"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then enroll again with --accept-new-host-key to record it",
-		target.Name, e.knownHosts(), fingerprint(t, target.HostKeys[0])))
+			"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then enroll again with --accept-new-host-key to record it "+
+			"(ssh_config: worker1 in %s: HostName %s, User root, IdentityFile %s, ProxyJump bastion)",
+		target.Name, e.knownHosts(), fingerprint(t, target.HostKeys[0]), config, target.Name, e.key.PrivatePath))
 
 	// Both known: the alias enrolls through the bastion, named as the alias.
 	e.addKnownHost(t, target.KnownHostsLineAs(target.Name))
@@ -126,8 +128,10 @@ func TestEnrollAnSSHConfigAliasThroughABastion(t *testing.T) {
 	mustEqual(t, "changed bastion", find(t, report, "connect").Message, fmt.Sprintf(
 		"jump host 1 of 1, alice@127.0.0.1:%d: the host key of %s has CHANGED: it is now ssh-ed25519 %s, but %s:1 has ssh-ed25519 %s. "+
 			"Someone may be intercepting the connection, or the host was reinstalled; nothing was done on it. "+
-			"If you trust the new key, remove the old one (ssh-keygen -R '%s') and enroll again",
-		bastion.SSHPort, bastionAddr, fingerprint(t, bastion.HostKeys[0]), e.knownHosts(), fingerprint(t, old), bastionAddr))
+			"If you trust the new key, remove the old one (ssh-keygen -R '%s') and enroll again "+
+			"(ssh_config: bastion in %s: HostName 127.0.0.1, User alice, Port %d, IdentityFile %s)",
+		bastion.SSHPort, bastionAddr, fingerprint(t, bastion.HostKeys[0]), e.knownHosts(), fingerprint(t, old), bastionAddr,
+		moved, bastion.SSHPort, e.key.PrivatePath))
 }
 
 func TestEnrollOverIPv6(t *testing.T) {

@@ -92,23 +92,26 @@ func (l Login) resolve(target string) (Route, error) {
 		jump = l.SSHConfig.get(a.Host, "ProxyJump")
 	}
 	r := Route{Target: hop}
-	if jump == "" || jump == "none" {
-		return r, nil
-	}
-	hops := strings.Split(jump, ",")
-	if len(hops) > maxJumps {
-		return Route{}, fmt.Errorf("%d jump hosts (%s): at most %d are followed", len(hops), jump, maxJumps)
-	}
-	for _, s := range hops {
-		ja, err := ParseAddress(strings.TrimSpace(s))
-		if err != nil {
-			return Route{}, fmt.Errorf("jump host: %w%s", err, hop.configNote())
+	// A jump host may have a ProxyJump of its own, as with ssh -J: its hops
+	// come first.
+	for jump != "" && jump != "none" {
+		var hops []Hop
+		for _, s := range strings.Split(jump, ",") {
+			ja, err := ParseAddress(strings.TrimSpace(s))
+			if err != nil {
+				return Route{}, fmt.Errorf("jump host: %w%s", err, hop.configNote())
+			}
+			jh, err := l.hop(ja)
+			if err != nil {
+				return Route{}, err
+			}
+			hops = append(hops, jh)
 		}
-		jh, err := l.hop(ja)
-		if err != nil {
-			return Route{}, err
+		r.Jumps = append(hops, r.Jumps...)
+		if len(r.Jumps) > maxJumps {
+			return Route{}, fmt.Errorf("more than %d jump hosts on the way to %s: is there a loop of ProxyJump in %s?", maxJumps, target, l.SSHConfig.Path)
 		}
-		r.Jumps = append(r.Jumps, jh)
+		jump = l.SSHConfig.get(hops[0].Alias, "ProxyJump")
 	}
 	return r, nil
 }

@@ -87,6 +87,15 @@ Host bastion
   HostName 192.0.2.254
   IdentityFile %d/.ssh/bastion
 
+Host deep
+  HostName 192.0.2.9
+  ProxyJump worker1
+
+Host loop1
+  ProxyJump loop2
+Host loop2
+  ProxyJump loop1
+
 Match host *.lab
   User builder
 `), 0o600)
@@ -122,6 +131,19 @@ Match host *.lab
 			FromConfig: "worker2 in " + config + ": HostName 192.0.2.2, User carol"}}},
 		{login, "build.lab", Route{Target: Hop{Address: Address{User: "builder", Host: "build.lab", Port: 22}, Alias: "build.lab",
 			FromConfig: "build.lab in " + config + ": User builder"}}},
+		// A jump host's own ProxyJump comes first.
+		{login, "deep", Route{
+			Jumps: []Hop{
+				{Address: Address{User: "ops", Host: "192.0.2.254", Port: 2200}, Alias: "bastion",
+					IdentityFiles: []string{dir + "/.ssh/bastion"},
+					FromConfig:    "bastion in " + config + ": HostName 192.0.2.254, IdentityFile " + dir + "/.ssh/bastion"},
+				{Address: Address{User: "alice", Host: "192.0.2.1", Port: 2222}, Alias: "worker1",
+					IdentityFiles: []string{sshDir + "/worker1_alice"},
+					FromConfig:    "worker1 in " + config + ": HostName 192.0.2.1, User alice, Port 2222, IdentityFile " + sshDir + "/worker1_alice, ProxyJump ops@bastion:2200"},
+			},
+			Target: Hop{Address: Address{User: me, Host: "192.0.2.9", Port: 22}, Alias: "deep",
+				FromConfig: "deep in " + config + ": HostName 192.0.2.9, ProxyJump worker1"}},
+		},
 		// --port beats the default; nothing from ssh_config for a plain host.
 		{Login{SSHDir: sshDir, SSHConfig: cfg, Port: 2022}, "[::1]", Route{Target: Hop{Address: Address{User: me, Host: "::1", Port: 2022}, Alias: "::1"}}},
 	} {
@@ -132,6 +154,11 @@ Match host *.lab
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("resolve(%q):\n got %#v\nwant %#v", c.target, got, c.want)
 		}
+	}
+
+	_, err = login.resolve("loop1")
+	if want := "more than 8 jump hosts on the way to loop1: is there a loop of ProxyJump in " + config + "?"; err == nil || err.Error() != want {
+		t.Errorf("a loop of ProxyJump: %v", err)
 	}
 
 	_, err = LoadSSHConfig(filepath.Join(dir, "missing"), true)

@@ -119,7 +119,7 @@ func (l Login) dialHop(ctx context.Context, hop Hop, via *ssh.Client, c *connect
 		conn.Close()
 		var refused *hostKeyError
 		if errors.As(err, &refused) {
-			return nil, "", "", refused
+			return nil, "", "", &hostKeyError{refused.msg + hop.configNote()}
 		}
 		return nil, "", "", fmt.Errorf("log in to %s as %s: %w%s", addr, hop.User, err, hop.configNote())
 	}
