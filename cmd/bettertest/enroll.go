@@ -47,7 +47,7 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&cfg.Login.KeyFile, "key", "", "private key file to log in with")
 	fs.BoolVar(&password, "password", false, "log in with a password, prompted for on the terminal")
 	fs.BoolVarP(&askBecomePass, "ask-become-pass", "K", false, "when sudo wants a password, prompt once on the terminal for it (shared by all hosts)")
-	fs.StringVar(&cfg.Name, "name", "", "the worker's name (default: the host)")
+	fs.StringVar(&cfg.Name, "name", "", "the worker's name (default: the host as named: an ssh_config alias, or an IPv6 address with - for :)")
 	fs.StringVar(&cfg.URL, "url", "", "where the worker will be reached (default: http://HOST:9009)")
 	fs.BoolVar(&cfg.Check, "check", false, "report what would change, with diffs, and change nothing")
 	fs.BoolVar(&cfg.JSON, "json", false, "report as JSON lines")
