@@ -132,3 +132,36 @@ func BenchmarkEnrollFourHostsInParallel(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkNoOpThroughAJumpHost re-enrolls one enrolled host, directly and
+// through a second host acting as bastion, in turns. Target: through the
+// bastion within 1.5 x direct. Its quick mode (go test -short) runs one
+// round instead of five.
+func BenchmarkNoOpThroughAJumpHost(b *testing.B) {
+	rounds := 5
+	if testing.Short() {
+		rounds = 1
+	}
+	for range b.N {
+		e := newEnv(b)
+		target, bastion := jumpPair(b, e)
+		e.trust(b, target)
+		e.trust(b, bastion)
+		e.addKnownHost(b, target.KnownHostsLineAs(target.Name))
+		direct := e.args(target, "root")
+		jump := []string{"--json", "--key", e.key.PrivatePath, "--name", "w1", "--url", target.WorkerURL,
+			"--jump", fmt.Sprintf("alice@127.0.0.1:%d", bastion.SSHPort), "root@" + target.Name}
+		e.timedEnroll(b, direct...) // the fresh enrollment
+		var directNoop, jumpNoop time.Duration
+		for range rounds {
+			d, _ := e.timedEnroll(b, direct...)
+			j, _ := e.timedEnroll(b, jump...)
+			directNoop += d
+			jumpNoop += j
+		}
+		b.ReportMetric(jumpNoop.Seconds()/directNoop.Seconds(), "jump-vs-direct-ratio")
+		b.ReportMetric(directNoop.Seconds()/float64(rounds), "direct-noop-s")
+		b.ReportMetric(jumpNoop.Seconds()/float64(rounds), "jump-noop-s")
+	}
+	b.ReportMetric(0, "ns/op")
+}

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -28,7 +27,7 @@ import (
 
 // Config is one run of `bettertest enroll`.
 type Config struct {
-	Targets    []string // USER@HOST
+	Targets    []string // USER@HOST, ssh_config aliases, ssh://USER@HOST:PORT
 	Login      Login
 	Name, URL  string // for a single target; default: the host, http://HOST:9009
 	Check      bool   // report what would change, change nothing
@@ -37,6 +36,11 @@ type Config struct {
 	WorkersDir string // where workers' records and tokens are kept locally
 	Out        io.Writer
 	Color      bool
+	Terminal   bool // Out is a terminal: progress is shown as a live line
+	// AskBecomePass reads sudo's password from the terminal
+	// (--ask-become-pass); nil: sudo must not need one. Run asks once, for
+	// the first host whose sudo wants a password, and all hosts share it.
+	AskBecomePass func() ([]byte, error)
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -61,7 +65,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	rep := &reporter{out: cfg.Out, json: cfg.JSON, color: cfg.Color}
+	if cfg.AskBecomePass != nil {
+		cfg.AskBecomePass = sync.OnceValues(cfg.AskBecomePass)
+	}
+	rep := &reporter{out: cfg.Out, json: cfg.JSON, color: cfg.Color, terminal: cfg.Terminal}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failed []string
@@ -69,9 +76,13 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			spec, err := cfg.spec(target, sum, arch, custom)
+			route, err := cfg.Login.resolve(target)
+			var spec Spec
 			if err == nil {
-				err = enrollHost(ctx, cfg, target, spec, rep)
+				spec, err = cfg.spec(route, sum, arch, custom)
+			}
+			if err == nil {
+				err = enrollHost(ctx, cfg, target, route, spec, rep)
 			}
 			if err != nil {
 				rep.fail(target, err)
@@ -88,22 +99,6 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-func splitTarget(target string) (user, host string, err error) {
-	user, host, found := strings.Cut(target, "@")
-	if !found {
-		host = target
-		u, err := currentUser()
-		if err != nil {
-			return "", "", err
-		}
-		user = u
-	}
-	if user == "" || host == "" || strings.ContainsAny(target, " /") {
-		return "", "", fmt.Errorf("%q is not USER@HOST: name the host as user@host or host", target)
-	}
-	return user, host, nil
-}
-
 func currentUser() (string, error) {
 	u, err := user.Current()
 	if err != nil {
@@ -112,20 +107,17 @@ func currentUser() (string, error) {
 	return u.Username, nil
 }
 
-func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
-	_, host, err := splitTarget(target)
-	if err != nil {
-		return Spec{}, err
-	}
+func (cfg Config) spec(route Route, sum, arch string, custom bool) (Spec, error) {
 	name, url := cfg.Name, cfg.URL
 	if name == "" {
-		name = strings.Trim(host, "[]")
+		// An ssh_config alias names the worker as the user knows the host.
+		name = WorkerName(route.Target.Alias)
 	}
 	if !validName.MatchString(name) {
 		return Spec{}, fmt.Errorf("worker name %q names files, so it may only hold letters, digits, '.', '-' and '_': pass --name NAME", name)
 	}
 	if url == "" {
-		url = "http://" + net.JoinHostPort(strings.Trim(host, "[]"), WorkerPort)
+		url = WorkerURL(route.Target.Host, WorkerPort)
 	}
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return Spec{}, fmt.Errorf("--url %q must start with http:// or https://", url)
@@ -143,7 +135,7 @@ func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
 }
 
 // enrollHost connects, gathers facts and runs the playbook on one host.
-func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *reporter) error {
+func enrollHost(ctx context.Context, cfg Config, target string, route Route, spec Spec, rep *reporter) error {
 	var recap provision.Recap
 	note := func(ev provision.Event) {
 		recap.Add(ev.Status)
@@ -155,9 +147,9 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 		return errReported
 	}
 
-	user, host, _ := splitTarget(target)
+	user, host := route.Target.User, route.Target.Host
 	start := time.Now()
-	conn, err := dial(ctx, user, host, cfg.Login)
+	conn, err := dial(ctx, route, cfg.Login)
 	if conn != nil {
 		for _, w := range conn.warnings {
 			rep.warn(target, w)
@@ -166,9 +158,12 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 	if err != nil {
 		return fail("connect", start, err)
 	}
-	defer conn.client.Close()
-	note(provision.Event{Step: "connect", Status: provision.OK, Duration: time.Since(start),
-		Message: fmt.Sprintf("logged in as %s; host key %s", user, conn.fingerprint)})
+	defer conn.Close()
+	msg := fmt.Sprintf("logged in as %s; host key %s", user, conn.fingerprint)
+	for _, j := range route.Jumps {
+		msg += "; through " + j.String()
+	}
+	note(provision.Event{Step: "connect", Status: provision.OK, Duration: time.Since(start), Message: msg})
 	if conn.keyUsed != "" {
 		rep.warn(target, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
 	}
@@ -176,15 +171,11 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 	h := &sshHost{client: conn.client, sudo: user != "root"}
 	if h.sudo {
 		start = time.Now()
-		out, err := (&sshHost{client: conn.client}).Run(ctx, "sudo -n true", nil)
-		if err == nil && out.Code != 0 {
-			err = fmt.Errorf("%s cannot run sudo without a password on %s (sudo -n true: %s): enroll as root, or give %s passwordless sudo: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s",
-				user, host, strings.TrimSpace(provision.Tail(out.Stderr, 1)), user, user, user)
-		}
+		step, msg, err := cfg.becomeRoot(ctx, h, user, host)
 		if err != nil {
-			return fail("passwordless sudo", start, err)
+			return fail(step, start, err)
 		}
-		note(provision.Event{Step: "passwordless sudo", Status: provision.OK, Duration: time.Since(start)})
+		note(provision.Event{Step: step, Status: provision.OK, Duration: time.Since(start), Message: msg})
 	}
 
 	start = time.Now()
@@ -198,12 +189,65 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 	}
 	note(provision.Event{Step: "gather facts", Status: provision.OK, Duration: time.Since(start)})
 
-	_, err = provision.Playbook{Steps: Steps(spec), Check: cfg.Check}.Run(ctx, h, facts, note)
+	h.progress = func(p progress) { rep.progress(target, h.step, h.stepStart, p) }
+	steps := Steps(spec)
+	for i, s := range steps {
+		steps[i].Plan = func(f *provision.Facts) provision.Plan {
+			// A step's actions run right after its plan: the progress they
+			// show is the step's.
+			h.step, h.stepStart = s.Name, time.Now()
+			return s.Plan(f)
+		}
+	}
+	_, err = provision.Playbook{Steps: steps, Check: cfg.Check}.Run(ctx, h, facts, note)
 	rep.recap(target, recap, spec, cfg.Check, err == nil)
 	if err != nil {
 		return errReported
 	}
 	return nil
+}
+
+// becomeRoot proves that user can run commands as root through sudo: without
+// a password, or else with the one --ask-become-pass reads (then h uses it).
+func (cfg Config) becomeRoot(ctx context.Context, h *sshHost, user, host string) (step, msg string, err error) {
+	out, err := (&sshHost{client: h.client}).Run(ctx, "sudo -n true", nil)
+	if err != nil {
+		return "passwordless sudo", "", err
+	}
+	if out.Code == 0 {
+		return "passwordless sudo", "", nil
+	}
+	said := strings.TrimSpace(provision.Tail(out.Stderr, 1))
+	if cfg.AskBecomePass == nil || !strings.Contains(said, "password is required") {
+		return "passwordless sudo", "", fmt.Errorf("%s cannot run sudo without a password on %s (sudo -n true: %s): enroll as root, pass --ask-become-pass to type %s's sudo password, "+
+			"or give %s passwordless sudo: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s",
+			user, host, said, user, user, user, user)
+	}
+	password, err := cfg.AskBecomePass()
+	if err != nil {
+		return "sudo", "", err
+	}
+	h.password = password
+	out, err = h.Run(ctx, "true", nil)
+	if err == nil && out.Code != 0 {
+		err = fmt.Errorf("sudo on %s refused the password typed for --ask-become-pass (%s): run again and type %s's password there, or check that %s may sudo (sudo -l)",
+			host, oneLine(out.Stderr), user, user)
+	}
+	if err != nil {
+		return "sudo", "", err
+	}
+	return "sudo", "with the password from --ask-become-pass", nil
+}
+
+// oneLine joins the non-empty lines of a command's output with "; ".
+func oneLine(b []byte) string {
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
 
 // errReported is a failure already shown in the host's report.

@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/creack/pty"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bettertest/bettertest/enroll"
@@ -346,7 +345,7 @@ func TestLoginsAndCheckMode(t *testing.T) {
 	mustEqual(t, "bob exit", code, 1)
 	mustEqual(t, "bob", find(t, report, "passwordless sudo").Message,
 		"bob cannot run sudo without a password on 127.0.0.1 (sudo -n true: sudo: a password is required): enroll as root, "+
-			"or give bob passwordless sudo: echo 'bob ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-bob")
+			"pass --ask-become-pass to type bob's sudo password, or give bob passwordless sudo: echo 'bob ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-bob")
 
 	// The default key, found in ~/.ssh, with a warning that names it.
 	os.WriteFile(filepath.Join(e.home, ".ssh", "id_ed25519"), must(os.ReadFile(e.key.PrivatePath)), 0o600)
@@ -358,29 +357,12 @@ func TestLoginsAndCheckMode(t *testing.T) {
 		"logged in with "+filepath.Join(e.home, ".ssh", "id_ed25519")+", found by default: pass --key to choose the key")
 
 	// A password, prompted for on the terminal.
-	cmd := e.cmd("--json", "--check", "--password", "--port", fmt.Sprint(h.SSHPort), "--url", h.WorkerURL, "carol@127.0.0.1")
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Fatal(err)
+	report, terminal, code := e.enrollOnPTY(t, "SSH password for carol@127.0.0.1:", testhost.CarolPassword+"\n",
+		"--json", "--check", "--password", "--port", fmt.Sprint(h.SSHPort), "--url", h.WorkerURL, "carol@127.0.0.1")
+	if code != 0 {
+		t.Fatalf("password login exited %d: %s\n%s", code, terminal, report)
 	}
-	defer ptmx.Close()
-	var stdout bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, &stdout, tty
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	tty.Close()
-	prompt := bufio.NewReader(ptmx)
-	if got, err := prompt.ReadString(':'); err != nil || got != "SSH password for carol@127.0.0.1:" {
-		t.Fatalf("prompt %q: %v", got, err)
-	}
-	fmt.Fprintf(ptmx, "%s\n", testhost.CarolPassword)
-	go io.Copy(io.Discard, prompt)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("password login: %v\n%s", err, stdout.String())
-	}
-	mustEqual(t, "password login", find(t, stdout.String(), "connect").Message[:len("logged in as carol;")], "logged in as carol;")
+	mustEqual(t, "password login", find(t, report, "connect").Message[:len("logged in as carol;")], "logged in as carol;")
 }
 
 func must[T any](v T, err error) T {

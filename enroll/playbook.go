@@ -135,11 +135,12 @@ func goarch(unameM string) string {
 }
 
 // aptInstall installs packages, first waiting for another apt or dpkg (a
-// fresh VM's unattended upgrades, say) to let go of the lock.
+// fresh VM's unattended upgrades, say) to let go of the lock. Its status
+// lines on stdout are the step's progress.
 func aptInstall(pkgs string) string {
 	return `export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=600 update -q
-apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends ` + pkgs
+apt-get -o DPkg::Lock::Timeout=600 -o APT::Status-Fd=1 install -y -q --no-install-recommends ` + pkgs
 }
 
 func planDpkg(f *provision.Facts) provision.Plan {

@@ -100,7 +100,7 @@ func TestPackagesPerDistribution(t *testing.T) {
 		}
 	}
 	const wantApt = "export DEBIAN_FRONTEND=noninteractive\napt-get -o DPkg::Lock::Timeout=600 update -q\n" +
-		"apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends docker.io"
+		"apt-get -o DPkg::Lock::Timeout=600 -o APT::Status-Fd=1 install -y -q --no-install-recommends docker.io"
 	if got := aptInstall("docker.io"); got != wantApt {
 		t.Fatalf("apt script:\n%s", got)
 	}

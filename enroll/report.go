@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bettertest/bettertest/provision"
 )
@@ -13,10 +14,14 @@ import (
 // reporter prints each host's results as they happen; hosts run in
 // parallel, so every line names its host.
 type reporter struct {
-	mu    sync.Mutex
-	out   io.Writer
-	json  bool
-	color bool
+	mu       sync.Mutex
+	out      io.Writer
+	json     bool
+	color    bool
+	terminal bool // out is a terminal: progress is a live line (progress.go)
+	live     bool // the live line is showing
+	liveAt   time.Time
+	now      func() time.Time // nil: time.Now; tests set a clock
 }
 
 var statusColor = map[provision.Status]string{
@@ -37,6 +42,7 @@ func (r *reporter) event(host string, ev provision.Event) {
 		r.writeJSON(jsonEvent{Host: host, Event: ev, DurationMS: ev.Duration.Milliseconds()})
 		return
 	}
+	r.endLive()
 	status := fmt.Sprintf("%-8s", ev.Status)
 	if r.color {
 		status = statusColor[ev.Status] + status + "\x1b[0m"
@@ -64,6 +70,7 @@ func (r *reporter) warn(host, msg string) {
 		r.writeJSON(map[string]string{"host": host, "warning": msg})
 		return
 	}
+	r.endLive()
 	fmt.Fprintf(r.out, "warning  [%s] %s\n", host, msg)
 }
 
@@ -86,6 +93,7 @@ func (r *reporter) recap(host string, recap provision.Recap, spec Spec, check, o
 		r.writeJSON(v)
 		return
 	}
+	r.endLive()
 	fmt.Fprintf(r.out, "recap    [%s] ok=%d changed=%d failed=%d skipped=%d\n", host, recap.OK, recap.Changed, recap.Failed, recap.Skipped)
 	if ok && !check {
 		fmt.Fprintf(r.out, "worker   [%s] pipedefs use it with: --worker %s --token-file %s\n", host, spec.URL, spec.TokenFile)

@@ -25,12 +25,14 @@ import (
 
 // Login says how to log in to hosts.
 type Login struct {
-	Port       int
-	KeyFile    string // --key; empty: the SSH agent and ~/.ssh/id_*
-	Password   []byte // from the terminal prompt (--password)
-	KnownHosts string // ~/.ssh/known_hosts
-	AcceptNew  bool   // record the key of a host not in KnownHosts
-	SSHDir     string // ~/.ssh, where default keys are found
+	Port       int       // --port; 0: the target's own, ssh_config's Port, or 22
+	KeyFile    string    // --key; empty: ssh_config's IdentityFile, the SSH agent and ~/.ssh/id_*
+	Password   []byte    // from the terminal prompt (--password)
+	KnownHosts string    // ~/.ssh/known_hosts
+	AcceptNew  bool      // record the key of a host not in KnownHosts
+	SSHDir     string    // ~/.ssh, where default keys are found
+	SSHConfig  SSHConfig // ~/.ssh/config or --ssh-config
+	Jump       string    // --jump USER@HOST[:PORT][,...]; replaces ssh_config's ProxyJump
 }
 
 // defaultKeys are tried, in this order, when no --key is given.
@@ -42,31 +44,72 @@ var knownHostsMu sync.Mutex
 // connection is a logged-in SSH client and what was learned on the way.
 type connection struct {
 	client      *goph.Client
-	fingerprint string // the host key's SHA256 fingerprint
-	keyUsed     string // the default key file the server accepted, when found by discovery
+	jumps       []*ssh.Client // the jump hosts' clients, closed after the target's
+	fingerprint string        // the target's host key: type and SHA256 fingerprint
+	keyUsed     string        // the default key file the target accepted, when found by discovery
 	warnings    []string
 }
 
-// dial logs in to user@host, verifying the host key against known_hosts.
-func dial(ctx context.Context, user, host string, login Login) (*connection, error) {
+func (c *connection) Close() {
+	c.client.Close()
+	c.closeJumps()
+}
+
+// dial logs in to the route's target through its jump hosts, each one's host
+// key verified against known_hosts like the target's.
+func dial(ctx context.Context, route Route, login Login) (*connection, error) {
 	c := &connection{}
-	auth, signed, warnings, err := login.auth()
-	c.warnings = warnings
-	if err != nil {
-		return nil, err
+	var via *ssh.Client
+	for i, hop := range route.Jumps {
+		client, _, _, err := login.dialHop(ctx, hop, via, c)
+		if err != nil {
+			c.closeJumps()
+			return c, fmt.Errorf("jump host %d of %d, %s: %w", i+1, len(route.Jumps), hop, err)
+		}
+		c.jumps = append(c.jumps, client)
+		via = client
 	}
-	addr := net.JoinHostPort(host, fmt.Sprint(login.Port))
-	hostKeys, algorithms, err := login.hostKeys(addr, &c.fingerprint)
+	client, fingerprint, keyUsed, err := login.dialHop(ctx, route.Target, via, c)
 	if err != nil {
-		return nil, err
+		c.closeJumps()
+		return c, err
 	}
-	d := net.Dialer{Timeout: 15 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	c.fingerprint, c.keyUsed = fingerprint, keyUsed
+	c.client = &goph.Client{Client: client, Config: &goph.Config{User: route.Target.User, Addr: route.Target.Host, Port: uint(route.Target.Port)}}
+	return c, nil
+}
+
+func (c *connection) closeJumps() {
+	for i := len(c.jumps) - 1; i >= 0; i-- {
+		c.jumps[i].Close()
+	}
+	c.jumps = nil
+}
+
+// dialHop logs in to one hop, over via when it is not nil.
+func (l Login) dialHop(ctx context.Context, hop Hop, via *ssh.Client, c *connection) (client *ssh.Client, fingerprint, keyUsed string, err error) {
+	auth, signed, warnings, err := l.auth(hop)
+	c.warnings = append(c.warnings, warnings...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w: check the host and --port, and that sshd runs there", addr, err)
+		return nil, "", "", err
+	}
+	addr := hop.HostPort()
+	hostKeys, algorithms, err := l.hostKeys(addr, &fingerprint)
+	if err != nil {
+		return nil, "", "", err
+	}
+	var conn net.Conn
+	if via == nil {
+		d := net.Dialer{Timeout: 15 * time.Second}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		conn, err = via.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, "", "", fmt.Errorf("connect to %s: %w: check the host and --port, and that sshd runs there%s", addr, err, hop.configNote())
 	}
 	sshConn, chans, reqs, err := ssh.NewClientConn(conn, addr, &ssh.ClientConfig{
-		User:              user,
+		User:              hop.User,
 		Auth:              auth,
 		HostKeyCallback:   hostKeys,
 		HostKeyAlgorithms: algorithms,
@@ -76,13 +119,11 @@ func dial(ctx context.Context, user, host string, login Login) (*connection, err
 		conn.Close()
 		var refused *hostKeyError
 		if errors.As(err, &refused) {
-			return nil, refused
+			return nil, "", "", &hostKeyError{refused.msg + hop.configNote()}
 		}
-		return nil, fmt.Errorf("log in to %s as %s: %w", addr, user, err)
+		return nil, "", "", fmt.Errorf("log in to %s as %s: %w%s", addr, hop.User, err, hop.configNote())
 	}
-	c.client = &goph.Client{Client: ssh.NewClient(sshConn, chans, reqs), Config: &goph.Config{User: user, Addr: host, Port: uint(login.Port)}}
-	c.keyUsed = *signed
-	return c, nil
+	return ssh.NewClient(sshConn, chans, reqs), fingerprint, *signed, nil
 }
 
 // auth builds one public-key method from the agent's signers and the key
@@ -90,7 +131,7 @@ func dial(ctx context.Context, user, host string, login Login) (*connection, err
 // or password methods when a password was given. The returned string names
 // the default key the server accepted, once it has: only that key is asked to
 // sign.
-func (l Login) auth() ([]ssh.AuthMethod, *string, []string, error) {
+func (l Login) auth(hop Hop) ([]ssh.AuthMethod, *string, []string, error) {
 	used := new(string)
 	var warnings []string
 	switch {
@@ -120,9 +161,16 @@ func (l Login) auth() ([]ssh.AuthMethod, *string, []string, error) {
 			signers = append(signers, agentSigners...)
 		}
 	}
+	for _, path := range hop.IdentityFiles {
+		signer, err := readKey(path)
+		if err != nil {
+			return nil, nil, warnings, fmt.Errorf("IdentityFile %s: %w%s", path, err, hop.configNote())
+		}
+		signers = append(signers, signer)
+	}
 	for _, name := range defaultKeys {
 		path := filepath.Join(l.SSHDir, name)
-		if _, err := os.Stat(path); err != nil {
+		if _, err := os.Stat(path); err != nil || len(hop.IdentityFiles) > 0 {
 			continue
 		}
 		signer, err := readKey(path)
@@ -282,10 +330,15 @@ func appendKnownHost(path, hostname string, key ssh.PublicKey) error {
 }
 
 // sshHost runs scripts on a host over SSH, as root through sudo -n when the
-// login user is not root.
+// login user is not root, or sudo -S with password (become.go).
 type sshHost struct {
-	client *goph.Client
-	sudo   bool
+	client   *goph.Client
+	sudo     bool
+	password []byte // sudo's password (--ask-become-pass); nil: sudo -n
+
+	progress  func(progress) // nil: none shown
+	step      string         // the playbook's step whose commands run now
+	stepStart time.Time
 }
 
 // enrollLock serializes the commands of enrollments of one host.
@@ -299,16 +352,37 @@ func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (prov
 	defer sess.Close()
 	var stdout, stderr bytes.Buffer
 	sess.Stdout, sess.Stderr, sess.Stdin = &stdout, &stderr, stdin
+	if h.progress != nil {
+		sess.Stdout = io.MultiWriter(&stdout, &aptProgress{report: h.progress})
+		if f, ok := stdin.(*os.File); ok {
+			if info, err := f.Stat(); err == nil {
+				stdin = &uploadProgress{r: f, total: info.Size(), report: h.progress}
+				sess.Stdin = stdin
+			}
+		}
+	}
 	// Every command holds the host's enrollment lock. A command of an
 	// enrollment that was killed goes on after its SSH session is gone (an
 	// apt-get, say); the next enrollment's commands wait for it to end, on the
 	// lock, rather than fail on apt's own locks or see a half-made state.
 	cmd := "flock " + enrollLock + " sh -c " + shellQuote(script)
-	if h.sudo {
+	var feeder *becomeFeeder
+	switch {
+	case h.sudo && h.password != nil:
+		feeder, sess.Stdin = newBecomeFeeder(h.password, stdin, &stderr)
+		sess.Stderr = feeder
+		cmd = becomeCommand(cmd)
+	case h.sudo:
 		cmd = "sudo -n " + cmd
 	}
 	done := make(chan error, 1)
-	go func() { done <- sess.Run(cmd) }()
+	go func() {
+		err := sess.Run(cmd)
+		if feeder != nil {
+			feeder.finish()
+		}
+		done <- err
+	}()
 	select {
 	case err = <-done:
 	case <-ctx.Done():

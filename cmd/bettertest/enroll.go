@@ -13,7 +13,11 @@ import (
 	"github.com/bettertest/bettertest/enroll"
 )
 
-const enrollUsage = `Usage: bettertest enroll [flags] USER@HOST [USER@HOST...]
+const enrollUsage = `Usage: bettertest enroll [flags] HOST [HOST...]
+
+HOST is host, user@host, user@host:port, user@[::1]:port, ssh://user@host:port
+or a Host of ~/.ssh/config (its HostName, User, Port, IdentityFile and
+ProxyJump are used; --ssh-config FILE reads another file).
 
 Turn Linux hosts reachable over SSH into running bettertest workers: install
 Docker and python3 when missing, this bettertest binary, a token and the
@@ -26,18 +30,24 @@ host ends with a recap. Host keys are checked against ~/.ssh/known_hosts. The
 worker's token is saved as ~/.config/bettertest/workers/NAME.token (mode 0600)
 beside NAME.json, where the boss finds its workers.
 
-Logs in with --key, or --password, or else the SSH agent and ~/.ssh/id_*. A
-user other than root needs passwordless sudo.
+Logs in with --key, or --password, or else the SSH agent and ssh_config's
+IdentityFile or ~/.ssh/id_*. --jump (or ProxyJump) reaches hosts through
+bastions, whose host keys are checked like the target's. A user other than
+root needs sudo: without a password, or with --ask-become-pass.
 `
 
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("enroll", enrollUsage, stderr)
 	cfg := enroll.Config{Out: stdout}
-	var password bool
-	fs.IntVar(&cfg.Login.Port, "port", 22, "SSH port")
+	var password, askBecomePass bool
+	var sshConfig string
+	fs.IntVar(&cfg.Login.Port, "port", 0, "SSH port (default: the target's :PORT, ssh_config's Port, or 22)")
+	fs.StringVar(&sshConfig, "ssh-config", "", "the OpenSSH client configuration to read (default ~/.ssh/config)")
+	fs.StringVar(&cfg.Login.Jump, "jump", "", "reach the hosts through this jump host, USER@HOST[:PORT] (several: comma-separated); replaces ssh_config's ProxyJump")
 	fs.StringVar(&cfg.Login.KeyFile, "key", "", "private key file to log in with")
 	fs.BoolVar(&password, "password", false, "log in with a password, prompted for on the terminal")
-	fs.StringVar(&cfg.Name, "name", "", "the worker's name (default: the host)")
+	fs.BoolVarP(&askBecomePass, "ask-become-pass", "K", false, "when sudo wants a password, prompt once on the terminal for it (shared by all hosts)")
+	fs.StringVar(&cfg.Name, "name", "", "the worker's name (default: the host as named: an ssh_config alias, or an IPv6 address with - for :)")
 	fs.StringVar(&cfg.URL, "url", "", "where the worker will be reached (default: http://HOST:9009)")
 	fs.BoolVar(&cfg.Check, "check", false, "report what would change, with diffs, and change nothing")
 	fs.BoolVar(&cfg.JSON, "json", false, "report as JSON lines")
@@ -59,31 +69,43 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg.Login.SSHDir = filepath.Join(home, ".ssh")
 	cfg.Login.KnownHosts = filepath.Join(cfg.Login.SSHDir, "known_hosts")
+	if sshConfig != "" {
+		cfg.Login.SSHConfig, err = enroll.LoadSSHConfig(sshConfig, true)
+	} else {
+		cfg.Login.SSHConfig, err = enroll.LoadSSHConfig(filepath.Join(cfg.Login.SSHDir, "config"), false)
+	}
+	if err != nil {
+		return err
+	}
 	cfg.WorkersDir = filepath.Join(home, ".config", "bettertest", "workers")
 	if password {
-		if cfg.Login.Password, err = promptPassword(cfg.Targets); err != nil {
+		if cfg.Login.Password, err = promptTTY("SSH password for "+cfg.Targets[0]+": ", "--password"); err != nil {
 			return err
 		}
 	}
+	if askBecomePass {
+		cfg.AskBecomePass = func() ([]byte, error) { return promptTTY("sudo password (--ask-become-pass): ", "--ask-become-pass") }
+	}
 	if f, ok := stdout.(*os.File); ok && !cfg.JSON {
 		cfg.Color = term.IsTerminal(int(f.Fd()))
+		cfg.Terminal = cfg.Color
 	}
 	return enroll.Run(ctx, cfg)
 }
 
-// promptPassword reads the SSH password from the terminal, never from an
-// argument: arguments are visible to every user of the machine.
-func promptPassword(targets []string) ([]byte, error) {
+// promptTTY reads a password from the terminal, never from an argument:
+// arguments are visible to every user of the machine.
+func promptTTY(prompt, flag string) ([]byte, error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
-		return nil, errors.New("--password prompts on the terminal, and there is none: log in with a key instead (--key PATH)")
+		return nil, fmt.Errorf("%s prompts on the terminal, and there is none: run enroll from a terminal", flag)
 	}
 	defer tty.Close()
-	fmt.Fprintf(tty, "SSH password for %s: ", targets[0])
+	fmt.Fprint(tty, prompt)
 	pw, err := term.ReadPassword(int(tty.Fd()))
 	fmt.Fprintln(tty)
 	if err != nil {
-		return nil, fmt.Errorf("read the password: %w", err)
+		return nil, fmt.Errorf("read the password for %s: %w", flag, err)
 	}
 	return pw, nil
 }

@@ -18,8 +18,10 @@
 //	  --label dev.bettertest.testhost=1 -v NOTIFYDIR:/run/host/testhost \
 //	  bettertest/testhost:bookworm /usr/bin/env NOTIFY_SOCKET=/run/host/testhost/notify /sbin/init
 //
-// or, with Options.Loopback, -p ADDR:22:22 -p ADDR:9009:9009. (--privileged fails on
-// these machines: CAP_SYS_RESOURCE is not available.)
+// or, with Options.Loopback, -p ADDR:22:22 -p ADDR:9009:9009; with Options.Publish
+// "::1", -p [::1]::22 -p [::1]::9009; with Options.Network, --network NET (a network
+// that NewNetwork made, on which other hosts reach it by name). (--privileged fails
+// on these machines: CAP_SYS_RESOURCE is not available.)
 package testhost
 
 import (
@@ -43,6 +45,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
@@ -127,6 +130,38 @@ type Options struct {
 	// as root@ADDR and http://ADDR:9009, like a machine on a network. If empty, the
 	// host publishes on 127.0.0.1 with ports that the OS picks.
 	Loopback string
+
+	// Publish, if set, is the loopback address on which the host publishes its
+	// ports, which the OS picks: "::1" for a host reached over IPv6. The
+	// default is 127.0.0.1. Not with Loopback.
+	Publish string
+
+	// Network, if set, is a Docker network made by NewNetwork that the host
+	// joins: other hosts on it reach this one by its Name (a bastion, say).
+	Network string
+}
+
+// NewNetwork makes a Docker network for test hosts to talk to each other by
+// name (Options.Network), removed when the test ends, after its hosts.
+func NewNetwork(t testing.TB) string {
+	t.Helper()
+	docker, err := client.NewClientWithOpts(client.WithHost(client.DefaultDockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "testhost-net-" + hex.EncodeToString(b)
+	if _, err := docker.NetworkCreate(context.Background(), name, network.CreateOptions{Labels: map[string]string{Label: "1", Label + ".test": t.Name()}}); err != nil {
+		t.Fatalf("testhost: creating the network %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := docker.NetworkRemove(context.Background(), name); err != nil {
+			t.Errorf("testhost: removing the network %s: %v", name, err)
+		}
+		docker.Close()
+	})
+	return name
 }
 
 // FreeLoopback returns a random address in 127.0.0.0/8, outside 127.0.0.0/16, on
@@ -216,6 +251,9 @@ func Start(t testing.TB, opt Options) *Host {
 	_, _ = rand.Read(b)
 	h := &Host{Name: "testhost-" + hex.EncodeToString(b), Loopback: "127.0.0.1", docker: docker}
 	sshPort, workerPort := nat.Port("22/tcp"), nat.Port(fmt.Sprintf("%d/tcp", WorkerPort))
+	if opt.Publish != "" {
+		h.Loopback = opt.Publish
+	}
 	bindings := nat.PortMap{sshPort: {{HostIP: h.Loopback}}, workerPort: {{HostIP: h.Loopback}}}
 	if opt.Loopback != "" {
 		h.Loopback = opt.Loopback
@@ -242,7 +280,7 @@ func Start(t testing.TB, opt Options) *Host {
 			// The nested engine's overlay2 needs a directory that is not on overlayfs.
 			Mounts:       []mount.Mount{{Type: mount.TypeVolume, Target: "/var/lib/docker"}},
 			PortBindings: bindings,
-		}, nil, nil, h.Name)
+		}, networking(opt.Network), nil, h.Name)
 	if err != nil {
 		if client.IsErrNotFound(err) {
 			t.Fatalf("testhost: the image %s is missing: run `bash scripts/setup-test-env.sh` (%v)", Image, err)
@@ -307,9 +345,16 @@ func Start(t testing.TB, opt Options) *Host {
 	}
 	h.SSHPort = h.publishedPort(t, inspect, sshPort)
 	h.SSHAddr = net.JoinHostPort(h.Loopback, strconv.Itoa(h.SSHPort))
-	h.WorkerURL = fmt.Sprintf("http://%s:%d", h.Loopback, h.publishedPort(t, inspect, workerPort))
+	h.WorkerURL = "http://" + net.JoinHostPort(h.Loopback, strconv.Itoa(h.publishedPort(t, inspect, workerPort)))
 	h.readHostKeys(t)
 	return h
+}
+
+func networking(name string) *network.NetworkingConfig {
+	if name == "" {
+		return nil
+	}
+	return &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{name: {}}}
 }
 
 // authorizedKeys is a tar archive, for extraction at /, that gives each key user
@@ -360,8 +405,14 @@ func (h *Host) readHostKeys(t testing.TB) {
 // ed25519 key, unhashed, as OpenSSH writes it: "[127.0.0.1]:PORT ssh-ed25519 AAAA...",
 // or "ADDR ssh-ed25519 AAAA..." on a loopback address of its own (port 22).
 func (h *Host) KnownHostsLine() string {
+	return h.KnownHostsLineAs(h.SSHAddr)
+}
+
+// KnownHostsLineAs is the known_hosts line for the host's ed25519 key under
+// another address: its Name, as a bastion on its Network reaches it.
+func (h *Host) KnownHostsLineAs(hostport string) string {
 	key, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(h.HostKeys[0])) // parsed once already
-	return knownhosts.Line([]string{h.SSHAddr}, key)
+	return knownhosts.Line([]string{hostport}, key)
 }
 
 // Exec runs cmd in the host as root and returns its stdout. The test fails if it
