@@ -232,37 +232,32 @@ func (b *Boss) handleRun(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *Boss) handleCancel(w http.ResponseWriter, r *http.Request) {
-	id, ok := runID(w, r)
-	if !ok {
-		return
-	}
-	run, err := b.cancel(id)
-	if errors.Is(err, errNotActive) {
-		stored, err := b.store.run(r.Context(), id)
-		if err != nil {
-			writeRunError(w, id, err)
-			return
-		}
-		writeError(w, http.StatusConflict, fmt.Sprintf("run %d has already ended (%s): there is nothing to cancel", id, stored.Status))
-		return
-	}
-	writeJSON(w, http.StatusAccepted, run)
+	b.runAction(w, r, errNotActive, func(id int64) (bettertest.Run, error) { return b.cancel(id) },
+		"run %d has already ended (%s): there is nothing to cancel")
 }
 
 // handleApprove lets a pull request from a fork run.
 func (b *Boss) handleApprove(w http.ResponseWriter, r *http.Request) {
+	b.runAction(w, r, errNotAwaiting, func(id int64) (bettertest.Run, error) { return b.approve(id, principalOf(r).label()) },
+		"run %d is %s, not awaiting approval: only a pull request from a fork waits for one")
+}
+
+// runAction does act to the run the path names and answers 202 with it; a
+// run act cannot apply to (notFor) gets 409 with conflict, formatted with
+// the run's id and stored status.
+func (b *Boss) runAction(w http.ResponseWriter, r *http.Request, notFor error, act func(int64) (bettertest.Run, error), conflict string) {
 	id, ok := runID(w, r)
 	if !ok {
 		return
 	}
-	run, err := b.approve(id, principalOf(r).label())
-	if errors.Is(err, errNotAwaiting) {
+	run, err := act(id)
+	if errors.Is(err, notFor) {
 		stored, err := b.store.run(r.Context(), id)
 		if err != nil {
 			writeRunError(w, id, err)
 			return
 		}
-		writeError(w, http.StatusConflict, fmt.Sprintf("run %d is %s, not awaiting approval: only a pull request from a fork waits for one", id, stored.Status))
+		writeError(w, http.StatusConflict, fmt.Sprintf(conflict, id, stored.Status))
 		return
 	}
 	writeJSON(w, http.StatusAccepted, run)
