@@ -33,6 +33,10 @@ type RunRequest struct {
 	// User runs the command as this user of the image, NAME or UID[:GID]
 	// (e.g. "65534"); the image's default (root) when empty.
 	User string `json:"user,omitempty"`
+	// ReachHost puts the run on Docker's default bridge network instead of
+	// the worker's isolated one, so it can reach services on the worker's
+	// host; the worker refuses it unless started with --allow-reach-host.
+	ReachHost bool `json:"reach_host,omitempty"`
 }
 
 // Limits bound what one run may take. A worker has its own (its flags); a

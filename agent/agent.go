@@ -30,6 +30,8 @@ type Config struct {
 	DataDir     string // artifacts and the build cache
 	CacheSize   int64  // bytes the artifacts may take on disk
 	Limits      Limits // what one run may take; see DefaultLimits
+	// AllowReachHost lets a run ask to reach the host's services (reach_host).
+	AllowReachHost bool
 	Logger      *slog.Logger
 }
 
@@ -93,7 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer removeRunNetwork(docker, owner, cfg.Logger)
-	run := &runner{docker: docker, owner: owner, log: cfg.Logger, store: store, secrets: filepath.Join(cfg.DataDir, "secrets"), limits: cfg.Limits}
+	run := &runner{docker: docker, owner: owner, log: cfg.Logger, store: store, secrets: filepath.Join(cfg.DataDir, "secrets"), limits: cfg.Limits, allowReachHost: cfg.AllowReachHost}
 	// Secret files live only while their run does; those of a worker that died go now.
 	if err := os.RemoveAll(run.secrets); err != nil {
 		return fmt.Errorf("--data-dir %s: remove secret files left by an earlier run: %w", cfg.DataDir, err)

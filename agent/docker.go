@@ -51,6 +51,8 @@ type runner struct {
 	store   *store
 	secrets string         // DATA/secrets: one directory of secret files per running run
 	limits  Limits         // what one run may take
+	// allowReachHost: a run may ask for Docker's default network (reach_host).
+	allowReachHost bool
 	removal sync.WaitGroup // containers being removed or started in the background
 }
 
@@ -95,7 +97,7 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 		return failBeforeStart(ctx, err)
 	}
 	defer func() { // the next run of this image finds a container started
-		if len(mounts) == 0 && context.Cause(ctx) != errShutdown {
+		if len(mounts) == 0 && !req.ReachHost && context.Cause(ctx) != errShutdown {
 			r.pool.refill(imageID)
 		}
 	}()
@@ -230,6 +232,15 @@ func (r *runner) collectResults(ctx context.Context, containerID string, req bet
 // container returns a started container for a run: a spare from the pool,
 // or, when the run has files to mount, one made for it.
 func (r *runner) container(ctx context.Context, imageID string, req bettertest.RunRequest, mounts []mount.Mount) (string, error) {
+	if req.ReachHost {
+		// A container of its own on Docker's default network: a spare is on
+		// the isolated one, and a network is fixed when a container is made.
+		id, err := r.pool.start(ctx, imageID, mounts, "bridge")
+		if err != nil {
+			return "", fmt.Errorf("Docker could not start a container of %s on its default network: %w", req.Image, err)
+		}
+		return id, nil
+	}
 	if len(mounts) == 0 {
 		id, err := r.pool.take(ctx, imageID)
 		if err != nil {
@@ -237,7 +248,7 @@ func (r *runner) container(ctx context.Context, imageID string, req bettertest.R
 		}
 		return id, nil
 	}
-	id, err := r.pool.start(ctx, imageID, mounts)
+	id, err := r.pool.start(ctx, imageID, mounts, "")
 	if err != nil {
 		return "", fmt.Errorf("Docker could not start a container of %s with its inputs and secrets: %w", req.Image, err)
 	}

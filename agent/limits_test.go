@@ -206,6 +206,31 @@ func TestRunsAreIsolatedFromTheHostAndEachOther(t *testing.T) {
 	if err != nil || !strings.Contains(string(rules), "\n-A INPUT -i "+bridge+" -j DROP\n") {
 		t.Errorf("iptables -S INPUT has no rule for %s: %s %v", bridge, rules, err)
 	}
+	// A run may ask to reach the host only of a worker that allows it.
+	req := run("true")
+	req.ReachHost = true
+	body, _ := json.Marshal(req)
+	resp, err := w.Do(context.Background(), http.MethodPost, "/run", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `{"error":"\"reach_host\" asks to reach the worker's host, which this worker does not allow: runs are kept from it; start the worker with --allow-reach-host if its runs may be trusted with it"}` + "\n"; resp.StatusCode != 400 || string(b) != want {
+		t.Errorf("reach_host on a worker that does not allow it: %d %s", resp.StatusCode, b)
+	}
+	open := wt.Start(t, bin, wt.Options{Args: []string{"--allow-reach-host"}})
+	sleeper = run("sleep 60")
+	sleeper.TimeoutS, sleeper.ReachHost = 60, true
+	s = open.Run(t, sleeper)
+	if ev := s.Next(t); ev.Name != bettertest.EventStarted || json.Unmarshal([]byte(ev.Data), &started) != nil {
+		t.Fatalf("first event %+v", ev)
+	}
+	if mode, err := exec.Command("docker", "inspect", "bettertest-"+started.ID, "--format", "{{.HostConfig.NetworkMode}}").CombinedOutput(); err != nil || string(mode) != "bridge\n" {
+		t.Errorf("a run that asked to reach the host is on %q (%v), want Docker's bridge", mode, err)
+	}
+	s.Close()
+
 	// A stopped worker leaves neither behind.
 	if err := w.Stop(); err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func (p *pool) take(ctx context.Context, image string) (string, error) {
 	}
 	p.mu.Unlock()
 	if s == nil {
-		return p.start(ctx, image, nil)
+		return p.start(ctx, image, nil, "")
 	}
 	<-s.ready // a spare's start is bounded by dockerTimeout
 	return s.id, s.err
@@ -85,7 +85,7 @@ func (p *pool) refill(image string) {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 		defer cancel()
-		s.id, s.err = p.start(ctx, image, nil)
+		s.id, s.err = p.start(ctx, image, nil, "")
 		close(s.ready)
 		if s.err != nil {
 			p.log.Warn("start a spare container", "image", image, "err", s.err)
@@ -96,10 +96,14 @@ func (p *pool) refill(image string) {
 	}
 }
 
-// start creates and starts an idle container of image with mounts.
-func (p *pool) start(ctx context.Context, image string, mounts []mount.Mount) (string, error) {
+// start creates and starts an idle container of image with mounts, on the
+// runs' network unless network names another.
+func (p *pool) start(ctx context.Context, image string, mounts []mount.Mount, network string) (string, error) {
 	hc := p.hostConfig
 	hc.Mounts = mounts
+	if network != "" {
+		hc.NetworkMode = container.NetworkMode(network)
+	}
 	created, err := p.docker.ContainerCreate(ctx, &container.Config{
 		Image:      image,
 		Entrypoint: idleCommand,

@@ -83,6 +83,10 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if req.ReachHost && !a.runner.allowReachHost {
+		writeError(w, http.StatusBadRequest, `"reach_host" asks to reach the worker's host, which this worker does not allow: runs are kept from it; start the worker with --allow-reach-host if its runs may be trusted with it`)
+		return
+	}
 	// The inputs stay on the worker until the run ends.
 	releaseInputs, missing := a.store.pin(inputIDs(req))
 	if missing != "" {

@@ -38,6 +38,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	pids := fs.Int64("pids-limit", 4096, "processes and threads one run may have at once (0: no limit)")
 	memory := fs.String("memory", "", "memory one run may use, /tmp included, e.g. 4GiB (default: 3/4 of this host's divided by --max-parallel; 0: no limit)")
 	cpus := fs.Float64("cpus", 0, "CPUs one run may use, e.g. 1.5 (default: all of them)")
+	fs.BoolVar(&cfg.AllowReachHost, "allow-reach-host", false, "let a run ask (reach_host) for Docker's default network, from which it reaches this host's services")
 	tmpSize := fs.String("tmp-size", "1GiB", "the size of one run's scratch space, a tmpfs at /tmp (0: none, /tmp is on the container's disk)")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -154,7 +154,7 @@ class Task:
         retries: int = 0,
         secrets: Mapping[str, Secret] | None = None,
         user: str | None = None,
-        limits: Mapping[str, Any] | None = None,
+        run_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._stage = stage
@@ -173,7 +173,7 @@ class Task:
         self._retries = retries
         self._secrets = _check_secrets(secrets)
         self._user = user
-        self._limits = {k: v for k, v in (limits or {}).items() if v is not None}
+        self._run_options = {k: v for k, v in (run_options or {}).items() if v is not None}
         self._status = "running"
         self._result: Result | None = None
         self._error: str | None = None
@@ -350,7 +350,7 @@ class Task:
                 inputs=inputs,
                 secrets=self._secrets,
                 user=self._user,
-                **self._limits,
+                **self._run_options,
                 **self._run_args(number),
                 on_output=self._on_output,
                 on_event=on_event,
@@ -655,6 +655,7 @@ class Stage:
         pids: int | None = None,
         memory: int | None = None,
         cpus: float | None = None,
+        reach_host: bool = False,
     ) -> Build:
         """Start a build: a run the worker caches by its image, command, env, workdir, inputs and outputs.
 
@@ -679,6 +680,7 @@ class Stage:
             pids: The most processes at once (see :meth:`test`).
             memory: The most bytes of memory (see :meth:`test`).
             cpus: The most CPU time, in CPUs (see :meth:`test`).
+            reach_host: Reach the worker's host's services (see :meth:`test`).
 
         Returns:
             The build's handle, at once; the build runs in the background.
@@ -689,7 +691,7 @@ class Stage:
             ValueError: ``timeout`` is not positive, or ``secrets`` is not as described.
         """
         task = Build(self._pipeline, self, name, "build", image, command, env, workdir, timeout, outputs=outputs, secrets=secrets,
-                     user=user, limits={"pids": pids, "memory": memory, "cpus": cpus})
+                     user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None})
         self._start(task, inputs or {})
         return task
 
@@ -710,6 +712,7 @@ class Stage:
         pids: int | None = None,
         memory: int | None = None,
         cpus: float | None = None,
+        reach_host: bool = False,
     ) -> Task:
         """Start a test: a run that always runs, never from a cache.
 
@@ -750,6 +753,9 @@ class Stage:
                 ``--memory`` by default.
             cpus: The most CPU time it may use, in CPUs; the worker's ``--cpus`` by default.
                 A task that runs into a limit fails with an error that names it.
+            reach_host: Run where the command reaches services on the worker's host (Docker's
+                default network); the worker refuses it unless started with
+                ``--allow-reach-host``.
 
         Returns:
             The test's handle, at once; the test runs in the background.
@@ -773,7 +779,7 @@ class Stage:
         task = Task(
             self._pipeline, self, name, "test", image, command, env, workdir, timeout,
             results=results, retries=retries, secrets=secrets,
-            user=user, limits={"pids": pids, "memory": memory, "cpus": cpus},
+            user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None},
         )
         self._start(task, inputs or {})
         return task

@@ -247,6 +247,7 @@ class Worker:
         pids: int | None = None,
         memory: int | None = None,
         cpus: float | None = None,
+        reach_host: bool = False,
         on_output: OutputHandler | None = None,
         on_event: EventHandler | None = None,
         capture: bool = True,
@@ -295,6 +296,9 @@ class Worker:
             cpus: At most this much CPU time, in CPUs (e.g. ``1.5``); the worker's ``--cpus``
                 by default. It may be narrowed, never widened. A run that exceeds a limit ends
                 with ``Result.error`` naming it.
+            reach_host: Run on Docker's default network, from which the command reaches
+                services on the worker's host; refused (``RunError``) unless the worker was
+                started with ``--allow-reach-host``. Runs are kept from the host otherwise.
             on_output: Called with ``(stream, text)`` for each chunk of output as it arrives,
                 ``stream`` being ``"stdout"`` or ``"stderr"``. Chunks are not split on line
                 boundaries. By default stdout text goes to ``sys.stdout`` and stderr text to
@@ -346,6 +350,8 @@ class Worker:
             ]
         if user is not None:
             request["user"] = user
+        if reach_host:
+            request["reach_host"] = True
         limits = {k: v for k, v in (("pids", pids), ("memory_bytes", memory), ("cpus", cpus)) if v is not None}
         if limits:
             request["limits"] = limits
