@@ -32,7 +32,7 @@ type Config struct {
 	Limits      Limits // what one run may take; see DefaultLimits
 	// AllowReachHost lets a run ask to reach the host's services (reach_host).
 	AllowReachHost bool
-	Logger      *slog.Logger
+	Logger         *slog.Logger
 }
 
 // Agent is a running worker.

@@ -49,11 +49,11 @@ type runner struct {
 	log     *slog.Logger
 	pool    *pool
 	store   *store
-	secrets string         // DATA/secrets: one directory of secret files per running run
-	limits  Limits         // what one run may take
+	secrets string // DATA/secrets: one directory of secret files per running run
+	limits  Limits // what one run may take
 	// allowReachHost: a run may ask for Docker's default network (reach_host).
 	allowReachHost bool
-	removal sync.WaitGroup // containers being removed or started in the background
+	removal        sync.WaitGroup // containers being removed or started in the background
 }
 
 // outcome is how a run ended: what its client is told last and what the
