@@ -28,7 +28,11 @@ import (
 
 // Config is one run of `bettertest enroll`.
 type Config struct {
-	Targets    []string // USER@HOST
+	Targets []string // USER@HOST; with Inventory, groups or hosts of it
+	// Inventory is an Ansible inventory file to take hosts from (-i).
+	Inventory  string
+	Forks      int  // hosts worked on at once; 0: DefaultForks
+	Remove     bool // unenroll instead: remove the worker from the hosts
 	Login      Login
 	Name, URL  string // for a single target; default: the host, http://HOST:9009
 	Check      bool   // report what would change, change nothing
@@ -41,51 +45,143 @@ type Config struct {
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// Run enrolls every target in parallel. It returns an error when any failed.
-func Run(ctx context.Context, cfg Config) error {
-	if len(cfg.Targets) == 0 {
-		return errors.New("name at least one host to enroll: bettertest enroll USER@HOST")
-	}
-	if len(cfg.Targets) > 1 && (cfg.Name != "" || cfg.URL != "") {
-		return errors.New("--name and --url describe one worker: enroll one host at a time to use them")
-	}
-	custom := cfg.Binary != ""
-	if !custom {
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find this binary to install it: %w; pass --binary PATH", err)
+// DefaultForks is how many hosts are worked on at once, as in Ansible.
+const DefaultForks = 10
+
+// target is one host to work on, and how to log in to it.
+type target struct {
+	label      string // names the host in the report: USER@HOST, or its inventory name
+	user, host string
+	login      Login
+	name       string // the worker's name; "": Config.Name, or the host
+}
+
+// targets lists the hosts that cfg names, on the command line or in its inventory.
+func (cfg Config) targets() ([]target, error) {
+	if cfg.Inventory == "" {
+		if len(cfg.Targets) == 0 {
+			return nil, errors.New("name at least one host to enroll: bettertest enroll USER@HOST")
 		}
-		cfg.Binary = self
+		var out []target
+		for _, t := range cfg.Targets {
+			user, host, err := splitTarget(t)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, target{label: t, user: user, host: host, login: cfg.Login})
+		}
+		return out, nil
 	}
-	sum, arch, err := inspectBinary(cfg.Binary)
+	inv, err := ReadInventory(cfg.Inventory)
+	if err != nil {
+		return nil, err
+	}
+	hosts, err := inv.Select(cfg.Targets)
+	if err != nil {
+		return nil, err
+	}
+	var out []target
+	for _, h := range hosts {
+		t := target{label: h.Name, user: h.User, host: h.Address, login: cfg.Login, name: h.Name}
+		if t.user == "" {
+			if t.user, err = currentUser(); err != nil {
+				return nil, err
+			}
+		}
+		if h.Port != 0 {
+			t.login.Port = h.Port
+		}
+		if h.KeyFile != "" {
+			t.login.KeyFile = h.KeyFile
+		}
+		if strings.Contains(t.host, ":") {
+			t.host = "[" + strings.Trim(t.host, "[]") + "]"
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// Run enrolls (or, with Remove, unenrolls) every target, Forks at a time,
+// each with its own report, then prints a recap table. It returns an error
+// when any failed.
+func Run(ctx context.Context, cfg Config) error {
+	targets, err := cfg.targets()
 	if err != nil {
 		return err
 	}
+	if len(targets) > 1 && (cfg.Name != "" || cfg.URL != "") {
+		return errors.New("--name and --url describe one worker: enroll one host at a time to use them")
+	}
+	if cfg.Forks == 0 {
+		cfg.Forks = DefaultForks
+	}
+	if cfg.Forks < 0 {
+		return fmt.Errorf("--forks %d: give how many hosts to work on at once, at least 1", cfg.Forks)
+	}
+	var sum, arch string
+	custom := cfg.Binary != ""
+	if !cfg.Remove {
+		if !custom {
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find this binary to install it: %w; pass --binary PATH", err)
+			}
+			cfg.Binary = self
+		}
+		if sum, arch, err = inspectBinary(cfg.Binary); err != nil {
+			return err
+		}
+	}
 	rep := &reporter{out: cfg.Out, json: cfg.JSON, color: cfg.Color}
+	results := make([]hostResult, len(targets))
+	forks := make(chan struct{}, cfg.Forks)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed []string
-	for _, target := range cfg.Targets {
+	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			spec, err := cfg.spec(target, sum, arch, custom)
+			forks <- struct{}{}
+			defer func() { <-forks }()
+			res := &results[i]
+			res.host = t.label
+			spec, err := cfg.spec(t, sum, arch, custom)
 			if err == nil {
-				err = enrollHost(ctx, cfg, target, spec, rep)
+				err = runHost(ctx, cfg, t, spec, rep, res)
 			}
 			if err != nil {
-				rep.fail(target, err)
-				mu.Lock()
-				failed = append(failed, target)
-				mu.Unlock()
+				if err != errReported {
+					res.recap.Add(provision.Failed)
+				}
+				rep.fail(t.label, err)
+				res.failed = true
 			}
 		}()
 	}
 	wg.Wait()
+	rep.table(results)
+	var failed []string
+	for _, r := range results {
+		if r.failed {
+			failed = append(failed, r.host)
+		}
+	}
 	if len(failed) > 0 {
-		return fmt.Errorf("enrollment failed on %d of %d hosts (%s): see the report above", len(failed), len(cfg.Targets), strings.Join(failed, ", "))
+		what := "enrollment"
+		if cfg.Remove {
+			what = "unenrollment"
+		}
+		return fmt.Errorf("%s failed on %d of %d hosts (%s): see the report above", what, len(failed), len(targets), strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// hostResult is one host's line of the recap table.
+type hostResult struct {
+	host        string
+	recap       provision.Recap
+	unreachable bool // the host could not be logged in to
+	failed      bool
 }
 
 func splitTarget(target string) (user, host string, err error) {
@@ -112,20 +208,19 @@ func currentUser() (string, error) {
 	return u.Username, nil
 }
 
-func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
-	_, host, err := splitTarget(target)
-	if err != nil {
-		return Spec{}, err
-	}
+func (cfg Config) spec(t target, sum, arch string, custom bool) (Spec, error) {
 	name, url := cfg.Name, cfg.URL
 	if name == "" {
-		name = strings.Trim(host, "[]")
+		name = t.name
+	}
+	if name == "" {
+		name = strings.Trim(t.host, "[]")
 	}
 	if !validName.MatchString(name) {
 		return Spec{}, fmt.Errorf("worker name %q names files, so it may only hold letters, digits, '.', '-' and '_': pass --name NAME", name)
 	}
 	if url == "" {
-		url = "http://" + net.JoinHostPort(strings.Trim(host, "[]"), WorkerPort)
+		url = "http://" + net.JoinHostPort(strings.Trim(t.host, "[]"), WorkerPort)
 	}
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return Spec{}, fmt.Errorf("--url %q must start with http:// or https://", url)
@@ -142,35 +237,36 @@ func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
 	return spec, nil
 }
 
-// enrollHost connects, gathers facts and runs the playbook on one host.
-func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *reporter) error {
-	var recap provision.Recap
+// runHost connects, gathers facts and runs the worker playbook on one host,
+// or with cfg.Remove the removal playbook.
+func runHost(ctx context.Context, cfg Config, t target, spec Spec, rep *reporter, res *hostResult) error {
 	note := func(ev provision.Event) {
-		recap.Add(ev.Status)
-		rep.event(target, ev)
+		res.recap.Add(ev.Status)
+		rep.event(t.label, ev)
 	}
 	fail := func(step string, start time.Time, err error) error {
 		note(provision.Event{Step: step, Status: provision.Failed, Message: err.Error(), Duration: time.Since(start)})
-		rep.recap(target, recap, spec, cfg.Check, false)
+		rep.recap(t.label, res.recap, spec, cfg.Check || cfg.Remove, false)
 		return errReported
 	}
 
-	user, host, _ := splitTarget(target)
+	user, host := t.user, t.host
 	start := time.Now()
-	conn, err := dial(ctx, user, host, cfg.Login)
+	conn, err := dial(ctx, user, host, t.login)
 	if conn != nil {
 		for _, w := range conn.warnings {
-			rep.warn(target, w)
+			rep.warn(t.label, w)
 		}
 	}
 	if err != nil {
+		res.unreachable = true
 		return fail("connect", start, err)
 	}
 	defer conn.client.Close()
 	note(provision.Event{Step: "connect", Status: provision.OK, Duration: time.Since(start),
 		Message: fmt.Sprintf("logged in as %s; host key %s", user, conn.fingerprint)})
 	if conn.keyUsed != "" {
-		rep.warn(target, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
+		rep.warn(t.label, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
 	}
 
 	h := &sshHost{client: conn.client, sudo: user != "root"}
@@ -187,8 +283,12 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 		note(provision.Event{Step: "passwordless sudo", Status: provision.OK, Duration: time.Since(start)})
 	}
 
+	want, steps := Want, Steps(spec)
+	if cfg.Remove {
+		want, steps = RemoveWant, RemoveSteps(spec)
+	}
 	start = time.Now()
-	facts, err := provision.Gather(ctx, h, Want)
+	facts, err := provision.Gather(ctx, h, want)
 	if err != nil {
 		return fail("gather facts", start, err)
 	}
@@ -198,8 +298,8 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 	}
 	note(provision.Event{Step: "gather facts", Status: provision.OK, Duration: time.Since(start)})
 
-	_, err = provision.Playbook{Steps: Steps(spec), Check: cfg.Check}.Run(ctx, h, facts, note)
-	rep.recap(target, recap, spec, cfg.Check, err == nil)
+	_, err = provision.Playbook{Steps: steps, Check: cfg.Check}.Run(ctx, h, facts, note)
+	rep.recap(t.label, res.recap, spec, cfg.Check || cfg.Remove, err == nil)
 	if err != nil {
 		return errReported
 	}
