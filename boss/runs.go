@@ -214,7 +214,7 @@ func (b *Boss) dispatchLocked() {
 func (b *Boss) pickLocked() *worker {
 	var best *worker
 	for _, w := range b.workers {
-		if !w.info.Up || w.info.Assigned >= w.info.Capacity || w.info.Running >= w.info.Capacity {
+		if !w.info.Up || w.leaving || w.info.Assigned >= w.info.Capacity || w.info.Running >= w.info.Capacity {
 			continue
 		}
 		if best == nil || w.load() < best.load() {
@@ -782,6 +782,9 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 	if w := r.worker; w != nil {
 		w.info.Assigned--
 		b.publishWorkerLocked(w)
+		if w.leaving && w.info.Assigned == 0 {
+			b.dropLocked(w)
+		}
 		b.dispatchLocked() // its slot is free
 	}
 }
