@@ -17,7 +17,7 @@ type Facts struct {
 	OS             OSRelease
 	Arch           string // uname -m
 	Systemd        bool   // PID 1 is systemd
-	PackageManager string // "apt-get", "dnf", or "" when neither exists
+	PackageManager string // "apt-get", "dnf", "zypper", "pacman", or "" when none exists
 	CloudInit      bool   // cloud-init is installed
 	DpkgPending    bool   // dpkg has packages left unconfigured by an interrupted install
 	Firewalld      bool   // firewalld is active
@@ -87,7 +87,7 @@ unset ID ID_LIKE VERSION_ID PRETTY_NAME
 [ -r /etc/os-release ] && . /etc/os-release
 printf 'os.id\t%s\nos.id_like\t%s\nos.version_id\t%s\nos.pretty\t%s\n' "$ID" "$ID_LIKE" "$VERSION_ID" "$PRETTY_NAME"
 printf 'arch\t%s\npid1\t%s\n' "$(uname -m)" "$(cat /proc/1/comm)"
-for pm in apt-get dnf; do if command -v $pm >/dev/null; then printf 'pm\t%s\n' $pm; break; fi; done
+for pm in apt-get dnf zypper pacman; do if command -v $pm >/dev/null; then printf 'pm\t%s\n' $pm; break; fi; done
 command -v cloud-init >/dev/null && printf 'cloudinit\t1\n'
 command -v dpkg >/dev/null && [ -n "$(dpkg --audit 2>/dev/null)" ] && printf 'dpkg_pending\t1\n'
 fw=0; command -v systemctl >/dev/null && systemctl is-active --quiet firewalld 2>/dev/null && fw=1 && printf 'firewalld\t1\n'
