@@ -103,6 +103,9 @@ gobench ./boss BenchmarkAuthenticatedRuns 'auth_bench_test' -benchtime 1x
 step "16. the sandbox: a pipedef's start sandboxed (bwrap, setpriv) against the same interpreter started directly (target < 50 ms more)"
 gobench ./boss BenchmarkSandboxStart 'sandbox_bench_test' -benchtime 1x
 
+step "17. a fleet from an inventory: no-op re-enroll of 8 hosts vs 1 (target within 1.5x) and vs Ansible over the same inventory (target <= 0.25x)"
+gobench ./enroll BenchmarkEnrollInventory '^Benchmark' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi
