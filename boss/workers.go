@@ -113,15 +113,19 @@ func (b *Boss) watch(ctx context.Context, w *worker) {
 // follow1 follows one connection to the worker's events until it breaks.
 // It reports whether the connection got as far as the worker's health.
 func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err error) {
-	token, err := bettertest.ReadTokenFile(w.cfg.TokenFile)
+	// A changed worker record updates cfg in place, and restarts this watch.
+	b.mu.Lock()
+	cfg := w.cfg
+	b.mu.Unlock()
+	token, err := bettertest.ReadTokenFile(cfg.TokenFile)
 	if err != nil {
 		return false, err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(w.cfg.URL, "/")+"/events", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.URL, "/")+"/events", nil)
 	if err != nil {
-		return false, fmt.Errorf("the worker URL %s: %w", w.cfg.URL, err)
+		return false, fmt.Errorf("the worker URL %s: %w", cfg.URL, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+string(token))
 	req.Header.Set("Accept", "text/event-stream")
@@ -176,7 +180,7 @@ func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err erro
 				}
 				w.info.Up, w.info.Error = h.Ready, h.Error
 				w.info.Version, w.info.Docker, w.info.Running, w.info.Capacity = h.Version, h.Docker, h.Running, h.Capacity
-				b.log.Info("worker up", "worker", w.cfg.Name, "url", w.cfg.URL, "capacity", h.Capacity)
+				b.log.Info("worker up", "worker", cfg.Name, "url", cfg.URL, "capacity", h.Capacity)
 			}
 		case bettertest.EventLoad:
 			var l bettertest.LoadEvent

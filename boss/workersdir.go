@@ -73,7 +73,8 @@ func watchDir(ctx context.Context, dir, what string, log *slog.Logger, changed f
 }
 
 // recordChanged brings the workers in line with the record at path: a new
-// record adds its worker, a removed one drops it, a changed one replaces it.
+// record adds its worker, a removed one drops it, a changed one reconnects
+// (or, under another name, replaces it).
 // Other files (tokens, an atomic write's temporary file) are not records.
 func (b *Boss) recordChanged(path string) {
 	name := filepath.Base(path)
@@ -94,14 +95,24 @@ func (b *Boss) recordChanged(path string) {
 			have = w
 		}
 	}
-	if have != nil {
-		if !gone && have.cfg == wc {
-			return // rewritten as it was: a no-op enrollment
-		}
+	switch {
+	case have != nil && gone:
 		b.leaveLocked(have)
-	}
-	if gone {
 		return
+	case gone:
+		return
+	case have != nil && have.cfg == wc:
+		return // rewritten as it was: a no-op enrollment
+	case have != nil && have.cfg.Name == wc.Name:
+		// Enrolled again with another URL or token: the same worker, reached anew.
+		b.log.Info("worker record changed", "worker", wc.Name, "url", wc.URL, "record", path)
+		have.cfg, have.info.URL = wc, wc.URL
+		have.stop()
+		b.watchLocked(have)
+		b.publishWorkerLocked(have)
+		return
+	case have != nil:
+		b.leaveLocked(have) // renamed: another worker
 	}
 	for _, w := range b.workers {
 		if w.cfg.Name == wc.Name && !w.leaving {

@@ -93,4 +93,12 @@ func TestBossPicksUpWorkersFromTheWorkersDir(t *testing.T) {
 	w.until(t, "run 2 on w9", func() bool { return w.status(r2.ID) == "running" && w.runs[r2.ID].Worker == "w9" })
 	open(t, g, 0)
 	w.until(t, "run 2 passed", func() bool { return w.status(r2.ID) == bettertest.StatusPassed })
+
+	// Enrolled again elsewhere (another URL and token): the same worker, reached there.
+	moved := wt.Start(t, bin, wt.Options{MaxParallel: 2})
+	writeRecord(t, boss.WorkersDir, "w9", moved)
+	w.until(t, "w9 up at its new URL", func() bool { return w.workers["w9"].URL == moved.URL && w.workers["w9"].Capacity == 2 })
+	if got := workers(t, boss); !reflect.DeepEqual(got, []bettertest.WorkerInfo{{Name: "w9", URL: moved.URL, Up: true, Capacity: 2}}) {
+		t.Fatalf("workers after w9 moved: %+v", got)
+	}
 }
