@@ -44,8 +44,8 @@ func BenchmarkEnrollInventory(b *testing.B) {
 
 		fresh, _ := e.timedEnroll(b, flags...)
 		e.ansibleInventory(b, path) // its first run saves its own copies of the tokens
-		one := e.noOp(b, append(flags, "w0")...)
-		all := e.noOp(b, flags...)
+		one, oneFacts := e.noOp(b, append(flags, "w0")...)
+		all, allFacts := e.noOp(b, flags...)
 		ansible := e.ansibleInventory(b, path)
 
 		b.ReportMetric(all.Seconds()/one.Seconds(), fmt.Sprintf("noop-%d-vs-1-ratio", n))
@@ -54,16 +54,21 @@ func BenchmarkEnrollInventory(b *testing.B) {
 		b.ReportMetric(one.Seconds(), "one-noop-s")
 		b.ReportMetric(all.Seconds(), fmt.Sprintf("%d-noop-s", n))
 		b.ReportMetric(ansible.Seconds(), fmt.Sprintf("ansible-%d-noop-s", n))
+		// The hosts share this machine's cores: the facts script of each is
+		// CPU work on the same cores (a fleet's hosts each have their own).
+		b.ReportMetric(oneFacts.Seconds(), "one-gather-facts-s")
+		b.ReportMetric(allFacts.Seconds(), fmt.Sprintf("%d-gather-facts-slowest-s", n))
 	}
 	b.ReportMetric(0, "ns/op")
 }
 
-// noOp runs enroll, which must change nothing on any host, and returns its wall time.
-func (e *env) noOp(b testing.TB, args ...string) time.Duration {
+// noOp runs enroll, which must change nothing on any host, and returns its
+// wall time and the slowest host's gathering of facts.
+func (e *env) noOp(b testing.TB, args ...string) (took, facts time.Duration) {
 	b.Helper()
 	start := time.Now()
 	report, errOut, code := e.enroll(b, args...)
-	took := time.Since(start)
+	took = time.Since(start)
 	if code != 0 {
 		b.Fatalf("enroll exited %d: %s\n%s", code, errOut, report)
 	}
@@ -71,6 +76,9 @@ func (e *env) noOp(b testing.TB, args ...string) time.Duration {
 		if l.Recap != nil && l.Recap["changed"] != 0 {
 			b.Fatalf("a re-enrollment changed %s: it is not a no-op\n%s", l.Host, strings.TrimSpace(report))
 		}
+		if l.Step == "gather facts" {
+			facts = max(facts, time.Duration(l.DurationMS)*time.Millisecond)
+		}
 	}
-	return took
+	return took, facts
 }
