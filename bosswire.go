@@ -136,6 +136,8 @@ type WorkerInfo struct {
 	Assigned int    `json:"assigned"` // pipeline runs the boss has given it
 	// ChangedMS is when it last went up or down.
 	ChangedMS int64 `json:"changed_ms"`
+	// Removed: the boss no longer has this worker (its record was removed).
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Pipeline is one pipedef the boss runs.

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
-
 	"github.com/bettertest/bettertest/ui"
 )
 
@@ -169,40 +167,21 @@ func (a *auth) watch(ctx context.Context) error {
 	if a.path == "" {
 		return nil
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch --users-file %s: %w", a.path, err)
-	}
-	if err := w.Add(filepath.Dir(a.path)); err != nil {
-		w.Close()
-		return fmt.Errorf("watch --users-file %s: %w", a.path, err)
-	}
 	name := filepath.Base(a.path)
-	go func() {
-		defer w.Close()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-w.Events:
-				if filepath.Base(ev.Name) != name {
-					continue
-				}
-				u, err := readUsers(a.path)
-				switch {
-				case errors.Is(err, fs.ErrNotExist):
-					a.setUsers(users{}) // gone: nobody may log in, not everybody
-				case err != nil:
-					a.log.Error("users file not reloaded: the boss keeps the users it had", "err", err)
-				default:
-					a.setUsers(u)
-				}
-			case err := <-w.Errors:
-				a.log.Error("watching the users file", "file", a.path, "err", err)
-			}
+	return watchDir(ctx, filepath.Dir(a.path), "--users-file "+a.path, a.log, func(path string) {
+		if filepath.Base(path) != name {
+			return
 		}
-	}()
-	return nil
+		u, err := readUsers(a.path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			a.setUsers(users{}) // gone: nobody may log in, not everybody
+		case err != nil:
+			a.log.Error("users file not reloaded: the boss keeps the users it had", "err", err)
+		default:
+			a.setUsers(u)
+		}
+	})
 }
 
 // hostAllowed says whether a Host header names this boss. Any other name

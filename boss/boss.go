@@ -34,6 +34,9 @@ type Config struct {
 	Repos    []RepoConfig    // pipelines whose pipedef lives in a git repository
 	GitHub   GitHubConfig    // webhooks and commit statuses
 	Workers  []WorkerConfig
+	// WorkersDir, if set, is watched: a worker record added there (by
+	// enrollment) adds its worker, a record removed drops it.
+	WorkersDir string
 	// Secrets are the values of --secret NAME=FILE by name; a pipeline gets
 	// those it declares (PipedefConfig.Secrets, RepoConfig.Secrets).
 	Secrets map[string][]byte
@@ -61,6 +64,7 @@ type Config struct {
 // WorkerConfig is one worker the boss may use.
 type WorkerConfig struct {
 	Name, URL, TokenFile string
+	Record               string // the NAME.json in WorkersDir it came from; "": a --worker flag
 }
 
 // Boss is a running boss.
@@ -113,8 +117,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if b.github != nil && b.github.public == "" {
 		b.github.public = b.scheme() + "://" + ln.Addr().String()
 	}
+	b.mu.Lock()
 	for _, w := range b.workers {
-		go b.watch(stopping, w)
+		b.watchLocked(w)
+	}
+	b.mu.Unlock()
+	if err := b.watchWorkersDir(stopping); err != nil {
+		return err
 	}
 	if cfg.Every > 0 {
 		go b.schedule(stopping, cfg.Every)
@@ -209,7 +218,7 @@ func newBoss(cfg Config) (*Boss, error) {
 			return nil, fmt.Errorf("--quarantine %s/%s: there is no pipeline %q: give PIPELINE/TEST with one of this boss's pipelines", pt[0], pt[1], pt[0])
 		}
 	}
-	if len(cfg.Workers) == 0 {
+	if len(cfg.Workers) == 0 && cfg.WorkersDir == "" {
 		return nil, errors.New("no workers: enroll one (bettertest enroll user@host), or pass --worker NAME=URL --worker-token-file NAME=PATH")
 	}
 	for _, wc := range cfg.Workers {

@@ -214,7 +214,7 @@ func (b *Boss) dispatchLocked() {
 func (b *Boss) pickLocked() *worker {
 	var best *worker
 	for _, w := range b.workers {
-		if !w.info.Up || w.info.Assigned >= w.info.Capacity || w.info.Running >= w.info.Capacity {
+		if !w.info.Up || w.leaving || w.info.Assigned >= w.info.Capacity || w.info.Running >= w.info.Capacity {
 			continue
 		}
 		if best == nil || w.load() < best.load() {
@@ -239,10 +239,14 @@ func (b *Boss) startLocked(r *activeRun, w *worker) {
 // repository, then starts the pipedef and follows it to its end.
 func (b *Boss) launch(r *activeRun, w *worker) {
 	defer b.runsWG.Done()
+	// A changed worker record updates w.cfg in place (boss/workersdir.go).
+	b.mu.Lock()
+	cfg := w.cfg
+	b.mu.Unlock()
 	p, _ := b.pipeline(r.run.Pipeline)
 	script, dir := filepath.Base(p.Path), filepath.Dir(p.Path)
 	// The worker is a socket that the boss serves for this run alone.
-	args := []string{"--worker", "unix:" + sandboxSocket, "--worker-name", w.cfg.Name, "--run-id", strconv.FormatInt(r.run.ID, 10), "--report", "jsonl"}
+	args := []string{"--worker", "unix:" + sandboxSocket, "--worker-name", cfg.Name, "--run-id", strconv.FormatInt(r.run.ID, 10), "--report", "jsonl"}
 	quarantine, err := b.quarantineArgs(b.stopping, p.Name)
 	if err != nil {
 		b.failLaunch(r, fmt.Sprintf("could not read the quarantined tests: %v", err))
@@ -276,7 +280,7 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 			return
 		}
 	}
-	sandboxDir, proxy, err := b.prepareSandbox(r.run.ID, w.cfg)
+	sandboxDir, proxy, err := b.prepareSandbox(r.run.ID, cfg)
 	if err != nil {
 		b.failLaunch(r, fmt.Sprintf("could not prepare the pipedef's sandbox: %v", err))
 		return
@@ -317,7 +321,7 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 	}
 	r.cmd = cmd
 	b.postStatusLocked(r)
-	b.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", w.cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
+	b.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
 	b.mu.Unlock()
 	b.follow(r, stdout, stderr)
 }
@@ -782,6 +786,9 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 	if w := r.worker; w != nil {
 		w.info.Assigned--
 		b.publishWorkerLocked(w)
+		if w.leaving && w.info.Assigned == 0 {
+			b.dropLocked(w)
+		}
 		b.dispatchLocked() // its slot is free
 	}
 }

@@ -22,6 +22,11 @@ import (
 type worker struct {
 	cfg  WorkerConfig
 	info bettertest.WorkerInfo
+	// stop ends its event stream; set once it is watched.
+	stop context.CancelFunc
+	// leaving: its record was removed; it takes no new runs and is dropped
+	// once those it has end. gone: dropped.
+	leaving, gone bool
 }
 
 // load orders workers for a new run: the share of its capacity in use, by
@@ -49,19 +54,28 @@ func LoadWorkers(dir string) ([]WorkerConfig, error) {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		data, err := os.ReadFile(path)
+		wc, err := readRecord(filepath.Join(dir, e.Name()))
 		if err != nil {
-			return nil, fmt.Errorf("--workers-dir: %w", err)
+			return nil, err
 		}
-		var rec bettertest.WorkerRecord
-		if err := json.Unmarshal(data, &rec); err != nil || rec.Name == "" || rec.URL == "" {
-			return nil, fmt.Errorf("%s is not a worker record (want {\"name\": ..., \"url\": ...}): enroll the worker again, or remove the file", path)
-		}
-		out = append(out, WorkerConfig{Name: rec.Name, URL: rec.URL, TokenFile: strings.TrimSuffix(path, ".json") + ".token"})
+		out = append(out, wc)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// readRecord reads a worker record that enrollment saved, NAME.json, whose
+// token is NAME.token beside it.
+func readRecord(path string) (WorkerConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return WorkerConfig{}, fmt.Errorf("--workers-dir: %w", err)
+	}
+	var rec bettertest.WorkerRecord
+	if err := json.Unmarshal(data, &rec); err != nil || rec.Name == "" || rec.URL == "" {
+		return WorkerConfig{}, fmt.Errorf("%s is not a worker record (want {\"name\": ..., \"url\": ...}): enroll the worker again, or remove the file", path)
+	}
+	return WorkerConfig{Name: rec.Name, URL: rec.URL, TokenFile: strings.TrimSuffix(path, ".json") + ".token", Record: path}, nil
 }
 
 // Backoff bounds for reconnecting to a worker whose event stream broke.
@@ -99,15 +113,19 @@ func (b *Boss) watch(ctx context.Context, w *worker) {
 // follow1 follows one connection to the worker's events until it breaks.
 // It reports whether the connection got as far as the worker's health.
 func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err error) {
-	token, err := bettertest.ReadTokenFile(w.cfg.TokenFile)
+	// A changed worker record updates cfg in place, and restarts this watch.
+	b.mu.Lock()
+	cfg := w.cfg
+	b.mu.Unlock()
+	token, err := bettertest.ReadTokenFile(cfg.TokenFile)
 	if err != nil {
 		return false, err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(w.cfg.URL, "/")+"/events", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.URL, "/")+"/events", nil)
 	if err != nil {
-		return false, fmt.Errorf("the worker URL %s: %w", w.cfg.URL, err)
+		return false, fmt.Errorf("the worker URL %s: %w", cfg.URL, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+string(token))
 	req.Header.Set("Accept", "text/event-stream")
@@ -148,6 +166,10 @@ func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err erro
 			return connected, err
 		}
 		b.mu.Lock()
+		if w.gone {
+			b.mu.Unlock()
+			return connected, errors.New("its record was removed")
+		}
 		switch ev.Name {
 		case bettertest.EventHealth:
 			var h bettertest.Health
@@ -158,7 +180,7 @@ func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err erro
 				}
 				w.info.Up, w.info.Error = h.Ready, h.Error
 				w.info.Version, w.info.Docker, w.info.Running, w.info.Capacity = h.Version, h.Docker, h.Running, h.Capacity
-				b.log.Info("worker up", "worker", w.cfg.Name, "url", w.cfg.URL, "capacity", h.Capacity)
+				b.log.Info("worker up", "worker", cfg.Name, "url", cfg.URL, "capacity", h.Capacity)
 			}
 		case bettertest.EventLoad:
 			var l bettertest.LoadEvent
@@ -182,6 +204,9 @@ func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 func (b *Boss) workerDown(w *worker, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if w.gone {
+		return
+	}
 	wasUp := w.info.Up
 	if wasUp || w.info.ChangedMS == 0 {
 		w.info.ChangedMS = time.Now().UnixMilli()

@@ -17,20 +17,28 @@ import (
 // `bettertest enroll`, and returns how long it took.
 func (e *env) ansiblePlaybook(b testing.TB, hosts ...*testhost.Host) time.Duration {
 	b.Helper()
-	dir := b.TempDir()
-	unit := filepath.Join(dir, "bettertest-worker.service")
-	os.WriteFile(unit, []byte(enroll.Unit), 0o644)
-	workers := filepath.Join(dir, "workers")
-	os.Mkdir(workers, 0o700)
 	inventory := "[workers]\n"
 	for i, h := range hosts {
 		inventory += fmt.Sprintf("w%d ansible_host=127.0.0.1 ansible_port=%d ansible_user=root worker_url=%s\n", i, h.SSHPort, h.WorkerURL)
 	}
 	// OpenSSH reads known_hosts from the passwd entry's home, not $HOME.
 	inventory += "[workers:vars]\nansible_ssh_common_args=-o UserKnownHostsFile=" + e.knownHosts() + "\n"
-	os.WriteFile(filepath.Join(dir, "inventory"), []byte(inventory), 0o600)
+	path := filepath.Join(b.TempDir(), "inventory")
+	os.WriteFile(path, []byte(inventory), 0o600)
+	return e.ansibleInventory(b, path)
+}
+
+// ansibleInventory runs testdata/ansible/worker.yml against the group
+// workers of an inventory and returns how long it took.
+func (e *env) ansibleInventory(b testing.TB, inventory string) time.Duration {
+	b.Helper()
+	dir := b.TempDir()
+	unit := filepath.Join(dir, "bettertest-worker.service")
+	os.WriteFile(unit, []byte(enroll.Unit), 0o644)
+	workers := filepath.Join(dir, "workers")
+	os.Mkdir(workers, 0o700)
 	playbook, _ := filepath.Abs("../testdata/ansible/worker.yml")
-	cmd := exec.Command("ansible-playbook", "-i", filepath.Join(dir, "inventory"), "--private-key", e.key.PrivatePath,
+	cmd := exec.Command("ansible-playbook", "-i", inventory, "--private-key", e.key.PrivatePath,
 		"-e", "binary="+bin, "-e", "unit="+unit, "-e", "workers_dir="+workers, playbook)
 	cmd.Env = append(os.Environ(), "HOME="+e.home, "ANSIBLE_CONFIG="+filepath.Join(filepath.Dir(playbook), "ansible.cfg"))
 	start := time.Now()

@@ -27,7 +27,14 @@ import (
 
 // Config is one run of `bettertest enroll`.
 type Config struct {
-	Targets    []string // USER@HOST, ssh_config aliases, ssh://USER@HOST:PORT
+	// Targets are hosts as ssh names them (USER@HOST, USER@[::1]:PORT,
+	// ssh://USER@HOST:PORT, ssh_config aliases); with Inventory, groups or
+	// hosts of it.
+	Targets []string
+	// Inventory is an Ansible inventory file to take hosts from (-i).
+	Inventory  string
+	Forks      int  // hosts worked on at once; 0: DefaultForks
+	Remove     bool // unenroll instead: remove the worker from the hosts
 	Login      Login
 	Name, URL  string // for a single target; default: the host, http://HOST:9009
 	Check      bool   // report what would change, change nothing
@@ -45,58 +52,146 @@ type Config struct {
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// Run enrolls every target in parallel. It returns an error when any failed.
-func Run(ctx context.Context, cfg Config) error {
-	if len(cfg.Targets) == 0 {
-		return errors.New("name at least one host to enroll: bettertest enroll USER@HOST")
-	}
-	if len(cfg.Targets) > 1 && (cfg.Name != "" || cfg.URL != "") {
-		return errors.New("--name and --url describe one worker: enroll one host at a time to use them")
-	}
-	custom := cfg.Binary != ""
-	if !custom {
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find this binary to install it: %w; pass --binary PATH", err)
+// DefaultForks is how many hosts are worked on at once, as in Ansible.
+const DefaultForks = 10
+
+// target is one host to work on, as the command line or the inventory says
+// it; Login.route fills in the rest (ssh_config, --jump, the defaults) for
+// both alike.
+type target struct {
+	label string  // names the host in the report: as written, or its inventory name
+	addr  Address // what was said of the host; port 0 and user "": not said
+	login Login   // cfg.Login, with the inventory's key file
+	name  string  // the worker's name; "": Config.Name, or the host as named
+}
+
+// targets lists the hosts that cfg names, on the command line or in its inventory.
+func (cfg Config) targets() ([]target, error) {
+	if cfg.Inventory == "" {
+		if len(cfg.Targets) == 0 {
+			return nil, errors.New("name at least one host to enroll: bettertest enroll USER@HOST")
 		}
-		cfg.Binary = self
+		var out []target
+		for _, t := range cfg.Targets {
+			a, err := ParseAddress(t)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, target{label: t, addr: a, login: cfg.Login})
+		}
+		return out, nil
 	}
-	sum, arch, err := inspectBinary(cfg.Binary)
+	inv, err := ReadInventory(cfg.Inventory)
+	if err != nil {
+		return nil, err
+	}
+	hosts, err := inv.Select(cfg.Targets)
+	if err != nil {
+		return nil, err
+	}
+	var out []target
+	for _, h := range hosts {
+		// As Ansible's ssh connection: ansible_host is the host given to
+		// ssh, so ssh_config's blocks for it apply; ansible_user and
+		// ansible_port are said outright, as a target's own USER@ and :PORT.
+		t := target{label: h.Name, login: cfg.Login, name: WorkerName(strings.Trim(h.Name, "[]")),
+			addr: Address{User: h.User, Host: strings.Trim(h.Address, "[]"), Port: h.Port}}
+		if h.KeyFile != "" {
+			t.login.KeyFile = h.KeyFile
+			t.login.keySource = fmt.Sprintf("ansible_ssh_private_key_file of %s in %s:", h.Name, cfg.Inventory)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// Run enrolls (or, with Remove, unenrolls) every target, Forks at a time,
+// each with its own report, then prints a recap table. It returns an error
+// when any failed.
+func Run(ctx context.Context, cfg Config) error {
+	targets, err := cfg.targets()
 	if err != nil {
 		return err
+	}
+	if len(targets) > 1 && (cfg.Name != "" || cfg.URL != "") {
+		return errors.New("--name and --url describe one worker: enroll one host at a time to use them")
+	}
+	if cfg.Forks == 0 {
+		cfg.Forks = DefaultForks
+	}
+	if cfg.Forks < 0 {
+		return fmt.Errorf("--forks %d: give how many hosts to work on at once, at least 1", cfg.Forks)
+	}
+	var sum, arch string
+	custom := cfg.Binary != ""
+	if !cfg.Remove {
+		if !custom {
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find this binary to install it: %w; pass --binary PATH", err)
+			}
+			cfg.Binary = self
+		}
+		if sum, arch, err = inspectBinary(cfg.Binary); err != nil {
+			return err
+		}
 	}
 	if cfg.AskBecomePass != nil {
 		cfg.AskBecomePass = sync.OnceValues(cfg.AskBecomePass)
 	}
 	rep := &reporter{out: cfg.Out, json: cfg.JSON, color: cfg.Color, terminal: cfg.Terminal}
+	results := make([]hostResult, len(targets))
+	forks := make(chan struct{}, cfg.Forks)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed []string
-	for _, target := range cfg.Targets {
+	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			route, err := cfg.Login.resolve(target)
+			forks <- struct{}{}
+			defer func() { <-forks }()
+			res := &results[i]
+			res.host = t.label
+			route, err := t.login.route(t.addr)
 			var spec Spec
 			if err == nil {
-				spec, err = cfg.spec(route, sum, arch, custom)
+				spec, err = cfg.spec(t, route, sum, arch, custom)
 			}
 			if err == nil {
-				err = enrollHost(ctx, cfg, target, route, spec, rep)
+				err = runHost(ctx, cfg, t, route, spec, rep, res)
 			}
 			if err != nil {
-				rep.fail(target, err)
-				mu.Lock()
-				failed = append(failed, target)
-				mu.Unlock()
+				if err != errReported {
+					res.recap.Add(provision.Failed)
+				}
+				rep.fail(t.label, err)
+				res.failed = true
 			}
 		}()
 	}
 	wg.Wait()
+	rep.table(results)
+	var failed []string
+	for _, r := range results {
+		if r.failed {
+			failed = append(failed, r.host)
+		}
+	}
 	if len(failed) > 0 {
-		return fmt.Errorf("enrollment failed on %d of %d hosts (%s): see the report above", len(failed), len(cfg.Targets), strings.Join(failed, ", "))
+		what := "enrollment"
+		if cfg.Remove {
+			what = "unenrollment"
+		}
+		return fmt.Errorf("%s failed on %d of %d hosts (%s): see the report above", what, len(failed), len(targets), strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// hostResult is one host's line of the recap table.
+type hostResult struct {
+	host        string
+	recap       provision.Recap
+	unreachable bool // the host could not be logged in to
+	failed      bool
 }
 
 func currentUser() (string, error) {
@@ -107,8 +202,11 @@ func currentUser() (string, error) {
 	return u.Username, nil
 }
 
-func (cfg Config) spec(route Route, sum, arch string, custom bool) (Spec, error) {
+func (cfg Config) spec(t target, route Route, sum, arch string, custom bool) (Spec, error) {
 	name, url := cfg.Name, cfg.URL
+	if name == "" {
+		name = t.name
+	}
 	if name == "" {
 		// An ssh_config alias names the worker as the user knows the host.
 		name = WorkerName(route.Target.Alias)
@@ -134,28 +232,29 @@ func (cfg Config) spec(route Route, sum, arch string, custom bool) (Spec, error)
 	return spec, nil
 }
 
-// enrollHost connects, gathers facts and runs the playbook on one host.
-func enrollHost(ctx context.Context, cfg Config, target string, route Route, spec Spec, rep *reporter) error {
-	var recap provision.Recap
+// runHost connects, gathers facts and runs the worker playbook on one host,
+// or with cfg.Remove the removal playbook.
+func runHost(ctx context.Context, cfg Config, t target, route Route, spec Spec, rep *reporter, res *hostResult) error {
 	note := func(ev provision.Event) {
-		recap.Add(ev.Status)
-		rep.event(target, ev)
+		res.recap.Add(ev.Status)
+		rep.event(t.label, ev)
 	}
 	fail := func(step string, start time.Time, err error) error {
 		note(provision.Event{Step: step, Status: provision.Failed, Message: err.Error(), Duration: time.Since(start)})
-		rep.recap(target, recap, spec, cfg.Check, false)
+		rep.recap(t.label, res.recap, spec, cfg.Check || cfg.Remove, false)
 		return errReported
 	}
 
 	user, host := route.Target.User, route.Target.Host
 	start := time.Now()
-	conn, err := dial(ctx, route, cfg.Login)
+	conn, err := dial(ctx, route, t.login)
 	if conn != nil {
 		for _, w := range conn.warnings {
-			rep.warn(target, w)
+			rep.warn(t.label, w)
 		}
 	}
 	if err != nil {
+		res.unreachable = true
 		return fail("connect", start, err)
 	}
 	defer conn.Close()
@@ -165,7 +264,7 @@ func enrollHost(ctx context.Context, cfg Config, target string, route Route, spe
 	}
 	note(provision.Event{Step: "connect", Status: provision.OK, Duration: time.Since(start), Message: msg})
 	if conn.keyUsed != "" {
-		rep.warn(target, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
+		rep.warn(t.label, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
 	}
 
 	h := &sshHost{client: conn.client, sudo: user != "root"}
@@ -178,8 +277,12 @@ func enrollHost(ctx context.Context, cfg Config, target string, route Route, spe
 		note(provision.Event{Step: step, Status: provision.OK, Duration: time.Since(start), Message: msg})
 	}
 
+	want, steps := Want, Steps(spec)
+	if cfg.Remove {
+		want, steps = RemoveWant, RemoveSteps(spec)
+	}
 	start = time.Now()
-	facts, err := provision.Gather(ctx, h, Want)
+	facts, err := provision.Gather(ctx, h, want)
 	if err != nil {
 		return fail("gather facts", start, err)
 	}
@@ -189,8 +292,7 @@ func enrollHost(ctx context.Context, cfg Config, target string, route Route, spe
 	}
 	note(provision.Event{Step: "gather facts", Status: provision.OK, Duration: time.Since(start)})
 
-	h.progress = func(p progress) { rep.progress(target, h.step, h.stepStart, p) }
-	steps := Steps(spec)
+	h.progress = func(p progress) { rep.progress(t.label, h.step, h.stepStart, p) }
 	for i, s := range steps {
 		steps[i].Plan = func(f *provision.Facts) provision.Plan {
 			// A step's actions run right after its plan: the progress they
@@ -200,7 +302,7 @@ func enrollHost(ctx context.Context, cfg Config, target string, route Route, spe
 		}
 	}
 	_, err = provision.Playbook{Steps: steps, Check: cfg.Check}.Run(ctx, h, facts, note)
-	rep.recap(target, recap, spec, cfg.Check, err == nil)
+	rep.recap(t.label, res.recap, spec, cfg.Check || cfg.Remove, err == nil)
 	if err != nil {
 		return errReported
 	}

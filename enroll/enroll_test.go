@@ -75,8 +75,13 @@ func (e *env) cmd(args ...string) *exec.Cmd {
 // output and its exit code.
 func (e *env) enroll(t testing.TB, args ...string) (report, errOut string, code int) {
 	t.Helper()
+	return runReport(t, e.cmd(args...))
+}
+
+// runReport runs cmd and returns its stdout, its stderr and its exit code.
+func runReport(t testing.TB, cmd *exec.Cmd) (report, errOut string, code int) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := e.cmd(args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -79,8 +79,8 @@ func Steps(spec Spec) []provision.Step {
 	return []provision.Step{
 		{Name: "supported system", Plan: spec.planSystem},
 		{Name: "finish interrupted package installs", Plan: planDpkg},
-		{Name: "Docker installed", Plan: planPackage("dockerd", "docker.io", "moby-engine")},
-		{Name: "python3 installed", Plan: planPackage("python3", "python3", "python3")},
+		{Name: "Docker installed", Plan: planPackage("dockerd", func(d Distro) string { return d.Docker })},
+		{Name: "python3 installed", Plan: planPackage("python3", func(d Distro) string { return d.Python })},
 		{Name: "Docker running", Plan: planDockerService},
 		{Name: "bettertest binary", Plan: spec.planBinary},
 		{Name: "worker token", Plan: spec.planToken},
@@ -93,14 +93,15 @@ func Steps(spec Spec) []provision.Step {
 }
 
 func (spec Spec) planSystem(f *provision.Facts) provision.Plan {
+	d, refused := DistroOf(f.OS)
 	switch {
+	case refused != "":
+		return provision.Plan{Fail: refused}
 	case !f.Systemd:
-		return provision.Plan{Fail: "PID 1 is not systemd: the worker runs as a systemd service, so enroll a host that boots with systemd"}
-	case !(f.OS.Is("debian") || f.OS.Is("ubuntu") || f.OS.Is("fedora")):
-		return provision.Plan{Fail: fmt.Sprintf("found %s (ID=%s, ID_LIKE=%s): bettertest enrolls Debian, Ubuntu and Fedora hosts",
-			orUnknown(f.OS.PrettyName), orUnknown(f.OS.ID), orUnknown(strings.Join(f.OS.IDLike, " ")))}
-	case f.PackageManager == "":
-		return provision.Plan{Fail: fmt.Sprintf("%s has neither apt-get nor dnf: install one, or enroll another host", f.OS.PrettyName)}
+		return provision.Plan{Fail: fmt.Sprintf("PID 1 of %s is not systemd: the worker runs as a systemd service, so enroll a host that boots with systemd", f.OS.PrettyName)}
+	case f.PackageManager != d.PackageManager:
+		return provision.Plan{Fail: fmt.Sprintf("%s is of %s, which installs with %s, but the host has no %s: install it, or enroll another host",
+			f.OS.PrettyName, d.Family, d.PackageManager, d.PackageManager)}
 	case f.Arch != spec.BinaryArch && spec.CustomBinary:
 		return provision.Plan{Fail: fmt.Sprintf("the host is %s but --binary %s is built for %s: pass a build for %s", f.Arch, spec.Binary, spec.BinaryArch, f.Arch)}
 	case f.Arch != spec.BinaryArch:
@@ -157,20 +158,18 @@ func planDpkg(f *provision.Facts) provision.Plan {
 	}
 }
 
-// planPackage installs the package that provides command, when command is missing.
-func planPackage(command, aptPkg, dnfPkg string) func(f *provision.Facts) provision.Plan {
+// planPackage installs the package of the host's distribution that provides
+// command, when command is missing.
+func planPackage(command string, pkgOf func(Distro) string) func(f *provision.Facts) provision.Plan {
 	return func(f *provision.Facts) provision.Plan {
 		if f.Commands[command] {
 			return provision.Plan{Message: command + " is installed"}
 		}
-		script := aptInstall(aptPkg)
-		pkg := aptPkg
-		if f.PackageManager == "dnf" {
-			script, pkg = "dnf install -y -q "+dnfPkg, dnfPkg
-		}
+		d, _ := DistroOf(f.OS) // supported: the first step checked
+		pkg := pkgOf(d)
 		return provision.Plan{
 			Reason:  fmt.Sprintf("%s is missing: installing %s", command, pkg),
-			Actions: []provision.Action{{Script: script}},
+			Actions: []provision.Action{{Script: d.install(pkg)}},
 			After:   func(f *provision.Facts) { f.Commands[command] = true },
 		}
 	}

@@ -87,18 +87,8 @@ func TestEnrolledHostIsAllOK(t *testing.T) {
 	}
 }
 
-func TestPackagesPerDistribution(t *testing.T) {
-	for _, c := range []struct{ id, idLike, pm, script string }{
-		{"debian", "", "apt-get", aptInstall("docker.io")},
-		{"ubuntu", "debian", "apt-get", aptInstall("docker.io")},
-		{"fedora", "", "dnf", "dnf install -y -q moby-engine"},
-	} {
-		f := freshFacts(c.id, c.idLike, c.id, c.pm)
-		plan := planPackage("dockerd", "docker.io", "moby-engine")(f)
-		if len(plan.Actions) != 1 || plan.Actions[0].Script != c.script {
-			t.Errorf("%s: %+v", c.id, plan.Actions)
-		}
-	}
+// The packages of each distribution: see distro_test.go.
+func TestAptAndDpkg(t *testing.T) {
 	const wantApt = "export DEBIAN_FRONTEND=noninteractive\napt-get -o DPkg::Lock::Timeout=600 update -q\n" +
 		"apt-get -o DPkg::Lock::Timeout=600 -o APT::Status-Fd=1 install -y -q --no-install-recommends docker.io"
 	if got := aptInstall("docker.io"); got != wantApt {
@@ -118,10 +108,10 @@ func TestRefusedHosts(t *testing.T) {
 		want   string
 	}{
 		"no systemd": {func(f *provision.Facts) { f.Systemd = false }, false,
-			"PID 1 is not systemd: the worker runs as a systemd service, so enroll a host that boots with systemd"},
+			"PID 1 of Debian GNU/Linux 12 (bookworm) is not systemd: the worker runs as a systemd service, so enroll a host that boots with systemd"},
 		"alpine": {func(f *provision.Facts) {
 			f.OS = provision.OSRelease{ID: "alpine", PrettyName: "Alpine Linux v3.20"}
-		}, false, "found Alpine Linux v3.20 (ID=alpine, ID_LIKE=unknown): bettertest enrolls Debian, Ubuntu and Fedora hosts"},
+		}, false, "Alpine Linux v3.20 (ID=alpine) has no systemd (it boots with OpenRC), and the worker runs as a systemd service: enroll a host of a distribution with systemd"},
 		"arm host": {func(f *provision.Facts) { f.Arch = "aarch64" }, false,
 			"the host is aarch64 but this bettertest is built for x86_64: pass --binary PATH with a build for aarch64 (GOARCH=arm64 go build ./cmd/bettertest)"},
 		"arm host, wrong --binary": {func(f *provision.Facts) { f.Arch = "aarch64" }, true,

@@ -111,3 +111,27 @@ func (r *reporter) writeJSON(v any) {
 func indent(s string) string {
 	return "           " + strings.ReplaceAll(s, "\n", "\n           ")
 }
+
+// table ends a text report with every host's counts, as Ansible's PLAY
+// RECAP does; a JSON report has them in each host's recap line.
+func (r *reporter) table(results []hostResult) {
+	if r.json {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.endLive()
+	width := 0
+	for _, res := range results {
+		width = max(width, len(res.host))
+	}
+	fmt.Fprintln(r.out, "RECAP")
+	for _, res := range results {
+		failed, unreachable := res.recap.Failed, 0
+		if res.unreachable {
+			failed, unreachable = failed-1, 1
+		}
+		fmt.Fprintf(r.out, "%-*s : ok=%-3d changed=%-3d unreachable=%-3d failed=%-3d skipped=%d\n",
+			width, res.host, res.recap.OK, res.recap.Changed, unreachable, failed, res.recap.Skipped)
+	}
+}

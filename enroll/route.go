@@ -80,6 +80,13 @@ func (l Login) resolve(target string) (Route, error) {
 	if err != nil {
 		return Route{}, err
 	}
+	return l.route(a)
+}
+
+// route is resolve for an address already read: a command-line target's,
+// or an inventory host's (ansible_user, ansible_host, ansible_port).
+func (l Login) route(a Address) (Route, error) {
+	target := a.Host
 	if a.Port == 0 {
 		a.Port = l.Port
 	}

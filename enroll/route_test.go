@@ -169,3 +169,79 @@ Match host *.lab
 		t.Errorf("a missing ~/.ssh/config: %v", err)
 	}
 }
+
+// An inventory host is reached as a command-line target is: ansible_host is
+// looked up in ssh_config, ansible_user and ansible_port are the target's own,
+// and --jump applies; the worker is named after the inventory hostname.
+func TestInventoryHostsResolveLikeTargets(t *testing.T) {
+	dir := t.TempDir()
+	sshDir := filepath.Join(dir, ".ssh")
+	os.Mkdir(sshDir, 0o700)
+	config := filepath.Join(sshDir, "config")
+	os.WriteFile(config, []byte(`Host worker1
+  HostName 192.0.2.1
+  User alice
+  Port 2222
+  ProxyJump ops@192.0.2.254:2200
+`), 0o600)
+	inventory := filepath.Join(dir, "hosts")
+	os.WriteFile(inventory, []byte(`[fleet]
+w1 ansible_host=worker1
+w2 ansible_host=worker1 ansible_user=bob ansible_port=22 ansible_ssh_private_key_file=/keys/w2
+v6 ansible_host=::1
+`), 0o600)
+	sshConfig, err := LoadSSHConfig(config, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, _ := currentUser()
+	bastion := Hop{Address: Address{User: "ops", Host: "192.0.2.254", Port: 2200}, Alias: "192.0.2.254"}
+	fromConfig := "worker1 in " + config + ": HostName 192.0.2.1, "
+	type resolved struct {
+		Label, Name, Key, URL string
+		Route                 Route
+	}
+	for _, c := range []struct {
+		jump string
+		want []resolved
+	}{
+		{"", []resolved{
+			{"w1", "w1", "", "http://192.0.2.1:9009", Route{Jumps: []Hop{bastion},
+				Target: Hop{Address: Address{User: "alice", Host: "192.0.2.1", Port: 2222}, Alias: "worker1",
+					FromConfig: fromConfig + "User alice, Port 2222, ProxyJump ops@192.0.2.254:2200"}}},
+			{"w2", "w2", "/keys/w2", "http://192.0.2.1:9009", Route{Jumps: []Hop{bastion},
+				Target: Hop{Address: Address{User: "bob", Host: "192.0.2.1", Port: 22}, Alias: "worker1",
+					FromConfig: fromConfig + "ProxyJump ops@192.0.2.254:2200"}}},
+			{"v6", "v6", "", "http://[::1]:9009", Route{Target: Hop{Address: Address{User: me, Host: "::1", Port: 22}, Alias: "::1"}}},
+		}},
+		{"root@[::1]:2200", []resolved{
+			{"w1", "w1", "", "http://192.0.2.1:9009", Route{Jumps: []Hop{{Address: Address{User: "root", Host: "::1", Port: 2200}, Alias: "::1"}},
+				Target: Hop{Address: Address{User: "alice", Host: "192.0.2.1", Port: 2222}, Alias: "worker1",
+					FromConfig: fromConfig + "User alice, Port 2222"}}},
+		}},
+	} {
+		cfg := Config{Inventory: inventory, WorkersDir: dir, Login: Login{SSHDir: sshDir, SSHConfig: sshConfig, Jump: c.jump}}
+		if c.jump != "" {
+			cfg.Targets = []string{"w1"}
+		}
+		targets, err := cfg.targets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []resolved
+		for _, tg := range targets {
+			route, err := tg.login.route(tg.addr)
+			if err != nil {
+				t.Fatalf("%s: %v", tg.label, err)
+			}
+			spec, err := cfg.spec(tg, route, "", "x86_64", false)
+			if err != nil {
+				t.Fatalf("%s: %v", tg.label, err)
+			}
+			got = append(got, resolved{tg.label, spec.Name, tg.login.KeyFile, spec.URL, route})
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("--jump %q:\n got %#v\nwant %#v", c.jump, got, c.want)
+		}
+	}
+}

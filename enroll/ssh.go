@@ -33,6 +33,7 @@ type Login struct {
 	SSHDir     string    // ~/.ssh, where default keys are found
 	SSHConfig  SSHConfig // ~/.ssh/config or --ssh-config
 	Jump       string    // --jump USER@HOST[:PORT][,...]; replaces ssh_config's ProxyJump
+	keySource  string    // who named KeyFile, for errors; "": --key
 }
 
 // defaultKeys are tried, in this order, when no --key is given.
@@ -138,7 +139,11 @@ func (l Login) auth(hop Hop) ([]ssh.AuthMethod, *string, []string, error) {
 	case l.KeyFile != "":
 		signer, err := readKey(l.KeyFile)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("--key %s: %w", l.KeyFile, err)
+			source := l.keySource
+			if source == "" {
+				source = "--key"
+			}
+			return nil, nil, nil, fmt.Errorf("%s %s: %w", source, l.KeyFile, err)
 		}
 		return []ssh.AuthMethod{ssh.PublicKeys(signer)}, used, nil, nil
 	case l.Password != nil:

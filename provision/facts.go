@@ -17,7 +17,7 @@ type Facts struct {
 	OS             OSRelease
 	Arch           string // uname -m
 	Systemd        bool   // PID 1 is systemd
-	PackageManager string // "apt-get", "dnf", or "" when neither exists
+	PackageManager string // "apt-get", "dnf", "zypper", "pacman", or "" when none exists
 	CloudInit      bool   // cloud-init is installed
 	DpkgPending    bool   // dpkg has packages left unconfigured by an interrupted install
 	Firewalld      bool   // firewalld is active
@@ -26,6 +26,7 @@ type Facts struct {
 	Files    map[string]File   // Want.Files and Want.Contents that exist
 	Units    map[string]Unit   // Want.Units
 	Ports    map[string]bool   // Want.Ports open in firewalld (when it is active)
+	Dirs     map[string]bool   // Want.Dirs that exist
 	Local    map[string]string // facts of the enrolling machine a playbook records
 }
 
@@ -65,6 +66,7 @@ type Want struct {
 	// RunningExe names units whose running executable is identified.
 	RunningExe []string
 	Ports      []string // e.g. "9009/tcp"
+	Dirs       []string // whether they exist
 }
 
 // Gather reads the host's facts in one round trip.
@@ -85,7 +87,7 @@ unset ID ID_LIKE VERSION_ID PRETTY_NAME
 [ -r /etc/os-release ] && . /etc/os-release
 printf 'os.id\t%s\nos.id_like\t%s\nos.version_id\t%s\nos.pretty\t%s\n' "$ID" "$ID_LIKE" "$VERSION_ID" "$PRETTY_NAME"
 printf 'arch\t%s\npid1\t%s\n' "$(uname -m)" "$(cat /proc/1/comm)"
-for pm in apt-get dnf; do if command -v $pm >/dev/null; then printf 'pm\t%s\n' $pm; break; fi; done
+for pm in apt-get dnf zypper pacman; do if command -v $pm >/dev/null; then printf 'pm\t%s\n' $pm; break; fi; done
 command -v cloud-init >/dev/null && printf 'cloudinit\t1\n'
 command -v dpkg >/dev/null && [ -n "$(dpkg --audit 2>/dev/null)" ] && printf 'dpkg_pending\t1\n'
 fw=0; command -v systemctl >/dev/null && systemctl is-active --quiet firewalld 2>/dev/null && fw=1 && printf 'firewalld\t1\n'
@@ -109,6 +111,9 @@ systemctl show -p ActiveState,UnitFileState,MainPID,ActiveEnterTimestamp,NeedDae
 [ "${pid:-0}" -gt 0 ] && printf 'exe\t%%s\t%%s\n' "$u" "$(stat -L -c %%d:%%i /proc/$pid/exe)"
 `, quote(u))
 	}
+	for _, d := range w.Dirs {
+		fmt.Fprintf(&b, "[ -d %s ] && printf 'dir\\t%%s\\n' %s\n", quote(d), quote(d))
+	}
 	for _, p := range w.Ports {
 		fmt.Fprintf(&b, "[ $fw = 1 ] && firewall-cmd --query-port=%s >/dev/null 2>&1 && printf 'port\\t%%s\\n' %s\n", quote(p), quote(p))
 	}
@@ -122,7 +127,7 @@ func quote(s string) string {
 }
 
 func parseFacts(out []byte) (*Facts, error) {
-	f := &Facts{Commands: map[string]bool{}, Files: map[string]File{}, Units: map[string]Unit{}, Ports: map[string]bool{}, Local: map[string]string{}}
+	f := &Facts{Commands: map[string]bool{}, Files: map[string]File{}, Units: map[string]Unit{}, Ports: map[string]bool{}, Local: map[string]string{}, Dirs: map[string]bool{}}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(nil, 16<<20)
 	for sc.Scan() {
@@ -188,6 +193,8 @@ func parseFacts(out []byte) (*Facts, error) {
 			u := f.Units[field[1]]
 			u.ExeInode = field[2]
 			f.Units[field[1]] = u
+		case field[0] == "dir" && len(field) == 2:
+			f.Dirs[field[1]] = true
 		case field[0] == "port" && len(field) == 2:
 			f.Ports[field[1]] = true
 		default:

@@ -16,7 +16,8 @@ func TestParseFacts(t *testing.T) {
 		"unit\tbettertest-worker.service\tActiveState=inactive\nunit\tbettertest-worker.service\tUnitFileState=disabled\n" +
 		"unit\tbettertest-worker.service\tActiveEnterTimestamp=\nunit\tbettertest-worker.service\tNeedDaemonReload=yes\n" +
 		"exe\tbettertest-worker.service\t2049:1234\n" +
-		"port\t9009/tcp\n"
+		"port\t9009/tcp\n" +
+		"dir\t/etc/bettertest\n"
 	got, err := parseFacts([]byte(out))
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +35,7 @@ func TestParseFacts(t *testing.T) {
 			"bettertest-worker.service": {Active: "inactive", Enabled: "disabled", NeedReload: true, ExeInode: "2049:1234"},
 		},
 		Ports: map[string]bool{"9009/tcp": true},
+		Dirs:  map[string]bool{"/etc/bettertest": true},
 		Local: map[string]string{},
 	}
 	if !reflect.DeepEqual(got, want) {

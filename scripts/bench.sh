@@ -108,8 +108,12 @@ gobench ./agent BenchmarkHealthUnderAttack '^Benchmark|bench_test' -benchtime 1x
 
 step "18. the echo round trip with the worker's limits on against off (target <= 1.1x)"
 gobench ./agent BenchmarkEchoLimits '^Benchmark|bench_test' -benchtime 30x
+
 step "19. enrollment: a no-op re-enroll through a jump host against a direct one (target: within 1.5x)"
 gobench ./enroll BenchmarkNoOpThroughAJumpHost '^Benchmark' -benchtime 1x
+
+step "20. a fleet from an inventory: no-op re-enroll of 8 hosts vs 1 (target within 1.5x) and vs Ansible over the same inventory (target <= 0.25x)"
+gobench ./enroll BenchmarkEnrollInventory '^Benchmark' -benchtime 1x
 
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"

@@ -393,9 +393,14 @@ func (m Model) testChanged(ev bettertest.TestResultsEvent) Model {
 
 func (m Model) workerChanged(w bettertest.WorkerInfo) Model {
 	m.Workers = slices.Clone(m.Workers)
-	if i := slices.IndexFunc(m.Workers, func(x bettertest.WorkerInfo) bool { return x.Name == w.Name }); i >= 0 {
+	i := slices.IndexFunc(m.Workers, func(x bettertest.WorkerInfo) bool { return x.Name == w.Name })
+	switch {
+	case w.Removed && i >= 0:
+		m.Workers = slices.Delete(m.Workers, i, i+1)
+	case w.Removed:
+	case i >= 0:
 		m.Workers[i] = w
-	} else {
+	default:
 		m.Workers = append(m.Workers, w)
 		sort.Slice(m.Workers, func(a, b int) bool { return m.Workers[a].Name < m.Workers[b].Name })
 	}

@@ -126,6 +126,7 @@ func runBoss(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.Every < 0 {
 		return usageError{fmt.Errorf("--every %s is negative: pass a duration such as 1h, or 0", cfg.Every)}
 	}
+	cfg.WorkersDir = *workersDir
 	cfg.Workers, err = boss.LoadWorkers(*workersDir)
 	if err != nil {
 		return err

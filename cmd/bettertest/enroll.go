@@ -14,6 +14,8 @@ import (
 )
 
 const enrollUsage = `Usage: bettertest enroll [flags] HOST [HOST...]
+       bettertest enroll [flags] -i INVENTORY [GROUP|HOST...]
+       bettertest enroll --remove [flags] HOST...   (or: bettertest unenroll)
 
 HOST is host, user@host, user@host:port, user@[::1]:port, ssh://user@host:port
 or a Host of ~/.ssh/config (its HostName, User, Port, IdentityFile and
@@ -23,7 +25,18 @@ Turn Linux hosts reachable over SSH into running bettertest workers: install
 Docker and python3 when missing, this bettertest binary, a token and the
 systemd service bettertest-worker.service, then check the worker answers.
 Idempotent: a second run changes nothing and says so; a run with a newer binary
-changes only what differs. Several hosts are enrolled in parallel.
+changes only what differs. Several hosts are enrolled in parallel (--forks at
+a time), each with its own report, and a recap table ends the report.
+
+-i reads an Ansible inventory, INI or YAML, as it is: ansible_host,
+ansible_port, ansible_user and ansible_ssh_private_key_file of each host (its
+own or its groups'), named by their inventory names and reached like a HOST
+(ssh_config, --jump and --ask-become-pass apply). Arguments then name groups
+or hosts of it; none means all.
+
+--remove (bettertest unenroll) undoes it: stops and removes the worker's
+unit, its binary, token and data, and the local record; Docker and python3
+stay. It is idempotent too, with the same report.
 
 Each step reports ok (already as wanted), changed, failed or skipped, and each
 host ends with a recap. Host keys are checked against ~/.ssh/known_hosts. The
@@ -37,11 +50,25 @@ root needs sudo: without a password, or with --ask-become-pass.
 `
 
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("enroll", enrollUsage, stderr)
-	cfg := enroll.Config{Out: stdout}
+	return enrollOrRemove(ctx, "enroll", false, args, stdout, stderr)
+}
+
+// runUnenroll is enroll --remove.
+func runUnenroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return enrollOrRemove(ctx, "unenroll", true, args, stdout, stderr)
+}
+
+func enrollOrRemove(ctx context.Context, command string, remove bool, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet(command, enrollUsage, stderr)
+	cfg := enroll.Config{Out: stdout, Remove: remove}
+	fs.StringVarP(&cfg.Inventory, "inventory", "i", "", "an Ansible inventory file (INI or YAML) to take the hosts from")
+	fs.IntVar(&cfg.Forks, "forks", enroll.DefaultForks, "how many hosts to work on at once")
+	if !remove {
+		fs.BoolVar(&cfg.Remove, "remove", false, "unenroll: remove the worker from the hosts, and its local record")
+	}
 	var password, askBecomePass bool
 	var sshConfig string
-	fs.IntVar(&cfg.Login.Port, "port", 0, "SSH port (default: the target's :PORT, ssh_config's Port, or 22)")
+	fs.IntVar(&cfg.Login.Port, "port", 0, "SSH port (default: the target's :PORT, ansible_port, ssh_config's Port, or 22)")
 	fs.StringVar(&sshConfig, "ssh-config", "", "the OpenSSH client configuration to read (default ~/.ssh/config)")
 	fs.StringVar(&cfg.Login.Jump, "jump", "", "reach the hosts through this jump host, USER@HOST[:PORT] (several: comma-separated); replaces ssh_config's ProxyJump")
 	fs.StringVar(&cfg.Login.KeyFile, "key", "", "private key file to log in with")
@@ -57,8 +84,11 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cfg.Targets = fs.Args()
-	if len(cfg.Targets) == 0 {
-		return usageError{errors.New("name a host to enroll: bettertest enroll USER@HOST")}
+	if len(cfg.Targets) == 0 && cfg.Inventory == "" {
+		return usageError{fmt.Errorf("name a host: bettertest %s USER@HOST, or -i INVENTORY", command)}
+	}
+	if cfg.Forks < 1 {
+		return usageError{fmt.Errorf("--forks %d: give how many hosts to work on at once, at least 1", cfg.Forks)}
 	}
 	if password && cfg.Login.KeyFile != "" {
 		return usageError{errors.New("--key and --password: choose one way to log in")}
@@ -79,7 +109,11 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg.WorkersDir = filepath.Join(home, ".config", "bettertest", "workers")
 	if password {
-		if cfg.Login.Password, err = promptTTY("SSH password for "+cfg.Targets[0]+": ", "--password"); err != nil {
+		whom := "the hosts of " + cfg.Inventory
+		if cfg.Inventory == "" {
+			whom = cfg.Targets[0]
+		}
+		if cfg.Login.Password, err = promptTTY("SSH password for "+whom+": ", "--password"); err != nil {
 			return err
 		}
 	}

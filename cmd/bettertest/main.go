@@ -23,6 +23,7 @@ Usage:
 Commands:
   worker    serve the worker API on a Docker host (run, stream output, health)
   enroll    turn hosts reachable over SSH into running workers, idempotently
+  unenroll  remove the worker from hosts again (enroll --remove)
   boss      run pipelines on the workers, keep their history, serve the API
   run       start a pipeline on a boss and follow it to its end
   vmlab     make local VMs to enroll (also installed as the vmlab command)
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runWorker(ctx, args[1:], stderr)
 	case "enroll":
 		err = runEnroll(ctx, args[1:], stdout, stderr)
+	case "unenroll":
+		err = runUnenroll(ctx, args[1:], stdout, stderr)
 	case "boss":
 		err = runBoss(ctx, args[1:], stdout, stderr)
 	case "run":

@@ -19,6 +19,8 @@ type BossOptions struct {
 	Workers  []*Worker // named w0, w1, ... in this order
 	DataDir  string    // reuse a data dir (its history); a new one by default
 	Args     []string  // more flags
+	// WorkersDir is the boss's --workers-dir; a new empty one by default.
+	WorkersDir string
 	// Secrets are given as --secret NAME=FILE, each value written to a
 	// 0600 file; a pipedef asks for them with "PATH,secrets=NAME+NAME".
 	Secrets map[string]string
@@ -26,8 +28,9 @@ type BossOptions struct {
 
 // Boss is a running `bettertest boss` process.
 type Boss struct {
-	URL     string
-	DataDir string
+	URL        string
+	DataDir    string
+	WorkersDir string
 	*Process
 }
 
@@ -35,11 +38,14 @@ type Boss struct {
 // It is stopped with SIGTERM when the test ends.
 func StartBoss(t testing.TB, bin string, opt BossOptions) *Boss {
 	t.Helper()
-	b := &Boss{DataDir: opt.DataDir}
+	b := &Boss{DataDir: opt.DataDir, WorkersDir: opt.WorkersDir}
 	if b.DataDir == "" {
 		b.DataDir = t.TempDir()
 	}
-	args := []string{"boss", "--listen", "127.0.0.1:0", "--data-dir", b.DataDir, "--workers-dir", t.TempDir()}
+	if b.WorkersDir == "" {
+		b.WorkersDir = t.TempDir()
+	}
+	args := []string{"boss", "--listen", "127.0.0.1:0", "--data-dir", b.DataDir, "--workers-dir", b.WorkersDir}
 	for _, p := range opt.Pipedefs {
 		args = append(args, "--pipedef", p)
 	}
