@@ -49,17 +49,25 @@ func (e *env) ansibleInventory(b testing.TB, inventory string) time.Duration {
 	return time.Since(start)
 }
 
+// timed runs bettertest enroll, which must succeed, and returns its wall
+// time, its report's lines and the report itself.
+func (e *env) timed(b testing.TB, args ...string) (took time.Duration, lines []line, report string) {
+	b.Helper()
+	start := time.Now()
+	report, errOut, code := e.enroll(b, args...)
+	took = time.Since(start)
+	if code != 0 {
+		b.Fatalf("enroll exited %d: %s\n%s", code, errOut, report)
+	}
+	return took, parseReport(b, report), report
+}
+
 // timedEnroll runs bettertest enroll and returns its wall time and the time
 // its package installs took (from the report).
 func (e *env) timedEnroll(b testing.TB, args ...string) (total, packages time.Duration) {
 	b.Helper()
-	start := time.Now()
-	report, errOut, code := e.enroll(b, args...)
-	total = time.Since(start)
-	if code != 0 {
-		b.Fatalf("enroll exited %d: %s\n%s", code, errOut, report)
-	}
-	for _, l := range parseReport(b, report) {
+	total, lines, _ := e.timed(b, args...)
+	for _, l := range lines {
 		if l.Step == "Docker installed" || l.Step == "python3 installed" || l.Step == "finish interrupted package installs" {
 			packages += time.Duration(l.DurationMS) * time.Millisecond
 		}

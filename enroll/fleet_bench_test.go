@@ -66,13 +66,8 @@ func BenchmarkEnrollInventory(b *testing.B) {
 // wall time and the slowest host's gathering of facts.
 func (e *env) noOp(b testing.TB, args ...string) (took, facts time.Duration) {
 	b.Helper()
-	start := time.Now()
-	report, errOut, code := e.enroll(b, args...)
-	took = time.Since(start)
-	if code != 0 {
-		b.Fatalf("enroll exited %d: %s\n%s", code, errOut, report)
-	}
-	for _, l := range parseReport(b, report) {
+	took, lines, report := e.timed(b, args...)
+	for _, l := range lines {
 		if l.Recap != nil && l.Recap["changed"] != 0 {
 			b.Fatalf("a re-enrollment changed %s: it is not a no-op\n%s", l.Host, strings.TrimSpace(report))
 		}
