@@ -40,7 +40,7 @@ from ._secrets import Masker, Secret, read_secrets_dir
 from ._worker import Result, Upload, Worker
 from .errors import ArtifactError, BettertestError, PipelineError, ResultsError
 
-__all__ = ["Build", "BuildOutput", "Input", "Local", "Pipeline", "Stage", "Task", "TestResult", "local", "pipeline"]
+__all__ = ["Build", "BuildOutput", "Image", "Input", "Local", "Pipeline", "Stage", "Task", "TestResult", "local", "pipeline"]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class Task:
         stage: Stage,
         name: str,
         kind: str,
-        image: str,
+        image: str | Image,
         command: str,
         env: Mapping[str, str] | None,
         workdir: str | None,
@@ -162,8 +162,10 @@ class Task:
         """The task's name, unique in its pipeline."""
         self.kind: str = kind
         """``"build"`` or ``"test"``."""
-        self.image: str = image
-        """The Docker image it runs in."""
+        # An image the pipeline builds is known once its task is over.
+        self._image_task = image if isinstance(image, Image) else None
+        self.image: str = image if isinstance(image, str) else f"(the image {image.name!r})"
+        """The Docker image it runs in; for an image the pipeline builds, its tag once built."""
         self.command: str = command
         """The shell command it runs."""
         self._env = None if env is None else dict(env)
@@ -306,6 +308,11 @@ class Task:
     def _run(self, locals_: Mapping[str, Local], inputs: dict[str, str]) -> None:
         pipeline = self._pipeline
         try:
+            if self._image_task is not None:
+                built = self._image_task
+                if built.wait() != "passed" or built.tag is None:
+                    raise _InputError(f"its image {built.name!r} {built.status}: there is no image to run it in")
+                self.image = built.tag
             for path, value in locals_.items():
                 try:
                     inputs[path] = pipeline._upload(value).id
@@ -562,6 +569,59 @@ class _InputError(BettertestError):
     pass
 
 
+class Image(Task):
+    """The handle of an image the pipeline builds, made by :meth:`Stage.image`: pass it as a
+    task's ``image=``.
+
+    The worker builds it from a Dockerfile in a local context directory, through Docker's build
+    API, and keeps it under a tag derived from what it is made of (``bettertest/built:KEY``, the
+    key being a digest of the context, the Dockerfile's path, the build args and the IDs of its
+    FROM images): an image built before is answered at once, with no build. A task that runs in
+    it waits for it, so it may be in the same stage.
+    """
+
+    def __init__(self, pipeline: Pipeline, stage: Stage, name: str, context: Local, dockerfile: str,
+                 build_args: Mapping[str, str] | None) -> None:
+        super().__init__(pipeline, stage, name, "image", dockerfile, f"docker build -f {dockerfile} {context.path}", None, None, None)
+        self._context = context
+        self._dockerfile = dockerfile
+        self._build_args = dict(build_args or {})
+        self.tag: str | None = None
+        """The image's tag on the worker, once built: ``bettertest/built:KEY``."""
+
+    def _run(self, locals_: Mapping[str, Local], inputs: dict[str, str]) -> None:
+        pipeline = self._pipeline
+        reason: list[str] = []
+
+        def on_event(name: str, data: Mapping[str, Any]) -> None:
+            if name == "uncached":
+                reason.append(str(data.get("reason", "")))
+            self._on_event(name, data)
+
+        try:
+            try:
+                context = pipeline._upload(self._context).id
+            except BettertestError as e:
+                raise _InputError(f"context {self._context.path}: {e}") from e
+            started = pipeline._clock()
+            built = pipeline.worker.build_image(
+                context, dockerfile=self._dockerfile, build_args=self._build_args,
+                name=f"{pipeline.name}/{self.name}", on_output=self._on_output, on_event=on_event,
+            )
+        except Exception as e:
+            with pipeline._lock:
+                self._end("failed", None, _task_error(e))
+            return
+        with pipeline._lock:
+            self.tag = built.tag
+            self._attempts = 1
+            result = Result(exit_code=0, stdout="", stderr="", duration=pipeline._clock() - started,
+                            cached=built.cached, cache_key=built.key, cache_reason=built.reason)
+            if built.cached:
+                pipeline._emit({"event": "task_cached", "stage": self.stage, "task": self.name, "key": built.key})
+            self._end("passed", result, None)
+
+
 class Stage:
     """A stage: use it as ``with p.stage("name") as s:``; its tasks run in parallel.
 
@@ -639,11 +699,51 @@ class Stage:
         if interrupted is not None:
             raise interrupted
 
+    def image(
+        self,
+        name: str,
+        *,
+        context: Local,
+        dockerfile: str = "Dockerfile",
+        build_args: Mapping[str, str] | None = None,
+    ) -> Image:
+        """Start building an image on the worker, to run later tasks in: ``image=img``.
+
+        ``img = s.image("ci", context=bt.local("ci"))`` builds ``ci/Dockerfile``; a task given
+        ``image=img`` (in this stage or a later one) waits for it and runs in it. The worker
+        caches it like a build: by the context's content, the Dockerfile's path, the build args
+        and the IDs of the images its FROM lines name, which must be on the worker (it never
+        pulls: build them in an earlier image, or load them there). The build's progress is the
+        task's output.
+
+        Args:
+            name: The task's name, unique in the pipeline.
+            context: The local directory sent as the build's context, ``bt.local(PATH)``.
+            dockerfile: The Dockerfile's path inside the context.
+            build_args: Values of the Dockerfile's ``ARG``s; part of the key.
+
+        Returns:
+            The image's handle, at once; it builds in the background.
+
+        Raises:
+            PipelineError: Called outside this stage's ``with`` block, a name used before, or a
+                context that is not ``bt.local(PATH)``.
+        """
+        if not isinstance(context, Local):
+            raise PipelineError(
+                f"the context of the image {name!r} is a {type(context).__name__}: pass bt.local(PATH), the directory holding the Dockerfile"
+            )
+        if not isinstance(dockerfile, str) or not dockerfile or dockerfile.startswith("/") or posixpath.normpath(dockerfile) != dockerfile or dockerfile.startswith(".."):
+            raise PipelineError(f"dockerfile {dockerfile!r} must be a relative path inside the context, e.g. 'Dockerfile' or 'ci/Dockerfile'")
+        task = Image(self._pipeline, self, name, context, dockerfile, build_args)
+        self._start(task, {})
+        return task
+
     def build(
         self,
         name: str,
         *,
-        image: str,
+        image: str | Image,
         command: str,
         inputs: Mapping[str, Input] | None = None,
         outputs: Sequence[str] = (),
@@ -665,7 +765,7 @@ class Stage:
         Args:
             name: The task's name, unique in the pipeline; the worker remembers the build as
                 ``PIPELINE/NAME``.
-            image: The Docker image.
+            image: The Docker image, or an image the pipeline builds (see :meth:`image`).
             command: A shell command line, run as ``sh -c command``.
             inputs: What to mount read-only, by container path; see :data:`Input`.
             outputs: Container paths (files or directories) to keep as artifacts when the command
@@ -699,7 +799,7 @@ class Stage:
         self,
         name: str,
         *,
-        image: str,
+        image: str | Image,
         command: str,
         inputs: Mapping[str, Input] | None = None,
         env: Mapping[str, str] | None = None,
@@ -721,7 +821,7 @@ class Stage:
 
         Args:
             name: The task's name, unique in the pipeline.
-            image: The Docker image.
+            image: The Docker image, or an image the pipeline builds (see :meth:`image`).
             command: A shell command line, run as ``sh -c command``. It sees ``BETTERTEST_ATTEMPT``
                 in its environment: ``"1"``, then ``"2"``... when it is retried.
             inputs: What to mount read-only, by container path; see :data:`Input`.

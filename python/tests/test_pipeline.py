@@ -50,7 +50,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "pipeline_end": {"pipeline": str, "status": str, "duration_ms": int, "passed": int, "failed": int,
                      "skipped": int, "cached": int, "quarantined": int, "error": (str, type(None))},
 }
-ENUMS = {"kind": {"build", "test"}, "stream": {"stdout", "stderr"}}
+ENUMS = {"kind": {"build", "test", "image"}, "stream": {"stdout", "stderr"}}
 STATUSES = {
     "test_case": {"passed", "failed", "skipped"},
     "task_attempt": {"passed", "failed"},
