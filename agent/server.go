@@ -38,6 +38,7 @@ func (a *Agent) routes() http.Handler {
 	r.Head("/artifacts/{sha256}", a.handleGetArtifact)
 	r.Put("/artifacts/{sha256}", a.handlePutArtifact)
 	r.Post("/images", a.handleImages)
+	r.Delete("/caches/{name}", a.handleDeleteCache)
 	return r
 }
 

@@ -343,7 +343,7 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"cut short", "POST", "/run", `{"image": "x"`, 400, prefix + "the JSON object is cut short"},
 		{"not an object", "POST", "/run", `[1]`, 400, prefix + `the body must be a JSON object, not array`},
 		{"wrong type", "POST", "/run", `{"image": 5, "command": "true"}`, 400, prefix + `field "image" must be string, not number`},
-		{"unknown field", "POST", "/run", `{"image": "x", "command": "true", "cmd": "y"}`, 400, prefix + `unknown field "cmd"; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name, secrets`},
+		{"unknown field", "POST", "/run", `{"image": "x", "command": "true", "cmd": "y"}`, 400, prefix + `unknown field "cmd"; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name, secrets, limits, user, reach_host, services, caches`},
 		{"results of a build", "POST", "/run", `{"image": "x", "command": "true", "results": ["/r.xml"], "cache": true}`, 400, `"results" are for tests, which always run: a build ("cache": true) cannot have them`},
 		{"two objects", "POST", "/run", `{"image": "x", "command": "true"} {}`, 400, "request body has data after the JSON object: send exactly one object"},
 		{"missing image", "POST", "/run", `{"command": "true"}`, 400, `"image" is required: name a Docker image present on the worker, e.g. "debian:12"`},
