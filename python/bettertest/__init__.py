@@ -21,7 +21,7 @@ The lower level is a Worker, which runs one command in a container::
 
 from ._artifacts import Artifact, Packed, pack, unpack
 from ._connect import connect
-from ._pipeline import Build, BuildOutput, Image, Input, Local, Pipeline, Stage, Task, TestResult, local, pipeline
+from ._pipeline import Build, BuildOutput, Image, Input, Local, Pipeline, Service, Stage, Task, TestResult, local, pipeline, service
 from ._report import Event, HumanReporter, JsonlReporter, MaskingReporter, Reporter
 from ._results import TestCase, parse_go_test_json, parse_junit, parse_results
 from ._secrets import Masker, MaskStream, Secret, secret
@@ -72,6 +72,8 @@ __all__ = [
     "Upload",
     "BuiltImage",
     "Image",
+    "Service",
+    "service",
     "Worker",
     "WorkerUnreachable",
     "connect",

@@ -21,6 +21,7 @@ import atexit
 import itertools
 import os
 import posixpath
+import re
 import sys
 import tempfile
 import threading
@@ -40,7 +41,8 @@ from ._secrets import Masker, Secret, read_secrets_dir
 from ._worker import Result, Upload, Worker
 from .errors import ArtifactError, BettertestError, PipelineError, ResultsError
 
-__all__ = ["Build", "BuildOutput", "Image", "Input", "Local", "Pipeline", "Stage", "Task", "TestResult", "local", "pipeline"]
+__all__ = ["Build", "BuildOutput", "Image", "Input", "Local", "Pipeline", "Service", "Stage", "Task", "TestResult", "local",
+           "pipeline", "service"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,60 @@ def local(path: str | os.PathLike[str]) -> Local:
         The input.
     """
     return Local(os.path.abspath(path))
+
+
+@dataclass(frozen=True)
+class Service:
+    """A container started beside a test, reachable from it by its name. Made by :func:`service`.
+
+    Attributes:
+        image: The Docker image.
+        command: A shell command to run instead of the image's own, or ``None``.
+        ready: A shell command that exits 0 inside the service once it is ready (e.g.
+            ``"pg_isready"``), or a TCP port it is ready once it listens on.
+        env: Environment variables of the service.
+    """
+
+    image: str
+    command: str | None
+    ready: str | int
+    env: Mapping[str, str] | None = None
+
+    def _request(self) -> dict[str, Any]:
+        request: dict[str, Any] = {"image": self.image}
+        if self.command is not None:
+            request["command"] = self.command
+        if self.env:
+            request["env"] = dict(self.env)
+        request["ready"] = {"port": self.ready} if isinstance(self.ready, int) else {"command": self.ready}
+        return request
+
+
+def service(image: str, *, ready: str | int, command: str | None = None, env: Mapping[str, str] | None = None) -> Service:
+    """A service for a test: ``services={"db": bt.service(image="postgres:16", ready="pg_isready")}``.
+
+    The worker starts it on a network private to the test's run, waits until it is ready (a
+    Docker health check that runs ``ready``, or that sees a socket listening on the port
+    ``ready``: the wait is Docker's health_status event, not a poll), then starts the test's
+    command, which reaches it by its name (``db:5432``). Its output is part of the test's,
+    each line labelled ``[db]``. It is removed when the test ends, whatever happened.
+
+    Args:
+        image: The Docker image.
+        ready: A shell command that exits 0 once the service is ready, or a TCP port number.
+            A port check needs ``grep`` in the image (it reads ``/proc/net/tcp``).
+        command: A shell command to run instead of the image's own.
+        env: Environment variables of the service.
+
+    Returns:
+        The service.
+
+    Raises:
+        ValueError: ``ready`` is neither a command nor a port from 1 to 65535.
+    """
+    if isinstance(ready, bool) or not (isinstance(ready, str) and ready.strip() or isinstance(ready, int) and 0 < ready < 65536):
+        raise ValueError(f"ready must be a shell command (e.g. 'pg_isready') or a TCP port from 1 to 65535, not {ready!r}")
+    return Service(image, command, ready, None if env is None else dict(env))
 
 
 @dataclass(frozen=True)
@@ -115,6 +171,8 @@ class _Attempt:
     result: Result | None = None
     error: str | None = None
     cases: list[TestCase] = field(default_factory=list)
+    # The pipeline's clock when the worker said the attempt waits for a slot.
+    queued: float | None = None
 
     @property
     def ran(self) -> bool:
@@ -180,6 +238,7 @@ class Task:
         self._result: Result | None = None
         self._error: str | None = None
         self._duration: float | None = None
+        self._waited = 0.0  # seconds its attempts waited for a slot of the worker
         self._attempts = 0
         self._test_results: list[TestResult] = []
         self._quarantined = False
@@ -226,7 +285,8 @@ class Task:
 
     @property
     def duration(self) -> float | None:
-        """Seconds from the call to the end, as the pipedef saw them; ``None`` while running."""
+        """Seconds from the call to the end, as the pipedef saw them, without the time its attempts
+        waited for a free slot of the worker; ``None`` while running."""
         return self._duration
 
     @property
@@ -274,7 +334,7 @@ class Task:
         self._status = status
         self._result = result
         self._error = error
-        self._duration = self._pipeline._clock() - self._started
+        self._duration = self._pipeline._clock() - self._started - self._waited
         self._quarantined = status == "failed" and self.kind == "test" and self._covered(failed_cases, error)
         self._pipeline._emit(
             {
@@ -285,6 +345,7 @@ class Task:
                 "status": status,
                 "exit_code": self.exit_code,
                 "duration_ms": 0 if status == "skipped" else round(self._duration * 1000),
+                "waited_ms": round(self._waited * 1000),
                 "cached": self.cached,
                 "error": error,
                 "attempts": self._attempts,
@@ -341,8 +402,12 @@ class Task:
         attempt = _Attempt(number)
 
         def on_event(name: str, data: Mapping[str, Any]) -> None:
+            if name == "queued" and attempt.queued is None:
+                attempt.queued = pipeline._clock()
             if name in ("started", "cached"):
                 attempt.started = pipeline._clock()
+                if attempt.queued is not None:
+                    self._waited += attempt.started - attempt.queued
                 with pipeline._lock:
                     if self._status == "running":
                         self._attempts = number
@@ -363,6 +428,11 @@ class Task:
                 on_event=on_event,
             )
             attempt.error = attempt.result.error
+            if attempt.error is not None:
+                # The worker names its API's field; the pipedef's argument is timeout=.
+                attempt.error = attempt.error.replace(
+                    "raise timeout_s if the command needs longer", "raise the task's timeout= if the command needs longer"
+                )
             if self._results is not None:
                 self._read_results(attempt, attempt.result, self._results)
         except Exception as e:
@@ -756,6 +826,7 @@ class Stage:
         memory: int | None = None,
         cpus: float | None = None,
         reach_host: bool = False,
+        caches: Mapping[str, str] | None = None,
     ) -> Build:
         """Start a build: a run the worker caches by its image, command, env, workdir, inputs and outputs.
 
@@ -781,6 +852,7 @@ class Stage:
             memory: The most bytes of memory (see :meth:`test`).
             cpus: The most CPU time, in CPUs (see :meth:`test`).
             reach_host: Reach the worker's host's services (see :meth:`test`).
+            caches: Dependency caches (see :meth:`test`); never part of the cache key.
 
         Returns:
             The build's handle, at once; the build runs in the background.
@@ -791,7 +863,8 @@ class Stage:
             ValueError: ``timeout`` is not positive, or ``secrets`` is not as described.
         """
         task = Build(self._pipeline, self, name, "build", image, command, env, workdir, timeout, outputs=outputs, secrets=secrets,
-                     user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None})
+                     user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None,
+                                             "caches": _check_caches(caches)})
         self._start(task, inputs or {})
         return task
 
@@ -813,6 +886,8 @@ class Stage:
         memory: int | None = None,
         cpus: float | None = None,
         reach_host: bool = False,
+        services: Mapping[str, Service] | None = None,
+        caches: Mapping[str, str] | None = None,
     ) -> Task:
         """Start a test: a run that always runs, never from a cache.
 
@@ -856,6 +931,13 @@ class Stage:
             reach_host: Run where the command reaches services on the worker's host (Docker's
                 default network); the worker refuses it unless started with
                 ``--allow-reach-host``.
+            services: Containers beside the test, by the name its command reaches them by,
+                from :func:`bettertest.service`: ``{"db": bt.service(image="postgres:16",
+                ready="pg_isready")}``. The command starts once every service is ready.
+            caches: Named dependency caches, by container path, e.g. ``{"/root/.cache/pip":
+                "pip"}``: directories that persist on the worker across runs, mounted
+                read-write. One run at a time holds a cache; another waits for it. The worker
+                counts them in its ``--cache-size``; ``DELETE /caches/NAME`` clears one.
 
         Returns:
             The test's handle, at once; the test runs in the background.
@@ -879,7 +961,8 @@ class Stage:
         task = Task(
             self._pipeline, self, name, "test", image, command, env, workdir, timeout,
             results=results, retries=retries, secrets=secrets,
-            user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None},
+            user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None,
+                                    "services": _check_services(services), "caches": _check_caches(caches)},
         )
         self._start(task, inputs or {})
         return task
@@ -930,6 +1013,11 @@ class Stage:
             if isinstance(value, Local):
                 locals_[path] = value
             elif isinstance(value, str):
+                if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+                    raise PipelineError(
+                        f"the input {path} of the task {task.name!r} is the string {value!r}, which is not an artifact id: "
+                        f"to send a local file or directory, pass bt.local({value!r})"
+                    )
                 ids[path] = value
             elif isinstance(value, Build):
                 self._check_build(task, path, value)
@@ -990,6 +1078,32 @@ def _check_secrets(secrets: Mapping[str, Secret] | None) -> dict[str, Secret]:
             )
         checked[target] = value
     return checked
+
+
+def _check_services(services: Mapping[str, Service] | None) -> dict[str, dict[str, Any]] | None:
+    """Check a test's ``services=`` and return them as the worker's API takes them."""
+    if not services:
+        return None
+    checked: dict[str, dict[str, Any]] = {}
+    for name, value in services.items():
+        if not isinstance(value, Service):
+            raise ValueError(f"the service {name!r} is a {type(value).__name__}: pass bt.service(image=..., ready=...)")
+        if not (isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name)):
+            raise ValueError(f"{name!r} cannot name a service: it is the host name the test reaches it by, e.g. 'db'")
+        checked[name] = value._request()
+    return checked
+
+
+def _check_caches(caches: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Check a task's ``caches=``: container paths to cache names."""
+    if not caches:
+        return None
+    for target, name in caches.items():
+        if not (isinstance(target, str) and target.startswith("/") and target != "/" and posixpath.normpath(target) == target):
+            raise ValueError(f"{target!r} is not where a cache can go: use an absolute container path, e.g. '/root/.cache/pip'")
+        if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name)):
+            raise ValueError(f"{name!r} cannot name a cache: use letters, digits, '.', '_' and '-', e.g. 'pip'")
+    return dict(caches)
 
 
 def _check_test(test: str) -> str:

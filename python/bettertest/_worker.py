@@ -270,6 +270,8 @@ class Worker:
         memory: int | None = None,
         cpus: float | None = None,
         reach_host: bool = False,
+        services: Mapping[str, Mapping[str, Any]] | None = None,
+        caches: Mapping[str, str] | None = None,
         on_output: OutputHandler | None = None,
         on_event: EventHandler | None = None,
         capture: bool = True,
@@ -321,6 +323,13 @@ class Worker:
             reach_host: Run on Docker's default network, from which the command reaches
                 services on the worker's host; refused (``RunError``) unless the worker was
                 started with ``--allow-reach-host``. Runs are kept from the host otherwise.
+            services: Containers started beside the run, by name, each as the worker's API takes
+                it: ``{"image": ..., "command": ..., "env": {...}, "ready": {"command": ...} or
+                {"port": N}}``; the command starts once all are ready, and reaches each by its
+                name. Their output comes labelled (``[db] ...``); they are removed when the run ends.
+            caches: Named dependency caches to mount read-write, by container path, e.g.
+                ``{"/root/.cache/pip": "pip"}``: directories that persist on the worker across
+                runs, never part of a build's key; a run waits while another holds one.
             on_output: Called with ``(stream, text)`` for each chunk of output as it arrives,
                 ``stream`` being ``"stdout"`` or ``"stderr"``. Chunks are not split on line
                 boundaries. By default stdout text goes to ``sys.stdout`` and stderr text to
@@ -374,6 +383,10 @@ class Worker:
             request["user"] = user
         if reach_host:
             request["reach_host"] = True
+        if services:
+            request["services"] = {name: dict(svc) for name, svc in services.items()}
+        if caches:
+            request["caches"] = dict(caches)
         limits = {k: v for k, v in (("pids", pids), ("memory_bytes", memory), ("cpus", cpus)) if v is not None}
         if limits:
             request["limits"] = limits
