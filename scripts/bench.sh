@@ -111,6 +111,13 @@ gobench ./agent BenchmarkEchoLimits '^Benchmark|bench_test' -benchtime 30x
 step "19. enrollment: a no-op re-enroll through a jump host against a direct one (target: within 1.5x)"
 gobench ./enroll BenchmarkNoOpThroughAJumpHost '^Benchmark' -benchtime 1x
 
+step "20. a cached image build (s.image) through the library, against docker build -q with a warm cache (target < 100 ms)"
+quick -- --count 3
+PYTHONPATH=python python3 python/bench/image_cache.py --worker "$WORKER_URL" --token-file "$dir/token" "${args[@]}"
+
+step "21. a service's readiness (its health_status event) to the run's first output line, against the service's start (target < 1 s)"
+gobench ./agent BenchmarkServiceReadyToFirstOutput '^Benchmark|bench_test' -benchtime 5x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi
