@@ -37,6 +37,12 @@ type RunRequest struct {
 	// the worker's isolated one, so it can reach services on the worker's
 	// host; the worker refuses it unless started with --allow-reach-host.
 	ReachHost bool `json:"reach_host,omitempty"`
+	// Services start beside the run, each reachable by its name from the
+	// run's container, and are removed when the run ends.
+	Services map[string]Service `json:"services,omitempty"`
+	// Caches maps container paths to named cache directories that persist on
+	// the worker across runs, mounted read-write; never part of a build's key.
+	Caches map[string]string `json:"caches,omitempty"`
 }
 
 // Limits bound what one run may take. A worker has its own (its flags); a
@@ -167,4 +173,64 @@ type Health struct {
 // APIError is the body of every non-2xx answer.
 type APIError struct {
 	Error string `json:"error"`
+}
+
+// ImageRequest is the body of POST /images: build an image from a context
+// directory the worker holds as an artifact (uploaded with PUT /artifacts).
+type ImageRequest struct {
+	Context string `json:"context"` // "sha256:HEX", an artifact whose top entry is a directory
+	// Dockerfile is its path inside the context; "Dockerfile" when empty.
+	Dockerfile string            `json:"dockerfile,omitempty"`
+	BuildArgs  map[string]string `json:"build_args,omitempty"`
+	// Name says which image this is ("pipeline/name"), for the worker's log.
+	Name string `json:"name,omitempty"`
+}
+
+// EventImage ends a successful POST /images stream (an error event ends a
+// failed one); before it come output events (the build's progress) and, for
+// an image not built yet, an uncached event.
+const EventImage = "image"
+
+// ImageEvent names the image a POST /images made or found: Tag is
+// content-derived (bettertest/built:KEYHEX), usable as a run's image.
+type ImageEvent struct {
+	Tag        string `json:"tag"`
+	ID         string `json:"id"`  // the image ID, "sha256:HEX"
+	Key        string `json:"key"` // the build's key, "sha256:HEX"
+	Cached     bool   `json:"cached"`
+	DurationMS int64  `json:"duration_ms"` // of the build; 0 when cached
+}
+
+// Service is a container started beside a run's own, on a network private to
+// the run, reachable from it by its name; the run's command starts once it
+// is ready.
+type Service struct {
+	Image   string            `json:"image"`
+	Command string            `json:"command,omitempty"` // run as sh -c COMMAND; the image's own when empty
+	Env     map[string]string `json:"env,omitempty"`
+	Ready   Ready             `json:"ready"`
+}
+
+// Ready says when a service is ready: a command that exits 0 inside it, or a
+// TCP port it listens on. Exactly one is set.
+type Ready struct {
+	Command string `json:"command,omitempty"`
+	Port    int    `json:"port,omitempty"`
+}
+
+// Events of a run with services or caches.
+const (
+	EventServiceReady = "service_ready" // ServiceReadyEvent: a service became ready
+	EventCacheWait    = "cache_wait"    // CacheWaitEvent: a cache is in use by another run
+)
+
+// ServiceReadyEvent says a service is ready, after how long from its start.
+type ServiceReadyEvent struct {
+	Name    string `json:"name"`
+	AfterMS int64  `json:"after_ms"`
+}
+
+// CacheWaitEvent says the run waits for another run to be done with a cache.
+type CacheWaitEvent struct {
+	Name string `json:"name"`
 }

@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/bettertest/bettertest"
 	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
@@ -122,5 +124,37 @@ func BenchmarkEchoLimits(b *testing.B) {
 	b.Logf("echo round trip with limits %v, without %v (mean of %d): %.2fx (target <= 1.1x)",
 		(withLimits / time.Duration(b.N)).Round(100*time.Microsecond), (without / time.Duration(b.N)).Round(100*time.Microsecond), b.N,
 		float64(withLimits)/float64(without))
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkServiceReadyToFirstOutput is the time from a service's
+// service_ready event to the run's first output line (target < 1 s), against
+// the time the service took to become ready, in the same runs.
+func BenchmarkServiceReadyToFirstOutput(b *testing.B) {
+	w := wt.Start(b, bin, wt.Options{})
+	req := run("echo first")
+	req.Services = map[string]bettertest.Service{"db": listener}
+	var toOutput, toReady time.Duration
+	b.ResetTimer()
+	for range b.N {
+		s := w.Run(b, req)
+		var ready time.Time
+		t0 := time.Now()
+		for {
+			ev := s.Next(b)
+			if ev.Name == bettertest.EventServiceReady {
+				ready = time.Now()
+				toReady += ready.Sub(t0)
+			}
+			if ev.Name == bettertest.EventOutput && !strings.HasPrefix(ev.Data, `{"stream":"stdout","text":"[db]`) {
+				toOutput += time.Since(ready)
+				break
+			}
+		}
+		s.All(b)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(ms(toOutput), "ready-to-output-ms/op")
+	b.ReportMetric(ms(toReady), "request-to-ready-ms/op")
 	b.ReportMetric(0, "ns/op")
 }

@@ -87,7 +87,23 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 	// Docker calls below must finish even when ctx ends: a cancelled run still
 	// has a container to kill, drain and remove.
 	dctx := context.WithoutCancel(ctx)
-	mounts, removeSecrets, err := r.mounts(id, req)
+	var caches map[string]string
+	if len(req.Caches) > 0 {
+		names := make([]string, 0, len(req.Caches))
+		for _, name := range req.Caches {
+			names = append(names, name)
+		}
+		var release func()
+		var err error
+		caches, release, err = r.store.acquireCaches(ctx, names, func(name string) {
+			ev.send(bettertest.EventCacheWait, bettertest.CacheWaitEvent{Name: name})
+		})
+		if err != nil {
+			return failBeforeStart(ctx, err)
+		}
+		defer release()
+	}
+	mounts, removeSecrets, err := r.mounts(id, req, caches)
 	defer removeSecrets()
 	if err != nil {
 		return failBeforeStart(ctx, err)
@@ -108,6 +124,23 @@ func (r *runner) run(ctx context.Context, id, imageID string, req bettertest.Run
 	}
 	if err := ctx.Err(); err != nil { // the client left or the worker is stopping: don't start
 		return failBeforeStart(ctx, context.Cause(ctx))
+	}
+	if len(req.Services) > 0 {
+		// The run's timeout bounds the wait for its services too.
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if req.TimeoutS > 0 {
+			sctx, cancel = context.WithTimeoutCause(ctx, time.Duration(req.TimeoutS)*time.Second,
+				fmt.Errorf("the services were not ready within the run's timeout of %d s: raise the timeout, or see their output for why", req.TimeoutS))
+		}
+		services, err := r.startServices(sctx, id, req, containerID, ev)
+		cancel()
+		defer services.close()
+		if err != nil {
+			if sctx.Err() != nil && ctx.Err() == nil {
+				err = context.Cause(sctx)
+			}
+			return failBeforeStart(ctx, err)
+		}
 	}
 	limits, _ := r.limits.narrow(req.Limits) // checked when the request came
 	if limits != r.limits {
@@ -258,8 +291,11 @@ func (r *runner) container(ctx context.Context, imageID string, req bettertest.R
 // mounts lists what a run's container mounts: its inputs and its secret
 // files, which are written for the run under DATA/secrets/ID and removed by
 // the returned function, whatever happens.
-func (r *runner) mounts(id string, req bettertest.RunRequest) (mounts []mount.Mount, remove func(), err error) {
+func (r *runner) mounts(id string, req bettertest.RunRequest, caches map[string]string) (mounts []mount.Mount, remove func(), err error) {
 	remove = func() {}
+	for target, name := range req.Caches {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: caches[name], Target: target})
+	}
 	for target, artifact := range req.Inputs {
 		hexID, _ := parseID(artifact)
 		source, err := r.store.tree(hexID)
@@ -273,7 +309,7 @@ func (r *runner) mounts(id string, req bettertest.RunRequest) (mounts []mount.Mo
 		if s.Path == "" {
 			continue
 		}
-		if len(mounts) == len(req.Inputs) { // the first secret file
+		if len(mounts) == len(req.Inputs)+len(req.Caches) { // the first secret file
 			if err := os.Mkdir(dir, 0o700); err != nil {
 				return nil, remove, fmt.Errorf("secret files: %w", err)
 			}

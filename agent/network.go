@@ -41,9 +41,18 @@ func runNetwork(ctx context.Context, docker *client.Client, owner string) (strin
 	if err != nil && !errdefs.IsConflict(err) {
 		return "", fmt.Errorf("make the runs' network %s: %w", name, err)
 	}
+	if err := dropInput(bridge); err != nil {
+		return "", fmt.Errorf("the runs' firewall rule: %w", err)
+	}
+	return name, nil
+}
+
+// dropInput adds the rule that keeps whatever comes from a bridge from the
+// host itself, once.
+func dropInput(bridge string) error {
 	ipt, err := iptables.New()
 	if err != nil {
-		return "", fmt.Errorf("the runs' firewall rule: %w: install iptables, which Docker uses too", err)
+		return fmt.Errorf("%w: install iptables, which Docker uses too", err)
 	}
 	rule := []string{"-i", bridge, "-j", "DROP"}
 	exists, err := ipt.Exists("filter", "INPUT", rule...)
@@ -51,9 +60,18 @@ func runNetwork(ctx context.Context, docker *client.Client, owner string) (strin
 		err = ipt.Insert("filter", "INPUT", 1, rule...)
 	}
 	if err != nil {
-		return "", fmt.Errorf("the runs' firewall rule (iptables -I INPUT -i %s -j DROP): %w", bridge, err)
+		return fmt.Errorf("iptables -I INPUT -i %s -j DROP: %w", bridge, err)
 	}
-	return name, nil
+	return nil
+}
+
+// removeDropInput removes dropInput's rule.
+func removeDropInput(bridge string) error {
+	ipt, err := iptables.New()
+	if err != nil {
+		return err
+	}
+	return ipt.DeleteIfExists("filter", "INPUT", "-i", bridge, "-j", "DROP")
 }
 
 // removeRunNetwork removes the run network and its rule when the worker
@@ -64,9 +82,7 @@ func removeRunNetwork(docker *client.Client, owner string, log *slog.Logger) {
 	if err := docker.NetworkRemove(ctx, "bettertest-"+owner[:12]); err != nil && !errdefs.IsNotFound(err) {
 		log.Warn("remove the runs' network", "err", err)
 	}
-	if ipt, err := iptables.New(); err == nil {
-		if err := ipt.DeleteIfExists("filter", "INPUT", "-i", "btw-"+owner[:11], "-j", "DROP"); err != nil {
-			log.Warn("remove the runs' firewall rule", "err", err)
-		}
+	if err := removeDropInput("btw-" + owner[:11]); err != nil {
+		log.Warn("remove the runs' firewall rule", "err", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -55,7 +56,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &typ):
 		return fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name, secrets`
+		return strings.TrimPrefix(err.Error(), "json: ") + `; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name, secrets, limits, user, reach_host, services, caches`
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "the JSON object is cut short"
 	}
@@ -118,6 +119,12 @@ func ValidateRunRequest(req bettertest.RunRequest) error {
 	}
 	if l := req.Limits; l != nil && (l.PIDs < 0 || l.MemoryBytes < 0 || l.CPUs < 0 || l.CPUs != l.CPUs) {
 		return errors.New(`"limits" must be positive numbers ("pids", "memory_bytes", "cpus"), or left out`)
+	}
+	if err := checkServices(req); err != nil {
+		return err
+	}
+	if err := checkCaches(req); err != nil {
+		return err
 	}
 	if !validUser(req.User) {
 		return fmt.Errorf(`"user" %q is not a user: give NAME or UID[:GID] as the image knows it, e.g. "65534" or "build"`, short(req.User))
@@ -241,4 +248,49 @@ func short(s string) string {
 		return s
 	}
 	return s[:max] + "…"
+}
+
+// MaxServices bounds the services of one run.
+const MaxServices = 8
+
+// serviceName is a service's name: a host name its run reaches it by.
+var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+
+func checkServices(req bettertest.RunRequest) error {
+	if len(req.Services) == 0 {
+		return nil
+	}
+	if req.Cache {
+		return errors.New(`"services" are for tests: a build ("cache": true) is cached by its inputs, which a service is not part of`)
+	}
+	if len(req.Services) > MaxServices {
+		return fmt.Errorf(`"services" has %d entries: a run may have at most %d`, len(req.Services), MaxServices)
+	}
+	for name, svc := range req.Services {
+		where := fmt.Sprintf(`"services" %q`, short(name))
+		if !serviceName.MatchString(name) {
+			return fmt.Errorf(`%s: a service's name is the host name its run reaches it by: lowercase letters, digits and -, starting with a letter, at most 31 characters, e.g. "db"`, where)
+		}
+		if svc.Image == "" {
+			return fmt.Errorf(`%s needs an "image"`, where)
+		}
+		if _, err := reference.ParseNormalizedNamed(svc.Image); err != nil {
+			return fmt.Errorf(`%s: "image" %q is not a valid image reference (%v): use NAME[:TAG] or NAME@sha256:DIGEST`, where, short(svc.Image), err)
+		}
+		if strings.IndexByte(svc.Command, 0) >= 0 || strings.IndexByte(svc.Ready.Command, 0) >= 0 {
+			return fmt.Errorf(`%s: a command contains a NUL byte: remove it`, where)
+		}
+		if (strings.TrimSpace(svc.Ready.Command) == "") == (svc.Ready.Port == 0) {
+			return fmt.Errorf(`%s needs exactly one of "ready": {"command": "..."} (exits 0 once it is ready, e.g. "pg_isready") and {"port": N} (ready once it listens on N)`, where)
+		}
+		if svc.Ready.Port < 0 || svc.Ready.Port > 65535 {
+			return fmt.Errorf(`%s: "ready" port %d is not a TCP port: use 1 to 65535`, where, svc.Ready.Port)
+		}
+		for k, v := range svc.Env {
+			if !validEnvName(k) || strings.IndexByte(v, 0) >= 0 {
+				return fmt.Errorf(`%s: "env" %q is not a variable name with a value without NUL bytes`, where, short(k))
+			}
+		}
+	}
+	return nil
 }

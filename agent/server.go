@@ -26,10 +26,10 @@ func (a *Agent) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(requireToken(a.token))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run, GET /health, GET /events and GET, HEAD and PUT /artifacts/SHA256", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run, POST /images, GET /health, GET /events, GET, HEAD and PUT /artifacts/SHA256 and DELETE /caches/NAME", r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run, GET /health, GET /events, or GET, HEAD or PUT /artifacts/SHA256", r.Method, r.URL.Path))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run, POST /images, GET /health, GET /events, GET, HEAD or PUT /artifacts/SHA256, or DELETE /caches/NAME", r.Method, r.URL.Path))
 	})
 	r.Post("/run", a.handleRun)
 	r.Get("/health", a.handleHealth)
@@ -37,6 +37,8 @@ func (a *Agent) routes() http.Handler {
 	r.Get("/artifacts/{sha256}", a.handleGetArtifact)
 	r.Head("/artifacts/{sha256}", a.handleGetArtifact)
 	r.Put("/artifacts/{sha256}", a.handlePutArtifact)
+	r.Post("/images", a.handleImages)
+	r.Delete("/caches/{name}", a.handleDeleteCache)
 	return r
 }
 
@@ -58,6 +60,15 @@ func requireToken(token []byte) func(http.Handler) http.Handler {
 	}
 }
 
+// writeRequestError answers a request body that could not be decoded.
+func writeRequestError(w http.ResponseWriter, err error) {
+	status := http.StatusBadRequest
+	if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+		status = http.StatusRequestEntityTooLarge
+	}
+	writeError(w, status, err.Error())
+}
+
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, bettertest.APIError{Error: msg})
 }
@@ -72,11 +83,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	arrived := time.Now()
 	req, err := DecodeRunRequest(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
 	if err != nil {
-		status := http.StatusBadRequest
-		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
-			status = http.StatusRequestEntityTooLarge
-		}
-		writeError(w, status, err.Error())
+		writeRequestError(w, err)
 		return
 	}
 	if _, err := a.runner.limits.narrow(req.Limits); err != nil {

@@ -31,9 +31,10 @@ type store struct {
 	limit int64
 	log   *slog.Logger
 
-	mu    sync.Mutex
-	items map[string]*stored
-	used  int64
+	mu     sync.Mutex
+	items  map[string]*stored
+	caches map[string]*cacheEntry // dependency caches, counted in used too
+	used   int64
 }
 
 type stored struct {
@@ -125,6 +126,9 @@ func (s *store) load() error {
 	}
 	for _, it := range s.items {
 		s.used += it.footprint()
+	}
+	if err := s.loadCaches(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.evictLocked()
@@ -332,6 +336,11 @@ func (s *store) evictLocked() {
 			if it.pins == 0 && (oldest == nil || it.lastUse.Before(oldest.lastUse)) {
 				oldestID, oldest = id, it
 			}
+		}
+		if name, c := s.oldestCacheLocked(); c != nil && (oldest == nil || c.lastUse.Before(oldest.lastUse)) {
+			s.dropCacheLocked(name, c)
+			s.log.Info("evicted cache", "name", name, "size", c.size)
+			continue
 		}
 		if oldest == nil {
 			return // everything left is in use

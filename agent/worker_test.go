@@ -63,6 +63,12 @@ func decode(t *testing.T, ev sse.Event) decoded {
 		v = &bettertest.UncachedEvent{}
 	case bettertest.EventCached:
 		v = &bettertest.CachedEvent{}
+	case bettertest.EventImage:
+		v = &bettertest.ImageEvent{}
+	case bettertest.EventServiceReady:
+		v = &bettertest.ServiceReadyEvent{}
+	case bettertest.EventCacheWait:
+		v = &bettertest.CacheWaitEvent{}
 	default:
 		t.Fatalf("unknown event %q", ev.Name)
 	}
@@ -337,7 +343,7 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"cut short", "POST", "/run", `{"image": "x"`, 400, prefix + "the JSON object is cut short"},
 		{"not an object", "POST", "/run", `[1]`, 400, prefix + `the body must be a JSON object, not array`},
 		{"wrong type", "POST", "/run", `{"image": 5, "command": "true"}`, 400, prefix + `field "image" must be string, not number`},
-		{"unknown field", "POST", "/run", `{"image": "x", "command": "true", "cmd": "y"}`, 400, prefix + `unknown field "cmd"; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name, secrets`},
+		{"unknown field", "POST", "/run", `{"image": "x", "command": "true", "cmd": "y"}`, 400, prefix + `unknown field "cmd"; the fields are image, command, env, workdir, timeout_s, inputs, outputs, results, cache, name, secrets, limits, user, reach_host, services, caches`},
 		{"results of a build", "POST", "/run", `{"image": "x", "command": "true", "results": ["/r.xml"], "cache": true}`, 400, `"results" are for tests, which always run: a build ("cache": true) cannot have them`},
 		{"two objects", "POST", "/run", `{"image": "x", "command": "true"} {}`, 400, "request body has data after the JSON object: send exactly one object"},
 		{"missing image", "POST", "/run", `{"command": "true"}`, 400, `"image" is required: name a Docker image present on the worker, e.g. "debian:12"`},
@@ -356,9 +362,9 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"output twice", "POST", "/run", `{"image": "x", "command": "true", "outputs": ["/out", "/out"]}`, 400, `"outputs" names /out twice: name each path once`},
 		{"name without cache", "POST", "/run", `{"image": "x", "command": "true", "name": "p/t"}`, 400, `"name" names a build: send it with "cache": true, or leave it out`},
 		{"missing input", "POST", "/run", `{"image": "x", "command": "true", "inputs": {"/src": "sha256:` + zeros + `"}}`, 422, `input /src: artifact sha256:` + zeros + ` is not on this worker: upload it first (PUT /artifacts/` + zeros + `)`},
-		{"wrong method", "GET", "/run", ``, 405, `GET is not allowed on /run: use POST /run, GET /health, GET /events, or GET, HEAD or PUT /artifacts/SHA256`},
-		{"wrong method on health", "PUT", "/health", ``, 405, `PUT is not allowed on /health: use POST /run, GET /health, GET /events, or GET, HEAD or PUT /artifacts/SHA256`},
-		{"unknown path", "GET", "/runs", ``, 404, `no such endpoint /runs: the worker serves POST /run, GET /health, GET /events and GET, HEAD and PUT /artifacts/SHA256`},
+		{"wrong method", "GET", "/run", ``, 405, `GET is not allowed on /run: use POST /run, POST /images, GET /health, GET /events, GET, HEAD or PUT /artifacts/SHA256, or DELETE /caches/NAME`},
+		{"wrong method on health", "PUT", "/health", ``, 405, `PUT is not allowed on /health: use POST /run, POST /images, GET /health, GET /events, GET, HEAD or PUT /artifacts/SHA256, or DELETE /caches/NAME`},
+		{"unknown path", "GET", "/runs", ``, 404, `no such endpoint /runs: the worker serves POST /run, POST /images, GET /health, GET /events, GET, HEAD and PUT /artifacts/SHA256 and DELETE /caches/NAME`},
 		{"not a digest", "GET", "/artifacts/abc", ``, 400, `"abc" is not a sha256 digest: use /artifacts/ and 64 lowercase hex digits`},
 		{"unknown artifact", "GET", "/artifacts/" + zeros, ``, 404, `artifact sha256:` + zeros + ` is not on this worker: upload it with PUT /artifacts/` + zeros},
 		{"not a tar", "PUT", "/artifacts/" + sha("hello"), `hello`, 400, `artifact sha256:` + sha("hello") + ` was not stored: not an artifact archive: not a tar archive: unexpected EOF`},

@@ -114,6 +114,12 @@ gobench ./enroll BenchmarkNoOpThroughAJumpHost '^Benchmark' -benchtime 1x
 
 step "20. a fleet from an inventory: no-op re-enroll of 8 hosts vs 1 (target within 1.5x) and vs Ansible over the same inventory (target <= 0.25x)"
 gobench ./enroll BenchmarkEnrollInventory '^Benchmark' -benchtime 1x
+step "21. a cached image build (s.image) through the library, against docker build -q with a warm cache (target < 100 ms)"
+quick -- --count 3
+PYTHONPATH=python python3 python/bench/image_cache.py --worker "$WORKER_URL" --token-file "$dir/token" "${args[@]}"
+
+step "22. a service's readiness (its health_status event) to the run's first output line, against the service's start (target < 1 s)"
+gobench ./agent BenchmarkServiceReadyToFirstOutput '^Benchmark|bench_test' -benchtime 5x
 
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"

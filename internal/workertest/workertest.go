@@ -302,12 +302,19 @@ type Stream struct {
 // The test fails unless the answer is 200 text/event-stream.
 func (w *Worker) Run(t testing.TB, req any) *Stream {
 	t.Helper()
+	return w.Post(t, "/run", req)
+}
+
+// Post posts a request to an endpoint that answers with an event stream
+// (/run, /images) and returns the stream, as Run does.
+func (w *Worker) Post(t testing.TB, path string, req any) *Stream {
+	t.Helper()
 	body, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL+"/run", bytes.NewReader(body))
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL+path, bytes.NewReader(body))
 	if err != nil {
 		cancel()
 		t.Fatal(err)

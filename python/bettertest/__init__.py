@@ -21,12 +21,12 @@ The lower level is a Worker, which runs one command in a container::
 
 from ._artifacts import Artifact, Packed, pack, unpack
 from ._connect import connect
-from ._pipeline import Build, BuildOutput, Input, Local, Pipeline, Stage, Task, TestResult, local, pipeline
+from ._pipeline import Build, BuildOutput, Image, Input, Local, Pipeline, Service, Stage, Task, TestResult, local, pipeline, service
 from ._report import Event, HumanReporter, JsonlReporter, MaskingReporter, Reporter
 from ._results import TestCase, parse_go_test_json, parse_junit, parse_results
 from ._secrets import Masker, MaskStream, Secret, secret
 from ._sse import SSEEvent, parse_sse
-from ._worker import EventHandler, OutputHandler, Result, Upload, Worker, read_token_file
+from ._worker import BuiltImage, EventHandler, OutputHandler, Result, Upload, Worker, read_token_file
 from .errors import (
     ArtifactError,
     AuthError,
@@ -70,6 +70,10 @@ __all__ = [
     "TestCase",
     "TestResult",
     "Upload",
+    "BuiltImage",
+    "Image",
+    "Service",
+    "service",
     "Worker",
     "WorkerUnreachable",
     "connect",

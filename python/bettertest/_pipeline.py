@@ -21,6 +21,7 @@ import atexit
 import itertools
 import os
 import posixpath
+import re
 import sys
 import tempfile
 import threading
@@ -40,7 +41,8 @@ from ._secrets import Masker, Secret, read_secrets_dir
 from ._worker import Result, Upload, Worker
 from .errors import ArtifactError, BettertestError, PipelineError, ResultsError
 
-__all__ = ["Build", "BuildOutput", "Input", "Local", "Pipeline", "Stage", "Task", "TestResult", "local", "pipeline"]
+__all__ = ["Build", "BuildOutput", "Image", "Input", "Local", "Pipeline", "Service", "Stage", "Task", "TestResult", "local",
+           "pipeline", "service"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,60 @@ def local(path: str | os.PathLike[str]) -> Local:
         The input.
     """
     return Local(os.path.abspath(path))
+
+
+@dataclass(frozen=True)
+class Service:
+    """A container started beside a test, reachable from it by its name. Made by :func:`service`.
+
+    Attributes:
+        image: The Docker image.
+        command: A shell command to run instead of the image's own, or ``None``.
+        ready: A shell command that exits 0 inside the service once it is ready (e.g.
+            ``"pg_isready"``), or a TCP port it is ready once it listens on.
+        env: Environment variables of the service.
+    """
+
+    image: str
+    command: str | None
+    ready: str | int
+    env: Mapping[str, str] | None = None
+
+    def _request(self) -> dict[str, Any]:
+        request: dict[str, Any] = {"image": self.image}
+        if self.command is not None:
+            request["command"] = self.command
+        if self.env:
+            request["env"] = dict(self.env)
+        request["ready"] = {"port": self.ready} if isinstance(self.ready, int) else {"command": self.ready}
+        return request
+
+
+def service(image: str, *, ready: str | int, command: str | None = None, env: Mapping[str, str] | None = None) -> Service:
+    """A service for a test: ``services={"db": bt.service(image="postgres:16", ready="pg_isready")}``.
+
+    The worker starts it on a network private to the test's run, waits until it is ready (a
+    Docker health check that runs ``ready``, or that sees a socket listening on the port
+    ``ready``: the wait is Docker's health_status event, not a poll), then starts the test's
+    command, which reaches it by its name (``db:5432``). Its output is part of the test's,
+    each line labelled ``[db]``. It is removed when the test ends, whatever happened.
+
+    Args:
+        image: The Docker image.
+        ready: A shell command that exits 0 once the service is ready, or a TCP port number.
+            A port check needs ``grep`` in the image (it reads ``/proc/net/tcp``).
+        command: A shell command to run instead of the image's own.
+        env: Environment variables of the service.
+
+    Returns:
+        The service.
+
+    Raises:
+        ValueError: ``ready`` is neither a command nor a port from 1 to 65535.
+    """
+    if isinstance(ready, bool) or not (isinstance(ready, str) and ready.strip() or isinstance(ready, int) and 0 < ready < 65536):
+        raise ValueError(f"ready must be a shell command (e.g. 'pg_isready') or a TCP port from 1 to 65535, not {ready!r}")
+    return Service(image, command, ready, None if env is None else dict(env))
 
 
 @dataclass(frozen=True)
@@ -115,6 +171,8 @@ class _Attempt:
     result: Result | None = None
     error: str | None = None
     cases: list[TestCase] = field(default_factory=list)
+    # The pipeline's clock when the worker said the attempt waits for a slot.
+    queued: float | None = None
 
     @property
     def ran(self) -> bool:
@@ -144,7 +202,7 @@ class Task:
         stage: Stage,
         name: str,
         kind: str,
-        image: str,
+        image: str | Image,
         command: str,
         env: Mapping[str, str] | None,
         workdir: str | None,
@@ -162,8 +220,10 @@ class Task:
         """The task's name, unique in its pipeline."""
         self.kind: str = kind
         """``"build"`` or ``"test"``."""
-        self.image: str = image
-        """The Docker image it runs in."""
+        # An image the pipeline builds is known once its task is over.
+        self._image_task = image if isinstance(image, Image) else None
+        self.image: str = image if isinstance(image, str) else f"(the image {image.name!r})"
+        """The Docker image it runs in; for an image the pipeline builds, its tag once built."""
         self.command: str = command
         """The shell command it runs."""
         self._env = None if env is None else dict(env)
@@ -178,6 +238,7 @@ class Task:
         self._result: Result | None = None
         self._error: str | None = None
         self._duration: float | None = None
+        self._waited = 0.0  # seconds its attempts waited for a slot of the worker
         self._attempts = 0
         self._test_results: list[TestResult] = []
         self._quarantined = False
@@ -224,7 +285,8 @@ class Task:
 
     @property
     def duration(self) -> float | None:
-        """Seconds from the call to the end, as the pipedef saw them; ``None`` while running."""
+        """Seconds from the call to the end, as the pipedef saw them, without the time its attempts
+        waited for a free slot of the worker; ``None`` while running."""
         return self._duration
 
     @property
@@ -272,7 +334,7 @@ class Task:
         self._status = status
         self._result = result
         self._error = error
-        self._duration = self._pipeline._clock() - self._started
+        self._duration = self._pipeline._clock() - self._started - self._waited
         self._quarantined = status == "failed" and self.kind == "test" and self._covered(failed_cases, error)
         self._pipeline._emit(
             {
@@ -283,6 +345,7 @@ class Task:
                 "status": status,
                 "exit_code": self.exit_code,
                 "duration_ms": 0 if status == "skipped" else round(self._duration * 1000),
+                "waited_ms": round(self._waited * 1000),
                 "cached": self.cached,
                 "error": error,
                 "attempts": self._attempts,
@@ -306,6 +369,11 @@ class Task:
     def _run(self, locals_: Mapping[str, Local], inputs: dict[str, str]) -> None:
         pipeline = self._pipeline
         try:
+            if self._image_task is not None:
+                built = self._image_task
+                if built.wait() != "passed" or built.tag is None:
+                    raise _InputError(f"its image {built.name!r} {built.status}: there is no image to run it in")
+                self.image = built.tag
             for path, value in locals_.items():
                 try:
                     inputs[path] = pipeline._upload(value).id
@@ -334,8 +402,12 @@ class Task:
         attempt = _Attempt(number)
 
         def on_event(name: str, data: Mapping[str, Any]) -> None:
+            if name == "queued" and attempt.queued is None:
+                attempt.queued = pipeline._clock()
             if name in ("started", "cached"):
                 attempt.started = pipeline._clock()
+                if attempt.queued is not None:
+                    self._waited += attempt.started - attempt.queued
                 with pipeline._lock:
                     if self._status == "running":
                         self._attempts = number
@@ -356,6 +428,11 @@ class Task:
                 on_event=on_event,
             )
             attempt.error = attempt.result.error
+            if attempt.error is not None:
+                # The worker names its API's field; the pipedef's argument is timeout=.
+                attempt.error = attempt.error.replace(
+                    "raise timeout_s if the command needs longer", "raise the task's timeout= if the command needs longer"
+                )
             if self._results is not None:
                 self._read_results(attempt, attempt.result, self._results)
         except Exception as e:
@@ -562,6 +639,59 @@ class _InputError(BettertestError):
     pass
 
 
+class Image(Task):
+    """The handle of an image the pipeline builds, made by :meth:`Stage.image`: pass it as a
+    task's ``image=``.
+
+    The worker builds it from a Dockerfile in a local context directory, through Docker's build
+    API, and keeps it under a tag derived from what it is made of (``bettertest/built:KEY``, the
+    key being a digest of the context, the Dockerfile's path, the build args and the IDs of its
+    FROM images): an image built before is answered at once, with no build. A task that runs in
+    it waits for it, so it may be in the same stage.
+    """
+
+    def __init__(self, pipeline: Pipeline, stage: Stage, name: str, context: Local, dockerfile: str,
+                 build_args: Mapping[str, str] | None) -> None:
+        super().__init__(pipeline, stage, name, "image", dockerfile, f"docker build -f {dockerfile} {context.path}", None, None, None)
+        self._context = context
+        self._dockerfile = dockerfile
+        self._build_args = dict(build_args or {})
+        self.tag: str | None = None
+        """The image's tag on the worker, once built: ``bettertest/built:KEY``."""
+
+    def _run(self, locals_: Mapping[str, Local], inputs: dict[str, str]) -> None:
+        pipeline = self._pipeline
+        reason: list[str] = []
+
+        def on_event(name: str, data: Mapping[str, Any]) -> None:
+            if name == "uncached":
+                reason.append(str(data.get("reason", "")))
+            self._on_event(name, data)
+
+        try:
+            try:
+                context = pipeline._upload(self._context).id
+            except BettertestError as e:
+                raise _InputError(f"context {self._context.path}: {e}") from e
+            started = pipeline._clock()
+            built = pipeline.worker.build_image(
+                context, dockerfile=self._dockerfile, build_args=self._build_args,
+                name=f"{pipeline.name}/{self.name}", on_output=self._on_output, on_event=on_event,
+            )
+        except Exception as e:
+            with pipeline._lock:
+                self._end("failed", None, _task_error(e))
+            return
+        with pipeline._lock:
+            self.tag = built.tag
+            self._attempts = 1
+            result = Result(exit_code=0, stdout="", stderr="", duration=pipeline._clock() - started,
+                            cached=built.cached, cache_key=built.key, cache_reason=built.reason)
+            if built.cached:
+                pipeline._emit({"event": "task_cached", "stage": self.stage, "task": self.name, "key": built.key})
+            self._end("passed", result, None)
+
+
 class Stage:
     """A stage: use it as ``with p.stage("name") as s:``; its tasks run in parallel.
 
@@ -639,11 +769,51 @@ class Stage:
         if interrupted is not None:
             raise interrupted
 
+    def image(
+        self,
+        name: str,
+        *,
+        context: Local,
+        dockerfile: str = "Dockerfile",
+        build_args: Mapping[str, str] | None = None,
+    ) -> Image:
+        """Start building an image on the worker, to run later tasks in: ``image=img``.
+
+        ``img = s.image("ci", context=bt.local("ci"))`` builds ``ci/Dockerfile``; a task given
+        ``image=img`` (in this stage or a later one) waits for it and runs in it. The worker
+        caches it like a build: by the context's content, the Dockerfile's path, the build args
+        and the IDs of the images its FROM lines name, which must be on the worker (it never
+        pulls: build them in an earlier image, or load them there). The build's progress is the
+        task's output.
+
+        Args:
+            name: The task's name, unique in the pipeline.
+            context: The local directory sent as the build's context, ``bt.local(PATH)``.
+            dockerfile: The Dockerfile's path inside the context.
+            build_args: Values of the Dockerfile's ``ARG``s; part of the key.
+
+        Returns:
+            The image's handle, at once; it builds in the background.
+
+        Raises:
+            PipelineError: Called outside this stage's ``with`` block, a name used before, or a
+                context that is not ``bt.local(PATH)``.
+        """
+        if not isinstance(context, Local):
+            raise PipelineError(
+                f"the context of the image {name!r} is a {type(context).__name__}: pass bt.local(PATH), the directory holding the Dockerfile"
+            )
+        if not isinstance(dockerfile, str) or not dockerfile or dockerfile.startswith("/") or posixpath.normpath(dockerfile) != dockerfile or dockerfile.startswith(".."):
+            raise PipelineError(f"dockerfile {dockerfile!r} must be a relative path inside the context, e.g. 'Dockerfile' or 'ci/Dockerfile'")
+        task = Image(self._pipeline, self, name, context, dockerfile, build_args)
+        self._start(task, {})
+        return task
+
     def build(
         self,
         name: str,
         *,
-        image: str,
+        image: str | Image,
         command: str,
         inputs: Mapping[str, Input] | None = None,
         outputs: Sequence[str] = (),
@@ -656,6 +826,7 @@ class Stage:
         memory: int | None = None,
         cpus: float | None = None,
         reach_host: bool = False,
+        caches: Mapping[str, str] | None = None,
     ) -> Build:
         """Start a build: a run the worker caches by its image, command, env, workdir, inputs and outputs.
 
@@ -665,7 +836,7 @@ class Stage:
         Args:
             name: The task's name, unique in the pipeline; the worker remembers the build as
                 ``PIPELINE/NAME``.
-            image: The Docker image.
+            image: The Docker image, or an image the pipeline builds (see :meth:`image`).
             command: A shell command line, run as ``sh -c command``.
             inputs: What to mount read-only, by container path; see :data:`Input`.
             outputs: Container paths (files or directories) to keep as artifacts when the command
@@ -681,6 +852,7 @@ class Stage:
             memory: The most bytes of memory (see :meth:`test`).
             cpus: The most CPU time, in CPUs (see :meth:`test`).
             reach_host: Reach the worker's host's services (see :meth:`test`).
+            caches: Dependency caches (see :meth:`test`); never part of the cache key.
 
         Returns:
             The build's handle, at once; the build runs in the background.
@@ -691,7 +863,8 @@ class Stage:
             ValueError: ``timeout`` is not positive, or ``secrets`` is not as described.
         """
         task = Build(self._pipeline, self, name, "build", image, command, env, workdir, timeout, outputs=outputs, secrets=secrets,
-                     user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None})
+                     user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None,
+                                             "caches": _check_caches(caches)})
         self._start(task, inputs or {})
         return task
 
@@ -699,7 +872,7 @@ class Stage:
         self,
         name: str,
         *,
-        image: str,
+        image: str | Image,
         command: str,
         inputs: Mapping[str, Input] | None = None,
         env: Mapping[str, str] | None = None,
@@ -713,6 +886,8 @@ class Stage:
         memory: int | None = None,
         cpus: float | None = None,
         reach_host: bool = False,
+        services: Mapping[str, Service] | None = None,
+        caches: Mapping[str, str] | None = None,
     ) -> Task:
         """Start a test: a run that always runs, never from a cache.
 
@@ -721,7 +896,7 @@ class Stage:
 
         Args:
             name: The task's name, unique in the pipeline.
-            image: The Docker image.
+            image: The Docker image, or an image the pipeline builds (see :meth:`image`).
             command: A shell command line, run as ``sh -c command``. It sees ``BETTERTEST_ATTEMPT``
                 in its environment: ``"1"``, then ``"2"``... when it is retried.
             inputs: What to mount read-only, by container path; see :data:`Input`.
@@ -756,6 +931,13 @@ class Stage:
             reach_host: Run where the command reaches services on the worker's host (Docker's
                 default network); the worker refuses it unless started with
                 ``--allow-reach-host``.
+            services: Containers beside the test, by the name its command reaches them by,
+                from :func:`bettertest.service`: ``{"db": bt.service(image="postgres:16",
+                ready="pg_isready")}``. The command starts once every service is ready.
+            caches: Named dependency caches, by container path, e.g. ``{"/root/.cache/pip":
+                "pip"}``: directories that persist on the worker across runs, mounted
+                read-write. One run at a time holds a cache; another waits for it. The worker
+                counts them in its ``--cache-size``; ``DELETE /caches/NAME`` clears one.
 
         Returns:
             The test's handle, at once; the test runs in the background.
@@ -779,7 +961,8 @@ class Stage:
         task = Task(
             self._pipeline, self, name, "test", image, command, env, workdir, timeout,
             results=results, retries=retries, secrets=secrets,
-            user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None},
+            user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None,
+                                    "services": _check_services(services), "caches": _check_caches(caches)},
         )
         self._start(task, inputs or {})
         return task
@@ -830,6 +1013,11 @@ class Stage:
             if isinstance(value, Local):
                 locals_[path] = value
             elif isinstance(value, str):
+                if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+                    raise PipelineError(
+                        f"the input {path} of the task {task.name!r} is the string {value!r}, which is not an artifact id: "
+                        f"to send a local file or directory, pass bt.local({value!r})"
+                    )
                 ids[path] = value
             elif isinstance(value, Build):
                 self._check_build(task, path, value)
@@ -890,6 +1078,32 @@ def _check_secrets(secrets: Mapping[str, Secret] | None) -> dict[str, Secret]:
             )
         checked[target] = value
     return checked
+
+
+def _check_services(services: Mapping[str, Service] | None) -> dict[str, dict[str, Any]] | None:
+    """Check a test's ``services=`` and return them as the worker's API takes them."""
+    if not services:
+        return None
+    checked: dict[str, dict[str, Any]] = {}
+    for name, value in services.items():
+        if not isinstance(value, Service):
+            raise ValueError(f"the service {name!r} is a {type(value).__name__}: pass bt.service(image=..., ready=...)")
+        if not (isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name)):
+            raise ValueError(f"{name!r} cannot name a service: it is the host name the test reaches it by, e.g. 'db'")
+        checked[name] = value._request()
+    return checked
+
+
+def _check_caches(caches: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Check a task's ``caches=``: container paths to cache names."""
+    if not caches:
+        return None
+    for target, name in caches.items():
+        if not (isinstance(target, str) and target.startswith("/") and target != "/" and posixpath.normpath(target) == target):
+            raise ValueError(f"{target!r} is not where a cache can go: use an absolute container path, e.g. '/root/.cache/pip'")
+        if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name)):
+            raise ValueError(f"{name!r} cannot name a cache: use letters, digits, '.', '_' and '-', e.g. 'pip'")
+    return dict(caches)
 
 
 def _check_test(test: str) -> str:

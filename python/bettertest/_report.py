@@ -291,6 +291,8 @@ class HumanReporter:
         elif event["flaky"]:
             details.append(f"flaky: passed on attempt {event['attempts']} of {retries + 1}")
         line += f"  {format_duration(event['duration_ms'])}"
+        if event.get("waited_ms"):
+            details.append(f"waited {format_duration(event['waited_ms'])} for a slot")
         if details:
             line += "  " + "; ".join(details)
         if status != "failed":

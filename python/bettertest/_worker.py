@@ -22,7 +22,7 @@ from ._secrets import Secret, read_private_text
 from ._sse import parse_sse
 from .errors import ArtifactError, AuthError, BettertestError, ConfigError, RunError, WorkerUnreachable
 
-__all__ = ["EventHandler", "OutputHandler", "Result", "Upload", "Worker", "read_token_file"]
+__all__ = ["BuiltImage", "EventHandler", "OutputHandler", "Result", "Upload", "Worker", "read_token_file"]
 
 OutputHandler = Callable[[str, str], None]
 """``on_output(stream, text)``: ``stream`` is ``"stdout"`` or ``"stderr"``, ``text`` a chunk of output."""
@@ -95,6 +95,28 @@ class Upload:
     id: str
     size: int
     sent: int
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image a worker built (or had built before) with :meth:`Worker.build_image`.
+
+    Attributes:
+        tag: Its content-derived tag on the worker, ``"bettertest/built:KEYHEX"``: a run's ``image``.
+        id: Docker's image ID, ``"sha256:..."``.
+        key: The build's key: a digest of the context, the Dockerfile's path, the build args and
+            the IDs of its FROM images on the worker.
+        cached: True when the worker had the image and built nothing.
+        reason: Why it was built (e.g. ``"not built on this worker yet"``); ``None`` when cached.
+        duration: Seconds the build took; 0 when cached.
+    """
+
+    tag: str
+    id: str
+    key: str
+    cached: bool
+    reason: str | None
+    duration: float
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
@@ -248,6 +270,8 @@ class Worker:
         memory: int | None = None,
         cpus: float | None = None,
         reach_host: bool = False,
+        services: Mapping[str, Mapping[str, Any]] | None = None,
+        caches: Mapping[str, str] | None = None,
         on_output: OutputHandler | None = None,
         on_event: EventHandler | None = None,
         capture: bool = True,
@@ -299,6 +323,13 @@ class Worker:
             reach_host: Run on Docker's default network, from which the command reaches
                 services on the worker's host; refused (``RunError``) unless the worker was
                 started with ``--allow-reach-host``. Runs are kept from the host otherwise.
+            services: Containers started beside the run, by name, each as the worker's API takes
+                it: ``{"image": ..., "command": ..., "env": {...}, "ready": {"command": ...} or
+                {"port": N}}``; the command starts once all are ready, and reaches each by its
+                name. Their output comes labelled (``[db] ...``); they are removed when the run ends.
+            caches: Named dependency caches to mount read-write, by container path, e.g.
+                ``{"/root/.cache/pip": "pip"}``: directories that persist on the worker across
+                runs, never part of a build's key; a run waits while another holds one.
             on_output: Called with ``(stream, text)`` for each chunk of output as it arrives,
                 ``stream`` being ``"stdout"`` or ``"stderr"``. Chunks are not split on line
                 boundaries. By default stdout text goes to ``sys.stdout`` and stderr text to
@@ -352,6 +383,10 @@ class Worker:
             request["user"] = user
         if reach_host:
             request["reach_host"] = True
+        if services:
+            request["services"] = {name: dict(svc) for name, svc in services.items()}
+        if caches:
+            request["caches"] = dict(caches)
         limits = {k: v for k, v in (("pids", pids), ("memory_bytes", memory), ("cpus", cpus)) if v is not None}
         if limits:
             request["limits"] = limits
@@ -366,6 +401,81 @@ class Worker:
             return self.follow(self._chunks(resp), on_output=on_output, on_event=on_event, capture=capture)
         finally:
             conn.close()
+
+    def build_image(
+        self,
+        context: str,
+        *,
+        dockerfile: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        name: str | None = None,
+        on_output: OutputHandler | None = None,
+        on_event: EventHandler | None = None,
+    ) -> BuiltImage:
+        """Build an image on the worker from a Dockerfile in a context directory it holds.
+
+        The worker keys the image by the context, the Dockerfile's path, the build args and the
+        IDs of the images the Dockerfile starts FROM on that worker (it never pulls them), and
+        builds only when it has no image of that key.
+
+        Args:
+            context: The context directory's artifact id (see :meth:`upload_local`).
+            dockerfile: The Dockerfile's path inside the context; ``"Dockerfile"`` by default.
+            build_args: Values of the Dockerfile's ``ARG``s.
+            name: Which image this is, e.g. ``"pipeline/name"``, for the worker's log.
+            on_output: Called with ``("stdout", text)`` for the build's progress; by default it
+                goes to ``sys.stdout``.
+            on_event: Called with ``(name, data)`` for the other events (``uncached``, ``queued``,
+                ``image``).
+
+        Returns:
+            The image.
+
+        Raises:
+            WorkerUnreachable: No connection could be made.
+            AuthError: The worker rejected the token.
+            RunError: The worker refused the request (e.g. a context it does not hold: HTTP 422),
+                a FROM image is missing, or the build failed; the message says which.
+        """
+        request: dict[str, Any] = {"context": context}
+        if dockerfile is not None:
+            request["dockerfile"] = dockerfile
+        if build_args:
+            request["build_args"] = dict(build_args)
+        if name is not None:
+            request["name"] = name
+        write = _print_output if on_output is None else on_output
+        conn, resp = self._request("POST", "/images", json.dumps(request).encode("utf-8"), "text/event-stream")
+        reason: str | None = None
+        try:
+            if resp.status != 200:
+                self._raise_for_status(resp, "the image build", RunError)
+            for event in parse_sse(self._chunks(resp)):
+                payload = self._payload(event.name, event.data)
+                if event.name == "output":
+                    write(str(payload.get("stream", "stdout")), str(payload.get("text", "")))
+                    continue
+                if on_event is not None:
+                    on_event(event.name, payload)
+                if event.name == "uncached":
+                    reason = self._field(event.name, payload, event.data, "reason", str)
+                elif event.name == "error":
+                    raise RunError(f"the worker at {self.url} could not build the image: {payload.get('message', '')}")
+                elif event.name == "image":
+                    return BuiltImage(
+                        tag=self._field(event.name, payload, event.data, "tag", str),
+                        id=self._field(event.name, payload, event.data, "id", str),
+                        key=self._field(event.name, payload, event.data, "key", str),
+                        cached=payload.get("cached") is True,
+                        reason=reason,
+                        duration=self._field(event.name, payload, event.data, "duration_ms", int) / 1000,
+                    )
+        finally:
+            conn.close()
+        raise RunError(
+            f"the worker at {self.url} closed the event stream before the image was built: "
+            "the worker stopped or the connection was lost; see the worker's log"
+        )
 
     def follow(
         self,

@@ -44,13 +44,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "test_case": {**TASK, "attempt": int, "name": str, "status": str, "duration_ms": int, "output": str},
     "task_attempt": {**TASK, "attempt": int, "status": str, "exit_code": (int, type(None)), "duration_ms": int,
                      "error": (str, type(None))},
-    "task_end": {**TASK, "kind": str, "status": str, "exit_code": (int, type(None)), "duration_ms": int,
+    "task_end": {**TASK, "kind": str, "status": str, "exit_code": (int, type(None)), "duration_ms": int, "waited_ms": int,
                  "cached": bool, "error": (str, type(None)), "attempts": int, "flaky": bool, "quarantined": bool},
     "stage_end": {"stage": str, "status": str, "duration_ms": int},
     "pipeline_end": {"pipeline": str, "status": str, "duration_ms": int, "passed": int, "failed": int,
                      "skipped": int, "cached": int, "quarantined": int, "error": (str, type(None))},
 }
-ENUMS = {"kind": {"build", "test"}, "stream": {"stdout", "stderr"}}
+ENUMS = {"kind": {"build", "test", "image"}, "stream": {"stdout", "stderr"}}
 STATUSES = {
     "test_case": {"passed", "failed", "skipped"},
     "task_attempt": {"passed", "failed"},
@@ -102,7 +102,7 @@ def shape(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     tasks: dict[str, list[dict[str, Any]]] = {}
     for event in events:
-        varying = ("time",) if event["event"] == "test_case" else ("time", "duration_ms")
+        varying = ("time",) if event["event"] == "test_case" else ("time", "duration_ms", "waited_ms")
         event = {k: v for k, v in event.items() if k not in varying}
         for field, placeholder in (("key", "KEY"), ("id", "ID")):
             if field in event:
@@ -296,7 +296,7 @@ class StagesTest(PipedefTestCase):
                 s.test("slow", image="bettertest/base:bookworm", command="sleep 30", timeout=1)
         """)
         self.assertEqual(run.code, 1)
-        error = "timed out after 1 s and was killed: raise timeout_s if the command needs longer"
+        error = "timed out after 1 s and was killed: raise the task's timeout= if the command needs longer"
         self.assertEqual(
             shape(run.events)[3:5],
             [attempt("one", "slow", 1, "failed", 137, error), end("one", "slow", "test", "failed", 137, error=error)],

@@ -1,0 +1,85 @@
+"""Services, dependency caches and waiting for a slot, through pipedefs on a real worker and Docker."""
+
+from __future__ import annotations
+
+from tests.test_pipeline import PipedefTestCase, output
+
+SERVICE = """
+    import bettertest as bt
+
+    db = bt.service(
+        image="bettertest/base:bookworm",
+        command="exec perl -MIO::Socket::INET -e '$|=1; $s=IO::Socket::INET->new(LocalPort=>7000,Listen=>5,ReuseAddr=>1) or die; "
+                "print qq(listening\\\\n); while($c=$s->accept){print $c qq(hello\\\\n); close $c}'",
+        ready=7000,
+    )
+    p = bt.pipeline("services")
+    with p.stage("test") as s:
+        s.test("talk", image="bettertest/base:bookworm", command="bash -c 'exec 3<>/dev/tcp/db/7000 && cat <&3'",
+               services={"db": db})
+"""
+
+CACHE = """
+    import bettertest as bt
+
+    p = bt.pipeline("caches")
+    with p.stage("test") as s:
+        s.build("fill", image="bettertest/base:bookworm", command="cat /cache/n 2>/dev/null; echo x >> /cache/n; mkdir /out",
+                outputs=["/out"], caches={"/cache": "deps"})
+"""
+
+
+class ServiceTest(PipedefTestCase):
+    def test_a_test_reaches_its_service_by_name_and_sees_its_output(self) -> None:
+        run = self.run_pipedef(SERVICE)
+        self.assertEqual((run.code, run.stderr), (0, ""))
+        self.assertEqual(output(run.events, "talk"), "[db] listening\nhello\n")
+
+
+class CacheTest(PipedefTestCase):
+    def test_a_dependency_cache_persists_and_is_not_part_of_a_builds_key(self) -> None:
+        one = self.run_pipedef(CACHE)
+        self.assertEqual((one.code, one.stderr, output(one.events, "fill")), (0, "", ""))
+        # The cache changed, the build's key did not: it is answered from the cache.
+        two = self.run_pipedef(CACHE)
+        self.assertEqual([e["event"] for e in two.events if e.get("task") == "fill"],
+                         ["task_start", "task_cached", "task_artifact", "task_end"])
+        # A build that misses sees what the last one left.
+        three = self.run_pipedef(CACHE.replace("mkdir /out", "mkdir /out # again"))
+        self.assertEqual(output(three.events, "fill"), "x\n")
+
+
+class SlotTest(PipedefTestCase):
+    worker_args = ("--max-parallel", "1")
+
+    def test_the_time_waiting_for_a_slot_is_not_the_tasks(self) -> None:
+        run = self.run_pipedef("""
+            import bettertest as bt
+
+            p = bt.pipeline("slots")
+            with p.stage("test") as s:
+                s.test("first", image="bettertest/base:bookworm", command="sleep 1")
+                s.test("second", image="bettertest/base:bookworm", command="true")
+        """)
+        self.assertEqual(run.code, 0)
+        ends = {e["task"]: e for e in run.events if e["event"] == "task_end"}
+        waited = [name for name, e in ends.items() if e["waited_ms"] > 0]
+        self.assertEqual(len(waited), 1, ends)
+        self.assertLess(ends[waited[0]]["duration_ms"], 1000, ends)
+
+
+class PlainPathTest(PipedefTestCase):
+    def test_a_plain_path_as_an_input_says_to_use_local(self) -> None:
+        run = self.run_pipedef("""
+            import bettertest as bt
+
+            p = bt.pipeline("paths")
+            with p.stage("test") as s:
+                s.test("t", image="bettertest/base:bookworm", command="true", inputs={"/src": "src"})
+        """)
+        self.assertEqual(run.code, 1)
+        self.assertIn(
+            "bettertest.errors.PipelineError: the input /src of the task 't' is the string 'src', which is not an artifact id: "
+            "to send a local file or directory, pass bt.local('src')\n",
+            run.stderr,
+        )
