@@ -18,6 +18,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,11 +31,13 @@ import (
 type Config struct {
 	Targets    []string // USER@HOST
 	Login      Login
-	Name, URL  string // for a single target; default: the host, http://HOST:9009
-	Check      bool   // report what would change, change nothing
-	JSON       bool   // report as JSON lines
-	Binary     string // the binary to install; default: this one
-	WorkersDir string // where workers' records and tokens are kept locally
+	Name, URL  string        // for a single target; default: the host, http://HOST:PORT
+	Listen     string        // the worker's --listen on the host; default ":9009"
+	LockWait   time.Duration // bounds the wait for the host's enrollment lock; default DefaultLockWait
+	Check      bool          // report what would change, change nothing
+	JSON       bool          // report as JSON lines
+	Binary     string        // the binary to install; default: this one
+	WorkersDir string        // where workers' records and tokens are kept locally
 	Out        io.Writer
 	Color      bool
 }
@@ -124,15 +127,23 @@ func (cfg Config) spec(target, sum, arch string, custom bool) (Spec, error) {
 	if !validName.MatchString(name) {
 		return Spec{}, fmt.Errorf("worker name %q names files, so it may only hold letters, digits, '.', '-' and '_': pass --name NAME", name)
 	}
+	listen := cfg.Listen
+	if listen == "" {
+		listen = ":" + WorkerPort
+	}
+	_, port, err := net.SplitHostPort(listen)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+		return Spec{}, fmt.Errorf("--listen %q is not [ADDRESS]:PORT with a port from 1 to 65535, e.g. :9010", listen)
+	}
 	if url == "" {
-		url = "http://" + net.JoinHostPort(strings.Trim(host, "[]"), WorkerPort)
+		url = "http://" + net.JoinHostPort(strings.Trim(host, "[]"), port)
 	}
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return Spec{}, fmt.Errorf("--url %q must start with http:// or https://", url)
 	}
 	record, _ := json.MarshalIndent(bettertest.WorkerRecord{Name: name, URL: url}, "", "  ")
 	spec := Spec{
-		Name: name, URL: url,
+		Name: name, URL: url, Listen: listen, Port: port,
 		Binary: cfg.Binary, BinarySHA256: sum, BinaryArch: arch, CustomBinary: custom,
 		TokenFile:  filepath.Join(cfg.WorkersDir, name+".token"),
 		RecordFile: filepath.Join(cfg.WorkersDir, name+".json"),
@@ -173,22 +184,21 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 		rep.warn(target, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
 	}
 
-	h := &sshHost{client: conn.client, sudo: user != "root"}
+	lockWait := cfg.LockWait
+	if lockWait == 0 {
+		lockWait = DefaultLockWait
+	}
+	h := &sshHost{client: conn.client, sudo: user != "root", lockWait: lockWait}
 	if h.sudo {
 		start = time.Now()
-		out, err := (&sshHost{client: conn.client}).Run(ctx, "sudo -n true", nil)
-		if err == nil && out.Code != 0 {
-			err = fmt.Errorf("%s cannot run sudo without a password on %s (sudo -n true: %s): enroll as root, or give %s passwordless sudo: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s",
-				user, host, strings.TrimSpace(provision.Tail(out.Stderr, 1)), user, user, user)
-		}
-		if err != nil {
+		if err := checkSudo(ctx, h, user, host); err != nil {
 			return fail("passwordless sudo", start, err)
 		}
 		note(provision.Event{Step: "passwordless sudo", Status: provision.OK, Duration: time.Since(start)})
 	}
 
 	start = time.Now()
-	facts, err := provision.Gather(ctx, h, Want)
+	facts, err := provision.Gather(ctx, h, spec.Want())
 	if err != nil {
 		return fail("gather facts", start, err)
 	}
@@ -204,6 +214,39 @@ func enrollHost(ctx context.Context, cfg Config, target string, spec Spec, rep *
 		return errReported
 	}
 	return nil
+}
+
+// sudoShell is what enrollment needs of sudo: every step is a shell script
+// that runs as root.
+const sudoShell = "sudo -n sh -c 'id -u'"
+
+// checkSudo proves that user may run a shell as root without a password, as
+// every step does. When sudo allows only some commands, it says which.
+func checkSudo(ctx context.Context, h *sshHost, user, host string) error {
+	out, err := h.exec(ctx, sudoShell, nil)
+	if err != nil {
+		return err
+	}
+	if out.Code == 0 && string(out.Stdout) == "0\n" {
+		return nil
+	}
+	why := strings.TrimSpace(provision.Tail(out.Stderr, 1))
+	if why == "" {
+		why = fmt.Sprintf("exit status %d, output %q", out.Code, out.Stdout)
+	}
+	fix := fmt.Sprintf("enroll as root, or give %s passwordless sudo for every command: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s", user, user, user)
+	list, err := h.exec(ctx, "sudo -n -l", nil)
+	if err == nil && list.Code == 0 {
+		var allowed []string
+		for _, l := range strings.Split(string(list.Stdout), "\n") {
+			if strings.HasPrefix(l, "    (") {
+				allowed = append(allowed, strings.TrimSpace(l))
+			}
+		}
+		return fmt.Errorf("%s may run only some commands with sudo on %s (%s), but enrollment runs every step as a shell script as root (%s: %s): %s",
+			user, host, strings.Join(allowed, "; "), sudoShell, why, fix)
+	}
+	return fmt.Errorf("%s cannot run sudo without a password on %s (%s: %s): %s", user, host, sudoShell, why, fix)
 }
 
 // errReported is a failure already shown in the host's report.

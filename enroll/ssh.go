@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -282,16 +283,60 @@ func appendKnownHost(path, hostname string, key ssh.PublicKey) error {
 }
 
 // sshHost runs scripts on a host over SSH, as root through sudo -n when the
-// login user is not root.
+// login user is not root, each holding the host's enrollment lock.
 type sshHost struct {
-	client *goph.Client
-	sudo   bool
+	client   *goph.Client
+	sudo     bool
+	lockWait time.Duration // how long a script waits for the lock before it gives up
 }
 
-// enrollLock serializes the commands of enrollments of one host.
-const enrollLock = "/run/lock/bettertest-enroll.lock"
+// The enrollment lock serializes the commands of enrollments of one host. It
+// is root's alone: in a directory only root can write (not the world-writable
+// /run/lock, where any user could make the file first, or hold it), taken
+// only once sudo has been proven to work.
+const (
+	lockDir  = "/run/bettertest"
+	lockFile = lockDir + "/enroll.lock"
+)
+
+// DefaultLockWait bounds the wait for the host's enrollment lock.
+const DefaultLockWait = 5 * time.Minute
+
+// lockBusy is the exit code of a script that gave up waiting for the lock.
+const lockBusy = 75
+
+// lockScript runs its first argument with the enrollment lock held: the
+// script's processes inherit it (fd 9), so a command of an enrollment that
+// was killed goes on holding it until it ends. When the wait runs out, it
+// names the lock's holder from /proc/locks (holders' lines, not waiters'
+// "->" lines, whose fields are shifted).
+func lockScript(wait time.Duration) string {
+	return `[ -d ` + lockDir + ` ] || mkdir -m 0700 ` + lockDir + `
+exec 9>>` + lockFile + `
+if ! flock -w ` + strconv.FormatFloat(wait.Seconds(), 'f', -1, 64) + ` 9; then
+	ino=$(stat -c %i ` + lockFile + `)
+	pid=$(awk -v ino="$ino" '$2 == "FLOCK" { n = split($6, f, ":"); if (f[n] == ino) { print $5; exit } }' /proc/locks)
+	cmd=$(tr '\0' ' ' < /proc/"$pid"/cmdline 2>/dev/null)
+	echo "the host's enrollment lock ` + lockFile + ` is held by PID ${pid:-unknown} (${cmd% }) for more than ` + wait.String() + `: another enrollment of this host runs, or a command of one that was killed; let it finish, or end it (sudo kill ${pid:-PID}), then enroll again" >&2
+	exit ` + strconv.Itoa(lockBusy) + `
+fi
+exec sh -c "$1"`
+}
 
 func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (provision.Output, error) {
+	cmd := "sh -c " + shellQuote(lockScript(h.lockWait)) + " bettertest-enroll " + shellQuote(script)
+	if h.sudo {
+		cmd = "sudo -n " + cmd
+	}
+	out, err := h.exec(ctx, cmd, stdin)
+	if err == nil && out.Code == lockBusy {
+		return out, errors.New(strings.TrimSpace(provision.Tail(out.Stderr, 1)))
+	}
+	return out, err
+}
+
+// exec runs cmd as it is, as the login user.
+func (h *sshHost) exec(ctx context.Context, cmd string, stdin io.Reader) (provision.Output, error) {
 	sess, err := h.client.NewSession()
 	if err != nil {
 		return provision.Output{}, fmt.Errorf("open an SSH session: %w", err)
@@ -299,14 +344,6 @@ func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (prov
 	defer sess.Close()
 	var stdout, stderr bytes.Buffer
 	sess.Stdout, sess.Stderr, sess.Stdin = &stdout, &stderr, stdin
-	// Every command holds the host's enrollment lock. A command of an
-	// enrollment that was killed goes on after its SSH session is gone (an
-	// apt-get, say); the next enrollment's commands wait for it to end, on the
-	// lock, rather than fail on apt's own locks or see a half-made state.
-	cmd := "flock " + enrollLock + " sh -c " + shellQuote(script)
-	if h.sudo {
-		cmd = "sudo -n " + cmd
-	}
 	done := make(chan error, 1)
 	go func() { done <- sess.Run(cmd) }()
 	select {

@@ -148,6 +148,10 @@ type Options struct {
 	// hand before enrollment: docker.io installed from the release's own
 	// packages, docker.service enabled and started.
 	Docker bool
+
+	// WorkerPort is the port inside the host that WorkerURL publishes, for a
+	// worker that listens elsewhere than WorkerPort (enroll --listen).
+	WorkerPort int
 }
 
 // FreeLoopback returns a random address in 127.0.0.0/8, outside 127.0.0.0/16, on
@@ -243,7 +247,10 @@ func Start(t testing.TB, opt Options) *Host {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	h := &Host{Name: "testhost-" + hex.EncodeToString(b), Loopback: "127.0.0.1", docker: docker}
-	sshPort, workerPort := nat.Port("22/tcp"), nat.Port(fmt.Sprintf("%d/tcp", WorkerPort))
+	if opt.WorkerPort == 0 {
+		opt.WorkerPort = WorkerPort
+	}
+	sshPort, workerPort := nat.Port("22/tcp"), nat.Port(fmt.Sprintf("%d/tcp", opt.WorkerPort))
 	bindings := nat.PortMap{sshPort: {{HostIP: h.Loopback}}, workerPort: {{HostIP: h.Loopback}}}
 	if opt.Loopback != "" {
 		h.Loopback = opt.Loopback
