@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -186,4 +187,28 @@ func TestPortTakenThenListen(t *testing.T) {
 		"{ path=/usr/local/bin/bettertest ; argv[]=/usr/local/bin/bettertest worker --listen :9010 ")
 	report, _, code = e.enroll(t, e.args(h, "root", "--listen", ":9010")...)
 	mustEqual(t, "no-op", []any{code, statuses(t, report)}, []any{0, noOpRun})
+}
+
+// Ready means a container can start: on a host whose Docker answers but
+// cannot start one (here docker-init, which every run uses, is gone), the
+// worker never says ready, and enrollment fails with why; once the host is
+// fixed, the next enrollment converges.
+func TestWorkerReadyOnlyWhenAContainerStarts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h := testhost.Start(t, testhost.Options{Key: e.key, Docker: true})
+	e.trust(t, h)
+	init := strings.TrimSpace(h.Exec(t, "sh", "-c", "command -v docker-init"))
+	h.Exec(t, "mv", init, init+".away")
+	report, _, code := e.enroll(t, e.args(h, "root")...)
+	mustEqual(t, "exit", code, 1)
+	failed := find(t, report, "worker service")
+	if !regexp.MustCompile(`(?m)^bettertest worker: the Docker engine at unix:///var/run/docker.sock answers but cannot run a container: start a container of bettertest-probe:[0-9a-f]{16}: .*docker-init.*: see the engine's log \(journalctl -u docker\)$`).MatchString(failed.Stderr) {
+		t.Fatalf("the failed start says:\n%s", failed.Stderr)
+	}
+	h.Exec(t, "mv", init+".away", init)
+	report, errOut, code := e.enroll(t, e.args(h, "root")...)
+	if code != 0 || find(t, report, "worker health").Status != "ok" {
+		t.Fatalf("after the fix: %d %s\n%s", code, errOut, report)
+	}
 }
