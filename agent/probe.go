@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
@@ -19,6 +20,9 @@ import (
 // /bettertest, nothing else. It is made from the binary itself (static, so it
 // runs alone), so a host without a registry has it.
 const probeImage = "bettertest-probe"
+
+// probeLabel marks probe images.
+const probeLabel = "dev.bettertest.probe"
 
 // probeContainer proves that the engine can start a container as a run's is
 // started (the same host configuration: default network, docker-init), by
@@ -62,6 +66,9 @@ func probeContainer(ctx context.Context, docker *client.Client, owner string) er
 	case err := <-waitErr:
 		return fmt.Errorf("wait for a container of %s: %w", ref, err)
 	}
+	// The probe images of earlier binaries (an upgrade leaves one behind) go,
+	// while this one's is in use by the probe container and so stays.
+	_, _ = docker.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "false"), filters.Arg("label", probeLabel), filters.Arg("until", "1h")))
 	return nil
 }
 
@@ -100,11 +107,17 @@ func importBinary(ctx context.Context, docker *client.Client, path string, size 
 		}
 		pw.CloseWithError(tw.Close())
 	}()
-	rc, err := docker.ImageImport(ctx, image.ImportSource{Source: pr, SourceName: "-"}, ref, image.ImportOptions{})
+	rc, err := docker.ImageImport(ctx, image.ImportSource{Source: pr, SourceName: "-"}, ref, image.ImportOptions{Changes: []string{"LABEL " + probeLabel + "=1"}})
 	if err != nil {
 		pr.CloseWithError(err)
 		return err
 	}
 	defer rc.Close()
-	return jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
+	if err := jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil); err != nil {
+		return err
+	}
+	// Workers that start at once may each import: the tag ends on one image,
+	// and the others' are left untagged, to be pruned (unless in use).
+	_, _ = docker.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "true"), filters.Arg("label", probeLabel)))
+	return nil
 }
