@@ -38,29 +38,24 @@ func probeContainer(ctx context.Context, docker *client.Client, owner string) er
 		return err
 	}
 	ref := probeImage + ":" + sum[:16]
-	_, err = docker.ImageInspect(ctx, ref)
-	imported := client.IsErrNotFound(err)
-	if imported {
+	if _, err := docker.ImageInspect(ctx, ref); client.IsErrNotFound(err) {
 		if err := importBinary(ctx, docker, exe, size, ref); err != nil {
 			return fmt.Errorf("docker import this binary as %s: %w", ref, err)
 		}
 	} else if err != nil {
 		return fmt.Errorf("inspect image %s: %w", ref, err)
 	}
-	// The engine removes it once it exits: not on the way to ready.
-	hc := *hostConfig
-	hc.AutoRemove = true
 	created, err := docker.ContainerCreate(ctx, &container.Config{
 		Image:  ref,
 		Cmd:    []string{"/bettertest", "version"},
 		Labels: map[string]string{LabelWorker: owner},
-	}, &hc, nil, nil, "")
+	}, hostConfig, nil, nil, "")
 	if err != nil {
 		return fmt.Errorf("create a container of %s: %w", ref, err)
 	}
+	defer docker.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
 	exited, waitErr := docker.ContainerWait(ctx, created.ID, container.WaitConditionNextExit)
 	if err := docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		_ = docker.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
 		return fmt.Errorf("start a container of %s: %w", ref, err)
 	}
 	select {
@@ -71,11 +66,9 @@ func probeContainer(ctx context.Context, docker *client.Client, owner string) er
 	case err := <-waitErr:
 		return fmt.Errorf("wait for a container of %s: %w", ref, err)
 	}
-	if imported {
-		// The probe images of earlier binaries (an upgrade leaves one behind)
-		// go; this one's is new, so it stays.
-		_, _ = docker.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "false"), filters.Arg("label", probeLabel), filters.Arg("until", "1h")))
-	}
+	// The probe images of earlier binaries (an upgrade leaves one behind) go,
+	// while this one's is in use by the probe container and so stays.
+	_, _ = docker.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "false"), filters.Arg("label", probeLabel), filters.Arg("until", "1h")))
 	return nil
 }
 
