@@ -38,7 +38,9 @@ func probeContainer(ctx context.Context, docker *client.Client, owner string) er
 		return err
 	}
 	ref := probeImage + ":" + sum[:16]
-	if _, err := docker.ImageInspect(ctx, ref); client.IsErrNotFound(err) {
+	_, err = docker.ImageInspect(ctx, ref)
+	imported := client.IsErrNotFound(err)
+	if imported {
 		if err := importBinary(ctx, docker, exe, size, ref); err != nil {
 			return fmt.Errorf("docker import this binary as %s: %w", ref, err)
 		}
@@ -66,9 +68,11 @@ func probeContainer(ctx context.Context, docker *client.Client, owner string) er
 	case err := <-waitErr:
 		return fmt.Errorf("wait for a container of %s: %w", ref, err)
 	}
-	// The probe images of earlier binaries (an upgrade leaves one behind) go,
-	// while this one's is in use by the probe container and so stays.
-	_, _ = docker.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "false"), filters.Arg("label", probeLabel), filters.Arg("until", "1h")))
+	if imported {
+		// The probe images of earlier binaries (an upgrade leaves one behind)
+		// go; this one's is in use by the probe container, so it stays.
+		_, _ = docker.ImagesPrune(ctx, filters.NewArgs(filters.Arg("dangling", "false"), filters.Arg("label", probeLabel), filters.Arg("until", "1h")))
+	}
 	return nil
 }
 
