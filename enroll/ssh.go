@@ -311,7 +311,7 @@ const lockBusy = 75
 // names the lock's holder from /proc/locks (holders' lines, not waiters'
 // "->" lines, whose fields are shifted).
 func lockScript(wait time.Duration) string {
-	return `[ -d ` + lockDir + ` ] || mkdir -m 0700 ` + lockDir + `
+	return `mkdir -p -m 0700 ` + lockDir + `
 exec 9>>` + lockFile + `
 if ! flock -w ` + strconv.FormatFloat(wait.Seconds(), 'f', -1, 64) + ` 9; then
 	ino=$(stat -c %i ` + lockFile + `)
