@@ -145,8 +145,9 @@ type Options struct {
 	Release string
 
 	// Docker, if set, makes a host that already runs Docker, as one set up by
-	// hand before enrollment: docker.io installed from the release's own
-	// packages, docker.service enabled and started.
+	// hand before enrollment: docker.io (and docker-cli, where the release
+	// has it) installed from the release's own packages, docker.service
+	// enabled and started.
 	Docker bool
 
 	// WorkerPort is the port inside the host that WorkerURL publishes, for a
@@ -345,8 +346,13 @@ func Start(t testing.TB, opt Options) *Host {
 	h.WorkerURL = fmt.Sprintf("http://%s:%d", h.Loopback, h.publishedPort(t, inspect, workerPort))
 	h.readHostKeys(t)
 	if opt.Docker {
-		// apt-get starts docker.service as it installs it; is-active says it runs.
-		h.Exec(t, "sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null && systemctl is-active docker.service")
+		// apt-get starts docker.service as it installs it; is-active says it
+		// runs. Where docker-cli exists (trixie), docker.io only recommends it.
+		h.Exec(t, "sh", "-c", `set -e
+apt-get update -qq
+cli=$(apt-cache show docker-cli >/dev/null 2>&1 && echo docker-cli || true)
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io $cli >/dev/null
+systemctl is-active docker.service`)
 	}
 	return h
 }
