@@ -268,3 +268,21 @@ func TestListenOtherPort(t *testing.T) {
 		t.Fatalf("%v", w.Ports)
 	}
 }
+
+// --listen's port goes into the default URL, hence into NAME.json.
+func TestListenInTheRecord(t *testing.T) {
+	cfg := Config{Listen: "0.0.0.0:9010", WorkersDir: "/w"}
+	spec, err := cfg.spec("alice@build1", sha, "x86_64", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{spec.Listen, spec.Port, spec.URL, string(spec.Record)}
+	want := []string{"0.0.0.0:9010", "9010", "http://build1:9010", "{\n  \"name\": \"build1\",\n  \"url\": \"http://build1:9010\"\n}\n"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+	cfg.Listen = "9010"
+	if _, err := cfg.spec("alice@build1", sha, "x86_64", false); err == nil || err.Error() != `--listen "9010" is not [ADDRESS]:PORT with a port from 1 to 65535, e.g. :9010` {
+		t.Fatalf("a bare port: %v", err)
+	}
+}
