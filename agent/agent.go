@@ -54,7 +54,7 @@ const ShutdownGrace = 30 * time.Second
 
 // Run starts the worker and serves until ctx is done, then stops every run,
 // removes its containers and returns. It tells systemd READY=1 once it listens
-// and Docker has answered, and STOPPING=1 when it begins to shut down.
+// and Docker has started a container, and STOPPING=1 when it begins to shut down.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxParallel < 1 {
 		return fmt.Errorf("--max-parallel must be at least 1, not %d", cfg.MaxParallel)
@@ -120,6 +120,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("the Docker engine at %s: %w", cfg.DockerHost, err)
 	} else if n > 0 {
 		a.log.Info("removed containers left by an earlier run of this worker", "count", n)
+	}
+
+	// Ready means a run can start: Docker answering is not enough.
+	probeCtx, cancelProbe := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelProbe()
+	if err := probeContainer(probeCtx, docker, owner, run.pool.hostConfig); err != nil {
+		return fmt.Errorf("the Docker engine at %s answers but cannot run a container: %w: see the engine's log (journalctl -u docker)", cfg.DockerHost, err)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)

@@ -36,7 +36,7 @@ chmod 0440 /etc/sudoers.d/erin`)
 
 	run := func(password, input string) (stdout, stderr string, code int) {
 		t.Helper()
-		host := &sshHost{client: conn.client, sudo: true, password: []byte(password)}
+		host := &sshHost{client: conn.client, sudo: true, password: []byte(password), lockWait: DefaultLockWait}
 		out, err := host.Run(context.Background(), `printf '%s|' "$(id -un)"; cat`, strings.NewReader(input))
 		if err != nil {
 			t.Fatal(err)

@@ -82,8 +82,8 @@ func TestSudoWithAPassword(t *testing.T) {
 	report, _, code := e.enroll(t, "--json", "--check", "--key", e.key.PrivatePath, targets[0])
 	mustEqual(t, "without --ask-become-pass exit", code, 1)
 	mustEqual(t, "without --ask-become-pass", find(t, report, "passwordless sudo").Message,
-		"dave cannot run sudo without a password on 127.0.0.1 (sudo -n true: sudo: a password is required): enroll as root, "+
-			"pass --ask-become-pass to type dave's sudo password, or give dave passwordless sudo: echo 'dave ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-dave")
+		"dave cannot run sudo without a password on 127.0.0.1 (sudo -n sh -c 'id -u': sudo: a password is required): enroll as root, "+
+			"pass --ask-become-pass to type dave's sudo password, or give dave passwordless sudo for every command: echo 'dave ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-dave")
 
 	// A real enrollment, every command (the binary's upload too) through sudo -S.
 	report, terminal, code := e.enrollOnPTY(t, prompt, davePassword+"\n",

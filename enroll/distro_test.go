@@ -72,7 +72,7 @@ func TestPlansForRealOSReleases(t *testing.T) {
 	for _, c := range corpus {
 		f := &provision.Facts{
 			OS: readOSRelease(t, filepath.Join("..", "testdata", "os-release", c.file)), Arch: "x86_64", Systemd: c.systemd, PackageManager: c.pm,
-			Commands: map[string]bool{}, Files: map[string]provision.File{}, Units: map[string]provision.Unit{},
+			Commands: map[string]bool{}, Packages: map[string]string{}, Files: map[string]provision.File{}, Units: map[string]provision.Unit{},
 			Ports: map[string]bool{}, Local: map[string]string{}, Dirs: map[string]bool{},
 		}
 		fmt.Fprintf(&got, "== %s\n", c.file)

@@ -12,11 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,11 +38,13 @@ type Config struct {
 	Forks      int  // hosts worked on at once; 0: DefaultForks
 	Remove     bool // unenroll instead: remove the worker from the hosts
 	Login      Login
-	Name, URL  string // for a single target; default: the host, http://HOST:9009
-	Check      bool   // report what would change, change nothing
-	JSON       bool   // report as JSON lines
-	Binary     string // the binary to install; default: this one
-	WorkersDir string // where workers' records and tokens are kept locally
+	Name, URL  string        // for a single target; default: the host, http://HOST:PORT
+	Listen     string        // the worker's --listen on the host; default ":9009"
+	LockWait   time.Duration // bounds the wait for the host's enrollment lock; default DefaultLockWait
+	Check      bool          // report what would change, change nothing
+	JSON       bool          // report as JSON lines
+	Binary     string        // the binary to install; default: this one
+	WorkersDir string        // where workers' records and tokens are kept locally
 	Out        io.Writer
 	Color      bool
 	Terminal   bool // Out is a terminal: progress is shown as a live line
@@ -214,21 +218,29 @@ func (cfg Config) spec(t target, route Route, sum, arch string, custom bool) (Sp
 	if !validName.MatchString(name) {
 		return Spec{}, fmt.Errorf("worker name %q names files, so it may only hold letters, digits, '.', '-' and '_': pass --name NAME", name)
 	}
+	listen := cfg.Listen
+	if listen == "" {
+		listen = ":" + WorkerPort
+	}
+	_, port, err := net.SplitHostPort(listen)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+		return Spec{}, fmt.Errorf("--listen %q is not [ADDRESS]:PORT with a port from 1 to 65535, e.g. :9010", listen)
+	}
 	if url == "" {
-		url = WorkerURL(route.Target.Host, WorkerPort)
+		url = WorkerURL(route.Target.Host, port)
 	}
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return Spec{}, fmt.Errorf("--url %q must start with http:// or https://", url)
 	}
 	record, _ := json.MarshalIndent(bettertest.WorkerRecord{Name: name, URL: url}, "", "  ")
 	spec := Spec{
-		Name: name, URL: url,
+		Name: name, URL: url, Listen: listen, Port: port,
 		Binary: cfg.Binary, BinarySHA256: sum, BinaryArch: arch, CustomBinary: custom,
 		TokenFile:  filepath.Join(cfg.WorkersDir, name+".token"),
 		RecordFile: filepath.Join(cfg.WorkersDir, name+".json"),
 		Record:     append(record, '\n'),
 	}
-	spec.Health = func(ctx context.Context) (string, error) { return checkHealth(ctx, url, spec.TokenFile) }
+	spec.Health = func(ctx context.Context) (string, error) { return checkHealth(ctx, url, port, spec.TokenFile) }
 	return spec, nil
 }
 
@@ -267,7 +279,11 @@ func runHost(ctx context.Context, cfg Config, t target, route Route, spec Spec, 
 		rep.warn(t.label, fmt.Sprintf("logged in with %s, found by default: pass --key to choose the key", conn.keyUsed))
 	}
 
-	h := &sshHost{client: conn.client, sudo: user != "root"}
+	lockWait := cfg.LockWait
+	if lockWait == 0 {
+		lockWait = DefaultLockWait
+	}
+	h := &sshHost{client: conn.client, sudo: user != "root", lockWait: lockWait}
 	if h.sudo {
 		start = time.Now()
 		step, msg, err := cfg.becomeRoot(ctx, h, user, host)
@@ -277,7 +293,7 @@ func runHost(ctx context.Context, cfg Config, t target, route Route, spec Spec, 
 		note(provision.Event{Step: step, Status: provision.OK, Duration: time.Since(start), Message: msg})
 	}
 
-	want, steps := Want, Steps(spec)
+	want, steps := spec.Want(), Steps(spec)
 	if cfg.Remove {
 		want, steps = RemoveWant, RemoveSteps(spec)
 	}
@@ -309,29 +325,57 @@ func runHost(ctx context.Context, cfg Config, t target, route Route, spec Spec, 
 	return nil
 }
 
-// becomeRoot proves that user can run commands as root through sudo: without
-// a password, or else with the one --ask-become-pass reads (then h uses it).
+// sudoShell is what enrollment needs of sudo: every step is a shell script
+// that runs as root.
+const sudoShell = "sh -c 'id -u'"
+
+// becomeRoot proves that user may run a shell as root through sudo, as every
+// step does: without a password, or else with the one --ask-become-pass
+// reads (then h uses it). When sudo allows only some commands, it says which.
 func (cfg Config) becomeRoot(ctx context.Context, h *sshHost, user, host string) (step, msg string, err error) {
-	out, err := (&sshHost{client: h.client}).Run(ctx, "sudo -n true", nil)
+	out, err := h.exec(ctx, "sudo -n "+sudoShell, nil, nil)
 	if err != nil {
 		return "passwordless sudo", "", err
 	}
-	if out.Code == 0 {
+	if out.Code == 0 && string(out.Stdout) == "0\n" {
 		return "passwordless sudo", "", nil
 	}
-	said := strings.TrimSpace(provision.Tail(out.Stderr, 1))
-	if cfg.AskBecomePass == nil || !strings.Contains(said, "password is required") {
-		return "passwordless sudo", "", fmt.Errorf("%s cannot run sudo without a password on %s (sudo -n true: %s): enroll as root, pass --ask-become-pass to type %s's sudo password, "+
-			"or give %s passwordless sudo: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s",
-			user, host, said, user, user, user, user)
+	why := strings.TrimSpace(provision.Tail(out.Stderr, 1))
+	if why == "" {
+		why = fmt.Sprintf("exit status %d, output %q", out.Code, out.Stdout)
 	}
+	passwordRequired := strings.Contains(why, "password is required")
+	if cfg.AskBecomePass != nil && passwordRequired {
+		return cfg.becomeWithPassword(ctx, h, user, host)
+	}
+	fix := fmt.Sprintf("or give %s passwordless sudo for every command: echo '%s ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-%s", user, user, user)
+	list, err := h.exec(ctx, "sudo -n -l", nil, nil)
+	if err == nil && list.Code == 0 {
+		var allowed []string
+		for _, l := range strings.Split(string(list.Stdout), "\n") {
+			if strings.HasPrefix(l, "    (") {
+				allowed = append(allowed, strings.TrimSpace(l))
+			}
+		}
+		return "passwordless sudo", "", fmt.Errorf("%s may run only some commands with sudo on %s (%s), but enrollment runs every step as a shell script as root (sudo -n %s: %s): enroll as root, %s",
+			user, host, strings.Join(allowed, "; "), sudoShell, why, fix)
+	}
+	if passwordRequired {
+		fix = fmt.Sprintf("pass --ask-become-pass to type %s's sudo password, %s", user, fix)
+	}
+	return "passwordless sudo", "", fmt.Errorf("%s cannot run sudo without a password on %s (sudo -n %s: %s): enroll as root, %s", user, host, sudoShell, why, fix)
+}
+
+// becomeWithPassword asks for sudo's password once and proves that it lets
+// user run a shell as root on host.
+func (cfg Config) becomeWithPassword(ctx context.Context, h *sshHost, user, host string) (step, msg string, err error) {
 	password, err := cfg.AskBecomePass()
 	if err != nil {
 		return "sudo", "", err
 	}
 	h.password = password
-	out, err = h.Run(ctx, "true", nil)
-	if err == nil && out.Code != 0 {
+	out, err := h.asRoot(ctx, sudoShell, nil)
+	if err == nil && (out.Code != 0 || string(out.Stdout) != "0\n") {
 		err = fmt.Errorf("sudo on %s refused the password typed for --ask-become-pass (%s): run again and type %s's password there, or check that %s may sudo (sudo -l)",
 			host, oneLine(out.Stderr), user, user)
 	}
@@ -355,7 +399,7 @@ func oneLine(b []byte) string {
 // errReported is a failure already shown in the host's report.
 var errReported = errors.New("reported")
 
-func checkHealth(ctx context.Context, url, tokenFile string) (string, error) {
+func checkHealth(ctx context.Context, url, port, tokenFile string) (string, error) {
 	token, err := bettertest.ReadTokenFile(tokenFile)
 	if err != nil {
 		return "", err
@@ -369,7 +413,7 @@ func checkHealth(ctx context.Context, url, tokenFile string) (string, error) {
 	req.Header.Set("Authorization", "Bearer "+string(token))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("GET %s/health: %w: the worker runs, but this machine cannot reach it there; open port %s on the way, or pass --url with an address that reaches it", url, err, WorkerPort)
+		return "", fmt.Errorf("GET %s/health: %w: the worker runs, but this machine cannot reach it there; open port %s on the way, or pass --url with an address that reaches it", url, err, port)
 	}
 	defer resp.Body.Close()
 	var h bettertest.Health

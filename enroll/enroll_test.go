@@ -104,6 +104,7 @@ type line struct {
 	Message    string         `json:"message"`
 	Diff       string         `json:"diff"`
 	Warning    string         `json:"warning"`
+	Stderr     string         `json:"stderr"`
 	Recap      map[string]int `json:"recap"`
 	DurationMS int64          `json:"duration_ms"`
 }
@@ -349,8 +350,8 @@ func TestLoginsAndCheckMode(t *testing.T) {
 	report, _, code = e.enroll(t, e.args(h, "bob", "--check")...)
 	mustEqual(t, "bob exit", code, 1)
 	mustEqual(t, "bob", find(t, report, "passwordless sudo").Message,
-		"bob cannot run sudo without a password on 127.0.0.1 (sudo -n true: sudo: a password is required): enroll as root, "+
-			"pass --ask-become-pass to type bob's sudo password, or give bob passwordless sudo: echo 'bob ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-bob")
+		"bob cannot run sudo without a password on 127.0.0.1 (sudo -n sh -c 'id -u': sudo: a password is required): enroll as root, "+
+			"pass --ask-become-pass to type bob's sudo password, or give bob passwordless sudo for every command: echo 'bob ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/bettertest-bob")
 
 	// The default key, found in ~/.ssh, with a warning that names it.
 	os.WriteFile(filepath.Join(e.home, ".ssh", "id_ed25519"), must(os.ReadFile(e.key.PrivatePath)), 0o600)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,9 +27,14 @@ const (
 	WorkerPort = "9009"
 )
 
-// Unit is the worker's systemd unit. Type=notify: systemctl start/restart
-// returns once the worker has said READY=1 (it listens and Docker answered).
-const Unit = `[Unit]
+// Unit is the worker's systemd unit for the default --listen.
+var Unit = UnitFile(":" + WorkerPort)
+
+// UnitFile is the worker's systemd unit, listening on listen. Type=notify:
+// systemctl start/restart returns once the worker has said READY=1 (it
+// listens, and Docker has started a container).
+func UnitFile(listen string) string {
+	return `[Unit]
 Description=bettertest worker: runs CI commands in containers
 Documentation=https://github.com/bettertest/bettertest
 After=docker.service network-online.target
@@ -37,17 +43,20 @@ Wants=network-online.target
 
 [Service]
 Type=notify
-ExecStart=` + BinaryPath + ` worker --listen :` + WorkerPort + ` --token-file ` + TokenPath + ` --data-dir ` + DataDir + `
+ExecStart=` + BinaryPath + ` worker --listen ` + listen + ` --token-file ` + TokenPath + ` --data-dir ` + DataDir + `
 Restart=on-failure
 RestartSec=2s
 
 [Install]
 WantedBy=multi-user.target
 `
+}
 
 // Spec is what one host's enrollment should converge to.
 type Spec struct {
 	Name, URL    string
+	Listen       string // the worker's --listen, e.g. ":9009"
+	Port         string // the port of Listen
 	Binary       string // local path of the binary to install
 	BinarySHA256 string
 	BinaryArch   string // uname -m the binary runs on, e.g. x86_64
@@ -59,13 +68,16 @@ type Spec struct {
 }
 
 // Want is what the playbook needs to know of a host.
-var Want = provision.Want{
-	Commands:   []string{"dockerd", "python3"},
-	Files:      []string{BinaryPath, TokenPath},
-	Contents:   []string{UnitPath},
-	Units:      []string{"docker.service", UnitName},
-	RunningExe: []string{UnitName},
-	Ports:      []string{WorkerPort + "/tcp"},
+func (spec Spec) Want() provision.Want {
+	return provision.Want{
+		Commands:   []string{"docker"},
+		Packages:   wantPackages(),
+		Files:      []string{BinaryPath, TokenPath},
+		Contents:   []string{UnitPath},
+		Units:      []string{"docker.service", UnitName},
+		RunningExe: []string{UnitName},
+		Ports:      []string{spec.Port + "/tcp"},
+	}
 }
 
 // Local facts of the enrolling machine, in Facts.Local.
@@ -79,14 +91,14 @@ func Steps(spec Spec) []provision.Step {
 	return []provision.Step{
 		{Name: "supported system", Plan: spec.planSystem},
 		{Name: "finish interrupted package installs", Plan: planDpkg},
-		{Name: "Docker installed", Plan: planPackage("dockerd", func(d Distro) string { return d.Docker })},
-		{Name: "python3 installed", Plan: planPackage("python3", func(d Distro) string { return d.Python })},
+		{Name: "Docker installed", Plan: planDocker},
+		{Name: "python3 installed", Plan: planPackage(func(d Distro) string { return d.Python })},
 		{Name: "Docker running", Plan: planDockerService},
 		{Name: "bettertest binary", Plan: spec.planBinary},
 		{Name: "worker token", Plan: spec.planToken},
 		{Name: "worker record", Plan: spec.planRecord},
-		{Name: "worker unit", Plan: planUnit},
-		{Name: "firewall", Plan: planFirewall},
+		{Name: "worker unit", Plan: spec.planUnit},
+		{Name: "firewall", Plan: spec.planFirewall},
 		{Name: "worker service", Plan: spec.planService},
 		{Name: "worker health", Plan: spec.planHealth},
 	}
@@ -144,35 +156,114 @@ apt-get -o DPkg::Lock::Timeout=600 update -q
 apt-get -o DPkg::Lock::Timeout=600 -o APT::Status-Fd=1 install -y -q --no-install-recommends ` + pkgs
 }
 
+// planDpkg finishes what an interrupted install left: dpkg configures what
+// it unpacked, and a package it left half-installed (killed while unpacking)
+// is installed again, since nothing else makes it whole.
 func planDpkg(f *provision.Facts) provision.Plan {
 	if f.PackageManager != "apt-get" {
 		return provision.Plan{Skip: "not a dpkg system"}
 	}
-	if !f.DpkgPending {
+	broken := f.Broken()
+	if !f.DpkgPending && len(broken) == 0 {
 		return provision.Plan{Message: "nothing pending"}
 	}
+	var reinstall, states []string
+	for _, pkg := range broken {
+		status := f.Packages[pkg]
+		states = append(states, pkg+" ("+status+")")
+		if strings.Contains(status, " reinstreq ") || strings.HasSuffix(status, " half-installed") {
+			reinstall = append(reinstall, pkg)
+		}
+	}
+	reason := "dpkg has unconfigured packages from an interrupted install"
+	if len(states) > 0 {
+		reason = "an interrupted install left " + strings.Join(states, ", ")
+	}
+	actions := []provision.Action{{Script: "DEBIAN_FRONTEND=noninteractive dpkg --configure -a"}}
+	if len(reinstall) > 0 {
+		reason += ": reinstalling " + strings.Join(reinstall, " ")
+		actions = append(actions, provision.Action{Script: aptInstall("--reinstall " + strings.Join(reinstall, " "))})
+	}
 	return provision.Plan{
-		Reason:  "dpkg has unconfigured packages from an interrupted install",
-		Actions: []provision.Action{{Script: "DEBIAN_FRONTEND=noninteractive dpkg --configure -a"}},
-		After:   func(f *provision.Facts) { f.DpkgPending = false },
+		Reason:  reason,
+		Actions: actions,
+		After: func(f *provision.Facts) {
+			f.DpkgPending = false
+			for _, pkg := range broken {
+				f.Packages[pkg] = "install ok installed"
+			}
+		},
 	}
 }
 
-// planPackage installs the package of the host's distribution that provides
-// command, when command is missing.
-func planPackage(command string, pkgOf func(Distro) string) func(f *provision.Facts) provision.Plan {
+// planPackage installs the package of the host's distribution that pkgOf
+// names, when the package manager does not hold it as installed.
+func planPackage(pkgOf func(Distro) string) func(f *provision.Facts) provision.Plan {
 	return func(f *provision.Facts) provision.Plan {
-		if f.Commands[command] {
-			return provision.Plan{Message: command + " is installed"}
-		}
 		d, _ := DistroOf(f.OS) // supported: the first step checked
 		pkg := pkgOf(d)
+		if f.Installed(pkg) {
+			return provision.Plan{Message: pkg + " is installed"}
+		}
 		return provision.Plan{
-			Reason:  fmt.Sprintf("%s is missing: installing %s", command, pkg),
+			Reason:  notInstalled(f, pkg) + ": installing it",
 			Actions: []provision.Action{{Script: d.install(pkg)}},
-			After:   func(f *provision.Facts) { f.Commands[command] = true },
+			After:   func(f *provision.Facts) { f.Packages[pkg] = "install ok installed" },
 		}
 	}
+}
+
+func notInstalled(f *provision.Facts, pkg string) string {
+	if status, known := f.Packages[pkg]; known {
+		return fmt.Sprintf("%s is not whole (%s)", pkg, status)
+	}
+	return pkg + " is not installed"
+}
+
+// planDocker installs the distribution's Docker, and the docker command with
+// it: Debian 13 moved the CLI from docker.io to docker-cli, which docker.io
+// only recommends, so on apt systems it is installed where docker.io did not
+// bring it. The other families' Docker packages bring the CLI themselves.
+func planDocker(f *provision.Facts) provision.Plan {
+	d, _ := DistroOf(f.OS) // supported: the first step checked
+	if d.PackageManager != "apt-get" {
+		return planPackage(func(d Distro) string { return d.Docker })(f)
+	}
+	installed, cli := f.Installed(d.Docker), f.Commands["docker"]
+	after := func(f *provision.Facts) {
+		f.Packages[d.Docker] = "install ok installed"
+		f.Commands["docker"] = true
+	}
+	switch {
+	case installed && cli:
+		return provision.Plan{Message: d.Docker + " is installed, with docker on the PATH"}
+	case installed:
+		return provision.Plan{
+			Reason:  d.Docker + " is installed but the docker command is not (this release ships it in docker-cli): installing docker-cli",
+			Actions: []provision.Action{{Script: aptInstall("docker-cli")}},
+			After:   after,
+		}
+	}
+	return provision.Plan{
+		Reason: notInstalled(f, d.Docker) + ": installing it",
+		Actions: []provision.Action{{Script: aptInstall(d.Docker) + `
+command -v docker >/dev/null || apt-get -o DPkg::Lock::Timeout=600 -o APT::Status-Fd=1 install -y -q --no-install-recommends docker-cli`}},
+		After: after,
+	}
+}
+
+// wantPackages are the packages whose state the playbook reads: every
+// family's Docker and python3, and Debian 13's docker-cli.
+func wantPackages() []string {
+	pkgs := []string{"docker-cli"}
+	for _, d := range Distros {
+		for _, p := range []string{d.Docker, d.Python} {
+			if !slices.Contains(pkgs, p) {
+				pkgs = append(pkgs, p)
+			}
+		}
+	}
+	return pkgs
 }
 
 // planDockerService makes sure Docker is enabled and running, and never
@@ -277,7 +368,8 @@ func (spec Spec) planRecord(f *provision.Facts) provision.Plan {
 	}
 }
 
-func planUnit(f *provision.Facts) provision.Plan {
+func (spec Spec) planUnit(f *provision.Facts) provision.Plan {
+	Unit := UnitFile(spec.Listen)
 	have, exists := f.Files[UnitPath]
 	if exists && string(have.Content) == Unit {
 		return provision.Plan{Message: UnitPath + " is current"}
@@ -304,8 +396,8 @@ mv -f "$tmp" ` + UnitPath,
 	}
 }
 
-func planFirewall(f *provision.Facts) provision.Plan {
-	port := WorkerPort + "/tcp"
+func (spec Spec) planFirewall(f *provision.Facts) provision.Plan {
+	port := spec.Port + "/tcp"
 	switch {
 	case !f.Firewalld:
 		return provision.Plan{Skip: "firewalld is not active"}
@@ -332,7 +424,8 @@ func (spec Spec) planService(f *provision.Facts) provision.Plan {
 		reason = "the worker is " + orUnknown(u.Active)
 	case u.ExeInode != f.Files[BinaryPath].Inode:
 		reason = "the worker runs an older binary"
-	case u.NeedReload || unit.ModTime.After(u.Started):
+	// To the second: systemd prints no finer start time.
+	case u.NeedReload || unit.ModTime.Truncate(time.Second).After(u.Started):
 		reason = "the unit changed since the worker started"
 	case u.Enabled != "enabled":
 		return provision.Plan{
@@ -346,12 +439,18 @@ func (spec Spec) planService(f *provision.Facts) provision.Plan {
 	return provision.Plan{
 		Reason: reason + ": restarting it",
 		// Type=notify: restart returns once the worker is ready, or fails.
+		// A worker that cannot start is left stopped, not restarting every
+		// 2 s, with what holds its port in case that was it.
 		Actions: []provision.Action{{Script: `systemctl daemon-reload
-systemctl enable --quiet ` + UnitName + `
 if ! systemctl restart ` + UnitName + `; then
+	systemctl stop ` + UnitName + `
+	systemctl disable --quiet ` + UnitName + `
 	journalctl -u ` + UnitName + ` -n 15 --no-pager -o cat >&2
+	echo "the worker does not start; it is left stopped and disabled. What listens on port ` + spec.Port + ` (ss -ltnp):" >&2
+	ss -ltnp 'sport = :` + spec.Port + `' >&2
 	exit 1
-fi`}},
+fi
+systemctl enable --quiet ` + UnitName}},
 		After: func(f *provision.Facts) {
 			f.Units[UnitName] = provision.Unit{Active: "active", Enabled: "enabled", ExeInode: f.Files[BinaryPath].Inode, Started: time.Now()}
 		},

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -335,21 +336,75 @@ func appendKnownHost(path, hostname string, key ssh.PublicKey) error {
 }
 
 // sshHost runs scripts on a host over SSH, as root through sudo -n when the
-// login user is not root, or sudo -S with password (become.go).
+// login user is not root (or sudo -S with the password from
+// --ask-become-pass, become.go), each holding the host's enrollment lock.
 type sshHost struct {
 	client   *goph.Client
 	sudo     bool
-	password []byte // sudo's password (--ask-become-pass); nil: sudo -n
+	password []byte        // sudo's password (--ask-become-pass); nil: sudo -n
+	lockWait time.Duration // how long a script waits for the lock before it gives up
 
 	progress  func(progress) // nil: none shown
 	step      string         // the playbook's step whose commands run now
 	stepStart time.Time
 }
 
-// enrollLock serializes the commands of enrollments of one host.
-const enrollLock = "/run/lock/bettertest-enroll.lock"
+// The enrollment lock serializes the commands of enrollments of one host. It
+// is root's alone: in a directory only root can write (not the world-writable
+// /run/lock, where any user could make the file first, or hold it), taken
+// only once sudo has been proven to work.
+const (
+	lockDir  = "/run/bettertest"
+	lockFile = lockDir + "/enroll.lock"
+)
+
+// DefaultLockWait bounds the wait for the host's enrollment lock.
+const DefaultLockWait = 5 * time.Minute
+
+// lockBusy is the exit code of a script that gave up waiting for the lock.
+const lockBusy = 75
+
+// lockScript runs its first argument with the enrollment lock held: the
+// script's processes inherit it (fd 9), so a command of an enrollment that
+// was killed goes on holding it until it ends. When the wait runs out, it
+// names the lock's holder from /proc/locks (holders' lines, not waiters'
+// "->" lines, whose fields are shifted).
+func lockScript(wait time.Duration) string {
+	return `mkdir -p -m 0700 ` + lockDir + `
+exec 9>>` + lockFile + `
+if ! flock -w ` + strconv.FormatFloat(wait.Seconds(), 'f', -1, 64) + ` 9; then
+	ino=$(stat -c %i ` + lockFile + `)
+	pid=$(awk -v ino="$ino" '$2 == "FLOCK" { n = split($6, f, ":"); if (f[n] == ino) { print $5; exit } }' /proc/locks)
+	cmd=$(tr '\0' ' ' < /proc/"$pid"/cmdline 2>/dev/null)
+	echo "the host's enrollment lock ` + lockFile + ` is held by PID ${pid:-unknown} (${cmd% }) for more than ` + wait.String() + `: another enrollment of this host runs, or a command of one that was killed; let it finish, or end it (sudo kill ${pid:-PID}), then enroll again" >&2
+	exit ` + strconv.Itoa(lockBusy) + `
+fi
+exec sh -c "$1"`
+}
 
 func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (provision.Output, error) {
+	out, err := h.asRoot(ctx, "sh -c "+shellQuote(lockScript(h.lockWait))+" bettertest-enroll "+shellQuote(script), stdin)
+	if err == nil && out.Code == lockBusy {
+		return out, errors.New(strings.TrimSpace(provision.Tail(out.Stderr, 1)))
+	}
+	return out, err
+}
+
+// asRoot runs cmd as root: as it is when the login user is root, else
+// through sudo, with the password from --ask-become-pass when there is one.
+func (h *sshHost) asRoot(ctx context.Context, cmd string, stdin io.Reader) (provision.Output, error) {
+	switch {
+	case !h.sudo:
+		return h.exec(ctx, cmd, stdin, nil)
+	case h.password != nil:
+		return h.exec(ctx, becomeCommand(cmd), stdin, h.password)
+	}
+	return h.exec(ctx, "sudo -n "+cmd, stdin, nil)
+}
+
+// exec runs cmd as it is, as the login user. With a password, cmd is a
+// becomeCommand, and sudo gets the password when it asks for it.
+func (h *sshHost) exec(ctx context.Context, cmd string, stdin io.Reader, password []byte) (provision.Output, error) {
 	sess, err := h.client.NewSession()
 	if err != nil {
 		return provision.Output{}, fmt.Errorf("open an SSH session: %w", err)
@@ -366,19 +421,10 @@ func (h *sshHost) Run(ctx context.Context, script string, stdin io.Reader) (prov
 			}
 		}
 	}
-	// Every command holds the host's enrollment lock. A command of an
-	// enrollment that was killed goes on after its SSH session is gone (an
-	// apt-get, say); the next enrollment's commands wait for it to end, on the
-	// lock, rather than fail on apt's own locks or see a half-made state.
-	cmd := "flock " + enrollLock + " sh -c " + shellQuote(script)
 	var feeder *becomeFeeder
-	switch {
-	case h.sudo && h.password != nil:
-		feeder, sess.Stdin = newBecomeFeeder(h.password, stdin, &stderr)
+	if password != nil {
+		feeder, sess.Stdin = newBecomeFeeder(password, stdin, &stderr)
 		sess.Stderr = feeder
-		cmd = becomeCommand(cmd)
-	case h.sudo:
-		cmd = "sudo -n " + cmd
 	}
 	done := make(chan error, 1)
 	go func() {

@@ -22,7 +22,13 @@ type Facts struct {
 	DpkgPending    bool   // dpkg has packages left unconfigured by an interrupted install
 	Firewalld      bool   // firewalld is active
 
-	Commands map[string]bool   // Want.Commands found on the PATH
+	Commands map[string]bool // Want.Commands found on the PATH
+	// Packages holds the package manager's own status of Want.Packages that
+	// it knows, and of every package it has in a broken state, as dpkg-query
+	// prints ${Status}: "install ok installed", "install reinstreq
+	// half-installed", ... (rpm and pacman systems: "install ok installed"
+	// when rpm -q or pacman -Q knows the package).
+	Packages map[string]string
 	Files    map[string]File   // Want.Files and Want.Contents that exist
 	Units    map[string]Unit   // Want.Units
 	Ports    map[string]bool   // Want.Ports open in firewalld (when it is active)
@@ -35,6 +41,26 @@ type OSRelease struct {
 	ID, VersionID, PrettyName string
 	IDLike                    []string
 }
+
+// Installed reports whether the package manager holds pkg as fully installed.
+func (f *Facts) Installed(pkg string) bool { return installedStatus(f.Packages[pkg]) }
+
+// Broken lists the packages that dpkg holds in a state other than installed
+// or removed (unpacked, half-configured, half-installed, ...), sorted.
+func (f *Facts) Broken() []string {
+	var broken []string
+	for pkg, status := range f.Packages {
+		if !installedStatus(status) && !strings.HasSuffix(status, " ok config-files") && !strings.HasSuffix(status, " ok not-installed") {
+			broken = append(broken, pkg)
+		}
+	}
+	slices.Sort(broken)
+	return broken
+}
+
+// installedStatus: want (install, hold, deinstall) and error flag aside,
+// "ok installed" is the one state in which a package is whole.
+func installedStatus(status string) bool { return strings.HasSuffix(status, " ok installed") }
 
 // Is reports whether the OS is id or says it is like id.
 func (o OSRelease) Is(id string) bool { return o.ID == id || slices.Contains(o.IDLike, id) }
@@ -50,16 +76,17 @@ type File struct {
 
 // Unit is a systemd unit's state.
 type Unit struct {
-	Active     string // ActiveState: "active", "inactive", "failed", ...
-	Enabled    string // UnitFileState: "enabled", "disabled", "" when there is no unit file
-	ExeInode   string // device:inode of the executable the main process started from (a replaced file keeps its old inode)
-	Started    time.Time
-	NeedReload bool // the unit file changed on disk since systemd loaded it
+	Active     string    // ActiveState: "active", "inactive", "failed", ...
+	Enabled    string    // UnitFileState: "enabled", "disabled", "" when there is no unit file
+	ExeInode   string    // device:inode of the executable the main process started from (a replaced file keeps its old inode)
+	Started    time.Time // ActiveEnterTimestamp, to the second: older systemd prints no finer
+	NeedReload bool      // the unit file changed on disk since systemd loaded it
 }
 
 // Want names what a playbook needs to know beyond the basics.
 type Want struct {
 	Commands []string
+	Packages []string // the package manager's status, by package name
 	Files    []string // hash and mtime
 	Contents []string // hash, mtime and content (small, non-secret files)
 	Units    []string
@@ -92,6 +119,17 @@ command -v cloud-init >/dev/null && printf 'cloudinit\t1\n'
 command -v dpkg >/dev/null && [ -n "$(dpkg --audit 2>/dev/null)" ] && printf 'dpkg_pending\t1\n'
 fw=0; command -v systemctl >/dev/null && systemctl is-active --quiet firewalld 2>/dev/null && fw=1 && printf 'firewalld\t1\n'
 `)
+	if len(w.Packages) > 0 {
+		// The wanted packages, and every package dpkg holds in a broken state.
+		fmt.Fprintf(&b, `if command -v dpkg-query >/dev/null; then
+	dpkg-query -W -f '${Package}\t${Status}\n' 2>/dev/null | awk -F '\t' -v want=%s 'index(want, " " $1 " ") || $2 !~ / ok (installed|config-files|not-installed)$/ { print "pkg\t" $0 }'
+elif command -v rpm >/dev/null; then
+	for p in %s; do rpm -q --quiet "$p" && printf 'pkg\t%%s\tinstall ok installed\n' "$p"; done
+elif command -v pacman >/dev/null; then
+	for p in %s; do pacman -Q "$p" >/dev/null 2>&1 && printf 'pkg\t%%s\tinstall ok installed\n' "$p"; done
+fi
+`, quote(" "+strings.Join(w.Packages, " ")+" "), strings.Join(quoteAll(w.Packages), " "), strings.Join(quoteAll(w.Packages), " "))
+	}
 	for _, c := range w.Commands {
 		fmt.Fprintf(&b, "command -v %s >/dev/null && printf 'cmd\\t%%s\\n' %s\n", quote(c), quote(c))
 	}
@@ -102,8 +140,10 @@ fw=0; command -v systemctl >/dev/null && systemctl is-active --quiet firewalld 2
 		fmt.Fprintf(&b, "f=%s; [ -f \"$f\" ] && printf 'content\\t%%s\\t%%s\\t%%s\\t%%s\\n' \"$f\" \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"$(stat -c %%.6Y \"$f\")\" \"$(base64 -w0 < \"$f\")\"\n", quote(f))
 	}
 	for _, u := range w.Units {
+		// TZ=UTC and no --timestamp: every systemd (245 has no --timestamp,
+		// 247 ignores its "us") then prints "Sat 2026-11-28 19:50:41 UTC".
 		fmt.Fprintf(&b, `u=%s
-systemctl show -p ActiveState,UnitFileState,MainPID,ActiveEnterTimestamp,NeedDaemonReload --timestamp=us+utc "$u" | while IFS= read -r line; do printf 'unit\t%%s\t%%s\n' "$u" "$line"; done
+TZ=UTC systemctl show -p ActiveState,UnitFileState,MainPID,ActiveEnterTimestamp,NeedDaemonReload "$u" | while IFS= read -r line; do printf 'unit\t%%s\t%%s\n' "$u" "$line"; done
 `, quote(u))
 	}
 	for _, u := range w.RunningExe {
@@ -121,13 +161,21 @@ systemctl show -p ActiveState,UnitFileState,MainPID,ActiveEnterTimestamp,NeedDae
 	return b.String()
 }
 
+func quoteAll(ss []string) []string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = quote(s)
+	}
+	return q
+}
+
 // quote makes s one word for sh.
 func quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func parseFacts(out []byte) (*Facts, error) {
-	f := &Facts{Commands: map[string]bool{}, Files: map[string]File{}, Units: map[string]Unit{}, Ports: map[string]bool{}, Local: map[string]string{}, Dirs: map[string]bool{}}
+	f := &Facts{Commands: map[string]bool{}, Packages: map[string]string{}, Files: map[string]File{}, Units: map[string]Unit{}, Ports: map[string]bool{}, Local: map[string]string{}, Dirs: map[string]bool{}}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(nil, 16<<20)
 	for sc.Scan() {
@@ -153,6 +201,8 @@ func parseFacts(out []byte) (*Facts, error) {
 			f.DpkgPending = true
 		case field[0] == "firewalld":
 			f.Firewalld = true
+		case field[0] == "pkg" && len(field) == 3:
+			f.Packages[field[1]] = field[2]
 		case field[0] == "cmd" && len(field) == 2:
 			f.Commands[field[1]] = true
 		case field[0] == "file" && len(field) == 5, field[0] == "content" && len(field) == 5:
@@ -181,7 +231,7 @@ func parseFacts(out []byte) (*Facts, error) {
 				u.NeedReload = value == "yes"
 			case "ActiveEnterTimestamp":
 				if value != "" {
-					t, err := time.Parse("Mon 2006-01-02 15:04:05.000000 MST", value)
+					t, err := ParseSystemdTime(value)
 					if err != nil {
 						return nil, fmt.Errorf("facts: start time of %s: %w", field[1], err)
 					}
@@ -202,6 +252,16 @@ func parseFacts(out []byte) (*Facts, error) {
 		}
 	}
 	return f, sc.Err()
+}
+
+// ParseSystemdTime parses a timestamp as systemctl show prints it with TZ=UTC
+// (every release from 245 to 257): "Sat 2026-11-28 19:50:41 UTC", to the second.
+func ParseSystemdTime(s string) (time.Time, error) {
+	t, err := time.Parse("Mon 2006-01-02 15:04:05 MST", s)
+	if err != nil || t.Location() != time.UTC {
+		return time.Time{}, fmt.Errorf("%q is not a timestamp as systemctl show prints it with TZ=UTC (Sat 2026-11-28 19:50:41 UTC)", s)
+	}
+	return t, nil
 }
 
 // parseUnixMicro parses "SECONDS.MICROS" as stat -c %.6Y prints it.

@@ -6,7 +6,6 @@
 # Quick when everything is already in place.
 set -euo pipefail
 
-BASE_IMAGE=bettertest/base:bookworm
 VM_IMAGE=/var/lib/bettertest/debian12-cloud.qcow2 # vmlab's tests boot it; vmlab/vmlab_test.go names it too
 DOCKERD_LOG=/var/log/bettertest-dockerd.log
 
@@ -71,43 +70,56 @@ if ! docker info >/dev/null 2>&1; then
 	docker info >/dev/null || die "the Docker engine still does not answer; see $DOCKERD_LOG"
 fi
 
-# The base image: Debian minbase, imported as a local image.
-if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+# The base images: Debian minbase, imported as local images, one per Debian
+# release that enrollment is tested on (11 bullseye, 12 bookworm, 13 trixie).
+build_base() {
+	local release=$1 image=bettertest/base:$1 mirror root
+	docker image inspect "$image" >/dev/null 2>&1 && return
 	# The mirror this machine's apt uses (deb822 or one-line format).
 	mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1 || true)
 	[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 	[ -n "$mirror" ] || die "found no Debian mirror in /etc/apt/sources.list*; add one, then run again"
 	root=$(mktemp -d /var/tmp/bettertest-rootfs.XXXXXX)
-	trap 'rm -rf "$root"' EXIT
-	say "building $BASE_IMAGE with debootstrap from $mirror (about 30 s)"
-	debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1 ||
-		die "debootstrap failed; see $root.log"
+	say "building $image with debootstrap from $mirror (about 30 s)"
+	if ! debootstrap --variant=minbase "$release" "$root" "$mirror" >"$root.log" 2>&1; then
+		rm -rf "$root"
+		die "debootstrap of $release failed; see $root.log"
+	fi
 	rm -f "$root.log"
-	tar -C "$root" -c . | docker import - "$BASE_IMAGE" >/dev/null
-	say "built $BASE_IMAGE"
-fi
-say "ready: $(docker version --format 'Docker {{.Server.Version}} (API {{.Server.APIVersion}})'), image $BASE_IMAGE"
+	tar -C "$root" -c . | docker import - "$image" >/dev/null
+	rm -rf "$root"
+	say "built $image"
+}
+for release in bookworm bullseye trixie; do
+	build_base "$release"
+done
+say "ready: $(docker version --format 'Docker {{.Server.Version}} (API {{.Server.APIVersion}})'), base images bettertest/base:{bookworm,bullseye,trixie}"
 
-# build_image IMAGE DIR WHAT: docker build DIR as IMAGE when the tag is missing
-# or the build context changed since (the image's label holds a hash of the
-# context's files).
+# build_image IMAGE DIR WHAT [BUILD-ARG...]: docker build DIR as IMAGE when the
+# tag is missing or the build context or arguments changed since (the image's
+# label holds a hash of the context's files and the arguments).
 build_image() {
-	local image=$1 dir=$2 what=$3 hash log
-	hash=$(cd "$dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+	local image=$1 dir=$2 what=$3 hash log arg
+	shift 3
+	local args=()
+	for arg in "$@"; do args+=(--build-arg "$arg"); done
+	hash=$( (cd "$dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; printf '%s\n' "$@") | sha256sum | cut -c1-16)
 	if [ "$(docker image inspect -f '{{index .Config.Labels "dev.bettertest.context"}}' "$image" 2>/dev/null)" = "$hash" ]; then
 		return
 	fi
 	say "building $image from $dir ($what)"
 	log=$(mktemp /var/tmp/bettertest-image-build.XXXXXX)
-	docker build --label "dev.bettertest.context=$hash" -t "$image" "$dir" >"$log" 2>&1 ||
+	docker build --label "dev.bettertest.context=$hash" "${args[@]}" -t "$image" "$dir" >"$log" 2>&1 ||
 		die "building $image failed; see $log"
 	rm -f "$log"
 	say "built $image"
 }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# internal/testhost: the image of fresh SSH test hosts.
-build_image bettertest/testhost:bookworm "$repo/testdata/testhost" "about 25 s"
+# internal/testhost: the images of fresh SSH test hosts, one per Debian release.
+for release in bookworm bullseye trixie; do
+	build_image "bettertest/testhost:$release" "$repo/testdata/testhost" "about 25 s" "RELEASE=$release"
+done
 # The example pipeline's compiler image.
 build_image bettertest/cc:bookworm "$repo/images/cc" "about 40 s"
 

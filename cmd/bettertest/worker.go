@@ -23,7 +23,8 @@ Serve the worker API on this Docker host:
 
 Every request needs the header "Authorization: Bearer TOKEN", TOKEN being the
 content of --token-file (mode 0600). Under systemd (Type=notify) the worker
-reports READY=1 once it listens and Docker answers. Logs go to stderr.
+reports READY=1 once it listens and Docker has started a container (this
+binary, imported as a one-file image). Logs go to stderr.
 `
 
 func runWorker(ctx context.Context, args []string, stderr io.Writer) error {

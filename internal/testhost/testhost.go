@@ -1,5 +1,5 @@
-// Package testhost starts fresh Debian 12 machines for enrollment tests: containers
-// of the image bettertest/testhost:bookworm (testdata/testhost, built by
+// Package testhost starts fresh Debian 11, 12 and 13 machines for enrollment tests:
+// containers of the images bettertest/testhost:RELEASE (testdata/testhost, built by
 // scripts/setup-test-env.sh) with systemd as PID 1, sshd and a few users, reached
 // over SSH on a loopback port like a real host. Nested Docker works inside them:
 // apt-get install docker.io, then docker load and docker run.
@@ -16,7 +16,7 @@
 //	  --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup --tmpfs /run --tmpfs /run/lock \
 //	  -v /var/lib/docker -p 127.0.0.1::22 -p 127.0.0.1::9009 \
 //	  --label dev.bettertest.testhost=1 -v NOTIFYDIR:/run/host/testhost \
-//	  bettertest/testhost:bookworm /usr/bin/env NOTIFY_SOCKET=/run/host/testhost/notify /sbin/init
+//	  bettertest/testhost:RELEASE /usr/bin/env NOTIFY_SOCKET=/run/host/testhost/notify /sbin/init
 //
 // or, with Options.Loopback, -p ADDR:22:22 -p ADDR:9009:9009; with Options.Publish
 // "::1", -p [::1]::22 -p [::1]::9009; with Options.Network, --network NET (a network
@@ -38,6 +38,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,8 +54,19 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
-// Image is the test host image that scripts/setup-test-env.sh builds from testdata/testhost.
-const Image = "bettertest/testhost:bookworm"
+// The Debian releases that test hosts run, as Options.Release names them.
+const (
+	Bullseye = "bullseye" // Debian 11: systemd 247, Docker 20.10
+	Bookworm = "bookworm" // Debian 12: systemd 252, Docker 20.10
+	Trixie   = "trixie"   // Debian 13: systemd 257, Docker 26
+)
+
+// Releases are the releases there are test host images of, oldest first.
+var Releases = []string{Bullseye, Bookworm, Trixie}
+
+// Image is the test host image of a release that scripts/setup-test-env.sh
+// builds from testdata/testhost.
+func Image(release string) string { return "bettertest/testhost:" + release }
 
 // Label marks every test host container, so that a stale one can be found with
 // `docker ps -a --filter label=dev.bettertest.testhost`.
@@ -139,6 +151,20 @@ type Options struct {
 	// Network, if set, is a Docker network made by NewNetwork that the host
 	// joins: other hosts on it reach this one by its Name (a bastion, say).
 	Network string
+
+	// Release is the Debian release the host runs: Bullseye, Bookworm (the
+	// default) or Trixie.
+	Release string
+
+	// Docker, if set, makes a host that already runs Docker, as one set up by
+	// hand before enrollment: docker.io (and docker-cli, where the release
+	// has it) installed from the release's own packages, docker.service
+	// enabled and started.
+	Docker bool
+
+	// WorkerPort is the port inside the host that WorkerURL publishes, for a
+	// worker that listens elsewhere than WorkerPort (enroll --listen).
+	WorkerPort int
 }
 
 // NewNetwork makes a Docker network for test hosts to talk to each other by
@@ -201,6 +227,13 @@ func Start(t testing.TB, opt Options) *Host {
 	if opt.Key.Public == "" {
 		t.Fatal("testhost.Start: Options.Key is empty; make one with testhost.NewKey(t)")
 	}
+	if opt.Release == "" {
+		opt.Release = Bookworm
+	}
+	if !slices.Contains(Releases, opt.Release) {
+		t.Fatalf("testhost.Start: Options.Release %q is none of %v", opt.Release, Releases)
+	}
+	image := Image(opt.Release)
 	docker, err := client.NewClientWithOpts(client.WithHost(client.DefaultDockerHost), client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +283,10 @@ func Start(t testing.TB, opt Options) *Host {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	h := &Host{Name: "testhost-" + hex.EncodeToString(b), Loopback: "127.0.0.1", docker: docker}
-	sshPort, workerPort := nat.Port("22/tcp"), nat.Port(fmt.Sprintf("%d/tcp", WorkerPort))
+	if opt.WorkerPort == 0 {
+		opt.WorkerPort = WorkerPort
+	}
+	sshPort, workerPort := nat.Port("22/tcp"), nat.Port(fmt.Sprintf("%d/tcp", opt.WorkerPort))
 	if opt.Publish != "" {
 		h.Loopback = opt.Publish
 	}
@@ -264,7 +300,7 @@ func Start(t testing.TB, opt Options) *Host {
 	}
 	created, err := docker.ContainerCreate(ctx,
 		&container.Config{
-			Image:    Image,
+			Image:    image,
 			Hostname: h.Name,
 			// Set for PID 1 alone, not in the container's environment that execs inherit.
 			Cmd:          []string{"/usr/bin/env", "NOTIFY_SOCKET=/run/host/testhost/notify", "/sbin/init"},
@@ -283,7 +319,7 @@ func Start(t testing.TB, opt Options) *Host {
 		}, networking(opt.Network), nil, h.Name)
 	if err != nil {
 		if client.IsErrNotFound(err) {
-			t.Fatalf("testhost: the image %s is missing: run `bash scripts/setup-test-env.sh` (%v)", Image, err)
+			t.Fatalf("testhost: the image %s is missing: run `bash scripts/setup-test-env.sh` (%v)", image, err)
 		}
 		t.Fatalf("testhost: creating the container: %v", err)
 	}
@@ -347,6 +383,15 @@ func Start(t testing.TB, opt Options) *Host {
 	h.SSHAddr = net.JoinHostPort(h.Loopback, strconv.Itoa(h.SSHPort))
 	h.WorkerURL = "http://" + net.JoinHostPort(h.Loopback, strconv.Itoa(h.publishedPort(t, inspect, workerPort)))
 	h.readHostKeys(t)
+	if opt.Docker {
+		// apt-get starts docker.service as it installs it; is-active says it
+		// runs. Where docker-cli exists (trixie), docker.io only recommends it.
+		h.Exec(t, "sh", "-c", `set -e
+apt-get update -qq
+cli=$(apt-cache show docker-cli >/dev/null 2>&1 && echo docker-cli || true)
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io $cli >/dev/null
+systemctl is-active docker.service`)
+	}
 	return h
 }
 

@@ -226,3 +226,28 @@ func TestNestedDocker(t *testing.T) {
 		t.Errorf("is-system-running = %q, want running", got)
 	}
 }
+
+// Each release boots its own systemd, and Options.Docker makes a host whose
+// engine (the release's own docker.io) already runs containers: on trixie,
+// Docker 26 does only with the image's drop-in for its IPv6 setting.
+func TestReleases(t *testing.T) {
+	t.Parallel()
+	for release, want := range map[string]string{
+		testhost.Bullseye: "11 systemd 247 20.10.5+dfsg1",
+		testhost.Bookworm: "12 systemd 252 20.10.24+dfsg1",
+		testhost.Trixie:   "13 systemd 257 26.1.5+dfsg1",
+	} {
+		t.Run(release, func(t *testing.T) {
+			t.Parallel()
+			h := testhost.Start(t, testhost.Options{Key: testhost.NewKey(t), Release: release, Docker: true})
+			got := h.Exec(t, "sh", "-c", `. /etc/os-release; printf '%s %s %s' "$VERSION_ID" "$(systemctl --version | head -n1 | cut -d' ' -f1,2)" "$(docker version --format '{{.Server.Version}}')"`)
+			if got != want {
+				t.Errorf("release, systemd and Docker: %q, want %q", got, want)
+			}
+			h.LoadImage(t, "bettertest/base:bookworm")
+			if got := h.Exec(t, "docker", "run", "--rm", "--init", "bettertest/base:bookworm", "echo", "hi"); got != "hi\n" {
+				t.Errorf("docker run in the host printed %q, want hi", got)
+			}
+		})
+	}
+}
