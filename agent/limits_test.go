@@ -71,11 +71,14 @@ func health(t *testing.T, w *wt.Worker) bettertest.Health {
 // another run, beside them, runs to its end.
 func TestLimitsStopAForkBombAMemoryHogAndADiskFiller(t *testing.T) {
 	t.Parallel()
-	w := wt.Start(t, bin, wt.Options{MaxParallel: 4, Args: []string{"--pids-limit", "256", "--memory", "96MiB", "--tmp-size", "16MiB"}})
+	// The bomb has room in memory, so that its processes run into the
+	// process limit first; the hog narrows its memory to 96 MiB.
+	w := wt.Start(t, bin, wt.Options{MaxParallel: 4, Args: []string{"--pids-limit", "256", "--memory", "1GiB", "--tmp-size", "16MiB"}})
 	bomb := run(`bomb() { bomb | bomb & }; bomb; sleep 120`)
 	// Under cgroup v2 the limit ends it at once; under v1 (no event) its timeout does.
 	bomb.TimeoutS = 10
 	hog := run(`head -c 400000000 /dev/zero | tail -c 400000000 > /dev/null`)
+	hog.Limits = &bettertest.Limits{MemoryBytes: 96 << 20}
 	filler := run(`dd if=/dev/zero of=/tmp/big bs=1M count=64 2>/dev/null`)
 	var wg sync.WaitGroup
 	got := make([]ending, 3)
