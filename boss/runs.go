@@ -354,8 +354,9 @@ func (b *Boss) prepareSandbox(id int64, w WorkerConfig) (string, *workerProxy, e
 }
 
 // postStatusLocked posts where the run stands to GitHub, when the boss has a
-// token and the run a commit: awaiting approval, then running; its end
-// follows in finishLocked.
+// token and the run a commit: awaiting approval, running, its end. Every run
+// that names a commit posts its end, even one that never started (its
+// checkout failed, or the boss stopped first): a required check must resolve.
 func (b *Boss) postStatusLocked(r *activeRun) {
 	if b.github == nil || r.commit == nil || r.commit.Commit == "" || r.commit.FullName == "" {
 		return
@@ -364,7 +365,7 @@ func (b *Boss) postStatusLocked(r *activeRun) {
 		// Room for every status a run posts (awaiting, running, its end),
 		// so a send never waits under the lock.
 		r.statuses = make(chan status, 3)
-		go b.postAll(b.stopping, r.statuses)
+		b.postStatuses(r.statuses)
 	}
 	r.statuses <- b.github.statusOf(r.run, r.commit)
 }
@@ -746,8 +747,8 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		}
 	}
 	b.saveRunLocked(r)
+	b.postStatusLocked(r)
 	if r.statuses != nil {
-		r.statuses <- b.github.statusOf(r.run, r.commit)
 		close(r.statuses)
 	}
 	if r.proxy != nil {
@@ -831,7 +832,7 @@ func (b *Boss) stopRuns() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, r := range b.active {
-		b.stopLocked(r, bettertest.StatusInterrupted, "the boss stopped while this run was queued or running: run it again")
+		b.stopLocked(r, bettertest.StatusInterrupted, interruptedError)
 	}
 }
 
