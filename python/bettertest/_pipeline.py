@@ -236,8 +236,11 @@ class Task:
 
     @property
     def flaky(self) -> bool:
-        """True for a test that passed after a failed attempt."""
-        return self._status == "passed" and self._attempts > 1
+        """True for a test that passed after a failed attempt, or whose results show a case that
+        failed and then passed on a rerun (gotestsum ``--rerun-fails``, Surefire)."""
+        if self._status != "passed":
+            return False
+        return self._attempts > 1 or any(r.case.flaky for r in self._test_results if r.attempt == self._attempts)
 
     @property
     def quarantined(self) -> bool:
