@@ -323,6 +323,22 @@ class QuarantineTest(PipedefTestCase):
             ],
         )
 
+    def test_quarantine_never_hides_a_failure_it_does_not_name(self) -> None:
+        # go test -json as go wrote it (fixtures/results/gen): cart's TestTotal fails, and three
+        # packages fail with no failed test of their own.
+        real = Path(__file__).resolve().parent / "fixtures" / "results" / "go-test-package-failures.json"
+        self.write("in/go.json", real.read_text())
+        total = ["--quarantine", "unit/example.com/goshop/cart/TestTotal"]
+        packages = [a for p in ("broken", "mainfail", "initpanic") for a in ("--quarantine", f"unit/example.com/goshop/{p}")]
+        for args, quarantined in [(total, False), (total + packages, True)]:
+            with self.subTest(args=args):
+                run = self.run_pipedef(self.SOURCE, *args)
+                ends = [e for e in run.events if e["event"] == "task_end" and e["task"] == "unit"]
+                self.assertEqual(
+                    (run.code, run.stderr, [(e["status"], e["quarantined"]) for e in ends]),
+                    (0 if quarantined else 1, "", [("failed", quarantined)]),
+                )
+
 
 class WorkerResultsTest(unittest.TestCase):
     """Worker.run's results: the worker's result events, without a pipeline."""
