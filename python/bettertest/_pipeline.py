@@ -34,6 +34,7 @@ from typing import Any, Union
 
 from ._artifacts import Artifact, unpack
 from ._connect import parse_command_line
+from ._ignore import SourceFilter
 from ._report import HumanReporter, JsonlReporter, MaskingReporter, Reporter
 from ._results import TestCase, parse_results
 from ._secrets import Masker, Secret, read_secrets_dir
@@ -49,26 +50,37 @@ class Local:
 
     Made by :func:`local`. It is packed and sent to the worker when a task that uses it starts,
     once per pipeline however many tasks use it, and only when the worker does not already hold
-    the same content.
+    the same content. A directory is packed as source: without ``.git``, without what its
+    ``.gitignore`` files ignore, and without what ``exclude`` names (see
+    :class:`bettertest.SourceFilter`), so a fetch, a new tag or a build's leftovers do not change
+    it, and one commit is the same input in every checkout of it.
 
     Attributes:
         path: The absolute local path.
+        exclude: More patterns to leave out, with gitignore's meaning, relative to ``path``.
     """
 
     path: str
+    exclude: tuple[str, ...] = ()
 
 
-def local(path: str | os.PathLike[str]) -> Local:
+def local(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> Local:
     """Name a local file or directory as a task's input: ``inputs={"/src": bt.local("src")}``.
+
+    A directory leaves out ``.git``, what its ``.gitignore`` files ignore, and ``exclude``.
 
     Args:
         path: The file or directory; a relative path is relative to the current directory now.
             It is read when a task using it starts; a path that does not exist then fails that task.
+        exclude: Patterns of what else to leave out, with gitignore's meaning, relative to
+            ``path``: ``exclude=["*.log", "/node_modules/"]``.
 
     Returns:
         The input.
     """
-    return Local(os.path.abspath(path))
+    if isinstance(exclude, str):
+        raise TypeError(f"exclude={exclude!r}: give a list of patterns, e.g. exclude=[{exclude!r}]")
+    return Local(os.path.abspath(path), tuple(exclude))
 
 
 @dataclass(frozen=True)
@@ -960,7 +972,7 @@ class Pipeline:
         self._failed = False
         self._ended = False
         self._status = "running"
-        self._uploads: dict[str, Future[Upload]] = {}
+        self._uploads: dict[Local, Future[Upload]] = {}
         self._started = clock()
         self._emit({"event": "pipeline_start", "pipeline": name, "worker": worker.url})
 
@@ -1040,13 +1052,13 @@ class Pipeline:
     def _upload(self, value: Local) -> Upload:
         """Send a local path to the worker, once per pipeline run however many tasks ask for it."""
         with self._lock:
-            future = self._uploads.get(value.path)
+            future = self._uploads.get(value)
             owner = future is None
             if future is None:
-                future = self._uploads[value.path] = Future()
+                future = self._uploads[value] = Future()
         if owner:
             try:
-                future.set_result(self.worker.upload_local(value.path))
+                future.set_result(self.worker.upload_local(value.path, skip=SourceFilter(value.path, value.exclude).skip))
             except BaseException as e:
                 future.set_exception(e)
         return future.result()

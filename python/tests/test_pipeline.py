@@ -477,8 +477,8 @@ class CacheTest(PipedefTestCase):
             p = bt.pipeline("once")
             calls = []
             upload_local = p.worker.upload_local
-            def counted(path):
-                upload = upload_local(path)
+            def counted(path, **kwargs):
+                upload = upload_local(path, **kwargs)
                 calls.append([path, upload.sent == upload.size, upload.sent])
                 return upload
             p.worker.upload_local = counted
