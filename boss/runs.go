@@ -550,6 +550,7 @@ type report struct {
 	Error    *string         `json:"error"`
 	// Tests: test_case, task_attempt, and task_end's new fields.
 	Attempt     int             `json:"attempt"`
+	Suite       string          `json:"suite"` // test_case: what its id begins with; the task's name when ""
 	Name        string          `json:"name"`
 	DurationMS  int64           `json:"duration_ms"`
 	Output      string          `json:"output"`
@@ -585,6 +586,10 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 	if ev.Event == "test_case" {
 		if ev.Name != "" {
 			res.Case, res.Output = ev.Name, ev.Output
+			res.Test = TestID(task.Name, ev.Name)
+			if ev.Suite != "" && checkTestID(ev.Suite) == nil && !strings.Contains(ev.Suite, "/") {
+				res.Test = TestID(ev.Suite, ev.Name) // shards of one suite share their cases' history
+			}
 			b.addResultLocked(r, a, res)
 		}
 		return
@@ -597,15 +602,15 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 		} else if ev.ExitCode != nil && *ev.ExitCode != 0 {
 			res.Output = fmt.Sprintf("exit code %d", *ev.ExitCode)
 		}
+		res.Test = TestID(res.Task, "")
 		b.addResultLocked(r, a, res)
 	}
 	b.events.Publish(withRun(hub.New(bettertest.BossEventTests,
 		bettertest.TestResultsEvent{RunID: r.run.ID, Task: task.Name, Attempt: ev.Attempt, Results: a.results}), r.run.ID, task.Name))
 }
 
-// addResultLocked keeps a test result of an attempt, and has it stored.
+// addResultLocked keeps a test result of an attempt, its Test set, and has it stored.
 func (b *Boss) addResultLocked(r *activeRun, a *attempt, res bettertest.TestResult) {
-	res.Test = TestID(res.Task, res.Case)
 	if len(res.Output) > maxCaseOutput {
 		res.Output = strings.ToValidUTF8(res.Output[len(res.Output)-maxCaseOutput:], "")
 	}

@@ -167,6 +167,7 @@ class Task:
         secrets: Mapping[str, Secret] | None = None,
         user: str | None = None,
         limits: Mapping[str, Any] | None = None,
+        suite: str | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._stage = stage
@@ -182,6 +183,8 @@ class Task:
         self._workdir = workdir
         self._timeout = timeout
         self._results = results
+        self.suite: str = suite or name
+        """What its cases' ids begin with: ``suite=``, or its name. History and quarantine are by ``SUITE/CASE``."""
         self._retries = retries
         self._secrets = _check_secrets(secrets)
         self._user = user
@@ -312,11 +315,11 @@ class Task:
         case is and nothing else went wrong (an error, or a failure without a failed case, is
         the task's own, which only quarantining TASK covers)."""
         quarantine = self._pipeline.quarantine
-        if self.name in quarantine:
+        if self.name in quarantine or self.suite in quarantine:
             return True
         if not failed_cases or error is not None:
             return False
-        return all(f"{self.name}/{case.name}" in quarantine for case in failed_cases)
+        return all(f"{self.suite}/{case.name}" in quarantine for case in failed_cases)
 
     def _run(self, locals_: Mapping[str, Local], inputs: dict[str, str]) -> None:
         pipeline = self._pipeline
@@ -434,6 +437,7 @@ class Task:
                 {
                     "event": "test_case",
                     **base,
+                    "suite": self.suite,
                     "name": case.name,
                     "status": case.status,
                     "duration_ms": round(case.duration * 1000),
@@ -720,6 +724,7 @@ class Stage:
         timeout: float | None = None,
         results: str | None = None,
         retries: int = 0,
+        suite: str | None = None,
         secrets: Mapping[str, Secret] | None = None,
         user: str | None = None,
         pids: int | None = None,
@@ -751,6 +756,11 @@ class Stage:
                 attempts. A test that passes after a failed attempt passes and is flaky
                 (:attr:`Task.flaky`). An attempt that could not start (the worker refused it,
                 the image is missing) is not run again.
+            suite: The suite its test cases belong to; the task's name by default. A case's id
+                is ``SUITE/CASE``: its history, flakiness and quarantine follow it, so shards
+                that share a suite (``s.test("unit-1", ..., suite="unit")``,
+                ``s.test("unit-2", ..., suite="unit")``) keep a case's history when it moves
+                between them. Quarantining ``SUITE`` covers all their cases.
             secrets: Secrets for the command, from :func:`bettertest.secret`, by where they go:
                 a container path makes a read-only file there (mode 0400), ``"env:NAME"`` an
                 environment variable, e.g. ``{"/run/secrets/deploy": bt.secret("deploy_key"),
@@ -785,9 +795,11 @@ class Stage:
             )
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be how many more times to run a failed test: 0 or more, e.g. 2, not {retries!r}")
+        if suite is not None:
+            _check_name("suite", suite)
         task = Task(
             self._pipeline, self, name, "test", image, command, env, workdir, timeout,
-            results=results, retries=retries, secrets=secrets,
+            results=results, retries=retries, secrets=secrets, suite=suite,
             user=user, limits={"pids": pids, "memory": memory, "cpus": cpus},
         )
         self._start(task, inputs or {})

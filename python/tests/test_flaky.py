@@ -51,8 +51,8 @@ GO_JSON = "".join(
 
 
 def case(stage: str, task: str, number: int, name: str, status: str, duration_ms: int, output: str = "") -> dict[str, Any]:
-    return {"event": "test_case", "stage": stage, "task": task, "attempt": number, "name": name, "status": status,
-            "duration_ms": duration_ms, "output": output}
+    return {"event": "test_case", "stage": stage, "task": task, "attempt": number, "suite": task, "name": name,
+            "status": status, "duration_ms": duration_ms, "output": output}
 
 
 def junit_cases(stage: str, task: str, number: int = 1) -> list[dict[str, Any]]:
@@ -219,13 +219,13 @@ class ResultsTest(PipedefTestCase):
                 end("test", "passes", "test", "passed", 0),
                 start("test", "dir", "test", tasks[3][1]),
                 *go_cases("test", "dir"),
-                dict(smoke, task="dir"),
+                dict(smoke, task="dir", suite="dir"),
                 attempt("test", "dir", 1, "failed", 0),
                 end("test", "dir", "test", "failed", 0),
                 start("test", "retried", "test", tasks[4][1], retries=1),
                 *junit_cases("test", "retried"),
                 attempt("test", "retried", 1, "failed", 0),
-                dict(smoke, task="retried", attempt=2),
+                dict(smoke, task="retried", suite="retried", attempt=2),
                 attempt("test", "retried", 2, "passed", 0),
                 end("test", "retried", "test", "passed", 0, attempts=2, flaky=True),
                 start("test", "missing", "test", "true"),
