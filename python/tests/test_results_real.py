@@ -1,7 +1,7 @@
 """Test results as the real tools write them, each case expected as the tool itself judged it.
 
 The reports are in fixtures/results: gen/ holds the projects and the script that wrote them here
-(go test, go-junit-report, gotestsum, ctest, pytest; see gen/SOURCE), jenkins/ the Jenkins JUnit plugin's own
+(go test, go-junit-report, gotestsum, ctest, pytest, jest-junit; see gen/SOURCE), jenkins/ the Jenkins JUnit plugin's own
 fixtures (see jenkins/SOURCE).
 """
 
@@ -118,6 +118,32 @@ class Pytest(unittest.TestCase):
                 ("test_cart.test_total", "failed", 0.0, False, "assert 6 == 7"),
                 ("test_cart.test_saved", "failed", 0.0, False, 'failed on setup with "ConnectionError: database refused the connection"'),
                 ("test_cart.test_skipped", "skipped", 0.0, False, ""),
+            ],
+        )
+
+
+class Jest(unittest.TestCase):
+    def test_jest_junit(self) -> None:
+        # jest: "Tests: 1 failed, 1 skipped, 1 todo, 1 passed", "Test Suites: 2 failed" (broken.test.js
+        # did not load). jest-junit writes the todo test like a passed one: there is nothing to tell
+        # them apart. With reportTestSuiteErrors, the suite that did not load is two failed cases.
+        self.assertEqual(
+            verdicts(read("jest-junit.xml")),
+            [
+                (" adds. adds", "passed", 0.002, False, ""),
+                (" totals. totals", "failed", 0.035, False, "Error: expect(received).toBe(expected) // Object.is equality"),
+                (" saves. saves", "skipped", 0.0, False, ""),
+                (" checks out. checks out", "passed", 0.0, False, ""),
+                ("Test suite failed to run.broken.test.js", "failed", 0.0, False, "  ● Test suite failed to run"),
+                (
+                    "Test suite failed to run.broken.test.js",
+                    "failed",
+                    0.0,
+                    False,
+                    '{"code":"MODULE_NOT_FOUND","hint":"","requireStack":["/work/wt-17/python/tests/fixtures/results/gen/jsshop/'
+                    'broken.test.js"],"siblingWithSimilarExtensionFound":false,"moduleName":"./not-a-module",'
+                    '"_originalMessage":"Cannot find module \'./not-a-module\' from \'broken.test.js\'"}',
+                ),
             ],
         )
 
