@@ -339,6 +339,24 @@ class QuarantineTest(PipedefTestCase):
                     (0 if quarantined else 1, "", [("failed", quarantined)]),
                 )
 
+    def test_a_rerun_that_passed_in_the_report_passes_flaky(self) -> None:
+        # gotestsum --rerun-fails as gotestsum wrote it (fixtures/results/gen): TestSometimes failed,
+        # then passed on its rerun, and gotestsum exited 0.
+        real = Path(__file__).resolve().parent / "fixtures" / "results" / "gotestsum-rerun.json"
+        self.write("in/go.json", real.read_text())
+        run = self.run_pipedef(self.SOURCE.replace("exit 1", "exit 0"))
+        cases = [(e["name"], e["status"]) for e in run.events if e["event"] == "test_case"]
+        ends = [(e["task"], e["status"], e["flaky"]) for e in run.events if e["event"] == "task_end"]
+        self.assertEqual(
+            (run.code, run.stderr, cases, ends),
+            (
+                0,
+                "",
+                [("example.com/goshop/flaky/TestSometimes", "passed"), ("example.com/goshop/flaky/TestSteady", "passed")],
+                [("unit", "passed", True), ("ship", "passed", False)],
+            ),
+        )
+
 
 class WorkerResultsTest(unittest.TestCase):
     """Worker.run's results: the worker's result events, without a pipeline."""
