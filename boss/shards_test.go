@@ -64,3 +64,37 @@ func TestShardsOfASuiteShareTheirCasesHistoryAndQuarantine(t *testing.T) {
 		t.Fatalf("the case across shards:\n%q\nwant\n%q", got, want)
 	}
 }
+
+// rerun reports what gotestsum --rerun-fails wrote (python/tests/fixtures/results):
+// TestSometimes failed, then passed on its rerun.
+const rerun = `import bettertest as bt
+p = bt.pipeline("rerun")
+with p.stage("test") as s:
+    s.test("unit", image="bettertest/base:bookworm", command="cp /reports/gotestsum-rerun.json /r.json",
+           inputs={"/reports": bt.local("reports")}, results="/r.json")
+`
+
+func TestARerunInAReportIsFlakyInItsRun(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	reports := filepath.Join(dir, "reports")
+	os.Mkdir(reports, 0o755)
+	data, err := os.ReadFile(filepath.Join("..", "python", "tests", "fixtures", "results", "gotestsum-rerun.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(reports, "gotestsum-rerun.json"), data, 0o644)
+	worker := wt.Start(t, bin, wt.Options{})
+	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "rerun", rerun)}, Workers: []*wt.Worker{worker}})
+	if r := runJudged(t, boss, "rerun"); r.Status != bettertest.StatusPassed {
+		t.Fatalf("run #%d %s, want passed", r.ID, r.Status)
+	}
+	var flaky []bettertest.FlakyTest
+	getJSON(t, boss, "/api/flaky?pipeline=rerun", &flaky)
+	same(t, "after one run", flaky, []bettertest.FlakyTest{{
+		Pipeline: "rerun", Test: "unit/example.com/goshop/flaky/TestSometimes", Flaky: true,
+		Reasons:  []string{"failed, then passed when retried, in run #1"},
+		Evidence: []bettertest.TestRun{{RunID: 1, Outcome: "flaky"}},
+		History:  []bettertest.TestRun{{RunID: 1, Outcome: "flaky"}},
+	}})
+}

@@ -433,6 +433,20 @@ class Task:
         base = {"stage": self.stage, "task": self.name, "attempt": attempt.number}
         for case in attempt.cases:
             self._test_results.append(TestResult(attempt.number, case))
+            if case.flaky:
+                # Its failed runs in the report come first, as the attempts they were: the boss
+                # then sees a failure and a pass of one case in one run, its strongest sign of a flake.
+                self._pipeline._emit(
+                    {
+                        "event": "test_case",
+                        **base,
+                        "suite": self.suite,
+                        "name": case.name,
+                        "status": "failed",
+                        "duration_ms": 0,
+                        "output": case.output,
+                    }
+                )
             self._pipeline._emit(
                 {
                     "event": "test_case",

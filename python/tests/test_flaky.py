@@ -352,7 +352,12 @@ class QuarantineTest(PipedefTestCase):
             (
                 0,
                 "",
-                [("example.com/goshop/flaky/TestSometimes", "passed"), ("example.com/goshop/flaky/TestSteady", "passed")],
+                # Its failed run first: the boss sees a failure and a pass of one case in one run.
+                [
+                    ("example.com/goshop/flaky/TestSometimes", "failed"),
+                    ("example.com/goshop/flaky/TestSometimes", "passed"),
+                    ("example.com/goshop/flaky/TestSteady", "passed"),
+                ],
                 [("unit", "passed", True), ("ship", "passed", False)],
             ),
         )
