@@ -30,15 +30,7 @@ with p.stage("test") as s:
 func TestShardsOfASuiteShareTheirCasesHistoryAndQuarantine(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	reports := filepath.Join(dir, "reports")
-	os.Mkdir(reports, 0o755)
-	for _, name := range []string{"go-test-package-failures.json", "gotestsum-rerun.json"} {
-		data, err := os.ReadFile(filepath.Join("..", "python", "tests", "fixtures", "results", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(reports, name), data, 0o644)
-	}
+	realReports(t, dir, "go-test-package-failures.json", "gotestsum-rerun.json")
 	worker := wt.Start(t, bin, wt.Options{})
 	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "sharded", sharded)}, Workers: []*wt.Worker{worker},
 		Args: []string{"--quarantine", "sharded/unit"}})
@@ -77,13 +69,7 @@ with p.stage("test") as s:
 func TestARerunInAReportIsFlakyInItsRun(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	reports := filepath.Join(dir, "reports")
-	os.Mkdir(reports, 0o755)
-	data, err := os.ReadFile(filepath.Join("..", "python", "tests", "fixtures", "results", "gotestsum-rerun.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(reports, "gotestsum-rerun.json"), data, 0o644)
+	realReports(t, dir, "gotestsum-rerun.json")
 	worker := wt.Start(t, bin, wt.Options{})
 	boss := wt.StartBoss(t, bin, wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "rerun", rerun)}, Workers: []*wt.Worker{worker}})
 	if r := runJudged(t, boss, "rerun"); r.Status != bettertest.StatusPassed {
@@ -97,4 +83,23 @@ func TestARerunInAReportIsFlakyInItsRun(t *testing.T) {
 		Evidence: []bettertest.TestRun{{RunID: 1, Outcome: "flaky"}},
 		History:  []bettertest.TestRun{{RunID: 1, Outcome: "flaky"}},
 	}})
+}
+
+// realReports copies reports the real tools wrote (python/tests/fixtures/results)
+// to dir/reports, beside a pipedef.
+func realReports(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	reports := filepath.Join(dir, "reports")
+	if err := os.Mkdir(reports, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		data, err := os.ReadFile(filepath.Join("..", "python", "tests", "fixtures", "results", name))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(reports, name), data, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
