@@ -719,7 +719,7 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 	}
 	r.run.FinishedMS = now()
 	b.removeSecretsLocked(r)
-	if code != -1 {
+	if code != -1 && r.stopStatus == "" { // a stopped pipedef's exit code is the stop's, not its own
 		c := code
 		r.run.ExitCode = &c
 	}

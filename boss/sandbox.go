@@ -169,8 +169,11 @@ func (s *sandbox) command(spec sandboxSpec) *exec.Cmd {
 	// another, never got the signal, and a stopped boss waited for it
 	// forever); and a session has no controlling terminal to push keystrokes
 	// into. It dies with the boss, so a killed boss leaves no run going on
-	// unrecorded.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	// unrecorded: bwrap is the init of a pid namespace of its own, and when
+	// an init dies the kernel kills every process in its namespace and the
+	// namespaces below (bwrap's --die-with-parent alone left the pipedef
+	// running after a killed boss).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
 	return cmd
 }
 
