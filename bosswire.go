@@ -81,7 +81,7 @@ const (
 type TestResult struct {
 	Task       string `json:"task"`
 	Case       string `json:"case"`    // "" for the task itself
-	Test       string `json:"test"`    // the test's id: TASK, or TASK/CASE
+	Test       string `json:"test"`    // the test's id: TASK, or SUITE/CASE (SUITE is the task's name unless it names one)
 	Attempt    int    `json:"attempt"` // from 1
 	Status     string `json:"status"`  // passed, failed, skipped
 	DurationMS int64  `json:"duration_ms"`

@@ -457,7 +457,7 @@ func TestUserCommandsAndRunWithAToken(t *testing.T) {
 		t.Errorf("run without a token: exit %d: %q", cmd.ProcessState.ExitCode(), got)
 	}
 	cmd = exec.Command(bin, "run", "--boss", b.URL, "--token-file", tokenFile, "noop")
-	if got, err := cmd.CombinedOutput(); err != nil || !strings.HasPrefix(string(got), "run #1 of noop: "+b.URL+"/api/runs/1\n") {
+	if got, err := cmd.CombinedOutput(); err != nil || !strings.HasPrefix(string(got), "run #1 of noop: "+b.URL+"/runs/1\n") {
 		t.Errorf("run with alice's token: %v: %q", err, got)
 	}
 }

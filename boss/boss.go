@@ -69,17 +69,22 @@ type WorkerConfig struct {
 
 // Boss is a running boss.
 type Boss struct {
-	cfg        Config
-	log        *slog.Logger
-	store      *store
-	events     hub.Hub
-	pipelines  []bettertest.Pipeline // sorted by name; LastRun unused
-	libDir     string                // put first on the pipedefs' import path
-	sandbox    *sandbox              // how pipedefs are started
-	stopping   context.Context       // done once the boss shuts down
-	repos      map[string]*repo      // by pipeline name, for pipelines from repositories
-	hookSecret []byte                // the webhook secret; nil: no webhooks
-	github     *statusClient         // nil: no commit statuses
+	cfg       Config
+	log       *slog.Logger
+	store     *store
+	events    hub.Hub
+	pipelines []bettertest.Pipeline // sorted by name; LastRun unused
+	libDir    string                // put first on the pipedefs' import path
+	sandbox   *sandbox              // how pipedefs are started
+	stopping  context.Context       // done once the boss shuts down
+	posting   context.Context       // done once the last commit statuses are posted, or given up
+	postWG    sync.WaitGroup        // commit statuses being posted
+	// interrupted are the runs the last boss left unfinished: their
+	// commits get an error status once the boss runs.
+	interrupted []int64
+	repos       map[string]*repo // by pipeline name, for pipelines from repositories
+	hookSecret  []byte           // the webhook secret; nil: no webhooks
+	github      *statusClient    // nil: no commit statuses
 	// secretNames are the secrets each pipeline declares, by pipeline name.
 	secretNames map[string][]string
 	auth        *auth       // who may do what
@@ -114,6 +119,11 @@ func Run(ctx context.Context, cfg Config) error {
 	stopping, stop := context.WithCancel(context.Background())
 	defer stop()
 	b.stopping = stopping
+	// Statuses outlive stopping: the runs it stops post their ends.
+	posting, stopPosting := context.WithCancel(context.Background())
+	defer stopPosting()
+	b.posting = posting
+	b.postInterrupted(b.interrupted)
 	if b.github != nil && b.github.public == "" {
 		b.github.public = b.scheme() + "://" + ln.Addr().String()
 	}
@@ -156,6 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
 	b.runsWG.Wait()
+	b.waitForStatuses(stopPosting)
 	if err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
@@ -179,7 +190,11 @@ func newBoss(cfg Config) (*Boss, error) {
 			return nil, err
 		}
 		b.secretNames[rc.Name] = rc.Secrets
-		b.repos[rc.Name] = &repo{cfg: rc, bare: filepath.Join(cfg.DataDir, "repos", rc.Name+".git"), work: filepath.Join(cfg.DataDir, "work")}
+		branches, err := parseBranchFilter(rc.Branches)
+		if err != nil {
+			return nil, fmt.Errorf("--repo %s: %w", rc.Name, err)
+		}
+		b.repos[rc.Name] = &repo{cfg: rc, branches: branches, bare: filepath.Join(cfg.DataDir, "repos", rc.Name+".git"), work: filepath.Join(cfg.DataDir, "work")}
 		b.pipelines = append(b.pipelines, bettertest.Pipeline{Name: rc.Name, Path: rc.Pipedef, Repo: rc.URL})
 	}
 	for _, pc := range cfg.Pipedefs {
@@ -282,9 +297,10 @@ func newBoss(cfg Config) (*Boss, error) {
 	if err != nil {
 		return nil, err
 	}
-	if interrupted > 0 {
-		b.log.Info("marked runs the last boss left unfinished as interrupted", "count", interrupted)
+	if len(interrupted) > 0 {
+		b.log.Info("marked runs the last boss left unfinished as interrupted", "count", len(interrupted))
 	}
+	b.interrupted = interrupted
 	b.store = st
 	if b.auth, err = newAuth(cfg, st, b.log); err != nil {
 		st.close()

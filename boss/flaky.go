@@ -24,7 +24,14 @@ import (
 //   - Same commit: it passed and failed on one commit, in one run (a retry)
 //     or across runs.
 //   - Flip rate: of the consecutive runs looked at, the share whose outcomes
-//     differ is above Threshold, once there are at least MinFlipRuns of them.
+//     differ is above Threshold, once there are at least MinFlipRuns of them
+//     and at least two of them failed. A flip that came with a new commit
+//     counts half: it is more likely a change (a break, a fix) than a flake.
+//
+// So a break and its fix is not flaky (pass, fail, pass, pass, pass: one
+// failure), nor is a break that stays broken, nor a run of breaks each fixed
+// by the next commit unless they flip often enough to pass the threshold at
+// half weight.
 type FlakyRules struct {
 	Window    int     // runs looked at, newest first
 	Threshold float64 // flip rate above which a test is flaky, 0..1
@@ -34,9 +41,16 @@ type FlakyRules struct {
 // DefaultFlakyRules are the boss's defaults.
 var DefaultFlakyRules = FlakyRules{Window: 20, Threshold: 0.3, Clear: 10}
 
-// MinFlipRuns is how many runs the flip-rate rule needs: two runs that
-// differ are a break or a fix, not yet flakiness.
-const MinFlipRuns = 5
+// MinFlipRuns is how many runs the flip-rate rule needs: over fewer, a
+// break and a fix or two read as a high flip rate, which is noise.
+const MinFlipRuns = 10
+
+// minFlipFailures is how many failed runs the flip-rate rule needs: a test
+// is never listed on a single failure.
+const minFlipFailures = 2
+
+// newCommitFlip is what a flip that came with a new commit counts.
+const newCommitFlip = 0.5
 
 // Check says what is wrong with the rules, in terms of the boss's flags.
 func (r FlakyRules) Check() error {
@@ -161,18 +175,32 @@ func judge(pipeline, test string, rows []caseRow, rules FlakyRules) bettertest.F
 	}
 	// Flip rate: a flaky run ended passed.
 	final := func(r runResults) bool { return r.Outcome != bettertest.StatusFailed }
-	flips := 0
-	for i := 1; i < len(window); i++ {
-		if final(window[i]) != final(window[i-1]) {
-			flips++
+	flips, withCommit, failures, weighted := 0, 0, 0, 0.0
+	for i := range window {
+		if !final(window[i]) {
+			failures++
+		}
+		if i == 0 || final(window[i]) == final(window[i-1]) {
+			continue
+		}
+		flips++
+		if a, b := window[i].Commit, window[i-1].Commit; a != "" && b != "" && a != b {
+			withCommit++
+			weighted += newCommitFlip
+		} else {
+			weighted++
 		}
 	}
 	if len(window) >= 2 {
-		ft.FlipRate = float64(flips) / float64(len(window)-1)
+		ft.FlipRate = weighted / float64(len(window)-1)
 	}
-	if len(window) >= MinFlipRuns && ft.FlipRate > rules.Threshold {
-		ft.Reasons = append(ft.Reasons, fmt.Sprintf("its outcome flipped in %d of %d consecutive runs (%.0f%%, above %.0f%%)",
-			flips, len(window)-1, ft.FlipRate*100, rules.Threshold*100))
+	if len(window) >= MinFlipRuns && failures >= minFlipFailures && ft.FlipRate > rules.Threshold {
+		counted := ""
+		if withCommit > 0 {
+			counted = fmt.Sprintf(", %d of them with a new commit, which count half", withCommit)
+		}
+		ft.Reasons = append(ft.Reasons, fmt.Sprintf("its outcome flipped in %d of %d consecutive runs%s (%.0f%%, above %.0f%%)",
+			flips, len(window)-1, counted, ft.FlipRate*100, rules.Threshold*100))
 		for i := 1; i < len(window); i++ {
 			if final(window[i]) != final(window[i-1]) {
 				evidence[window[i-1].RunID], evidence[window[i].RunID] = true, true

@@ -226,7 +226,7 @@ func TestSameCommitFlipRateAndClearing(t *testing.T) {
 	worker := wt.Start(t, bin, wt.Options{})
 	boss := wt.StartBoss(t, bin, wt.BossOptions{Workers: []*wt.Worker{worker}, Args: []string{
 		"--repo", "app=file://" + repo.bare + ",pipedef=ci/pipeline.py,branch=main",
-		"--flaky-window", "5", "--flaky-threshold", "0.5", "--flaky-clear", "2"}})
+		"--flaky-window", "10", "--flaky-threshold", "0.4", "--flaky-clear", "2"}})
 	flaky := func() []bettertest.FlakyTest {
 		var out []bettertest.FlakyTest
 		getJSON(t, boss, "/api/flaky?pipeline=app", &out)
@@ -256,30 +256,31 @@ func TestSameCommitFlipRateAndClearing(t *testing.T) {
 	runJudged(t, boss, "app")
 	same(t, "after two clean passes", flaky(), []bettertest.FlakyTest{})
 
-	// New commits from here on, so only the flip rate can tell: over five
-	// runs (the window) the outcome flips 4 times in 4.
+	// New commits from here on, so only the flip rate can tell: over ten
+	// runs (the window) the outcome flips 9 times in 9, each flip with a new
+	// commit, which counts half.
 	var commits []string
-	for i, attempts := range []string{"fail", "pass", "fail", "pass", "fail"} {
+	for i, attempts := range []string{"fail", "pass", "fail", "pass", "fail", "pass", "fail", "pass", "fail", "pass"} {
 		writePlans(t, filepath.Join(repo.work, "plans", fmt.Sprint(5+i)), attempts, "pass")
 		commits = append(commits, repo.commit(t, w.code+fmt.Sprintf("# change %d\n", i), "refs/heads/main"))
 		runJudged(t, boss, "app")
-		if got := flaky(); i < 4 && len(got) != 0 {
-			t.Fatalf("after %d runs on new commits: listed %+v, want nothing: the flip-rate rule needs 5 runs", i+1, got)
+		if got := flaky(); i < 9 && len(got) != 0 {
+			t.Fatalf("after %d runs on new commits: listed %+v, want nothing: the flip-rate rule needs 10 runs", i+1, got)
 		}
 	}
 	history := []bettertest.TestRun{}
-	for i := 4; i >= 0; i-- {
+	for i := 9; i >= 0; i-- {
 		outcome := "failed"
 		if i%2 == 1 {
 			outcome = "passed"
 		}
 		history = append(history, bettertest.TestRun{RunID: int64(5 + i), Commit: commits[i], Outcome: outcome})
 	}
-	same(t, "after five flips", flaky(), []bettertest.FlakyTest{{
-		Pipeline: "app", Test: "wobbly", Flaky: true, FlipRate: 1,
-		Reasons:  []string{"its outcome flipped in 4 of 4 consecutive runs (100%, above 50%)"},
-		Evidence: history,
-		History:  history,
+	same(t, "after nine flips", flaky(), []bettertest.FlakyTest{{
+		Pipeline: "app", Test: "wobbly", Flaky: true, FlipRate: 0.5,
+		Reasons:  []string{"its outcome flipped in 9 of 9 consecutive runs, 9 of them with a new commit, which count half (50%, above 40%)"},
+		Evidence: history, History: history,
+		CleanRuns: 1, // the last run passed
 	}})
 }
 

@@ -59,7 +59,7 @@ func TestFlakyRules(t *testing.T) {
 		{
 			name: "a pass and a fail of one commit across runs",
 			runs: "4@c2:f 3@c1:p 2@c1:f 1@c0:p",
-			want: bettertest.FlakyTest{Flaky: true, FlipRate: 1,
+			want: bettertest.FlakyTest{Flaky: true, FlipRate: 2.0 / 3,
 				Reasons:  []string{"passed (run #3) and failed (run #2) on the same commit c1"},
 				Evidence: []bettertest.TestRun{{RunID: 3, Commit: "c1", Outcome: "passed"}, {RunID: 2, Commit: "c1", Outcome: "failed"}},
 				History: []bettertest.TestRun{{RunID: 4, Commit: "c2", Outcome: "failed"}, {RunID: 3, Commit: "c1", Outcome: "passed"},
@@ -68,17 +68,14 @@ func TestFlakyRules(t *testing.T) {
 		{
 			name: "a break is not flaky: one flip, every commit consistent",
 			runs: "5@e:f 4@d:f 3@c:f 2@b:p 1@a:p",
-			want: bettertest.FlakyTest{FlipRate: 0.25, Reasons: []string{}, Evidence: []bettertest.TestRun{},
+			want: bettertest.FlakyTest{FlipRate: 0.125, Reasons: []string{}, Evidence: []bettertest.TestRun{},
 				History: []bettertest.TestRun{{RunID: 5, Commit: "e", Outcome: "failed"}, {RunID: 4, Commit: "d", Outcome: "failed"},
 					{RunID: 3, Commit: "c", Outcome: "failed"}, {RunID: 2, Commit: "b", Outcome: "passed"}, {RunID: 1, Commit: "a", Outcome: "passed"}}},
 		},
 		{
-			name: "flips above the threshold over enough runs",
+			name: "flips on new commits over five runs are too few",
 			runs: "5@e:p 4@d:f 3@c:p 2@b:p 1@a:f",
-			want: bettertest.FlakyTest{Flaky: true, FlipRate: 0.75,
-				Reasons: []string{"its outcome flipped in 3 of 4 consecutive runs (75%, above 30%)"},
-				Evidence: []bettertest.TestRun{{RunID: 5, Commit: "e", Outcome: "passed"}, {RunID: 4, Commit: "d", Outcome: "failed"},
-					{RunID: 3, Commit: "c", Outcome: "passed"}, {RunID: 2, Commit: "b", Outcome: "passed"}, {RunID: 1, Commit: "a", Outcome: "failed"}},
+			want: bettertest.FlakyTest{FlipRate: 0.375, Reasons: []string{}, Evidence: []bettertest.TestRun{},
 				History: []bettertest.TestRun{{RunID: 5, Commit: "e", Outcome: "passed"}, {RunID: 4, Commit: "d", Outcome: "failed"},
 					{RunID: 3, Commit: "c", Outcome: "passed"}, {RunID: 2, Commit: "b", Outcome: "passed"}, {RunID: 1, Commit: "a", Outcome: "failed"}},
 				CleanRuns: 1},
@@ -86,7 +83,7 @@ func TestFlakyRules(t *testing.T) {
 		{
 			name: "too few runs for the flip rate",
 			runs: "4@d:p 3@c:f 2@b:p 1@a:f",
-			want: bettertest.FlakyTest{FlipRate: 1, Reasons: []string{}, Evidence: []bettertest.TestRun{},
+			want: bettertest.FlakyTest{FlipRate: 0.5, Reasons: []string{}, Evidence: []bettertest.TestRun{},
 				History: []bettertest.TestRun{{RunID: 4, Commit: "d", Outcome: "passed"}, {RunID: 3, Commit: "c", Outcome: "failed"},
 					{RunID: 2, Commit: "b", Outcome: "passed"}, {RunID: 1, Commit: "a", Outcome: "failed"}},
 				CleanRuns: 1},
@@ -117,10 +114,7 @@ func TestFlakyRules(t *testing.T) {
 		{
 			name: "skips say nothing, and the window holds the newest runs only",
 			runs: "9:s 8:p 7:p 6:f 5:p 4:f 3:p 2@x:p 1@x:f",
-			want: bettertest.FlakyTest{Flaky: true, FlipRate: 0.8,
-				Reasons: []string{"its outcome flipped in 4 of 5 consecutive runs (80%, above 30%)"},
-				Evidence: []bettertest.TestRun{{RunID: 7, Outcome: "passed"}, {RunID: 6, Outcome: "failed"}, {RunID: 5, Outcome: "passed"},
-					{RunID: 4, Outcome: "failed"}, {RunID: 3, Outcome: "passed"}},
+			want: bettertest.FlakyTest{FlipRate: 0.8, Reasons: []string{}, Evidence: []bettertest.TestRun{},
 				History: []bettertest.TestRun{{RunID: 8, Outcome: "passed"}, {RunID: 7, Outcome: "passed"}, {RunID: 6, Outcome: "failed"},
 					{RunID: 5, Outcome: "passed"}, {RunID: 4, Outcome: "failed"}, {RunID: 3, Outcome: "passed"}},
 				CleanRuns: 2},
@@ -132,6 +126,35 @@ func TestFlakyRules(t *testing.T) {
 			got := judge("app", "unit/TestX", history(t, c.runs), rules)
 			if g, w := jsonOf(t, got), jsonOf(t, c.want); g != w {
 				t.Errorf("judge(%s)\n got %s\nwant %s", c.runs, g, w)
+			}
+		})
+	}
+}
+
+// The flip-rate rule: over enough runs, with two failures at least, a flip
+// that came with a new commit counting half.
+func TestFlipRate(t *testing.T) {
+	rules := FlakyRules{Window: 20, Threshold: 0.3, Clear: 10}
+	for _, c := range []struct {
+		name, runs string
+		flaky      bool
+		rate       float64
+		reasons    []string
+	}{
+		{"a break and its fix (the issue's example)", "5:p 4:p 3:p 2:f 1:p", false, 0.5, []string{}},
+		{"a break and its fix over enough runs: one failure", "10:p 9:p 8:p 7:p 6:p 5:p 4:p 3:p 2:f 1:p", false, 2.0 / 9, []string{}},
+		{"two breaks each fixed by the next commit", "10@j:p 9@i:p 8@h:f 7@g:p 6@f:p 5@e:p 4@d:f 3@c:p 2@b:p 1@a:p", false, 2.0 / 9, []string{}},
+		{"a break that stays broken", "10@j:f 9@i:f 8@h:f 7@g:f 6@f:f 5@e:p 4@d:p 3@c:p 2@b:p 1@a:p", false, 0.5 / 9, []string{}},
+		{"flips on one code", "10:p 9:f 8:p 7:f 6:p 5:p 4:f 3:p 2:f 1:p", true, 8.0 / 9,
+			[]string{"its outcome flipped in 8 of 9 consecutive runs (89%, above 30%)"}},
+		{"flips each with a new commit count half", "10@j:p 9@i:f 8@h:p 7@g:f 6@f:p 5@e:f 4@d:p 3@c:f 2@b:p 1@a:f", true, 0.5,
+			[]string{"its outcome flipped in 9 of 9 consecutive runs, 9 of them with a new commit, which count half (50%, above 30%)"}},
+		{"too few runs", "9:p 8:f 7:p 6:f 5:p 4:f 3:p 2:f 1:p", false, 1, []string{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := judge("app", "unit/TestX", history(t, c.runs), rules)
+			if got.Flaky != c.flaky || got.FlipRate != c.rate || jsonOf(t, got.Reasons) != jsonOf(t, c.reasons) {
+				t.Errorf("judge(%s): flaky %v, rate %v, reasons %q; want %v, %v, %q", c.runs, got.Flaky, got.FlipRate, got.Reasons, c.flaky, c.rate, c.reasons)
 			}
 		})
 	}

@@ -10,10 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bettertest/bettertest"
 )
@@ -220,7 +220,7 @@ func (b *Boss) repoRuns(gr ghRepository, branch string, ci commitInfo) []commitR
 		if rp == nil || !gr.matches(rp.cfg) {
 			continue
 		}
-		if ok, _ := path.Match(rp.cfg.Branch, branch); ok {
+		if rp.branches.match(branch) {
 			out = append(out, commitRun{pipeline: p.Name, commit: ci})
 		}
 	}
@@ -264,13 +264,13 @@ func (c *statusClient) statusOf(r bettertest.Run, ci *commitInfo) status {
 		s.State, s.Description = "success", fmt.Sprintf("passed in %s", d.Round(100*time.Millisecond))
 	case bettertest.StatusFailed:
 		s.State, s.Description = "failure", "failed: "+r.Error
+		if r.ExitCode == nil { // it never ran to an end: its tests said nothing
+			s.State = "error"
+		}
 	default:
 		s.State, s.Description = "error", r.Status+": "+r.Error
 	}
-	// GitHub keeps at most 140 characters of a description.
-	if len(s.Description) > 140 {
-		s.Description = s.Description[:137] + "..."
-	}
+	s.Description = cutDescription(s.Description)
 	return s
 }
 
@@ -281,9 +281,61 @@ const (
 	statusTries   = 6
 )
 
+// postStatuses posts statuses in order until the channel is closed. The boss
+// waits for it when it stops, after its runs have ended and said so.
+func (b *Boss) postStatuses(statuses <-chan status) {
+	b.postWG.Add(1)
+	go func() {
+		defer b.postWG.Done()
+		b.postAll(b.posting, statuses)
+	}()
+}
+
+// postInterrupted posts error for the runs of commits that the last boss
+// left unfinished: GitHub was told they were pending.
+func (b *Boss) postInterrupted(ids []int64) {
+	if b.github == nil || len(ids) == 0 {
+		return
+	}
+	statuses := make(chan status, len(ids))
+	defer close(statuses)
+	for _, id := range ids {
+		r, err := b.store.run(context.Background(), id)
+		rp := b.repos[r.Pipeline]
+		if err != nil || rp == nil || r.Commit == "" {
+			continue
+		}
+		// The statuses of a pipeline go to its repository: a webhook starts
+		// a run only for the repository it names.
+		statuses <- b.github.statusOf(r, &commitInfo{Commit: r.Commit, FullName: rp.cfg.fullName()})
+	}
+	b.postStatuses(statuses)
+}
+
+// waitForStatuses lets the statuses still being posted finish, for at most
+// statusDrain, when the boss stops.
+func (b *Boss) waitForStatuses(cancel context.CancelFunc) {
+	posted := make(chan struct{})
+	go func() {
+		b.postWG.Wait()
+		close(posted)
+	}()
+	select {
+	case <-posted:
+	case <-time.After(statusDrain):
+		b.log.Warn("commit statuses not posted yet: giving up on them", "after", statusDrain)
+		cancel()
+		<-posted
+	}
+}
+
+// statusDrain is how long a stopping boss waits for GitHub to take the
+// statuses of the runs it ended.
+const statusDrain = 10 * time.Second
+
 // postAll posts statuses in order, each retried with backoff until it is
-// taken or the boss stops. A status that cannot be posted is logged; it
-// never changes the run.
+// taken or ctx ends. A status that cannot be posted is logged; it never
+// changes the run.
 func (b *Boss) postAll(ctx context.Context, statuses <-chan status) {
 	for s := range statuses {
 		wait := statusBackoff
@@ -330,4 +382,14 @@ func (c *statusClient) post(ctx context.Context, s status) error {
 		return fmt.Errorf("POST %s: HTTP %d: %s", u, resp.StatusCode, strings.TrimSpace(string(msg)))
 	}
 	return nil
+}
+
+// cutDescription shortens d to GitHub's limit of 140 characters, counted in
+// characters: a cut in bytes could split one and GitHub would show U+FFFD.
+func cutDescription(d string) string {
+	const limit = 140
+	if utf8.RuneCountInString(d) <= limit {
+		return d
+	}
+	return string([]rune(d)[:limit-1]) + "…"
 }

@@ -33,8 +33,12 @@ type gitHub struct {
 	failures int // answer this many requests with 500 first
 }
 
-func newGitHub(t *testing.T, token string) *gitHub {
+func newGitHub(t *testing.T, token string) *gitHub { return newGitHubFor(t, token, "o/app") }
+
+// newGitHubFor is a stand-in that takes statuses for the repository fullName.
+func newGitHubFor(t *testing.T, token, fullName string) *gitHub {
 	g := &gitHub{statuses: make(chan string, 100)}
+	prefix := "/repos/" + fullName + "/statuses/"
 	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.mu.Lock()
 		fail := g.failures > 0
@@ -45,7 +49,7 @@ func newGitHub(t *testing.T, token string) *gitHub {
 		dec.DisallowUnknownFields()
 		err := dec.Decode(&body)
 		switch {
-		case r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/repos/o/app/statuses/"):
+		case r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, prefix):
 			t.Errorf("GitHub stand-in: unexpected %s %s", r.Method, r.URL.Path)
 		case r.Header.Get("Authorization") != "Bearer "+token || r.Header.Get("Accept") != "application/vnd.github+json" ||
 			r.Header.Get("X-GitHub-Api-Version") != "2022-11-28":
@@ -57,7 +61,7 @@ func newGitHub(t *testing.T, token string) *gitHub {
 			http.Error(w, `{"message": "Server Error"}`, http.StatusInternalServerError)
 			return
 		}
-		sha := strings.TrimPrefix(r.URL.Path, "/repos/o/app/statuses/")
+		sha := strings.TrimPrefix(r.URL.Path, prefix)
 		g.statuses <- fmt.Sprintf("%s %s %s %s %s", sha[:7], body["context"], body["state"], body["target_url"], body["description"])
 		w.WriteHeader(http.StatusCreated)
 		_, _ = w.Write([]byte(`{"state": "` + body["state"] + `"}`))
@@ -88,9 +92,13 @@ func git(t *testing.T, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func newRepo(t *testing.T) *gitRepo {
+func newRepo(t *testing.T) *gitRepo { return newRepoNamed(t, "o/app") }
+
+// newRepoNamed is a repository whose URL ends in fullName: GitHub's
+// payloads name it so.
+func newRepoNamed(t *testing.T, fullName string) *gitRepo {
 	dir := t.TempDir()
-	r := &gitRepo{bare: filepath.Join(dir, "o", "app.git"), work: filepath.Join(dir, "work")}
+	r := &gitRepo{bare: filepath.Join(dir, filepath.FromSlash(fullName)+".git"), work: filepath.Join(dir, "work")}
 	os.MkdirAll(r.bare, 0o755)
 	os.MkdirAll(r.work, 0o755)
 	git(t, r.bare, "init", "--bare", "--quiet")
@@ -130,21 +138,29 @@ type hooked struct {
 	secret string
 	// The boss's secret files: the webhook's secret and the GitHub token.
 	secretFile, tokenFile string
+	opts                  wt.BossOptions // to start it again on the same history
 }
 
 func startHooked(t *testing.T, args ...string) *hooked {
+	return startHookedRepo(t, "o/app", "app=%s,pipedef=ci/pipeline.py,branch=main", args...)
+}
+
+// startHookedRepo starts a boss with the pipeline repo (a --repo value whose
+// %s is the URL of a local repository named fullName).
+func startHookedRepo(t *testing.T, fullName, repo string, args ...string) *hooked {
 	dir := t.TempDir()
-	h := &hooked{repo: newRepo(t), secret: "it's a secret"}
-	h.github = newGitHub(t, "gh-token")
+	h := &hooked{repo: newRepoNamed(t, fullName), secret: "it's a secret"}
+	h.github = newGitHubFor(t, "gh-token", fullName)
 	h.secretFile, h.tokenFile = filepath.Join(dir, "secret"), filepath.Join(dir, "token")
 	os.WriteFile(h.secretFile, []byte(h.secret+"\n"), 0o600)
 	os.WriteFile(h.tokenFile, []byte("gh-token\n"), 0o600)
 	h.worker = wt.Start(t, bin, wt.Options{})
-	h.boss = wt.StartBoss(t, bin, wt.BossOptions{Workers: []*wt.Worker{h.worker}, Args: append([]string{
-		"--repo", "app=file://" + h.repo.bare + ",pipedef=ci/pipeline.py,branch=main",
+	h.opts = wt.BossOptions{Workers: []*wt.Worker{h.worker}, DataDir: t.TempDir(), Args: append([]string{
+		"--repo", fmt.Sprintf(repo, "file://"+h.repo.bare),
 		"--github-webhook-secret-file", h.secretFile, "--github-token-file", h.tokenFile,
 		"--github-api", h.github.URL, "--public-url", "http://boss.example",
-	}, args...)})
+	}, args...)}
+	h.boss = wt.StartBoss(t, bin, h.opts)
 	return h
 }
 

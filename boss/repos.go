@@ -14,30 +14,33 @@ import (
 )
 
 // RepoConfig is a pipeline whose pipedef lives in a git repository:
-// --repo NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=GLOB][,secrets=A+B].
+// --repo NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=PATTERN]...[,secrets=A+B].
 type RepoConfig struct {
 	Name    string
 	URL     string
-	Pipedef string   // relative to the repository's root
-	Branch  string   // pushes to branches matching this glob run the pipeline; "*" by default
-	Secrets []string // the names of the secrets its pipedef is given (secrets=A+B)
+	Pipedef string // relative to the repository's root
+	// Branches are GitHub filter patterns (branch=, repeatable): pushes to the
+	// branches they select, and pull requests into them, run the pipeline.
+	// None: every branch.
+	Branches []string
+	Secrets  []string // the names of the secrets its pipedef is given (secrets=A+B)
 }
 
 // ParseRepo parses a --repo value.
 func ParseRepo(s string) (RepoConfig, error) {
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || name == "" {
-		return RepoConfig{}, fmt.Errorf("--repo %q is not NAME=GIT_URL,pipedef=PATH[,branch=GLOB]", s)
+		return RepoConfig{}, fmt.Errorf("--repo %q is not NAME=GIT_URL,pipedef=PATH[,branch=PATTERN]", s)
 	}
 	parts := strings.Split(rest, ",")
-	rc := RepoConfig{Name: name, URL: parts[0], Branch: "*"}
+	rc := RepoConfig{Name: name, URL: parts[0]}
 	for _, p := range parts[1:] {
 		k, v, _ := strings.Cut(p, "=")
 		switch k {
 		case "pipedef":
 			rc.Pipedef = v
 		case "branch":
-			rc.Branch = v
+			rc.Branches = append(rc.Branches, v)
 		case "secrets":
 			names, err := parseSecretNames("--repo "+name, v)
 			if err != nil {
@@ -51,8 +54,8 @@ func ParseRepo(s string) (RepoConfig, error) {
 	if rc.URL == "" || rc.Pipedef == "" || path.IsAbs(rc.Pipedef) || strings.HasPrefix(path.Clean(rc.Pipedef), "..") {
 		return RepoConfig{}, fmt.Errorf("--repo %s: give the git URL and pipedef=PATH, a path inside the repository, e.g. --repo app=https://github.com/o/app.git,pipedef=ci/pipeline.py", name)
 	}
-	if _, err := path.Match(rc.Branch, "x"); err != nil {
-		return RepoConfig{}, fmt.Errorf("--repo %s: branch=%s is not a glob: %v", name, rc.Branch, err)
+	if _, err := parseBranchFilter(rc.Branches); err != nil {
+		return RepoConfig{}, fmt.Errorf("--repo %s: %w", name, err)
 	}
 	return rc, nil
 }
@@ -75,10 +78,11 @@ func (rc RepoConfig) fullName() string {
 // repo keeps one bare clone of a repository under the data dir, fetched
 // before each run; each run gets a worktree of its commit.
 type repo struct {
-	cfg  RepoConfig
-	bare string // DATA/repos/NAME.git
-	work string // DATA/work: one worktree per run
-	mu   sync.Mutex
+	cfg      RepoConfig
+	branches branchFilter // which branches run it
+	bare     string       // DATA/repos/NAME.git
+	work     string       // DATA/work: one worktree per run
+	mu       sync.Mutex
 }
 
 // checkout is a run's worktree.
@@ -136,7 +140,7 @@ func (rp *repo) prepare(ctx context.Context, runID int64, commit, ref string) (c
 		}
 	}
 	if _, err := rp.git(ctx, "-C", rp.bare, "cat-file", "-e", co.Commit+"^{commit}"); err != nil {
-		return co, fmt.Errorf("commit %s is not in %s after a fetch: %w", co.Commit, rp.cfg.URL, err)
+		return co, fmt.Errorf("commit %s is not in %s, even after a fetch of its branches: push it there, or point the webhook at this repository", co.Commit, rp.cfg.URL)
 	}
 	author, err := rp.git(ctx, "-C", rp.bare, "log", "-1", "--format=%an", co.Commit)
 	if err != nil {

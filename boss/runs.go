@@ -358,8 +358,9 @@ func (b *Boss) prepareSandbox(id int64, w WorkerConfig) (string, *workerProxy, e
 }
 
 // postStatusLocked posts where the run stands to GitHub, when the boss has a
-// token and the run a commit: awaiting approval, then running; its end
-// follows in finishLocked.
+// token and the run a commit: awaiting approval, running, its end. Every run
+// that names a commit posts its end, even one that never started (its
+// checkout failed, or the boss stopped first): a required check must resolve.
 func (b *Boss) postStatusLocked(r *activeRun) {
 	if b.github == nil || r.commit == nil || r.commit.Commit == "" || r.commit.FullName == "" {
 		return
@@ -368,7 +369,7 @@ func (b *Boss) postStatusLocked(r *activeRun) {
 		// Room for every status a run posts (awaiting, running, its end),
 		// so a send never waits under the lock.
 		r.statuses = make(chan status, 3)
-		go b.postAll(b.stopping, r.statuses)
+		b.postStatuses(r.statuses)
 	}
 	r.statuses <- b.github.statusOf(r.run, r.commit)
 }
@@ -553,6 +554,7 @@ type report struct {
 	Error    *string         `json:"error"`
 	// Tests: test_case, task_attempt, and task_end's new fields.
 	Attempt     int             `json:"attempt"`
+	Suite       string          `json:"suite"` // test_case: what its id begins with; the task's name when ""
 	Name        string          `json:"name"`
 	DurationMS  int64           `json:"duration_ms"`
 	Output      string          `json:"output"`
@@ -588,6 +590,10 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 	if ev.Event == "test_case" {
 		if ev.Name != "" {
 			res.Case, res.Output = ev.Name, ev.Output
+			res.Test = TestID(task.Name, ev.Name)
+			if ev.Suite != "" && checkTestID(ev.Suite) == nil && !strings.Contains(ev.Suite, "/") {
+				res.Test = TestID(ev.Suite, ev.Name) // shards of one suite share their cases' history
+			}
 			b.addResultLocked(r, a, res)
 		}
 		return
@@ -600,15 +606,15 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 		} else if ev.ExitCode != nil && *ev.ExitCode != 0 {
 			res.Output = fmt.Sprintf("exit code %d", *ev.ExitCode)
 		}
+		res.Test = TestID(res.Task, "")
 		b.addResultLocked(r, a, res)
 	}
 	b.events.Publish(withRun(hub.New(bettertest.BossEventTests,
 		bettertest.TestResultsEvent{RunID: r.run.ID, Task: task.Name, Attempt: ev.Attempt, Results: a.results}), r.run.ID, task.Name))
 }
 
-// addResultLocked keeps a test result of an attempt, and has it stored.
+// addResultLocked keeps a test result of an attempt, its Test set, and has it stored.
 func (b *Boss) addResultLocked(r *activeRun, a *attempt, res bettertest.TestResult) {
-	res.Test = TestID(res.Task, res.Case)
 	if len(res.Output) > maxCaseOutput {
 		res.Output = strings.ToValidUTF8(res.Output[len(res.Output)-maxCaseOutput:], "")
 	}
@@ -717,7 +723,7 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 	}
 	r.run.FinishedMS = now()
 	b.removeSecretsLocked(r)
-	if code != -1 {
+	if code != -1 && r.stopStatus == "" { // a stopped pipedef's exit code is the stop's, not its own
 		c := code
 		r.run.ExitCode = &c
 	}
@@ -750,8 +756,8 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		}
 	}
 	b.saveRunLocked(r)
+	b.postStatusLocked(r)
 	if r.statuses != nil {
-		r.statuses <- b.github.statusOf(r.run, r.commit)
 		close(r.statuses)
 	}
 	if r.proxy != nil {
@@ -838,7 +844,7 @@ func (b *Boss) stopRuns() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, r := range b.active {
-		b.stopLocked(r, bettertest.StatusInterrupted, "the boss stopped while this run was queued or running: run it again")
+		b.stopLocked(r, bettertest.StatusInterrupted, interruptedError)
 	}
 }
 

@@ -132,8 +132,6 @@ func (s *sandbox) command(spec sandboxSpec) *exec.Cmd {
 		"--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
 		"--hostname", "bettertest-pipedef",
 		"--die-with-parent",
-		// Its own session: no controlling terminal to push keystrokes into.
-		"--new-session",
 		"--clearenv",
 		"--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
 		"--setenv", "HOME", "/tmp",
@@ -165,10 +163,17 @@ func (s *sandbox) command(spec sandboxSpec) *exec.Cmd {
 	cmd := exec.Command(s.bwrap, args...)
 	cmd.Dir = "/"
 	cmd.Env = []string{}
-	// Its own process group, so that cancelling signals bwrap, whose end
-	// ends the sandbox; and it dies with the boss, so a killed boss leaves no
-	// run going on unrecorded.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Its own session, made here and not by bwrap's --new-session: then
+	// bwrap, its pid namespace's init and the pipedef are all in one process
+	// group, which cancelling signals (with --new-session the pipedef was in
+	// another, never got the signal, and a stopped boss waited for it
+	// forever); and a session has no controlling terminal to push keystrokes
+	// into. It dies with the boss, so a killed boss leaves no run going on
+	// unrecorded: bwrap is the init of a pid namespace of its own, and when
+	// an init dies the kernel kills every process in its namespace and the
+	// namespaces below (bwrap's --die-with-parent alone left the pipedef
+	// running after a killed boss).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWPID}
 	return cmd
 }
 

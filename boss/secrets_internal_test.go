@@ -42,7 +42,7 @@ func TestSecretFlags(t *testing.T) {
 		t.Errorf("ParsePipedef with ';': %v", err)
 	}
 	rc, err := ParseRepo("app=https://example.com/o/app.git,pipedef=ci.py,secrets=a+b,branch=main")
-	if err != nil || !reflect.DeepEqual(rc.Secrets, []string{"a", "b"}) || rc.Branch != "main" {
+	if err != nil || !reflect.DeepEqual(rc.Secrets, []string{"a", "b"}) || !reflect.DeepEqual(rc.Branches, []string{"main"}) {
 		t.Errorf("ParseRepo: %+v %v", rc, err)
 	}
 	script := filepath.Join(dir, "p.py")
@@ -78,10 +78,11 @@ func TestSecretsDirHoldsThePipelinesSecretsOnly(t *testing.T) {
 }
 
 func TestForkPullRequestsGetNoSecrets(t *testing.T) {
-	rc := RepoConfig{Name: "app", URL: "https://github.com/o/app.git", Pipedef: "ci.py", Branch: "*", Secrets: []string{"deploy_key"}}
+	rc := RepoConfig{Name: "app", URL: "https://github.com/o/app.git", Pipedef: "ci.py", Secrets: []string{"deploy_key"}}
+	every, _ := parseBranchFilter(nil)
 	b := &Boss{cfg: Config{Secrets: map[string][]byte{"deploy_key": []byte("k1")}}, log: slog.Default(),
 		pipelines:   []bettertest.Pipeline{{Name: "app"}},
-		repos:       map[string]*repo{"app": {cfg: rc}},
+		repos:       map[string]*repo{"app": {cfg: rc, branches: every}},
 		secretNames: map[string][]string{"app": rc.Secrets}}
 	for head, fork := range map[string]bool{`{"full_name": "o/app"}`: false, `{"full_name": "eve/app"}`: true, `null`: true} {
 		var ev pullRequestEvent

@@ -114,45 +114,61 @@ CREATE TABLE IF NOT EXISTS output (
 );
 `
 
+// interruptedError is the error of a run the boss stopped, or left
+// unfinished when it was killed.
+const interruptedError = "the boss stopped while this run was queued or running: run it again"
+
 // openStore opens (or creates) the history under dataDir. Runs that were
 // queued or running when the boss last stopped are marked interrupted: no
-// process of theirs survives a boss.
-func openStore(dataDir string) (*store, int, error) {
+// process of theirs survives a boss. It returns their ids.
+func openStore(dataDir string) (*store, []int64, error) {
 	path := filepath.Join(dataDir, "history.db")
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)")
 	if err != nil {
-		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	// One connection: SQLite has one writer, and this keeps every change in
 	// the order it was made.
 	db.SetMaxOpenConns(1)
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
-		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	if err := addColumns(db, "runs", "TEXT NOT NULL DEFAULT ''", "commit_sha", "ref", "author", "commit_url"); err != nil {
 		db.Close()
-		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	if err := addColumns(db, "tasks", "INTEGER NOT NULL DEFAULT 0", "attempts", "flaky", "quarantined"); err != nil {
 		db.Close()
-		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	res, err := db.Exec(`UPDATE runs SET status = ?, error = ?, finished_ms = ? WHERE status IN (?, ?)`,
-		bettertest.StatusInterrupted, "the boss stopped while this run was queued or running: run it again",
-		time.Now().UnixMilli(), bettertest.StatusQueued, bettertest.StatusRunning)
+	var unfinished []int64
+	rows, err := db.Query(`SELECT id FROM runs WHERE status IN (?, ?) ORDER BY id`, bettertest.StatusQueued, bettertest.StatusRunning)
+	if err == nil {
+		for rows.Next() {
+			var id int64
+			if err = rows.Scan(&id); err != nil {
+				break
+			}
+			unfinished = append(unfinished, id)
+		}
+		rows.Close()
+	}
+	if err == nil {
+		_, err = db.Exec(`UPDATE runs SET status = ?, error = ?, finished_ms = ? WHERE status IN (?, ?)`,
+			bettertest.StatusInterrupted, interruptedError, time.Now().UnixMilli(), bettertest.StatusQueued, bettertest.StatusRunning)
+	}
 	if err != nil {
 		db.Close()
-		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	n, _ := res.RowsAffected()
 	if _, err := db.Exec(`UPDATE stages SET status = ? WHERE status = ?`, bettertest.StatusInterrupted, bettertest.StatusRunning); err != nil {
 		db.Close()
-		return nil, 0, err
+		return nil, nil, err
 	}
 	if _, err := db.Exec(`UPDATE tasks SET status = ? WHERE status = ?`, bettertest.StatusInterrupted, bettertest.StatusRunning); err != nil {
 		db.Close()
-		return nil, 0, err
+		return nil, nil, err
 	}
 	// A test's results in its newest runs: those from the Nth newest run
 	// that has any on. Prepared once: judging reads it for every test of a run.
@@ -162,9 +178,9 @@ func openStore(dataDir string) (*store, int, error) {
 		ORDER BY run_id DESC, seq`)
 	if err != nil {
 		db.Close()
-		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &store{db: db, history: history}, int(n), nil
+	return &store{db: db, history: history}, unfinished, nil
 }
 
 func (s *store) close() error {

@@ -56,7 +56,7 @@ func runBoss(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9001", "address of the API and the UI")
 	pipedefs := fs.StringArray("pipedef", nil, "a Python pipedef, FILE[,secrets=NAME+NAME]; repeat for more pipelines")
 	secrets := fs.StringArray("secret", nil, "a secret pipelines may ask for, NAME=FILE (mode 0600); repeatable")
-	repos := fs.StringArray("repo", nil, "a pipeline from a git repository: NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=GLOB][,secrets=NAME+NAME]; repeatable")
+	repos := fs.StringArray("repo", nil, "a pipeline from a git repository: NAME=GIT_URL,pipedef=PATH_IN_REPO[,branch=PATTERN]...[,secrets=NAME+NAME]; branch= takes GitHub filter patterns (** every branch, the default); repeatable")
 	fs.StringVar(&cfg.GitHub.WebhookSecretFile, "github-webhook-secret-file", "", "the GitHub webhook's secret (mode 0600): enables POST /hooks/github")
 	fs.StringVar(&cfg.GitHub.TokenFile, "github-token-file", "", "a GitHub token (mode 0600) allowed to set commit statuses")
 	fs.StringVar(&cfg.GitHub.API, "github-api", "https://api.github.com", "the GitHub REST API's base URL (GitHub Enterprise: https://HOST/api/v3)")

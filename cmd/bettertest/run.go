@@ -49,7 +49,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "run #%d of %s: %s/api/runs/%d\n", run.ID, run.Pipeline, base, run.ID)
+	fmt.Fprintf(stdout, "run #%d of %s: %s/runs/%d\n", run.ID, run.Pipeline, base, run.ID)
 	final, err := c.follow(ctx, run.ID)
 	if err != nil {
 		return err
@@ -122,7 +122,7 @@ func (c *bossClient) follow(ctx context.Context, id int64) (bettertest.Run, erro
 			if err == io.EOF && last.Status != "" && last.Status != bettertest.StatusQueued && last.Status != bettertest.StatusRunning {
 				return last, nil
 			}
-			return last, fmt.Errorf("lost the boss's event stream for run #%d (%v): see %s/api/runs/%d", id, err, c.base, id)
+			return last, fmt.Errorf("lost the boss's event stream for run #%d (%v): see %s/runs/%d", id, err, c.base, id)
 		}
 		switch ev.Name {
 		case bettertest.BossEventRun:

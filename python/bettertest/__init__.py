@@ -21,6 +21,7 @@ The lower level is a Worker, which runs one command in a container::
 
 from ._artifacts import Artifact, Packed, pack, unpack
 from ._connect import connect
+from ._ignore import SourceFilter
 from ._pipeline import Build, BuildOutput, Image, Input, Local, Pipeline, Service, Stage, Task, TestResult, local, pipeline, service
 from ._report import Event, HumanReporter, JsonlReporter, MaskingReporter, Reporter
 from ._results import TestCase, parse_go_test_json, parse_junit, parse_results
@@ -65,6 +66,7 @@ __all__ = [
     "RunError",
     "SSEEvent",
     "Secret",
+    "SourceFilter",
     "Stage",
     "Task",
     "TestCase",

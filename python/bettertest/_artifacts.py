@@ -24,6 +24,7 @@ import posixpath
 import stat
 import tarfile
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import BinaryIO
 
 from .errors import ArtifactError
@@ -109,7 +110,9 @@ def _info(name: str) -> tarfile.TarInfo:
     return info
 
 
-def pack(source: str | os.PathLike[str], out: BinaryIO) -> Packed:
+def pack(
+    source: str | os.PathLike[str], out: BinaryIO, *, skip: Callable[[str, bool], bool] | None = None
+) -> Packed:
     """Write the canonical archive of a file or directory, hashing it on the way.
 
     A symlink given as ``source`` itself is followed (you named what it points to); symlinks
@@ -118,6 +121,9 @@ def pack(source: str | os.PathLike[str], out: BinaryIO) -> Packed:
     Args:
         source: The file or directory to pack.
         out: Where the archive's bytes go, e.g. a temporary file opened for writing.
+        skip: Called with each path inside a directory ``source`` (relative, ``/``-separated)
+            and whether it is a directory; what it says True of is left out, a directory with all
+            it holds (see :class:`bettertest.SourceFilter`).
 
     Returns:
         The archive's id and size.
@@ -149,7 +155,11 @@ def pack(source: str | os.PathLike[str], out: BinaryIO) -> Packed:
                     tar.addfile(info)
                     with os.scandir(path) as it:
                         children = sorted(it, key=lambda entry: os.fsencode(entry.name), reverse=True)
-                    stack.extend((child.path, f"{name}/{child.name}", child.stat(follow_symlinks=False)) for child in children)
+                    for child in children:
+                        child_stat = child.stat(follow_symlinks=False)
+                        rel = f"{name}/{child.name}"[len(_TOP) + 1 :]
+                        if skip is None or not skip(rel, stat.S_ISDIR(child_stat.st_mode)):
+                            stack.append((child.path, f"{name}/{child.name}", child_stat))
                 elif stat.S_ISREG(st.st_mode):
                     info = _info(name)
                     info.mode = 0o755 if st.st_mode & 0o111 else 0o644

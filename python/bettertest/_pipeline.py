@@ -35,6 +35,7 @@ from typing import Any, Union
 
 from ._artifacts import Artifact, unpack
 from ._connect import parse_command_line
+from ._ignore import SourceFilter
 from ._report import HumanReporter, JsonlReporter, MaskingReporter, Reporter
 from ._results import TestCase, parse_results
 from ._secrets import Masker, Secret, read_secrets_dir
@@ -51,26 +52,37 @@ class Local:
 
     Made by :func:`local`. It is packed and sent to the worker when a task that uses it starts,
     once per pipeline however many tasks use it, and only when the worker does not already hold
-    the same content.
+    the same content. A directory is packed as source: without ``.git``, without what its
+    ``.gitignore`` files ignore, and without what ``exclude`` names (see
+    :class:`bettertest.SourceFilter`), so a fetch, a new tag or a build's leftovers do not change
+    it, and one commit is the same input in every checkout of it.
 
     Attributes:
         path: The absolute local path.
+        exclude: More patterns to leave out, with gitignore's meaning, relative to ``path``.
     """
 
     path: str
+    exclude: tuple[str, ...] = ()
 
 
-def local(path: str | os.PathLike[str]) -> Local:
+def local(path: str | os.PathLike[str], *, exclude: Sequence[str] = ()) -> Local:
     """Name a local file or directory as a task's input: ``inputs={"/src": bt.local("src")}``.
+
+    A directory leaves out ``.git``, what its ``.gitignore`` files ignore, and ``exclude``.
 
     Args:
         path: The file or directory; a relative path is relative to the current directory now.
             It is read when a task using it starts; a path that does not exist then fails that task.
+        exclude: Patterns of what else to leave out, with gitignore's meaning, relative to
+            ``path``: ``exclude=["*.log", "/node_modules/"]``.
 
     Returns:
         The input.
     """
-    return Local(os.path.abspath(path))
+    if isinstance(exclude, str):
+        raise TypeError(f"exclude={exclude!r}: give a list of patterns, e.g. exclude=[{exclude!r}]")
+    return Local(os.path.abspath(path), tuple(exclude))
 
 
 @dataclass(frozen=True)
@@ -213,6 +225,7 @@ class Task:
         secrets: Mapping[str, Secret] | None = None,
         user: str | None = None,
         run_options: Mapping[str, Any] | None = None,
+        suite: str | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._stage = stage
@@ -230,6 +243,8 @@ class Task:
         self._workdir = workdir
         self._timeout = timeout
         self._results = results
+        self.suite: str = suite or name
+        """What its cases' ids begin with: ``suite=``, or its name. History and quarantine are by ``SUITE/CASE``."""
         self._retries = retries
         self._secrets = _check_secrets(secrets)
         self._user = user
@@ -298,8 +313,11 @@ class Task:
 
     @property
     def flaky(self) -> bool:
-        """True for a test that passed after a failed attempt."""
-        return self._status == "passed" and self._attempts > 1
+        """True for a test that passed after a failed attempt, or whose results show a case that
+        failed and then passed on a rerun (gotestsum ``--rerun-fails``, Surefire)."""
+        if self._status != "passed":
+            return False
+        return self._attempts > 1 or any(r.case.flaky for r in self._test_results if r.attempt == self._attempts)
 
     @property
     def quarantined(self) -> bool:
@@ -360,11 +378,11 @@ class Task:
         case is and nothing else went wrong (an error, or a failure without a failed case, is
         the task's own, which only quarantining TASK covers)."""
         quarantine = self._pipeline.quarantine
-        if self.name in quarantine:
+        if self.name in quarantine or self.suite in quarantine:
             return True
         if not failed_cases or error is not None:
             return False
-        return all(f"{self.name}/{case.name}" in quarantine for case in failed_cases)
+        return all(f"{self.suite}/{case.name}" in quarantine for case in failed_cases)
 
     def _run(self, locals_: Mapping[str, Local], inputs: dict[str, str]) -> None:
         pipeline = self._pipeline
@@ -492,10 +510,25 @@ class Task:
         base = {"stage": self.stage, "task": self.name, "attempt": attempt.number}
         for case in attempt.cases:
             self._test_results.append(TestResult(attempt.number, case))
+            if case.flaky:
+                # Its failed runs in the report come first, as the attempts they were: the boss
+                # then sees a failure and a pass of one case in one run, its strongest sign of a flake.
+                self._pipeline._emit(
+                    {
+                        "event": "test_case",
+                        **base,
+                        "suite": self.suite,
+                        "name": case.name,
+                        "status": "failed",
+                        "duration_ms": 0,
+                        "output": case.output,
+                    }
+                )
             self._pipeline._emit(
                 {
                     "event": "test_case",
                     **base,
+                    "suite": self.suite,
                     "name": case.name,
                     "status": case.status,
                     "duration_ms": round(case.duration * 1000),
@@ -880,6 +913,7 @@ class Stage:
         timeout: float | None = None,
         results: str | None = None,
         retries: int = 0,
+        suite: str | None = None,
         secrets: Mapping[str, Secret] | None = None,
         user: str | None = None,
         pids: int | None = None,
@@ -914,6 +948,11 @@ class Stage:
                 attempts. A test that passes after a failed attempt passes and is flaky
                 (:attr:`Task.flaky`). An attempt that could not start (the worker refused it,
                 the image is missing) is not run again.
+            suite: The suite its test cases belong to; the task's name by default. A case's id
+                is ``SUITE/CASE``: its history, flakiness and quarantine follow it, so shards
+                that share a suite (``s.test("unit-1", ..., suite="unit")``,
+                ``s.test("unit-2", ..., suite="unit")``) keep a case's history when it moves
+                between them. Quarantining ``SUITE`` covers all their cases.
             secrets: Secrets for the command, from :func:`bettertest.secret`, by where they go:
                 a container path makes a read-only file there (mode 0400), ``"env:NAME"`` an
                 environment variable, e.g. ``{"/run/secrets/deploy": bt.secret("deploy_key"),
@@ -958,9 +997,11 @@ class Stage:
             )
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be how many more times to run a failed test: 0 or more, e.g. 2, not {retries!r}")
+        if suite is not None:
+            _check_name("suite", suite)
         task = Task(
             self._pipeline, self, name, "test", image, command, env, workdir, timeout,
-            results=results, retries=retries, secrets=secrets,
+            results=results, retries=retries, secrets=secrets, suite=suite,
             user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None,
                                     "services": _check_services(services), "caches": _check_caches(caches)},
         )
@@ -1177,7 +1218,7 @@ class Pipeline:
         self._failed = False
         self._ended = False
         self._status = "running"
-        self._uploads: dict[str, Future[Upload]] = {}
+        self._uploads: dict[Local, Future[Upload]] = {}
         self._started = clock()
         self._emit({"event": "pipeline_start", "pipeline": name, "worker": worker.url})
 
@@ -1257,13 +1298,13 @@ class Pipeline:
     def _upload(self, value: Local) -> Upload:
         """Send a local path to the worker, once per pipeline run however many tasks ask for it."""
         with self._lock:
-            future = self._uploads.get(value.path)
+            future = self._uploads.get(value)
             owner = future is None
             if future is None:
-                future = self._uploads[value.path] = Future()
+                future = self._uploads[value] = Future()
         if owner:
             try:
-                future.set_result(self.worker.upload_local(value.path))
+                future.set_result(self.worker.upload_local(value.path, skip=SourceFilter(value.path, value.exclude).skip))
             except BaseException as e:
                 future.set_exception(e)
         return future.result()

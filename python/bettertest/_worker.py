@@ -769,7 +769,7 @@ class Worker:
             )
         return size, h.hexdigest()
 
-    def upload_local(self, path: str | os.PathLike[str]) -> Upload:
+    def upload_local(self, path: str | os.PathLike[str], *, skip: Callable[[str, bool], bool] | None = None) -> Upload:
         """Make a local file or directory available on the worker as an artifact.
 
         The path is packed into a temporary file in its canonical form (see
@@ -778,6 +778,7 @@ class Worker:
 
         Args:
             path: The local file or directory; relative paths are relative to the current directory.
+            skip: What of a directory to leave out, as :func:`bettertest.pack` takes it.
 
         Returns:
             Its id and size, and how many bytes of content were sent (0 when the worker had it).
@@ -789,7 +790,7 @@ class Worker:
             AuthError: The worker rejected the token.
         """
         with tempfile.NamedTemporaryFile(prefix="bettertest-pack-", suffix=".tar") as tmp:
-            packed = pack(path, tmp)
+            packed = pack(path, tmp, skip=skip)
             tmp.flush()
             if self.has_artifact(packed.id):
                 return Upload(packed.id, packed.size, 0)

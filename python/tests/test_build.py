@@ -26,6 +26,7 @@ class BuildWheelTest(unittest.TestCase):
                         "bettertest/__init__.py",
                         "bettertest/_artifacts.py",
                         "bettertest/_connect.py",
+                        "bettertest/_ignore.py",
                         "bettertest/_pipeline.py",
                         "bettertest/_report.py",
                         "bettertest/_results.py",

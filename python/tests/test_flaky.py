@@ -51,8 +51,8 @@ GO_JSON = "".join(
 
 
 def case(stage: str, task: str, number: int, name: str, status: str, duration_ms: int, output: str = "") -> dict[str, Any]:
-    return {"event": "test_case", "stage": stage, "task": task, "attempt": number, "name": name, "status": status,
-            "duration_ms": duration_ms, "output": output}
+    return {"event": "test_case", "stage": stage, "task": task, "attempt": number, "suite": task, "name": name,
+            "status": status, "duration_ms": duration_ms, "output": output}
 
 
 def junit_cases(stage: str, task: str, number: int = 1) -> list[dict[str, Any]]:
@@ -219,13 +219,13 @@ class ResultsTest(PipedefTestCase):
                 end("test", "passes", "test", "passed", 0),
                 start("test", "dir", "test", tasks[3][1]),
                 *go_cases("test", "dir"),
-                dict(smoke, task="dir"),
+                dict(smoke, task="dir", suite="dir"),
                 attempt("test", "dir", 1, "failed", 0),
                 end("test", "dir", "test", "failed", 0),
                 start("test", "retried", "test", tasks[4][1], retries=1),
                 *junit_cases("test", "retried"),
                 attempt("test", "retried", 1, "failed", 0),
-                dict(smoke, task="retried", attempt=2),
+                dict(smoke, task="retried", suite="retried", attempt=2),
                 attempt("test", "retried", 2, "passed", 0),
                 end("test", "retried", "test", "passed", 0, attempts=2, flaky=True),
                 start("test", "missing", "test", "true"),
@@ -321,6 +321,45 @@ class QuarantineTest(PipedefTestCase):
                 {"event": "stage_end", "stage": "test", "status": "failed"},
                 pipeline_end("quarantine", "failed", passed=0, failed=1, skipped=0, cached=0),
             ],
+        )
+
+    def test_quarantine_never_hides_a_failure_it_does_not_name(self) -> None:
+        # go test -json as go wrote it (fixtures/results/gen): cart's TestTotal fails, and three
+        # packages fail with no failed test of their own.
+        real = Path(__file__).resolve().parent / "fixtures" / "results" / "go-test-package-failures.json"
+        self.write("in/go.json", real.read_text())
+        total = ["--quarantine", "unit/example.com/goshop/cart/TestTotal"]
+        packages = [a for p in ("broken", "mainfail", "initpanic") for a in ("--quarantine", f"unit/example.com/goshop/{p}")]
+        for args, quarantined in [(total, False), (total + packages, True)]:
+            with self.subTest(args=args):
+                run = self.run_pipedef(self.SOURCE, *args)
+                ends = [e for e in run.events if e["event"] == "task_end" and e["task"] == "unit"]
+                self.assertEqual(
+                    (run.code, run.stderr, [(e["status"], e["quarantined"]) for e in ends]),
+                    (0 if quarantined else 1, "", [("failed", quarantined)]),
+                )
+
+    def test_a_rerun_that_passed_in_the_report_passes_flaky(self) -> None:
+        # gotestsum --rerun-fails as gotestsum wrote it (fixtures/results/gen): TestSometimes failed,
+        # then passed on its rerun, and gotestsum exited 0.
+        real = Path(__file__).resolve().parent / "fixtures" / "results" / "gotestsum-rerun.json"
+        self.write("in/go.json", real.read_text())
+        run = self.run_pipedef(self.SOURCE.replace("exit 1", "exit 0"))
+        cases = [(e["name"], e["status"]) for e in run.events if e["event"] == "test_case"]
+        ends = [(e["task"], e["status"], e["flaky"]) for e in run.events if e["event"] == "task_end"]
+        self.assertEqual(
+            (run.code, run.stderr, cases, ends),
+            (
+                0,
+                "",
+                # Its failed run first: the boss sees a failure and a pass of one case in one run.
+                [
+                    ("example.com/goshop/flaky/TestSometimes", "failed"),
+                    ("example.com/goshop/flaky/TestSometimes", "passed"),
+                    ("example.com/goshop/flaky/TestSteady", "passed"),
+                ],
+                [("unit", "passed", True), ("ship", "passed", False)],
+            ),
         )
 
 

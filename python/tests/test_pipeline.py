@@ -41,7 +41,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "task_cached": {**TASK, "key": str},
     "task_output": {**TASK, "stream": str, "text": str},
     "task_artifact": {**TASK, "path": str, "id": str, "size": int},
-    "test_case": {**TASK, "attempt": int, "name": str, "status": str, "duration_ms": int, "output": str},
+    "test_case": {**TASK, "attempt": int, "suite": str, "name": str, "status": str, "duration_ms": int, "output": str},
     "task_attempt": {**TASK, "attempt": int, "status": str, "exit_code": (int, type(None)), "duration_ms": int,
                      "error": (str, type(None))},
     "task_end": {**TASK, "kind": str, "status": str, "exit_code": (int, type(None)), "duration_ms": int, "waited_ms": int,
@@ -477,8 +477,8 @@ class CacheTest(PipedefTestCase):
             p = bt.pipeline("once")
             calls = []
             upload_local = p.worker.upload_local
-            def counted(path):
-                upload = upload_local(path)
+            def counted(path, **kwargs):
+                upload = upload_local(path, **kwargs)
                 calls.append([path, upload.sent == upload.size, upload.sent])
                 return upload
             p.worker.upload_local = counted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from tests.test_pipeline import PipedefTestCase, output
 
 SERVICE = """
@@ -59,13 +61,18 @@ class SlotTest(PipedefTestCase):
             p = bt.pipeline("slots")
             with p.stage("test") as s:
                 s.test("first", image="bettertest/base:bookworm", command="sleep 1")
-                s.test("second", image="bettertest/base:bookworm", command="true")
+                s.test("second", image="bettertest/base:bookworm", command="sleep 1")
         """)
         self.assertEqual(run.code, 0)
         ends = {e["task"]: e for e in run.events if e["event"] == "task_end"}
+        starts = {e["task"]: e for e in run.events if e["event"] == "task_start"}
         waited = [name for name, e in ends.items() if e["waited_ms"] > 0]
         self.assertEqual(len(waited), 1, ends)
-        self.assertLess(ends[waited[0]]["duration_ms"], 1000, ends)
+        end = ends[waited[0]]
+        # It waited while the other slept, and its duration is the rest of its time, not all of it.
+        self.assertGreaterEqual(end["waited_ms"], 1000, ends)
+        stamp = lambda e: datetime.datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp() * 1000
+        self.assertAlmostEqual(stamp(end) - stamp(starts[waited[0]]), end["waited_ms"] + end["duration_ms"], delta=25)
 
 
 class PlainPathTest(PipedefTestCase):
