@@ -1,7 +1,7 @@
 """Test results as the real tools write them, each case expected as the tool itself judged it.
 
 The reports are in fixtures/results: gen/ holds the projects and the script that wrote them here
-(go test, go-junit-report, gotestsum, ctest, pytest, jest-junit; see gen/SOURCE), jenkins/ the Jenkins JUnit plugin's own
+(go test, go-junit-report, gotestsum, ctest, pytest, jest-junit, PHPUnit, RSpec; see gen/SOURCE), jenkins/ the Jenkins JUnit plugin's own
 fixtures (see jenkins/SOURCE).
 """
 
@@ -144,6 +144,39 @@ class Jest(unittest.TestCase):
                     'broken.test.js"],"siblingWithSimilarExtensionFound":false,"moduleName":"./not-a-module",'
                     '"_originalMessage":"Cannot find module \'./not-a-module\' from \'broken.test.js\'"}',
                 ),
+            ],
+        )
+
+
+class PHPUnit(unittest.TestCase):
+    def test_failure_error_skipped_incomplete(self) -> None:
+        # phpunit: ".FESI", "Tests: 5, Assertions: 2, Errors: 1, Failures: 1, Skipped: 1, Incomplete: 1."
+        # PHPUnit writes the incomplete test as <skipped/>, like the skipped one: neither passed nor
+        # failed.
+        self.assertEqual(
+            verdicts(read("phpunit.xml")),
+            [
+                ("CartTest.testAdd", "passed", 0.001426, False, ""),
+                ("CartTest.testTotal", "failed", 0.000292, False, "CartTest::testTotal"),
+                ("CartTest.testSave", "failed", 0.000199, False, "CartTest::testSave"),
+                ("CartTest.testSkipped", "skipped", 6.7e-05, False, ""),
+                ("CartTest.testIncomplete", "skipped", 6.1e-05, False, ""),
+            ],
+        )
+
+
+class RSpec(unittest.TestCase):
+    def test_failure_error_pending_skipped(self) -> None:
+        # rspec: ".FF**", "5 examples, 2 failures, 2 pending": "Cart totals" and "Cart saves" failed
+        # (an exception is a failure to rspec), "Cart discounts" (pending) and "Cart pays" (xit) pending.
+        self.assertEqual(
+            verdicts(read("rspec.xml")),
+            [
+                ("spec.cart_spec.Cart adds", "passed", 0.000459, False, ""),
+                ("spec.cart_spec.Cart totals", "failed", 0.011419, False, " expected: 7      got: 6  (compared using ==) "),
+                ("spec.cart_spec.Cart saves", "failed", 0.005061, False, "database refused the connection"),
+                ("spec.cart_spec.Cart discounts", "skipped", 0.000152, False, ""),
+                ("spec.cart_spec.Cart pays", "skipped", 3e-06, False, ""),
             ],
         )
 
