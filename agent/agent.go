@@ -90,7 +90,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	stopping, stopRuns := context.WithCancel(context.Background())
 	defer stopRuns()
-	netName, err := runNetwork(ctx, docker, owner)
+	absDataDir, _ := filepath.Abs(cfg.DataDir) // WorkerIdentity made it absolute already
+	netName, err := runNetwork(ctx, docker, owner, absDataDir)
 	if err != nil {
 		return err
 	}

@@ -186,7 +186,7 @@ func TestRunsAreIsolatedFromTheHostAndEachOther(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	network, bridge := "bettertest-"+owner, "btw-"+owner[:11]
+	network, bridge := agent.RunNetworkName(owner), agent.RunBridgeName(owner)
 	out, err := exec.Command("docker", "network", "inspect", network, "--format",
 		`{{.Driver}} {{index .Options "com.docker.network.bridge.name"}} icc={{index .Options "com.docker.network.bridge.enable_icc"}}`).CombinedOutput()
 	if got, want := string(out), "bridge "+bridge+" icc=false\n"; err != nil || got != want {

@@ -26,13 +26,25 @@ import (
 // It costs nothing per run: the network and the rule are made when the
 // worker starts and removed when it stops.
 
+// LabelDataDir on a run network is its worker's data dir (an absolute path):
+// a network whose data dir is gone belongs to no worker that can come back,
+// and scripts/setup-test-env.sh removes those that tests left.
+const LabelDataDir = "dev.bettertest.data-dir"
+
+// RunNetworkName is the Docker network of the worker with this identity
+// (WorkerIdentity): one per data dir, so a restarted worker finds its own.
+func RunNetworkName(owner string) string { return "bettertest-" + owner[:12] }
+
+// RunBridgeName is its bridge interface (at most 15 characters).
+func RunBridgeName(owner string) string { return "btw-" + owner[:11] }
+
 // runNetwork makes the worker's run network and its firewall rule, and
 // returns the network's name.
-func runNetwork(ctx context.Context, docker *client.Client, owner string) (string, error) {
-	name, bridge := "bettertest-"+owner[:12], "btw-"+owner[:11]
+func runNetwork(ctx context.Context, docker *client.Client, owner, dataDir string) (string, error) {
+	name, bridge := RunNetworkName(owner), RunBridgeName(owner)
 	_, err := docker.NetworkCreate(ctx, name, network.CreateOptions{
 		Driver: "bridge",
-		Labels: map[string]string{LabelWorker: owner},
+		Labels: map[string]string{LabelWorker: owner, LabelDataDir: dataDir},
 		Options: map[string]string{
 			"com.docker.network.bridge.name":       bridge,
 			"com.docker.network.bridge.enable_icc": "false",
@@ -65,8 +77,8 @@ func dropInput(bridge string) error {
 	return nil
 }
 
-// removeDropInput removes dropInput's rule.
-func removeDropInput(bridge string) error {
+// RemoveDropInput removes dropInput's rule.
+func RemoveDropInput(bridge string) error {
 	ipt, err := iptables.New()
 	if err != nil {
 		return err
@@ -79,10 +91,10 @@ func removeDropInput(bridge string) error {
 func removeRunNetwork(docker *client.Client, owner string, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	if err := docker.NetworkRemove(ctx, "bettertest-"+owner[:12]); err != nil && !errdefs.IsNotFound(err) {
+	if err := docker.NetworkRemove(ctx, RunNetworkName(owner)); err != nil && !errdefs.IsNotFound(err) {
 		log.Warn("remove the runs' network", "err", err)
 	}
-	if err := removeDropInput("btw-" + owner[:11]); err != nil {
+	if err := RemoveDropInput(RunBridgeName(owner)); err != nil {
 		log.Warn("remove the runs' firewall rule", "err", err)
 	}
 }

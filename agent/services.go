@@ -204,7 +204,7 @@ func (s *runServices) close() {
 	}
 	// Nothing is on the network any more: its rule can go first, so that
 	// the network's destroy event says both are gone.
-	if err := removeDropInput(s.bridge); err != nil {
+	if err := RemoveDropInput(s.bridge); err != nil {
 		r.log.Warn("remove the firewall rule of a run's services' network", "bridge", s.bridge, "err", err)
 	}
 	if err := r.docker.NetworkRemove(ctx, s.network); err != nil && !errdefs.IsNotFound(err) {

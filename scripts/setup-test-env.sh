@@ -70,6 +70,19 @@ if ! docker info >/dev/null 2>&1; then
 	docker info >/dev/null || die "the Docker engine still does not answer; see $DOCKERD_LOG"
 fi
 
+# Run networks whose worker can never come back: its data dir is gone (a
+# test's worker killed, or cut off from Docker, cannot remove its own), or
+# it was made before workers labelled their data dir. Each one holds one of
+# Docker's ~30 default address pools until it is removed. Networks in use
+# are left alone.
+docker network ls --quiet --filter label=dev.bettertest.worker |
+	while read -r net; do
+		dir=$(docker network inspect --format '{{index .Labels "dev.bettertest.data-dir"}}' "$net")
+		if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+			docker network rm "$net" >/dev/null 2>&1 || true
+		fi
+	done
+
 # The base images: Debian minbase, imported as local images, one per Debian
 # release that enrollment is tested on (11 bullseye, 12 bookworm, 13 trixie).
 build_base() {
