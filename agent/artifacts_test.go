@@ -417,7 +417,7 @@ func TestOneWorkerPerDataDir(t *testing.T) {
 	w := wt.Start(t, bin, wt.Options{})
 	cmd := exec.Command(bin, "worker", "--listen", "127.0.0.1:0", "--token-file", w.TokenFile, "--data-dir", w.DataDir)
 	out, err := cmd.CombinedOutput()
-	want := fmt.Sprintf("bettertest worker: --data-dir %s is in use by another worker (resource temporarily unavailable): give each worker a data dir of its own\n", w.DataDir)
+	want := fmt.Sprintf("bettertest worker: --data-dir %s is in use by another worker (pid %d): stop it, or give each worker a data dir of its own\n", w.DataDir, w.Pid())
 	if err == nil || string(out) != want {
 		t.Fatalf("second worker on one data dir: %v\n%s\nwant %s", err, out, want)
 	}

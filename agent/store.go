@@ -13,8 +13,9 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/bettertest/bettertest/internal/dirlock"
 )
 
 // The artifact store keeps content-addressed archives under the data dir:
@@ -73,15 +74,10 @@ func openStore(dir string, limit int64, log *slog.Logger) (*store, func(), error
 			return nil, nil, fmt.Errorf("--data-dir %s: %w", dir, err)
 		}
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	unlock, err := dirlock.Lock(dir, "worker")
 	if err != nil {
-		return nil, nil, fmt.Errorf("--data-dir %s: %w", dir, err)
+		return nil, nil, err
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, nil, fmt.Errorf("--data-dir %s is in use by another worker (%v): give each worker a data dir of its own", dir, err)
-	}
-	unlock := func() { lock.Close() }
 	s := &store{dir: dir, limit: limit, log: log, items: map[string]*stored{}}
 	if err := s.load(); err != nil {
 		unlock()

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/dirlock"
 	"github.com/bettertest/bettertest/internal/hub"
 	"github.com/bettertest/bettertest/python"
 )
@@ -89,6 +90,7 @@ type Boss struct {
 	secretNames map[string][]string
 	auth        *auth       // who may do what
 	tls         *tls.Config // nil: plain http
+	unlock      func()      // releases the data dir's lock
 
 	// mu guards everything below. Each change of state is recorded and
 	// published while it is held, so watchers see changes in the order made.
@@ -111,7 +113,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer b.store.close()
+	defer b.unlock()
+	defer func() {
+		if err := b.store.close(); err != nil {
+			b.log.Warn("close the history", "err", err)
+		}
+	}()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another boss running? pick another --listen)", cfg.Listen, err)
@@ -174,7 +181,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-func newBoss(cfg Config) (*Boss, error) {
+func newBoss(cfg Config) (_ *Boss, err error) {
 	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}, secretNames: map[string][]string{}}
 	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
 		return nil, errors.New("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")
@@ -246,6 +253,15 @@ func newBoss(cfg Config) (*Boss, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
+	// First: a second boss on this dir must change nothing in it.
+	if b.unlock, err = dirlock.Lock(cfg.DataDir, "boss"); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			b.unlock()
+		}
+	}()
 	lib, err := writeLibrary(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("--data-dir %s: write the Python library: %w", cfg.DataDir, err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -289,15 +290,22 @@ func TestCancelStopsThePipedefAndItsContainer(t *testing.T) {
 	}
 }
 
-func TestKilledBossMarksRunsInterruptedAndKeepsHistory(t *testing.T) {
-	t.Parallel()
+// gatedBoss is a boss with one worker and the pipeline "gated", on a data
+// dir of its own, with the worker up: runs wait at the gate g.
+func gatedBoss(t *testing.T) (boss *wt.Boss, opts wt.BossOptions, w *watcher, g string) {
 	dir := t.TempDir()
 	worker := wt.Start(t, bin, wt.Options{})
-	g := gate(t, dir, "w0")
-	opts := wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "gated", gated)}, Workers: []*wt.Worker{worker}, DataDir: t.TempDir()}
-	boss := wt.StartBoss(t, bin, opts)
-	w := watch(t, boss, "/api/events")
+	g = gate(t, dir, "w0")
+	opts = wt.BossOptions{Pipedefs: []string{pipedef(t, dir, "gated", gated)}, Workers: []*wt.Worker{worker}, DataDir: t.TempDir()}
+	boss = wt.StartBoss(t, bin, opts)
+	w = watch(t, boss, "/api/events")
 	w.until(t, "the worker up", func() bool { return w.workers["w0"].Up })
+	return boss, opts, w, g
+}
+
+func TestKilledBossMarksRunsInterruptedAndKeepsHistory(t *testing.T) {
+	t.Parallel()
+	boss, opts, w, g := gatedBoss(t)
 	done := trigger(t, boss, "gated")
 	open(t, g, 0)
 	w.until(t, "run 1 passed", func() bool { return w.status(done.ID) == "passed" })
@@ -316,6 +324,23 @@ func TestKilledBossMarksRunsInterruptedAndKeepsHistory(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("after the restart:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// A second boss on a data dir in use is refused before it changes
+// anything: the first's live run goes on and ends as its own.
+func TestOneBossPerDataDir(t *testing.T) {
+	t.Parallel()
+	boss, opts, w, g := gatedBoss(t)
+	live := trigger(t, boss, "gated")
+	w.until(t, "the run running", func() bool { return w.status(live.ID) == "running" })
+
+	out, err := exec.Command(bin, "boss", "--listen", "127.0.0.1:0", "--data-dir", opts.DataDir, "--pipedef", opts.Pipedefs[0]).CombinedOutput()
+	want := fmt.Sprintf("bettertest boss: --data-dir %s is in use by another boss (pid %d): stop it, or give each boss a data dir of its own\n", opts.DataDir, boss.Pid())
+	if err == nil || string(out) != want {
+		t.Fatalf("second boss: %v\n%s\nwant %s", err, out, want)
+	}
+	open(t, g, 0)
+	w.until(t, "the run passed", func() bool { return w.status(live.ID) == "passed" })
 }
 
 func TestMalformedReportLinesAreKeptAsOutput(t *testing.T) {

@@ -183,9 +183,12 @@ func openStore(dataDir string) (*store, []int64, error) {
 	return &store{db: db, history: history}, unfinished, nil
 }
 
+// close checkpoints the write-ahead log into history.db, so the boss leaves
+// one file that is whole on its own, then closes it.
 func (s *store) close() error {
 	s.history.Close()
-	return s.db.Close()
+	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+	return errors.Join(cerr, s.db.Close())
 }
 
 // addColumns adds columns of one type that a history made by an earlier boss lacks.
