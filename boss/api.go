@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -275,49 +276,52 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 	stream := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 
 	b.mu.Lock()
-	a, active := b.active[id]
-	if active && task == "" {
-		chunks := append([]bettertest.Chunk{}, a.output[""]...)
-		if !stream {
-			b.mu.Unlock()
-			writeJSON(w, http.StatusOK, chunks)
-			return
+	if a, active := b.active[id]; active {
+		var t *bettertest.Task
+		if task != "" {
+			if t, _ = a.task(task); t == nil {
+				b.mu.Unlock()
+				writeError(w, http.StatusNotFound, fmt.Sprintf("run %d has no task %q (yet)", id, task))
+				return
+			}
 		}
-		sub := b.events.Subscribe(nil, func(ev hub.Event) bool {
-			return ev.Run == id && ev.Task == "" && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventRun)
-		})
+		// Taken under b.mu: no chunk is published between the snapshot and the subscription.
+		from, pending := a.outputSnapshotLocked(task)
+		var ended *bettertest.Task
+		var sub *hub.Sub
+		switch {
+		case !stream:
+		case t != nil && t.Status != bettertest.StatusRunning:
+			ended = new(*t)
+		case t != nil:
+			sub = b.events.Subscribe(nil, func(ev hub.Event) bool {
+				return ev.Run == id && ev.Task == task && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventTask)
+			})
+		default:
+			sub = b.events.Subscribe(nil, func(ev hub.Event) bool {
+				return ev.Run == id && ev.Task == "" && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventRun)
+			})
+		}
 		b.mu.Unlock()
-		b.serve(w, r, outputEvents(id, "", chunks), sub, isRunEnd)
-		return
-	}
-	if active {
-		t, _ := a.task(task)
-		if t == nil {
-			b.mu.Unlock()
-			writeError(w, http.StatusNotFound, fmt.Sprintf("run %d has no task %q (yet)", id, task))
+		chunks, err := b.store.output(r.Context(), id, task, from)
+		if err != nil {
+			if sub != nil {
+				b.events.Unsubscribe(sub)
+			}
+			writeError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-		chunks := append([]bettertest.Chunk{}, a.output[task]...)
-		if !stream {
-			b.mu.Unlock()
+		chunks = append(chunks, pending...)
+		switch {
+		case !stream:
 			writeJSON(w, http.StatusOK, chunks)
-			return
+		case ended != nil:
+			b.serveEnded(w, r, append(outputEvents(id, task, chunks), taskEnd(id, *ended)))
+		case t != nil:
+			b.serve(w, r, outputEvents(id, task, chunks), sub, isTaskEnd)
+		default:
+			b.serve(w, r, outputEvents(id, "", chunks), sub, isRunEnd)
 		}
-		// Subscribed under b.mu: no chunk is published between the copy and the subscription.
-		first := outputEvents(id, task, chunks)
-		if t.Status != bettertest.StatusRunning {
-			first = append(first, taskEnd(id, *t))
-		}
-		if t.Status != bettertest.StatusRunning {
-			b.mu.Unlock()
-			b.serveEnded(w, r, first)
-			return
-		}
-		sub := b.events.Subscribe(nil, func(ev hub.Event) bool {
-			return ev.Run == id && ev.Task == task && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventTask)
-		})
-		b.mu.Unlock()
-		b.serve(w, r, first, sub, isTaskEnd)
 		return
 	}
 	b.mu.Unlock()
@@ -339,7 +343,7 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("run %d has no task %q", id, task))
 		return
 	}
-	chunks, err := b.store.output(r.Context(), id, task)
+	chunks, err := b.store.output(r.Context(), id, task, math.MaxInt)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return

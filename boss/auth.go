@@ -424,8 +424,11 @@ func writeLogin(w http.ResponseWriter, status int, l ui.Login) {
 }
 
 // dummyHash is checked against when the name is unknown, so that a wrong
-// name takes as long as a wrong password and does not tell who exists.
-var dummyHash = hashPassword([]byte("no such user"))
+// name takes as long as a wrong password and does not tell who exists. It
+// is made at the first such login, not when the program starts: hashing
+// takes argon2id's 64 MiB, which every subcommand would otherwise pay and
+// the boss would carry as heap for its whole life.
+var dummyHash = sync.OnceValue(func() string { return hashPassword([]byte("no such user")) })
 
 func (b *Boss) handleLogin(w http.ResponseWriter, r *http.Request) {
 	a := b.auth
@@ -442,9 +445,11 @@ func (b *Boss) handleLogin(w http.ResponseWriter, r *http.Request) {
 	a.mu.RLock()
 	u, known := a.users[name]
 	a.mu.RUnlock()
-	hash := dummyHash
+	var hash string
 	if known {
 		hash = u.Password
+	} else {
+		hash = dummyHash()
 	}
 	a.checks <- struct{}{}
 	ok := checkPassword(hash, []byte(password)) && known

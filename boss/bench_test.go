@@ -180,17 +180,71 @@ with p.stage("main") as s:
 }
 
 // peakRSS is a process's VmHWM in KiB.
-func peakRSS(b *testing.B, pid int) int {
+func peakRSS(b *testing.B, pid int) int { return rss(b, pid, "VmHWM:") }
+
+// rss is a line of a process's /proc/PID/status in KiB: "VmRSS:" (now) or
+// "VmHWM:" (its peak).
+func rss(b *testing.B, pid int, field string) int {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(l, field); ok {
 			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			return n
 		}
 	}
-	b.Fatal("no VmHWM")
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// BenchmarkBossMemoryUnderOutput measures the boss's peak RSS growth over
+// its idle RSS (target < 64 MiB each) while one task writes 1 GiB of output
+// as fast as it can, and while a pipedef writes 200 MiB without a newline
+// (quick mode: 32 MiB and 16 MiB). No one watches: this is what a run costs
+// the boss by itself, whatever it writes.
+func BenchmarkBossMemoryUnderOutput(b *testing.B) {
+	taskBytes, lineBytes := scale(1<<30, 32<<20), scale(200<<20, 16<<20)
+	b.Run(fmt.Sprintf("task=%dMiB", taskBytes>>20), func(b *testing.B) {
+		// 100-byte lines: "x" * 99 and a newline.
+		bossMemory(b, fmt.Sprintf(`import bettertest as bt
+p = bt.pipeline("flood")
+with p.stage("main") as s:
+    s.test("flood", image="bettertest/base:bookworm", command="yes %s | head -c %d")
+`, strings.Repeat("x", 99), taskBytes), taskBytes)
+	})
+	b.Run(fmt.Sprintf("pipedef-line=%dMiB", lineBytes>>20), func(b *testing.B) {
+		bossMemory(b, fmt.Sprintf(`import sys
+piece = "x" * (1 << 20)
+for _ in range(%d):
+    sys.stdout.write(piece)
+sys.stdout.write("\n")
+`, lineBytes>>20), lineBytes)
+	})
+}
+
+func bossMemory(b *testing.B, code string, size int) {
+	dir := b.TempDir()
+	worker := wt.Start(b, bin, wt.Options{})
+	boss := wt.StartBoss(b, bin, wt.BossOptions{Pipedefs: []string{pipedef(b, dir, "flood", code)}, Workers: []*wt.Worker{worker}})
+	for i := range b.N {
+		idle := rss(b, boss.Pid(), "VmRSS:")
+		start := time.Now()
+		status, body := boss.Do(b, "POST", "/api/pipelines/flood/runs", nil)
+		if status != 201 {
+			b.Fatalf("trigger: %d %s", status, body)
+		}
+		// Its end, from the boss's log: an event stream would be a watcher.
+		boss.WaitLog(b, `msg="run ended"`, i+1)
+		took := time.Since(start)
+		if got := strings.Count(boss.Stderr(), "status=passed exit=0"); got != i+1 {
+			b.Fatalf("the run did not pass:\n%s", boss.Stderr())
+		}
+		peak := rss(b, boss.Pid(), "VmHWM:")
+		growth := float64(peak-idle) / 1024
+		b.ReportMetric(growth, "MiB-growth")
+		b.Logf("%d MiB of output in %v (%.0f MiB/s): boss RSS idle %.1f MiB, peak %.1f MiB: growth %.1f MiB = %.2fx idle (target growth < 64 MiB)",
+			size>>20, took.Round(time.Millisecond), float64(size>>20)/took.Seconds(), float64(idle)/1024, float64(peak)/1024, growth, growth*1024/float64(idle))
+	}
 }

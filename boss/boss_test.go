@@ -379,6 +379,42 @@ sys.exit(3)
 	}
 }
 
+// A line far longer than any report line (10 MiB, no newline until its
+// end) is the pipedef's output, kept whole but in pieces, never as one
+// string; the report goes on after it.
+func TestAnOverlongLineIsOutputInPieces(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	worker := wt.Start(t, bin, wt.Options{})
+	boss := wt.StartBoss(t, bin, wt.BossOptions{Workers: []*wt.Worker{worker}, Pipedefs: []string{pipedef(t, dir, "long", `import sys
+sys.stdout.write("x" * (10 << 20) + "\n")
+print('{"event": "stage_start", "time": "2026-11-26T00:00:00.000Z", "stage": "after"}')
+print("done")
+`)}})
+	w := watch(t, boss, "/api/events")
+	r := trigger(t, boss, "long")
+	w.until(t, "the run to end", func() bool { return w.status(r.ID) == "passed" })
+	var run bettertest.Run
+	boss.JSON(t, fmt.Sprintf("/api/runs/%d", r.ID), &run)
+	if len(run.Stages) != 1 || run.Stages[0].Name != "after" {
+		t.Fatalf("run: %+v", run)
+	}
+	var out []bettertest.Chunk
+	boss.JSON(t, fmt.Sprintf("/api/runs/%d/log", r.ID), &out)
+	var stdout strings.Builder
+	longest := 0
+	for _, c := range out {
+		stdout.WriteString(c.Text)
+		longest = max(longest, len(c.Text))
+	}
+	if want := strings.Repeat("x", 10<<20) + "\ndone\n"; stdout.String() != want {
+		t.Fatalf("pipedef output: %d bytes, want %d", stdout.Len(), len(want))
+	}
+	if longest > 256<<10 {
+		t.Fatalf("a chunk of %d bytes: the line was held whole", longest)
+	}
+}
+
 func TestAPIBadInput(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -7,30 +7,38 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bettertest/bettertest"
 	"github.com/bettertest/bettertest/internal/hub"
 	"github.com/bettertest/bettertest/internal/mask"
 )
 
-// activeRun is a run that is queued or running. Its whole state, output
-// included, is in memory until it ends, so late viewers get everything so
-// far and then the live stream.
+// activeRun is a run that is queued or running. Its state is in memory
+// until it ends; its output goes to the history as it comes, and memory
+// holds only what is not written yet: late viewers read the rest from the
+// history (see outputSnapshotLocked).
 type activeRun struct {
-	run    bettertest.Run                // with its stages and tasks
-	output map[string][]bettertest.Chunk // by task; "" is the pipedef's own output
-	stored map[string]int                // chunks of each task already in the store
-	kick   chan struct{}                 // there is output to store
-	ended  chan struct{}                 // closed once the pipedef exited: store the rest
+	run   bettertest.Run      // with its stages and tasks
+	logs  map[string]*taskLog // by task; "" is the pipedef's own output
+	kick  chan struct{}       // there is output to store
+	ended chan struct{}       // closed once the pipedef exited: store the rest
+	// unstored is the size of the output in logs not written yet; readers of
+	// the pipedef wait on room while it is over maxUnstored.
+	unstored int
+	room     *sync.Cond // on Boss.mu: broadcast when output is written, or can no longer be
+	// lost is why the run's output could not be written: it is no longer kept.
+	lost   error
 	worker *worker
 	cmd    *exec.Cmd
 	// Why the run was stopped, if it was: the status and error it ends with.
@@ -54,6 +62,17 @@ type activeRun struct {
 	mask       *mask.Masker               // the values of the pipeline's secrets
 	masks      map[[2]string]*mask.Stream // by task and stream: output held back while it may be a secret
 }
+
+// taskLog is where a task's output stands.
+type taskLog struct {
+	n       int                // chunks so far: the next one's seq
+	pending []bettertest.Chunk // the last len(pending) of them, not in the history yet
+}
+
+// maxUnstored bounds a run's output held in memory: past it, the boss reads
+// no more from the pipedef until the history has taken what it holds, so a
+// run writing faster than the disk is slowed down instead of growing the boss.
+const maxUnstored = 8 << 20
 
 type attemptKey struct {
 	task    string
@@ -109,8 +128,7 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 	r := &activeRun{
 		commit:   ci,
 		run:      bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
-		output:   map[string][]bettertest.Chunk{},
-		stored:   map[string]int{},
+		logs:     map[string]*taskLog{},
 		attempts: map[attemptKey]*attempt{},
 		seen:     map[string]bool{},
 		kick:     make(chan struct{}, 1),
@@ -118,6 +136,7 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 		mask:     b.masker(pipeline),
 		masks:    map[[2]string]*mask.Stream{},
 	}
+	r.room = sync.NewCond(&b.mu)
 	if ci != nil {
 		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = ci.Commit, ci.Ref, ci.Author, ci.URL
 	}
@@ -403,7 +422,9 @@ func (b *Boss) follow(r *activeRun, stdout, stderr io.Reader) {
 // readReport applies the pipedef's report line by line. Output lines of one
 // task and stream that are already waiting in the pipe become one chunk:
 // under a flood there are fewer, larger events, and a trickle still goes out
-// line by line the moment it comes.
+// line by line the moment it comes. A line longer than maxReportLine is no
+// report line: it is the pipedef's own output, kept in pieces as it comes,
+// so it never has to fit in memory.
 func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 	lines := bufio.NewReaderSize(stdout, 256<<10)
 	var pending *report
@@ -414,19 +435,46 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 		b.mu.Lock()
 		if task, _ := r.task(pending.Task); task != nil {
 			b.outputLocked(r, pending.Task, bettertest.Chunk{Stream: pending.Stream, Text: pending.Text})
+			r.waitForRoomLocked()
 		}
 		b.mu.Unlock()
 		pending = nil
 	}
+	raw := func(text []byte) {
+		for len(text) > 0 {
+			piece := text[:cutAt(text, 256<<10)]
+			text = text[len(piece):]
+			b.mu.Lock()
+			b.outputLocked(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(piece), "\uFFFD")})
+			r.waitForRoomLocked()
+			b.mu.Unlock()
+		}
+	}
+	var long []byte   // the start of a line longer than the reader's buffer
+	overlong := false // the rest of a line over maxReportLine is coming
 	for {
-		line, err := lines.ReadBytes('\n')
-		if len(line) > 0 {
+		frag, err := lines.ReadSlice('\n')
+		whole := err == nil || err == io.EOF // frag ends the line
+		switch {
+		case overlong:
+			raw(frag)
+			overlong = !whole
+		case !whole && len(long)+len(frag) > maxReportLine:
+			flush()
+			raw(long)
+			raw(frag)
+			long, overlong = nil, true
+		case !whole:
+			long = append(long, frag...)
+		case len(frag) > 0 || len(long) > 0:
+			line := frag
+			if long != nil {
+				line, long = append(long, frag...), nil
+			}
 			var ev report
 			if json.Unmarshal(line, &ev) != nil || ev.Event == "" {
 				flush()
-				b.mu.Lock()
-				b.outputLocked(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(line), "\uFFFD")})
-				b.mu.Unlock()
+				raw(line)
 			} else if ev.Event == "task_output" {
 				if pending != nil && (pending.Task != ev.Task || pending.Stream != ev.Stream || len(pending.Text) > 64<<10) {
 					flush()
@@ -443,14 +491,32 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 				b.mu.Unlock()
 			}
 		}
-		if lines.Buffered() == 0 || err != nil {
+		done := err != nil && err != bufio.ErrBufferFull
+		if lines.Buffered() == 0 || done {
 			flush()
 		}
-		if err != nil {
+		if done {
 			return
 		}
 	}
 }
+
+// cutAt is where to cut text to at most n bytes without splitting a UTF-8
+// sequence: all of it when it is shorter.
+func cutAt(text []byte, n int) int {
+	if len(text) <= n {
+		return len(text)
+	}
+	cut := n
+	for cut > n-utf8.UTFMax && cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return cut
+}
+
+// maxReportLine is the longest line of a report the boss reads as one: far
+// more than any event of the library, and a bound on the memory one takes.
+const maxReportLine = 4 << 20
 
 // readOutput keeps a stream of the pipedef that is not its report (stderr)
 // as the output of task.
@@ -461,6 +527,7 @@ func (b *Boss) readOutput(r *activeRun, task, stream string, rd io.Reader) {
 		if n > 0 {
 			b.mu.Lock()
 			b.outputLocked(r, task, bettertest.Chunk{Stream: stream, Text: strings.ToValidUTF8(string(buf[:n]), "\uFFFD")})
+			r.waitForRoomLocked()
 			b.mu.Unlock()
 		}
 		if err != nil {
@@ -476,13 +543,43 @@ func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
 	}
 }
 
-// recordOutputLocked keeps a chunk of output in memory and tells watchers;
-// the run's persist goroutine writes it to the history soon after.
+// recordOutputLocked tells watchers of a chunk of output and keeps it until
+// the run's persist goroutine has written it to the history.
 func (b *Boss) recordOutputLocked(r *activeRun, task string, c bettertest.Chunk) {
-	seq := len(r.output[task])
-	r.output[task] = append(r.output[task], c)
+	l := r.logs[task]
+	if l == nil {
+		l = &taskLog{}
+		r.logs[task] = l
+	}
+	seq := l.n
+	l.n++
 	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Seq: seq, Chunk: c}), r.run.ID, task))
+	if r.lost != nil {
+		return // the run is ending: its history can take no more
+	}
+	l.pending = append(l.pending, c)
+	r.unstored += len(c.Text)
 	r.persistSoon()
+}
+
+// waitForRoomLocked holds a reader of the pipedef back while the run's
+// unwritten output is over maxUnstored: the pipe fills, and the pipedef
+// waits for the boss's disk instead of the boss's memory growing.
+func (r *activeRun) waitForRoomLocked() {
+	for r.unstored > maxUnstored && r.lost == nil {
+		r.room.Wait()
+	}
+}
+
+// outputSnapshotLocked is how a task's output stands for a late viewer: the
+// chunks before from are in the history (read them there, outside the
+// lock); pending are those after, from memory.
+func (r *activeRun) outputSnapshotLocked(task string) (from int, pending []bettertest.Chunk) {
+	l := r.logs[task]
+	if l == nil {
+		return 0, nil
+	}
+	return l.n - len(l.pending), slices.Clone(l.pending)
 }
 
 // persistSoon has the run's persist goroutine write what is new.
@@ -511,29 +608,51 @@ func (b *Boss) persist(r *activeRun, done chan<- struct{}) {
 
 func (b *Boss) persistOnce(r *activeRun) {
 	b.mu.Lock()
-	batch := map[string][]bettertest.Chunk{}
-	for task, chunks := range r.output {
-		if n := r.stored[task]; n < len(chunks) {
-			batch[task] = chunks[n:len(chunks):len(chunks)] // elements are never changed, only appended
+	batch, from := map[string][]bettertest.Chunk{}, map[string]int{}
+	for task, l := range r.logs {
+		if len(l.pending) > 0 {
+			batch[task] = l.pending[:len(l.pending):len(l.pending)] // elements are never changed, only appended
+			from[task] = l.n - len(l.pending)
 		}
 	}
-	from := maps.Clone(r.stored)
 	results, resultsFrom := r.results[r.storedResults:len(r.results):len(r.results)], r.storedResults
 	pipeline, commit := r.run.Pipeline, r.run.Commit
 	b.mu.Unlock()
 	if len(batch) == 0 && len(results) == 0 {
 		return
 	}
-	if err := b.store.appendRun(r.run.ID, pipeline, commit, from, batch, resultsFrom, results); err != nil {
-		b.log.Error("history", "err", err)
+	err := b.store.appendRun(r.run.ID, pipeline, commit, from, batch, resultsFrom, results)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	defer r.room.Broadcast()
+	if err != nil {
+		b.log.Error("history", "run", r.run.ID, "err", err)
+		b.lostOutputLocked(r, err)
 		return
 	}
-	b.mu.Lock()
 	for task, chunks := range batch {
-		r.stored[task] += len(chunks)
+		l := r.logs[task]
+		l.pending = slices.Clone(l.pending[len(chunks):]) // a new array: the written chunks' memory goes
+		for _, c := range chunks {
+			r.unstored -= len(c.Text)
+		}
 	}
 	r.storedResults += len(results)
-	b.mu.Unlock()
+}
+
+// lostOutputLocked ends a run whose output the history could not take:
+// what it holds is dropped and it keeps no more, so memory stays bounded,
+// and it is stopped with the reason.
+func (b *Boss) lostOutputLocked(r *activeRun, err error) {
+	if r.lost != nil {
+		return
+	}
+	r.lost = err
+	for _, l := range r.logs {
+		l.pending = nil
+	}
+	r.unstored = 0
+	b.stopLocked(r, bettertest.StatusFailed, fmt.Sprintf("the boss could not record this run's output (%v): the run was stopped; see the boss's log", err))
 }
 
 // report is one line of the pipedef's --report jsonl (docs/report-jsonl.md).
@@ -770,7 +889,9 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 	}
 	if r.checkout != "" {
 		rp, dir := b.repos[r.run.Pipeline], r.checkout
+		b.runsWG.Add(1) // a stopping boss waits for it: git's worktree list stays whole
 		go func() {
+			defer b.runsWG.Done()
 			if err := rp.release(dir); err != nil {
 				b.log.Warn("remove a run's worktree", "dir", dir, "err", err)
 			}

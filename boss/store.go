@@ -404,9 +404,10 @@ func (s *store) runs(ctx context.Context, pipeline string, limit int) ([]bettert
 	return out, rows.Err()
 }
 
-// output reads a task's whole output, in order.
-func (s *store) output(ctx context.Context, runID int64, task string) ([]bettertest.Chunk, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT stream, text FROM output WHERE run_id = ? AND task = ? ORDER BY seq`, runID, task)
+// output reads a task's output, in order: its chunks before seq before
+// (math.MaxInt: all of them).
+func (s *store) output(ctx context.Context, runID int64, task string, before int) ([]bettertest.Chunk, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT stream, text FROM output WHERE run_id = ? AND task = ? AND seq < ? ORDER BY seq`, runID, task, before)
 	if err != nil {
 		return nil, err
 	}

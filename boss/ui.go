@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -157,11 +158,14 @@ func (b *Boss) pipelineStrips(ctx context.Context) []ui.Pipeline {
 func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettertest.Chunk, error) {
 	b.mu.Lock()
 	if a, ok := b.active[id]; ok {
-		defer b.mu.Unlock()
 		if t, _ := a.task(task); t == nil {
+			b.mu.Unlock()
 			return nil, fmt.Errorf("run #%d has no task %q", id, task)
 		}
-		return append([]bettertest.Chunk{}, a.output[task]...), nil
+		from, pending := a.outputSnapshotLocked(task)
+		b.mu.Unlock()
+		chunks, err := b.store.output(ctx, id, task, from)
+		return append(chunks, pending...), err
 	}
 	b.mu.Unlock()
 	run, err := b.store.run(ctx, id)
@@ -171,7 +175,7 @@ func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettert
 	for _, st := range run.Stages {
 		for _, t := range st.Tasks {
 			if t.Name == task {
-				return b.store.output(ctx, id, task)
+				return b.store.output(ctx, id, task, math.MaxInt)
 			}
 		}
 	}

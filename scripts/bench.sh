@@ -121,6 +121,9 @@ PYTHONPATH=python python3 python/bench/image_cache.py --worker "$WORKER_URL" --t
 step "22. a service's readiness (its health_status event) to the run's first output line, against the service's start (target < 1 s)"
 gobench ./agent BenchmarkServiceReadyToFirstOutput '^Benchmark|bench_test' -benchtime 5x
 
+step "23. the boss's memory: peak RSS growth while a task writes 1 GiB and a pipedef 200 MiB without a newline, against its idle RSS (target < 64 MiB each)"
+gobench ./boss BenchmarkBossMemoryUnderOutput 'bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi
