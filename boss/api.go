@@ -86,10 +86,20 @@ func (b *Boss) handlePipelines(w http.ResponseWriter, r *http.Request) {
 func (b *Boss) current(r bettertest.Run) bettertest.Run {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if a, ok := b.active[r.ID]; ok {
+	if a, ok := b.live(r.ID); ok {
 		return summary(a.run)
 	}
 	return r
+}
+
+// live (b.mu held) is a run whose state is in memory, not (all) in the history:
+// queued or running, or ended but not written.
+func (b *Boss) live(id int64) (*activeRun, bool) {
+	if a, ok := b.active[id]; ok {
+		return a, true
+	}
+	a, ok := b.unsaved[id]
+	return a, ok
 }
 
 func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
@@ -122,10 +132,20 @@ func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeRecordError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, run)
+}
+
+// writeRecordError answers a change the history could not take: 507 for a
+// full disk, with where it is full.
+func writeRecordError(w http.ResponseWriter, err error) {
+	if full := (*diskFullError)(nil); errors.As(err, &full) {
+		writeError(w, http.StatusInsufficientStorage, full.Error())
+		return
+	}
+	writeError(w, http.StatusInternalServerError, err.Error())
 }
 
 // writeNoPipeline answers 404 for a pipeline this boss does not have, naming those it has.
@@ -200,7 +220,7 @@ func writeRunError(w http.ResponseWriter, id int64, err error) {
 // runByID returns a run with its stages: live while active, else stored.
 func (b *Boss) runByID(ctx context.Context, id int64) (bettertest.Run, error) {
 	b.mu.Lock()
-	if a, ok := b.active[id]; ok {
+	if a, ok := b.live(id); ok {
 		run := a.run
 		run.Stages = cloneStages(a.run.Stages)
 		b.mu.Unlock()

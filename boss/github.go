@@ -146,7 +146,7 @@ func (b *Boss) handleGitHubHook(w http.ResponseWriter, r *http.Request) {
 	}
 	fresh, err := b.store.newDelivery(delivery)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeRecordError(w, err)
 		return
 	}
 	started := []int64{}
@@ -158,7 +158,13 @@ func (b *Boss) handleGitHubHook(w http.ResponseWriter, r *http.Request) {
 	for _, cr := range runs {
 		run, err := b.triggerCommit(cr.pipeline, event, &cr.commit)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, err.Error())
+			if len(started) == 0 {
+				// Nothing of it ran: GitHub's redelivery may run it all once the boss can.
+				if ferr := b.store.forgetDelivery(delivery); ferr != nil {
+					b.log.Error("history", "delivery", delivery, "err", ferr)
+				}
+			}
+			writeRecordError(w, err)
 			return
 		}
 		started = append(started, run.ID)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -38,9 +39,13 @@ type activeRun struct {
 	unstored int
 	room     *sync.Cond // on Boss.mu: broadcast when output is written, or can no longer be
 	// lost is why the run's output could not be written: it is no longer kept.
-	lost   error
-	worker *worker
-	cmd    *exec.Cmd
+	lost error
+	// unsaved: a change of its state could not be written. Once it ends it
+	// stays in Boss.unsaved, so it reads as it ended, until it is written.
+	unsaved   bool
+	finishing bool // finishLocked has begun: its end is being recorded
+	worker    *worker
+	cmd       *exec.Cmd
 	// Why the run was stopped, if it was: the status and error it ends with.
 	stopStatus, stopError string
 	killTimer             *time.Timer
@@ -125,6 +130,12 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.store.room(); err != nil {
+		return bettertest.Run{}, err
+	}
+	if err := b.saveUnsavedLocked(); err != nil {
+		return bettertest.Run{}, err
+	}
 	r := &activeRun{
 		commit:   ci,
 		run:      bettertest.Run{Pipeline: pipeline, Status: bettertest.StatusQueued, Trigger: trigger, CreatedMS: now(), Stages: []bettertest.Stage{}},
@@ -208,10 +219,60 @@ func withRun(ev hub.Event, run int64, task string) hub.Event {
 
 // saveRunLocked records and announces a change of the run's own fields.
 func (b *Boss) saveRunLocked(r *activeRun) {
-	if err := b.store.saveRun(r.run); err != nil {
-		b.log.Error("history", "err", err)
-	}
+	b.recordedLocked(r, b.store.saveRun(r.run))
 	b.publishRunLocked(r)
+}
+
+// recordedLocked deals with a change of a run's state that the history
+// could not take: the run ends, failed with the reason (a full disk says
+// where), rather than go on unrecorded or read as running for ever.
+func (b *Boss) recordedLocked(r *activeRun, err error) {
+	if err == nil {
+		return
+	}
+	b.log.Error("history", "run", r.run.ID, "err", err)
+	r.unsaved = true
+	if r.finishing { // its end is what is being written: the end says so
+		r.run.Status, r.run.Error = bettertest.StatusFailed, recordFailure(err)
+		return
+	}
+	b.stopLocked(r, bettertest.StatusFailed, recordFailure(err))
+}
+
+// recordFailure is what a run says when its history could not be written.
+func recordFailure(err error) string {
+	var full *diskFullError
+	if errors.As(err, &full) {
+		return full.Error()
+	}
+	return fmt.Sprintf("the boss could not record this run (%v): it was stopped; see the boss's log", err)
+}
+
+// saveUnsavedLocked writes the ends of runs that could not be written when
+// they ended. A new run is recorded only after them: the history never
+// skips one.
+func (b *Boss) saveUnsavedLocked() error {
+	for _, id := range slices.Sorted(maps.Keys(b.unsaved)) {
+		r := b.unsaved[id]
+		if err := b.store.saveRun(r.run); err != nil {
+			return err
+		}
+		idx := 0
+		for si, st := range r.run.Stages {
+			if err := b.store.saveStage(id, si, st); err != nil {
+				return err
+			}
+			for _, t := range st.Tasks {
+				if err := b.store.saveTask(id, idx, t); err != nil {
+					return err
+				}
+				idx++
+			}
+		}
+		delete(b.unsaved, id)
+		b.log.Info("recorded a run's end that could not be written before", "run", id)
+	}
+	return nil
 }
 
 // dispatchLocked starts queued runs, oldest first, while a worker is free.
@@ -626,7 +687,6 @@ func (b *Boss) persistOnce(r *activeRun) {
 	defer b.mu.Unlock()
 	defer r.room.Broadcast()
 	if err != nil {
-		b.log.Error("history", "run", r.run.ID, "err", err)
 		b.lostOutputLocked(r, err)
 		return
 	}
@@ -652,7 +712,7 @@ func (b *Boss) lostOutputLocked(r *activeRun, err error) {
 		l.pending = nil
 	}
 	r.unstored = 0
-	b.stopLocked(r, bettertest.StatusFailed, fmt.Sprintf("the boss could not record this run's output (%v): the run was stopped; see the boss's log", err))
+	b.recordedLocked(r, err)
 }
 
 // report is one line of the pipedef's --report jsonl (docs/report-jsonl.md).
@@ -820,23 +880,20 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 
 func (b *Boss) saveStageLocked(r *activeRun, i int) {
 	st := r.run.Stages[i]
-	if err := b.store.saveStage(r.run.ID, i, st); err != nil {
-		b.log.Error("history", "err", err)
-	}
+	b.recordedLocked(r, b.store.saveStage(r.run.ID, i, st))
 	b.publishStageLocked(r, st)
 }
 
 func (b *Boss) saveTaskLocked(r *activeRun, name string) {
 	task, idx := r.task(name)
-	if err := b.store.saveTask(r.run.ID, idx, *task); err != nil {
-		b.log.Error("history", "err", err)
-	}
+	b.recordedLocked(r, b.store.saveTask(r.run.ID, idx, *task))
 	b.publishTaskLocked(r, *task)
 }
 
 // finishLocked ends a run: its status follows the pipedef's exit code,
 // unless it was stopped. Stages and tasks that never ended end with it.
 func (b *Boss) finishLocked(r *activeRun, code int) {
+	r.finishing = true
 	if r.killTimer != nil {
 		r.killTimer.Stop()
 	}
@@ -909,6 +966,9 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		}(pipelineTests(r.run.Pipeline, r.tested))
 	}
 	delete(b.active, r.run.ID)
+	if r.unsaved {
+		b.unsaved[r.run.ID] = r
+	}
 	b.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
 	if w := r.worker; w != nil {
 		w.info.Assigned--

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"syscall"
 	"time"
 
-	_ "modernc.org/sqlite" // the database/sql driver "sqlite", pure Go
+	"modernc.org/sqlite" // the database/sql driver "sqlite", pure Go
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/bettertest/bettertest"
 )
@@ -18,6 +20,7 @@ import (
 // tasks, and every task's output. Each change is its own transaction, so a
 // boss killed at any moment loses nothing that it had reported.
 type store struct {
+	dir     string // the data dir, for what a full disk says
 	db      *sql.DB
 	history *sql.Stmt // see testHistory
 }
@@ -180,7 +183,7 @@ func openStore(dataDir string) (*store, []int64, error) {
 		db.Close()
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &store{db: db, history: history}, unfinished, nil
+	return &store{dir: dataDir, db: db, history: history}, unfinished, nil
 }
 
 // close checkpoints the write-ahead log into history.db, so the boss leaves
@@ -221,10 +224,19 @@ func addColumns(db *sql.DB, table, typ string, columns ...string) error {
 func (s *store) newDelivery(id string) (bool, error) {
 	res, err := s.db.Exec(`INSERT OR IGNORE INTO deliveries (id, received_ms) VALUES (?, ?)`, id, time.Now().UnixMilli())
 	if err != nil {
-		return false, fmt.Errorf("record delivery %s: %w", id, err)
+		return false, fmt.Errorf("record delivery %s: %w", id, s.full(err))
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// forgetDelivery removes a delivery that started nothing, so that its
+// redelivery is new.
+func (s *store) forgetDelivery(id string) error {
+	if _, err := s.db.Exec(`DELETE FROM deliveries WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("forget delivery %s: %w", id, s.full(err))
+	}
+	return nil
 }
 
 // createRun records a new queued run and returns its id.
@@ -232,7 +244,7 @@ func (s *store) createRun(r bettertest.Run) (int64, error) {
 	res, err := s.db.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms, commit_sha, ref, author, commit_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.Pipeline, r.Status, r.Trigger, r.CreatedMS, r.Commit, r.Ref, r.Author, r.CommitURL)
 	if err != nil {
-		return 0, fmt.Errorf("record a run of %s: %w", r.Pipeline, err)
+		return 0, fmt.Errorf("record a run of %s: %w", r.Pipeline, s.full(err))
 	}
 	return res.LastInsertId()
 }
@@ -243,7 +255,7 @@ func (s *store) saveRun(r bettertest.Run) error {
 		commit_sha = ?, ref = ?, author = ?, commit_url = ? WHERE id = ?`,
 		r.Status, r.Worker, r.StartedMS, r.FinishedMS, r.ExitCode, r.Error, r.Commit, r.Ref, r.Author, r.CommitURL, r.ID)
 	if err != nil {
-		return fmt.Errorf("record run %d: %w", r.ID, err)
+		return fmt.Errorf("record run %d: %w", r.ID, s.full(err))
 	}
 	return nil
 }
@@ -253,7 +265,7 @@ func (s *store) saveStage(runID int64, idx int, st bettertest.Stage) error {
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, finished_ms = excluded.finished_ms`,
 		runID, idx, st.Name, st.Status, st.StartedMS, st.FinishedMS)
 	if err != nil {
-		return fmt.Errorf("record stage %s of run %d: %w", st.Name, runID, err)
+		return fmt.Errorf("record stage %s of run %d: %w", st.Name, runID, s.full(err))
 	}
 	return nil
 }
@@ -272,7 +284,7 @@ func (s *store) saveTask(runID int64, idx int, t bettertest.Task) error {
 		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts),
 		t.Attempts, t.Flaky, t.Quarantined)
 	if err != nil {
-		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, err)
+		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, s.full(err))
 	}
 	return nil
 }
@@ -291,7 +303,7 @@ func (s *store) appendRun(runID int64, pipeline, commit string, from map[string]
 		for i, c := range cs {
 			if _, err := tx.Exec(`INSERT INTO output (run_id, task, seq, stream, text) VALUES (?, ?, ?, ?, ?)`,
 				runID, task, from[task]+i, c.Stream, c.Text); err != nil {
-				return fmt.Errorf("record output of run %d: %w", runID, err)
+				return fmt.Errorf("record output of run %d: %w", runID, s.full(err))
 			}
 		}
 	}
@@ -299,16 +311,53 @@ func (s *store) appendRun(runID int64, pipeline, commit string, from map[string]
 		if _, err := tx.Exec(`INSERT INTO cases (run_id, seq, pipeline, test, task, name, attempt, status, duration_ms, output, commit_sha)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			runID, resultsFrom+i, pipeline, t.Test, t.Task, t.Case, t.Attempt, t.Status, t.DurationMS, t.Output, commit); err != nil {
-			return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, err)
+			return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, s.full(err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("record output and tests of run %d: %w", runID, err)
+		return fmt.Errorf("record output and tests of run %d: %w", runID, s.full(err))
 	}
 	return nil
 }
 
 var errNoRun = errors.New("no such run")
+
+// diskFullError is a change the history could not take for want of space.
+type diskFullError struct {
+	dir string
+	err error
+}
+
+func (e *diskFullError) Error() string {
+	return "disk full at " + e.dir + ": free space there, then try again"
+}
+
+func (e *diskFullError) Unwrap() error { return e.err }
+
+// minFree is the room a new run needs in the data dir: with less, the disk
+// counts as full and no run starts, rather than start and fail for want of it.
+const minFree = 16 << 20
+
+// room says whether the data dir has room for a new run.
+func (s *store) room() error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return fmt.Errorf("--data-dir %s: %w", s.dir, err)
+	}
+	if st.Bavail*uint64(st.Bsize) < minFree {
+		return &diskFullError{dir: s.dir}
+	}
+	return nil
+}
+
+// full says which of SQLite's errors is a full disk ("database or disk is full").
+func (s *store) full(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return &diskFullError{dir: s.dir, err: err}
+	}
+	return err
+}
 
 const runColumns = `id, pipeline, status, trigger, worker, created_ms, started_ms, finished_ms, exit_code, error, commit_sha, ref, author, commit_url`
 
