@@ -124,6 +124,9 @@ gobench ./agent BenchmarkServiceReadyToFirstOutput '^Benchmark|bench_test' -benc
 step "23. the boss's memory: peak RSS growth while a task writes 1 GiB and a pipedef 200 MiB without a newline, against its idle RSS (target < 64 MiB each)"
 gobench ./boss BenchmarkBossMemoryUnderOutput 'bench_test' -benchtime 1x
 
+step "24. a fleet's load: 20 runs over 10 workers with 100 UI tabs and 100 /api/events clients, against 1 run and 1 client: event p99 (target < 50 ms) and the boss's CPU per event"
+gobench ./boss BenchmarkFleetLoad 'bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi
