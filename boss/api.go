@@ -92,13 +92,13 @@ func (b *Boss) current(r bettertest.Run) bettertest.Run {
 	return r
 }
 
-// live (b.mu held) is a run whose state is in memory, not (all) in the history:
-// queued or running, or ended but not written.
+// live (b.mu held) is a run whose state is in memory, not (all) in the
+// history: queued or running, or ended and not written yet.
 func (b *Boss) live(id int64) (*activeRun, bool) {
 	if a, ok := b.active[id]; ok {
 		return a, true
 	}
-	a, ok := b.unsaved[id]
+	a, ok := b.ended[id]
 	return a, ok
 }
 
@@ -346,7 +346,7 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 	}
 	b.mu.Unlock()
 
-	run, err := b.store.run(r.Context(), id)
+	run, err := b.runByID(r.Context(), id)
 	if err != nil {
 		writeRunError(w, id, err)
 		return

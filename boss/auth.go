@@ -105,10 +105,10 @@ func newAuth(cfg Config, st *store, log *slog.Logger) (*auth, error) {
 		return nil, err
 	}
 	a.setUsers(u)
-	if _, err := st.db.Exec(sessionsSchema); err != nil {
+	if err := st.w.exec(sessionsSchema); err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	rows, err := st.db.Query(`SELECT hash, user, expires_ms FROM sessions`)
+	rows, err := st.rdb.Query(`SELECT hash, user, expires_ms FROM sessions`)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
@@ -461,14 +461,14 @@ func (b *Boss) handleLogin(w http.ResponseWriter, r *http.Request) {
 	secret := randomSecret()
 	hashed := sha256Hex(secret)
 	expires := time.Now().Add(SessionLife)
-	if _, err := a.store.db.ExecContext(r.Context(), `INSERT INTO sessions (hash, user, expires_ms) VALUES (?, ?, ?)`, hashed, name, expires.UnixMilli()); err != nil {
+	if err := a.store.w.exec(`INSERT INTO sessions (hash, user, expires_ms) VALUES (?, ?, ?)`, hashed, name, expires.UnixMilli()); err != nil {
 		writeLogin(w, http.StatusInternalServerError, ui.Login{Name: name, Next: next, Notice: "The session could not be saved: " + err.Error()})
 		return
 	}
 	// Sessions whose time is up go here, where one is made: the history
 	// keeps no more than a week of logins.
 	now := time.Now()
-	if _, err := a.store.db.ExecContext(r.Context(), `DELETE FROM sessions WHERE expires_ms < ?`, now.UnixMilli()); err != nil {
+	if err := a.store.w.exec(`DELETE FROM sessions WHERE expires_ms < ?`, now.UnixMilli()); err != nil {
 		b.log.Error("sessions: could not delete those that expired", "err", err)
 	}
 	a.mu.Lock()
@@ -489,7 +489,7 @@ func (b *Boss) handleLogout(w http.ResponseWriter, r *http.Request) {
 	a := b.auth
 	if c, err := r.Cookie(SessionCookie); err == nil && a.path != "" {
 		hashed := sha256Hex(c.Value)
-		if _, err := a.store.db.ExecContext(r.Context(), `DELETE FROM sessions WHERE hash = ?`, hashed); err != nil {
+		if err := a.store.w.exec(`DELETE FROM sessions WHERE hash = ?`, hashed); err != nil {
 			writeError(w, http.StatusInternalServerError, fmt.Sprintf("the session could not be ended (%v): try again", err))
 			return
 		}

@@ -98,7 +98,7 @@ type Boss struct {
 	workers []*worker
 	queue   []*activeRun
 	active  map[int64]*activeRun
-	unsaved map[int64]*activeRun // ended, but their ends could not be written (a full disk)
+	ended   map[int64]*activeRun // ended, but their ends are not in the history yet
 	runsWG  sync.WaitGroup       // pipedef processes
 
 	uiSessions uiSessions // the browser tabs showing the UI
@@ -174,11 +174,9 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
 	b.runsWG.Wait()
-	b.mu.Lock()
-	if err := b.saveUnsavedLocked(); err != nil {
+	if err := b.saveUnsaved(); err != nil {
 		b.log.Error("history: the ends of some runs could not be written; they will read as interrupted", "err", err)
 	}
-	b.mu.Unlock()
 	b.waitForStatuses(stopPosting)
 	if err != nil {
 		return fmt.Errorf("stop: %w", err)
@@ -188,7 +186,7 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func newBoss(cfg Config) (_ *Boss, err error) {
-	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}, unsaved: map[int64]*activeRun{}, secretNames: map[string][]string{}}
+	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}, ended: map[int64]*activeRun{}, secretNames: map[string][]string{}}
 	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
 		return nil, errors.New("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")
 	}

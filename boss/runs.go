@@ -3,6 +3,7 @@ package boss
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,7 +42,7 @@ type activeRun struct {
 	// lost is why the run's output could not be written: it is no longer kept.
 	lost error
 	// unsaved: a change of its state could not be written. Once it ends it
-	// stays in Boss.unsaved, so it reads as it ended, until it is written.
+	// stays in Boss.ended, so it reads as it ended, until it is written whole.
 	unsaved   bool
 	finishing bool // finishLocked has begun: its end is being recorded
 	worker    *worker
@@ -128,12 +129,10 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 	if rp := b.repos[pipeline]; rp != nil && ci == nil {
 		ci = &commitInfo{FullName: rp.cfg.fullName()}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.store.room(); err != nil {
 		return bettertest.Run{}, err
 	}
-	if err := b.saveUnsavedLocked(); err != nil {
+	if err := b.saveUnsaved(); err != nil {
 		return bettertest.Run{}, err
 	}
 	r := &activeRun{
@@ -155,10 +154,14 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 	if awaiting {
 		r.run.Status = bettertest.StatusAwaitingApproval
 	}
+	// Written before anyone sees it, with no lock held: a run listed is a
+	// run in the history.
 	id, err := b.store.createRun(r.run)
 	if err != nil {
 		return bettertest.Run{}, err
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	r.run.ID = id
 	b.active[id] = r
 	b.publishRunLocked(r)
@@ -219,8 +222,21 @@ func withRun(ev hub.Event, run int64, task string) hub.Event {
 
 // saveRunLocked records and announces a change of the run's own fields.
 func (b *Boss) saveRunLocked(r *activeRun) {
-	b.recordedLocked(r, b.store.saveRun(r.run))
+	run := r.run
+	b.recordLocked(r, func(tx *sql.Tx) error { return b.store.saveRun(tx, run) })
 	b.publishRunLocked(r)
+}
+
+// recordLocked queues a change of a run for the history's writer; it is
+// written soon after, in order, without the boss waiting for it.
+func (b *Boss) recordLocked(r *activeRun, apply func(*sql.Tx) error) {
+	b.store.w.add(change{apply: apply, then: func(err error) {
+		if err != nil {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.recordedLocked(r, err)
+		}
+	}})
 }
 
 // recordedLocked deals with a change of a run's state that the history
@@ -231,9 +247,13 @@ func (b *Boss) recordedLocked(r *activeRun, err error) {
 		return
 	}
 	b.log.Error("history", "run", r.run.ID, "err", err)
+	if r.unsaved {
+		return // its first failure said why
+	}
 	r.unsaved = true
-	if r.finishing { // its end is what is being written: the end says so
+	if r.finishing { // its end is what could not be written: its end says so
 		r.run.Status, r.run.Error = bettertest.StatusFailed, recordFailure(err)
+		b.publishRunLocked(r)
 		return
 	}
 	b.stopLocked(r, bettertest.StatusFailed, recordFailure(err))
@@ -248,29 +268,38 @@ func recordFailure(err error) string {
 	return fmt.Sprintf("the boss could not record this run (%v): it was stopped; see the boss's log", err)
 }
 
-// saveUnsavedLocked writes the ends of runs that could not be written when
-// they ended. A new run is recorded only after them: the history never
-// skips one.
-func (b *Boss) saveUnsavedLocked() error {
-	for _, id := range slices.Sorted(maps.Keys(b.unsaved)) {
-		r := b.unsaved[id]
-		if err := b.store.saveRun(r.run); err != nil {
-			return err
+// saveUnsaved writes again, whole, the runs that ended with a change the
+// history could not take. A new run is recorded only after them.
+func (b *Boss) saveUnsaved() error {
+	b.mu.Lock()
+	var runs []bettertest.Run
+	for _, id := range slices.Sorted(maps.Keys(b.ended)) {
+		if r := b.ended[id]; r.unsaved {
+			run := r.run
+			run.Stages = cloneStages(r.run.Stages)
+			runs = append(runs, run)
 		}
-		idx := 0
-		for si, st := range r.run.Stages {
-			if err := b.store.saveStage(id, si, st); err != nil {
+	}
+	b.mu.Unlock()
+	if len(runs) == 0 {
+		return nil
+	}
+	err := b.store.w.do(func(tx *sql.Tx) error {
+		for _, run := range runs {
+			if err := b.store.saveWhole(tx, run); err != nil {
 				return err
 			}
-			for _, t := range st.Tasks {
-				if err := b.store.saveTask(id, idx, t); err != nil {
-					return err
-				}
-				idx++
-			}
 		}
-		delete(b.unsaved, id)
-		b.log.Info("recorded a run's end that could not be written before", "run", id)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, run := range runs {
+		delete(b.ended, run.ID)
+		b.log.Info("recorded a run's end that could not be written before", "run", run.ID)
 	}
 	return nil
 }
@@ -879,15 +908,18 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 }
 
 func (b *Boss) saveStageLocked(r *activeRun, i int) {
-	st := r.run.Stages[i]
-	b.recordedLocked(r, b.store.saveStage(r.run.ID, i, st))
+	st, id := r.run.Stages[i], r.run.ID
+	st.Tasks = nil
+	b.recordLocked(r, func(tx *sql.Tx) error { return b.store.saveStage(tx, id, i, st) })
 	b.publishStageLocked(r, st)
 }
 
 func (b *Boss) saveTaskLocked(r *activeRun, name string) {
 	task, idx := r.task(name)
-	b.recordedLocked(r, b.store.saveTask(r.run.ID, idx, *task))
-	b.publishTaskLocked(r, *task)
+	t, id := *task, r.run.ID
+	t.Artifacts = slices.Clone(t.Artifacts)
+	b.recordLocked(r, func(tx *sql.Tx) error { return b.store.saveTask(tx, id, idx, t) })
+	b.publishTaskLocked(r, t)
 }
 
 // finishLocked ends a run: its status follows the pipedef's exit code,
@@ -965,10 +997,16 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 			}
 		}(pipelineTests(r.run.Pipeline, r.tested))
 	}
+	// It reads as it ended, from memory, until its end is in the history.
 	delete(b.active, r.run.ID)
-	if r.unsaved {
-		b.unsaved[r.run.ID] = r
-	}
+	b.ended[r.run.ID] = r
+	b.store.w.add(change{apply: func(*sql.Tx) error { return nil }, then: func(error) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !r.unsaved { // every change before this one is written
+			delete(b.ended, r.run.ID)
+		}
+	}})
 	b.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
 	if w := r.worker; w != nil {
 		w.info.Assigned--

@@ -17,11 +17,14 @@ import (
 )
 
 // store keeps the history of runs in SQLite (WAL): every run, its stages and
-// tasks, and every task's output. Each change is its own transaction, so a
-// boss killed at any moment loses nothing that it had reported.
+// tasks, and every task's output. Its writer alone writes, in batches;
+// reads go to connections of their own, which WAL lets read while it
+// writes, so no read waits for a write or a write for a read.
 type store struct {
-	dir     string // the data dir, for what a full disk says
-	db      *sql.DB
+	dir     string  // the data dir, for what a full disk says
+	db      *sql.DB // the writer's connection
+	rdb     *sql.DB // read-only connections, for every read
+	w       *writer
 	history *sql.Stmt // see testHistory
 }
 
@@ -173,25 +176,36 @@ func openStore(dataDir string) (*store, []int64, error) {
 		db.Close()
 		return nil, nil, err
 	}
-	// A test's results in its newest runs: those from the Nth newest run
-	// that has any on. Prepared once: judging reads it for every test of a run.
-	history, err := db.Prepare(`SELECT run_id, commit_sha, status FROM cases
-		WHERE pipeline = ? AND test = ? AND run_id >= coalesce(
-			(SELECT run_id FROM (SELECT DISTINCT run_id FROM cases WHERE pipeline = ? AND test = ? ORDER BY run_id DESC LIMIT 1 OFFSET ?)), 0)
-		ORDER BY run_id DESC, seq`)
+	rdb, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)")
 	if err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &store{dir: dataDir, db: db, history: history}, unfinished, nil
+	rdb.SetMaxOpenConns(4)
+	// A test's results in its newest runs: those from the Nth newest run
+	// that has any on. Prepared once: judging reads it for every test of a run.
+	history, err := rdb.Prepare(`SELECT run_id, commit_sha, status FROM cases
+		WHERE pipeline = ? AND test = ? AND run_id >= coalesce(
+			(SELECT run_id FROM (SELECT DISTINCT run_id FROM cases WHERE pipeline = ? AND test = ? ORDER BY run_id DESC LIMIT 1 OFFSET ?)), 0)
+		ORDER BY run_id DESC, seq`)
+	if err != nil {
+		rdb.Close()
+		db.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &store{dir: dataDir, db: db, rdb: rdb, history: history}
+	s.w = newWriter(db, s.full)
+	return s, unfinished, nil
 }
 
 // close checkpoints the write-ahead log into history.db, so the boss leaves
 // one file that is whole on its own, then closes it.
 func (s *store) close() error {
+	s.w.close()
 	s.history.Close()
+	rerr := s.rdb.Close()
 	_, cerr := s.db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
-	return errors.Join(cerr, s.db.Close())
+	return errors.Join(rerr, cerr, s.db.Close())
 }
 
 // addColumns adds columns of one type that a history made by an earlier boss lacks.
@@ -222,18 +236,24 @@ func addColumns(db *sql.DB, table, typ string, columns ...string) error {
 
 // newDelivery records a webhook delivery id and says whether it is new.
 func (s *store) newDelivery(id string) (bool, error) {
-	res, err := s.db.Exec(`INSERT OR IGNORE INTO deliveries (id, received_ms) VALUES (?, ?)`, id, time.Now().UnixMilli())
+	var n int64
+	err := s.w.do(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT OR IGNORE INTO deliveries (id, received_ms) VALUES (?, ?)`, id, time.Now().UnixMilli())
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("record delivery %s: %w", id, s.full(err))
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	return n == 1, nil
 }
 
 // forgetDelivery removes a delivery that started nothing, so that its
 // redelivery is new.
 func (s *store) forgetDelivery(id string) error {
-	if _, err := s.db.Exec(`DELETE FROM deliveries WHERE id = ?`, id); err != nil {
+	if err := s.w.exec(`DELETE FROM deliveries WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("forget delivery %s: %w", id, s.full(err))
 	}
 	return nil
@@ -241,17 +261,24 @@ func (s *store) forgetDelivery(id string) error {
 
 // createRun records a new queued run and returns its id.
 func (s *store) createRun(r bettertest.Run) (int64, error) {
-	res, err := s.db.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms, commit_sha, ref, author, commit_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.Pipeline, r.Status, r.Trigger, r.CreatedMS, r.Commit, r.Ref, r.Author, r.CommitURL)
+	var id int64
+	err := s.w.do(func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms, commit_sha, ref, author, commit_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Pipeline, r.Status, r.Trigger, r.CreatedMS, r.Commit, r.Ref, r.Author, r.CommitURL)
+		if err == nil {
+			id, err = res.LastInsertId()
+		}
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("record a run of %s: %w", r.Pipeline, s.full(err))
 	}
-	return res.LastInsertId()
+	return id, nil
 }
 
 // saveRun writes a run's own fields (not its stages).
-func (s *store) saveRun(r bettertest.Run) error {
-	_, err := s.db.Exec(`UPDATE runs SET status = ?, worker = ?, started_ms = ?, finished_ms = ?, exit_code = ?, error = ?,
+func (s *store) saveRun(tx *sql.Tx, r bettertest.Run) error {
+	_, err := tx.Exec(`UPDATE runs SET status = ?, worker = ?, started_ms = ?, finished_ms = ?, exit_code = ?, error = ?,
 		commit_sha = ?, ref = ?, author = ?, commit_url = ? WHERE id = ?`,
 		r.Status, r.Worker, r.StartedMS, r.FinishedMS, r.ExitCode, r.Error, r.Commit, r.Ref, r.Author, r.CommitURL, r.ID)
 	if err != nil {
@@ -260,8 +287,8 @@ func (s *store) saveRun(r bettertest.Run) error {
 	return nil
 }
 
-func (s *store) saveStage(runID int64, idx int, st bettertest.Stage) error {
-	_, err := s.db.Exec(`INSERT INTO stages (run_id, idx, name, status, started_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?)
+func (s *store) saveStage(tx *sql.Tx, runID int64, idx int, st bettertest.Stage) error {
+	_, err := tx.Exec(`INSERT INTO stages (run_id, idx, name, status, started_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, finished_ms = excluded.finished_ms`,
 		runID, idx, st.Name, st.Status, st.StartedMS, st.FinishedMS)
 	if err != nil {
@@ -270,12 +297,12 @@ func (s *store) saveStage(runID int64, idx int, st bettertest.Stage) error {
 	return nil
 }
 
-func (s *store) saveTask(runID int64, idx int, t bettertest.Task) error {
+func (s *store) saveTask(tx *sql.Tx, runID int64, idx int, t bettertest.Task) error {
 	artifacts, err := json.Marshal(t.Artifacts)
 	if err != nil {
 		return err
 	}
-	_, err = s.db.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
+	_, err = tx.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
 			attempts, flaky, quarantined)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code, cached = excluded.cached,
@@ -289,16 +316,38 @@ func (s *store) saveTask(runID int64, idx int, t bettertest.Task) error {
 	return nil
 }
 
+// saveWhole writes a run with its stages and tasks.
+func (s *store) saveWhole(tx *sql.Tx, r bettertest.Run) error {
+	if err := s.saveRun(tx, r); err != nil {
+		return err
+	}
+	idx := 0
+	for si, st := range r.Stages {
+		if err := s.saveStage(tx, r.ID, si, st); err != nil {
+			return err
+		}
+		for _, t := range st.Tasks {
+			if err := s.saveTask(tx, r.ID, idx, t); err != nil {
+				return err
+			}
+			idx++
+		}
+	}
+	return nil
+}
+
 // appendRun stores, in one transaction, new chunks of output of several
 // tasks of a run (from holds the number of chunks of each task stored
 // before) and its new test results (resultsFrom results were stored before).
 func (s *store) appendRun(runID int64, pipeline, commit string, from map[string]int, chunks map[string][]bettertest.Chunk,
 	resultsFrom int, results []bettertest.TestResult) error {
-	tx, err := s.db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
+	return s.w.do(func(tx *sql.Tx) error {
+		return s.appendRunTx(tx, runID, pipeline, commit, from, chunks, resultsFrom, results)
+	})
+}
+
+func (s *store) appendRunTx(tx *sql.Tx, runID int64, pipeline, commit string, from map[string]int, chunks map[string][]bettertest.Chunk,
+	resultsFrom int, results []bettertest.TestResult) error {
 	for task, cs := range chunks {
 		for i, c := range cs {
 			if _, err := tx.Exec(`INSERT INTO output (run_id, task, seq, stream, text) VALUES (?, ?, ?, ?, ?)`,
@@ -313,9 +362,6 @@ func (s *store) appendRun(runID int64, pipeline, commit string, from map[string]
 			runID, resultsFrom+i, pipeline, t.Test, t.Task, t.Case, t.Attempt, t.Status, t.DurationMS, t.Output, commit); err != nil {
 			return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, s.full(err))
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("record output and tests of run %d: %w", runID, s.full(err))
 	}
 	return nil
 }
@@ -352,6 +398,9 @@ func (s *store) room() error {
 
 // full says which of SQLite's errors is a full disk ("database or disk is full").
 func (s *store) full(err error) error {
+	if _, ok := errors.AsType[*diskFullError](err); ok {
+		return err
+	}
 	var se *sqlite.Error
 	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
 		return &diskFullError{dir: s.dir, err: err}
@@ -375,14 +424,14 @@ func scanRun(row interface{ Scan(...any) error }) (bettertest.Run, error) {
 
 // run reads one run with its stages and tasks.
 func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
-	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
+	r, err := scanRun(s.rdb.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, errNoRun
 	}
 	if err != nil {
 		return r, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT name, status, started_ms, finished_ms FROM stages WHERE run_id = ? ORDER BY idx`, id)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT name, status, started_ms, finished_ms FROM stages WHERE run_id = ? ORDER BY idx`, id)
 	if err != nil {
 		return r, err
 	}
@@ -397,7 +446,7 @@ func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
 	if err := rows.Err(); err != nil {
 		return r, err
 	}
-	trows, err := s.db.QueryContext(ctx, `SELECT stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
+	trows, err := s.rdb.QueryContext(ctx, `SELECT stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
 		attempts, flaky, quarantined FROM tasks WHERE run_id = ? ORDER BY idx`, id)
 	if err != nil {
 		return r, err
@@ -437,7 +486,7 @@ func (s *store) runs(ctx context.Context, pipeline string, limit int) ([]bettert
 	}
 	q += ` ORDER BY id DESC LIMIT ?`
 	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -456,7 +505,7 @@ func (s *store) runs(ctx context.Context, pipeline string, limit int) ([]bettert
 // output reads a task's output, in order: its chunks before seq before
 // (math.MaxInt: all of them).
 func (s *store) output(ctx context.Context, runID int64, task string, before int) ([]bettertest.Chunk, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT stream, text FROM output WHERE run_id = ? AND task = ? AND seq < ? ORDER BY seq`, runID, task, before)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT stream, text FROM output WHERE run_id = ? AND task = ? AND seq < ? ORDER BY seq`, runID, task, before)
 	if err != nil {
 		return nil, err
 	}
@@ -480,7 +529,7 @@ func (s *store) cases(ctx context.Context, runID int64, task string) ([]betterte
 		q += ` AND task = ?`
 		args = append(args, task)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY seq`, args...)
+	rows, err := s.rdb.QueryContext(ctx, q+` ORDER BY seq`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -522,7 +571,7 @@ func (s *store) allTests(ctx context.Context) ([][2]string, error) {
 
 // pipelineTests runs a query of (pipeline, test) rows.
 func (s *store) pipelineTests(ctx context.Context, query string) ([][2]string, error) {
-	rows, err := s.db.QueryContext(ctx, query)
+	rows, err := s.rdb.QueryContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -540,26 +589,20 @@ func (s *store) pipelineTests(ctx context.Context, query string) ([][2]string, e
 
 // saveTests records what the rules found about tests, in one transaction.
 func (s *store) saveTests(verdicts []bettertest.FlakyTest) error {
-	tx, err := s.db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	for _, ft := range verdicts {
-		detail, err := json.Marshal(ft)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(`INSERT INTO tests (pipeline, test, flaky, flip_rate, detail) VALUES (?, ?, ?, ?, ?)
+	return s.w.do(func(tx *sql.Tx) error {
+		for _, ft := range verdicts {
+			detail, err := json.Marshal(ft)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO tests (pipeline, test, flaky, flip_rate, detail) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (pipeline, test) DO UPDATE SET flaky = excluded.flaky, flip_rate = excluded.flip_rate, detail = excluded.detail`,
-			ft.Pipeline, ft.Test, ft.Flaky, ft.FlipRate, string(detail)); err != nil {
-			return fmt.Errorf("record the flakiness of %s/%s: %w", ft.Pipeline, ft.Test, err)
+				ft.Pipeline, ft.Test, ft.Flaky, ft.FlipRate, string(detail)); err != nil {
+				return fmt.Errorf("record the flakiness of %s/%s: %w", ft.Pipeline, ft.Test, s.full(err))
+			}
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("record the flakiness of %d tests: %w", len(verdicts), err)
-	}
-	return nil
+		return nil
+	})
 }
 
 // flakyTests reads the tests the rules found flaky, of one pipeline or of
@@ -571,7 +614,7 @@ func (s *store) flakyTests(ctx context.Context, pipeline string, also [][2]strin
 		q += ` AND pipeline = ?`
 		args = append(args, pipeline)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY flip_rate DESC, pipeline, test`, args...)
+	rows, err := s.rdb.QueryContext(ctx, q+` ORDER BY flip_rate DESC, pipeline, test`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read the flaky tests: %w", err)
 	}
@@ -599,7 +642,7 @@ func (s *store) flakyTests(ctx context.Context, pipeline string, also [][2]strin
 		}
 		ft := bettertest.FlakyTest{Pipeline: pt[0], Test: pt[1], Reasons: []string{}, Evidence: []bettertest.TestRun{}, History: []bettertest.TestRun{}}
 		var detail string
-		err := s.db.QueryRowContext(ctx, `SELECT detail FROM tests WHERE pipeline = ? AND test = ?`, pt[0], pt[1]).Scan(&detail)
+		err := s.rdb.QueryRowContext(ctx, `SELECT detail FROM tests WHERE pipeline = ? AND test = ?`, pt[0], pt[1]).Scan(&detail)
 		switch {
 		case err == nil:
 			if err := json.Unmarshal([]byte(detail), &ft); err != nil {
@@ -626,9 +669,9 @@ func (s *store) quarantined(ctx context.Context) ([][2]string, error) {
 func (s *store) setQuarantine(pipeline, test string, on bool) error {
 	var err error
 	if on {
-		_, err = s.db.Exec(`INSERT OR IGNORE INTO quarantine (pipeline, test, since_ms) VALUES (?, ?, ?)`, pipeline, test, time.Now().UnixMilli())
+		err = s.w.exec(`INSERT OR IGNORE INTO quarantine (pipeline, test, since_ms) VALUES (?, ?, ?)`, pipeline, test, time.Now().UnixMilli())
 	} else {
-		_, err = s.db.Exec(`DELETE FROM quarantine WHERE pipeline = ? AND test = ?`, pipeline, test)
+		err = s.w.exec(`DELETE FROM quarantine WHERE pipeline = ? AND test = ?`, pipeline, test)
 	}
 	if err != nil {
 		return fmt.Errorf("quarantine %s/%s: %w", pipeline, test, err)
@@ -639,7 +682,7 @@ func (s *store) setQuarantine(pipeline, test string, on bool) error {
 // meta reads a value the boss keeps about its history ("" when unset).
 func (s *store) meta(key string) (string, error) {
 	var v string
-	err := s.db.QueryRow(`SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	err := s.rdb.QueryRow(`SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -647,6 +690,5 @@ func (s *store) meta(key string) (string, error) {
 }
 
 func (s *store) setMeta(key, value string) error {
-	_, err := s.db.Exec(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
-	return err
+	return s.w.exec(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
 }

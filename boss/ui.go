@@ -168,7 +168,7 @@ func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettert
 		return append(chunks, pending...), err
 	}
 	b.mu.Unlock()
-	run, err := b.store.run(ctx, id)
+	run, err := b.runByID(ctx, id)
 	if err != nil {
 		return nil, err
 	}
