@@ -121,6 +121,9 @@ PYTHONPATH=python python3 python/bench/image_cache.py --worker "$WORKER_URL" --t
 step "22. a service's readiness (its health_status event) to the run's first output line, against the service's start (target < 1 s)"
 gobench ./agent BenchmarkServiceReadyToFirstOutput '^Benchmark|bench_test' -benchtime 5x
 
+step "23. a history of 100,000 runs: the pipelines page and GET /api/runs?pipeline=NAME, against GET /api/workers (target p99 < 20 ms)"
+gobench ./boss BenchmarkRunHistory 'history_bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi
