@@ -5,7 +5,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/bettertest/bettertest.Version=$(VERSION)
 BIN     := bin/bettertest
 
-.PHONY: all build setup test test-go test-python fuzz demo bench bench-smoke clean
+.PHONY: all build setup test test-short test-go test-python fuzz demo bench bench-smoke clean
 all: build
 
 # Static (no cgo): enrollment copies this binary to hosts of any distribution.
@@ -22,6 +22,11 @@ test: setup build
 	go vet ./...
 	go test -count=1 -timeout 15m ./...
 	$(MAKE) --no-print-directory test-python
+
+# The pure tests only, in seconds: no setup, no Docker, no binary, no Chromium
+# (the integration tests skip under -short, each saying so).
+test-short:
+	go test -short -count=1 ./...
 
 test-python: build
 	cd python && python3 -m unittest discover -s tests -t . -v

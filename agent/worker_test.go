@@ -448,6 +448,7 @@ func TestSIGTERMStopsRunsAndTellsSystemd(t *testing.T) {
 }
 
 func TestRefusesToStartWithoutAGoodTokenFile(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	dir := t.TempDir()
 	empty, loose := filepath.Join(dir, "empty"), filepath.Join(dir, "loose")
@@ -522,6 +523,7 @@ func (p *dockerProxy) cut() {
 }
 
 func TestDockerGoneIsReportedNotCrashed(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	proxy, host := newDockerProxy(t)
 	tokenFile := wt.NewTokenFile(t, t.TempDir())

@@ -20,6 +20,7 @@ import (
 // and logs out; the session cookie cannot be read by scripts, is never sent
 // by another site, and is gone once logged out.
 func TestBrowserLogsInRunsAndLogsOut(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	dir := t.TempDir()
 	usersFile := filepath.Join(dir, "users.json")

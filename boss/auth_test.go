@@ -185,6 +185,7 @@ func check(t *testing.T, what string, got, want answer) {
 // Every route of a boss with users, asked by someone who may not, is
 // refused with the status that says why, and changes nothing.
 func TestEveryRouteRefusesWhoMayNot(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	dir := t.TempDir()
 	usersFile, aliceToken, victorToken := users(t, dir)
@@ -407,6 +408,7 @@ func (tab *uiTab) until(t *testing.T, want ui.Fragment) {
 // The users and tokens commands, with the password typed on a terminal,
 // and bettertest run with a token.
 func TestUserCommandsAndRunWithAToken(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	dir := t.TempDir()
 	usersFile := filepath.Join(dir, "users.json")
@@ -500,6 +502,7 @@ func typed(t *testing.T, args []string, passwords ...string) (string, int) {
 // With --tls-cert and --tls-key the boss serves https, and its session
 // cookie is Secure.
 func TestTLSMakesTheCookieSecure(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
@@ -601,6 +604,7 @@ func ends(t *testing.T, what string, r *sse.Reader, close func()) {
 // names the boss; the webhook answers whatever the Host; a users file that
 // is missing or readable by others stops the boss from starting.
 func TestPublicReadAndTheBosssNames(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	dir := t.TempDir()
 	usersFile, _, _ := users(t, dir)

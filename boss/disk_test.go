@@ -32,6 +32,7 @@ func mountSmall(t *testing.T, size string) string {
 // refused with 507 until there is room, and then the ended run's end is
 // written before them.
 func TestAFullDiskEndsTheRunAndRefusesNewOnes(t *testing.T) {
+	wt.Integration(t) // before the mount: it needs root
 	t.Parallel()
 	dataDir := mountSmall(t, "24m")
 	worker := wt.Start(t, bin, wt.Options{})

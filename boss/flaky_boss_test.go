@@ -215,6 +215,7 @@ func TestARetriedFlakyTestIsRecordedMarkedAndListed(t *testing.T) {
 // once; runs that flip often make it flaky by its flip rate; clean passes
 // in a row clear it.
 func TestSameCommitFlipRateAndClearing(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	w := newRepoWobbly("app")
 	repo := newRepo(t)

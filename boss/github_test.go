@@ -148,6 +148,7 @@ func startHooked(t *testing.T, args ...string) *hooked {
 // startHookedRepo starts a boss with the pipeline repo (a --repo value whose
 // %s is the URL of a local repository named fullName).
 func startHookedRepo(t *testing.T, fullName, repo string, args ...string) *hooked {
+	wt.Integration(t)
 	dir := t.TempDir()
 	h := &hooked{repo: newRepoNamed(t, fullName), secret: "it's a secret"}
 	h.github = newGitHubFor(t, "gh-token", fullName)

@@ -22,6 +22,7 @@ with p.stage("build") as s:
 `
 
 func TestARepositoryPipelineBuildsACommitOnce(t *testing.T) {
+	wt.Integration(t)
 	t.Parallel()
 	repo := newRepo(t)
 	if err := os.WriteFile(filepath.Join(repo.work, ".gitignore"), []byte("*.log\n"), 0o644); err != nil {

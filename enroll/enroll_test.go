@@ -22,21 +22,9 @@ import (
 	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
-var bin, binDir string
+var bin string // the bettertest binary under test
 
-func TestMain(m *testing.M) {
-	var err error
-	if binDir, err = os.MkdirTemp("", "bettertest-bin"); err != nil {
-		panic(err)
-	}
-	if bin, err = wt.Build(binDir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(binDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { wt.Main(m, &bin) }
 
 // env is the enrolling machine: a home with ~/.ssh and ~/.config/bettertest.
 type env struct {

@@ -127,6 +127,9 @@ gobench ./boss BenchmarkBossMemoryUnderOutput 'bench_test' -benchtime 1x
 step "24. a fleet's load: 20 runs over 10 workers with 100 UI tabs and 100 /api/events clients, against 1 run and 1 client: event p99 (target < 50 ms) and the boss's CPU per event"
 gobench ./boss BenchmarkFleetLoad 'bench_test' -benchtime 1x
 
+step "25. a history of 100,000 runs: the pipelines page and GET /api/runs?pipeline=NAME, against GET /api/workers (target p99 < 20 ms)"
+gobench ./boss BenchmarkRunHistory 'history_bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

@@ -23,34 +23,18 @@ import (
 // from Debian packages (Fedora's images cannot be downloaded here).
 const VMImage = "/var/lib/bettertest/debian12-cloud.qcow2"
 
-var vmlabBin string
+var bin string // the bettertest binary under test
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vmlab-bin")
-	if err != nil {
-		panic(err)
-	}
-	bin, err := wt.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vmlabBin = filepath.Join(dir, "vmlab")
-	if err := os.Symlink(bin, vmlabBin); err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { wt.Main(m, &bin) }
 
 type lab struct {
 	t    *testing.T
 	home string
+	bin  string // vmlab: the binary dispatches on the name it is called by
 }
 
 func (l lab) run(args ...string) (string, error) {
-	cmd := exec.Command(vmlabBin, args...)
+	cmd := exec.Command(l.bin, args...)
 	cmd.Env = []string{"HOME=" + l.home, "PATH=" + os.Getenv("PATH")}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -77,10 +61,14 @@ func virshState(t *testing.T, name string) string {
 // up again changes nothing, down, destroy leaves nothing behind. Software
 // emulation and user networking, as this machine allows; about two minutes.
 func TestUpSSHDownDestroy(t *testing.T) {
+	wt.Integration(t) // libvirt, qemu
 	if _, err := os.Stat(VMImage); err != nil {
 		t.Fatalf("%v: make test builds it (scripts/setup-test-env.sh)", err)
 	}
-	l := lab{t: t, home: t.TempDir()}
+	l := lab{t: t, home: t.TempDir(), bin: filepath.Join(t.TempDir(), "vmlab")}
+	if err := os.Symlink(bin, l.bin); err != nil {
+		t.Fatal(err)
+	}
 	b := make([]byte, 3)
 	rand.Read(b)
 	name := "vmlabtest-" + hex.EncodeToString(b)

@@ -52,6 +52,8 @@ import (
 	"github.com/docker/go-connections/nat"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	wt "github.com/bettertest/bettertest/internal/workertest"
 )
 
 // The Debian releases that test hosts run, as Options.Release names them.
@@ -171,6 +173,7 @@ type Options struct {
 // name (Options.Network), removed when the test ends, after its hosts.
 func NewNetwork(t testing.TB) string {
 	t.Helper()
+	wt.Integration(t)
 	docker, err := client.NewClientWithOpts(client.WithHost(client.DefaultDockerHost), client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
@@ -224,6 +227,7 @@ type Host struct {
 // connections. The host and its volume are removed when the test ends.
 func Start(t testing.TB, opt Options) *Host {
 	t.Helper()
+	wt.Integration(t)
 	if opt.Key.Public == "" {
 		t.Fatal("testhost.Start: Options.Key is empty; make one with testhost.NewKey(t)")
 	}

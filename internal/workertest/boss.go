@@ -38,6 +38,7 @@ type Boss struct {
 // It is stopped with SIGTERM when the test ends.
 func StartBoss(t testing.TB, bin string, opt BossOptions) *Boss {
 	t.Helper()
+	Integration(t)
 	b := &Boss{DataDir: opt.DataDir, WorkersDir: opt.WorkersDir}
 	if b.DataDir == "" {
 		b.DataDir = t.TempDir()

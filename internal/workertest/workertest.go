@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -49,7 +50,14 @@ func Build(dir string) (string, error) {
 
 // Main builds the binary into a temporary directory, sets *bin to its path,
 // runs the tests and exits with their status: a package's TestMain.
+// Under -short, unless benchmarks were asked for (-bench, whose quick mode
+// -short is), it builds nothing and *bin stays "": the tests that need the
+// binary skip (see Integration), so -short runs the pure tests only.
 func Main(m *testing.M, bin *string) {
+	flag.Parse()
+	if testing.Short() && flag.Lookup("test.bench").Value.String() == "" {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "bettertest-bin")
 	if err != nil {
 		panic(err)
@@ -62,6 +70,18 @@ func Main(m *testing.M, bin *string) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// Integration skips a test under -short: it needs what -short leaves out
+// (the bettertest binary, Docker, test hosts, Chromium). Starting a worker,
+// a boss, a test host or a Docker client calls it; a test that needs one of
+// them before it starts any calls it first. A benchmark is never skipped:
+// -short is its quick mode (make bench-smoke).
+func Integration(t testing.TB) {
+	t.Helper()
+	if _, isTest := t.(*testing.T); isTest && testing.Short() {
+		t.Skip("integration test (bettertest binary, Docker): skipped under -short")
+	}
 }
 
 // Options shape a worker. The zero value is a worker with its own new token.
@@ -101,6 +121,7 @@ func NewTokenFile(t testing.TB, dir string) string {
 // The worker is stopped with SIGTERM when the test ends.
 func Start(t testing.TB, bin string, opt Options) *Worker {
 	t.Helper()
+	Integration(t)
 	w := &Worker{TokenFile: opt.TokenFile, DataDir: opt.DataDir}
 	if w.TokenFile == "" {
 		w.TokenFile = NewTokenFile(t, t.TempDir())
@@ -234,6 +255,7 @@ type Process struct {
 // address it listens on. The test fails if it exits first.
 func StartProcess(t testing.TB, what string, cmd *exec.Cmd) (*Process, string) {
 	t.Helper()
+	Integration(t)
 	p := &Process{cmd: cmd, exited: make(chan struct{}), logged: make(chan struct{})}
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -427,6 +449,7 @@ const Deadline = 2 * time.Minute
 // Docker returns a client for the local engine.
 func Docker(t testing.TB) *client.Client {
 	t.Helper()
+	Integration(t)
 	cli, err := client.NewClientWithOpts(client.WithHost(client.DefaultDockerHost), client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
