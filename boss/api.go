@@ -359,9 +359,7 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 
 // serveEnded streams events of something that has ended: nothing follows them.
 func (b *Boss) serveEnded(w http.ResponseWriter, r *http.Request, first []hub.Event) {
-	sub := b.events.Subscribe(nil, func(hub.Event) bool { return false })
-	b.events.Unsubscribe(sub)
-	b.serve(w, r, first, sub, nil)
+	b.serve(w, r, first, nil, nil)
 }
 
 func outputEvents(id int64, task string, chunks []bettertest.Chunk) []hub.Event {
@@ -378,11 +376,8 @@ func taskEnd(id int64, t bettertest.Task) hub.Event {
 
 // isTaskEnd says whether an event of a task's log stream is its last.
 func isTaskEnd(ev hub.Event) bool {
-	if ev.Name != bettertest.BossEventTask {
-		return false
-	}
-	var t bettertest.TaskEvent
-	return json.Unmarshal(ev.Data, &t) == nil && t.Status != bettertest.StatusRunning
+	t, ok := ev.Value().(bettertest.TaskEvent)
+	return ok && ev.Name == bettertest.BossEventTask && t.Status != bettertest.StatusRunning
 }
 
 func (b *Boss) handleWorkers(w http.ResponseWriter, r *http.Request) {
@@ -456,11 +451,8 @@ func runEvents(a *activeRun) []hub.Event {
 }
 
 func isRunEnd(ev hub.Event) bool {
-	if ev.Name != bettertest.BossEventRun {
-		return false
-	}
-	var r bettertest.Run
-	return json.Unmarshal(ev.Data, &r) == nil && r.Status != bettertest.StatusQueued && r.Status != bettertest.StatusRunning
+	r, ok := ev.Value().(bettertest.Run)
+	return ok && ev.Name == bettertest.BossEventRun && r.Status != bettertest.StatusQueued && r.Status != bettertest.StatusRunning
 }
 
 // serve streams events until the client leaves or the boss stops.

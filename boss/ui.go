@@ -20,6 +20,7 @@ import (
 
 	"github.com/bettertest/bettertest"
 	"github.com/bettertest/bettertest/internal/hub"
+	"github.com/bettertest/bettertest/internal/sse"
 	"github.com/bettertest/bettertest/ui"
 )
 
@@ -197,8 +198,8 @@ func (b *Boss) handleRaw(w http.ResponseWriter, r *http.Request) {
 
 // uiSession is one tab: its Model, owned by the goroutine serving its stream.
 type uiSession struct {
-	msgs chan ui.Msg
-	who  principal // the tab's user: only they may send it keys and clicks
+	sub *hub.Sub  // the boss's events, and the tab's own keys and clicks (hub.Send)
+	who principal // the tab's user: only they may send it keys and clicks
 }
 
 type uiSessions struct {
@@ -246,68 +247,26 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	sub := b.events.Subscribe(nil, nil)
 	defer b.events.Unsubscribe(sub)
 	who := principalOf(r)
-	sess := &uiSession{msgs: make(chan ui.Msg, 64), who: who}
-	id := b.uiSessions.add(sess)
+	id := b.uiSessions.add(&uiSession{sub: sub, who: who})
 	defer b.uiSessions.remove(id)
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(b.stopping, cancel)()
-	hd := w.Header()
-	hd.Set("Content-Type", "text/event-stream")
-	hd.Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	send := func(events ...hub.Event) bool {
-		var buf []byte
-		for _, ev := range events {
-			buf = hub.AppendEvent(buf, ev)
-		}
-		_, err := w.Write(buf)
-		return err == nil && rc.Flush() == nil
-	}
+	sw := sse.NewWriter(w)
 
 	// The page may have changed since the browser got it, so the first
 	// fragments bring every region of it up to date.
 	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos(), User: who.Name}, b.load(ctx, path))
 	shown := ui.View(m)
-	if !send(hub.New("session", id), hub.New("fragments", ui.Diff(ui.Page{}, shown))) {
-		return
-	}
-	keepalive := time.NewTicker(hub.Keepalive)
-	defer keepalive.Stop()
-	for {
-		var pending []ui.Msg
-		select {
-		case <-ctx.Done():
-			return
-		case <-keepalive.C: // an idle tab's stream stays open through proxies
-			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil || rc.Flush() != nil {
-				return
-			}
-			continue
-		case ev, ok := <-sub.C:
-			if !ok {
-				return // too far behind: the browser reconnects and starts afresh
-			}
-			pending = append(pending, uiMsg(ev))
-		case msg := <-sess.msgs:
-			pending = append(pending, msg)
-		}
-		// Everything already waiting is applied before one render.
-		for more := true; more; {
-			select {
-			case ev, ok := <-sub.C:
-				if !ok {
-					return
-				}
-				pending = append(pending, uiMsg(ev))
-			case msg := <-sess.msgs:
-				pending = append(pending, msg)
-			default:
-				more = false
-			}
-		}
+	sw.JSON("session", id)
+	sw.JSON("fragments", ui.Diff(ui.Page{}, shown))
+	// Everything already waiting is applied before one render.
+	var pending []ui.Msg
+	sse.Follow(ctx, sw, sub.C, func(ev hub.Event) bool {
+		pending = append(pending, uiMsg(ev))
+		return false
+	}, func() {
 		var urls []string
 		for len(pending) > 0 {
 			msg := pending[0]
@@ -352,48 +311,38 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 			m.Effects = nil
 		}
 		page := ui.View(m)
-		var out []hub.Event
 		if frags := ui.Diff(shown, page); len(frags) > 0 {
-			out = append(out, hub.New("fragments", frags))
+			sw.JSON("fragments", frags)
 		}
 		for _, u := range urls {
-			out = append(out, hub.New("url", u))
+			sw.JSON("url", u)
 		}
 		shown = page
-		if len(out) > 0 && !send(out...) {
-			return
-		}
-	}
+	})
 }
 
-// uiMsg turns a boss event into the Msg it is for the UI.
+// uiMsg turns a boss event, or a tab's own key or click, into the Msg it
+// is for the UI.
 func uiMsg(ev hub.Event) ui.Msg {
-	switch ev.Name {
-	case bettertest.BossEventRun:
-		return decodeMsg(ev.Data, func(r bettertest.Run) ui.Msg { return ui.RunChanged{Run: r} })
-	case bettertest.BossEventStage:
-		return decodeMsg(ev.Data, func(st bettertest.StageEvent) ui.Msg { return ui.StageChanged{Event: st} })
-	case bettertest.BossEventTask:
-		return decodeMsg(ev.Data, func(t bettertest.TaskEvent) ui.Msg { return ui.TaskChanged{Event: t} })
-	case bettertest.BossEventOutput:
-		return decodeMsg(ev.Data, func(o bettertest.OutputChunkEvent) ui.Msg { return ui.Output{Event: o} })
-	case bettertest.BossEventWorker:
-		return decodeMsg(ev.Data, func(w bettertest.WorkerInfo) ui.Msg { return ui.WorkerChanged{Worker: w} })
-	case bettertest.BossEventTests:
-		return decodeMsg(ev.Data, func(t bettertest.TestResultsEvent) ui.Msg { return ui.TestChanged{Event: t} })
-	case bettertest.BossEventFlaky:
-		return decodeMsg(ev.Data, func(f bettertest.FlakyEvent) ui.Msg { return ui.FlakyChanged{Pipeline: f.Pipeline} })
+	switch v := ev.Value().(type) {
+	case bettertest.Run:
+		return ui.RunChanged{Run: v}
+	case bettertest.StageEvent:
+		return ui.StageChanged{Event: v}
+	case bettertest.TaskEvent:
+		return ui.TaskChanged{Event: v}
+	case bettertest.OutputChunkEvent:
+		return ui.Output{Event: v}
+	case bettertest.WorkerInfo:
+		return ui.WorkerChanged{Worker: v}
+	case bettertest.TestResultsEvent:
+		return ui.TestChanged{Event: v}
+	case bettertest.FlakyEvent:
+		return ui.FlakyChanged{Pipeline: v.Pipeline}
+	case ui.Msg:
+		return v
 	}
 	return nil
-}
-
-// decodeMsg decodes an event's data and makes its Msg; nil when it is malformed.
-func decodeMsg[T any](data []byte, msg func(T) ui.Msg) ui.Msg {
-	var v T
-	if json.Unmarshal(data, &v) != nil {
-		return nil
-	}
-	return msg(v)
 }
 
 // uiInput is what the browser sends: a key, a link followed, a move in its
@@ -440,9 +389,10 @@ func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "the message names no key, path or action")
 		return
 	}
-	select {
-	case sess.msgs <- msg:
-		w.WriteHeader(http.StatusNoContent)
-	case <-r.Context().Done():
+	// A tab too far behind to take it was dropped: its browser reconnects.
+	if !b.events.Send(sess.sub, hub.New("input", msg)) {
+		writeError(w, http.StatusNotFound, "no such session: reload the page")
+		return
 	}
+	w.WriteHeader(http.StatusNoContent)
 }
