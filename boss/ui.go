@@ -19,6 +19,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 	"github.com/bettertest/bettertest/internal/hub"
 	"github.com/bettertest/bettertest/internal/sse"
 	"github.com/bettertest/bettertest/ui"
@@ -160,7 +161,7 @@ func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettert
 	if a, ok := b.active[id]; ok {
 		defer b.mu.Unlock()
 		if t, _ := a.task(task); t == nil {
-			return nil, fmt.Errorf("run #%d has no task %q", id, task)
+			return nil, httpapi.Errorf(httpapi.NotFound, "run #%d has no task %q", id, task)
 		}
 		return append([]bettertest.Chunk{}, a.output[task]...), nil
 	}
@@ -176,7 +177,7 @@ func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettert
 			}
 		}
 	}
-	return nil, fmt.Errorf("run #%d has no task %q", id, task)
+	return nil, httpapi.Errorf(httpapi.NotFound, "run #%d has no task %q", id, task)
 }
 
 // handleRaw is a task's whole output as plain text.
@@ -186,8 +187,12 @@ func (b *Boss) handleRaw(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	chunks, err := b.taskOutput(r.Context(), id, pathParam(r, "task"))
+	if errors.Is(err, errNoRun) {
+		httpapi.Fail(w, httpapi.NotFound, err.Error())
+		return
+	}
 	if err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
+		b.api().Error(w, r, err) // no such task: 404; the history unreadable: internal
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -238,7 +243,7 @@ func (s *uiSessions) remove(id string) {
 func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Query().Get("path")
 	if !strings.HasPrefix(path, "/") {
-		writeError(w, http.StatusBadRequest, `path must be the page's path, e.g. "/"`)
+		httpapi.Fail(w, httpapi.Invalid, `path must be the page's path, e.g. "/"`)
 		return
 	}
 	// Subscribed before anything is read: no change is missed. One seen
@@ -289,7 +294,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 					urls = append(urls, e.Path)
 				case ui.Trigger:
 					if run, err := b.trigger(e.Pipeline, "ui"); err != nil {
-						pending = append(pending, ui.Notice{Text: fmt.Sprintf("could not start %s: %v", e.Pipeline, err)})
+						pending = append(pending, ui.Notice{Text: fmt.Sprintf("could not start %s: %s", e.Pipeline, b.tell(r, err, errNoPipeline))})
 					} else {
 						pending = append(pending, ui.Triggered{Run: run})
 					}
@@ -304,7 +309,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 				case ui.Quarantine:
 					// Its flaky event brings the change to every tab.
 					if err := b.quarantine(e.Pipeline, e.Test, e.On); err != nil {
-						pending = append(pending, ui.Notice{Text: fmt.Sprintf("%s/%s: %v", e.Pipeline, e.Test, err)})
+						pending = append(pending, ui.Notice{Text: fmt.Sprintf("%s/%s: %s", e.Pipeline, e.Test, b.tell(r, err, errNoPipeline, errFlagQuarantine, errBadTest))})
 					}
 				}
 			}
@@ -319,6 +324,18 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		shown = page
 	})
+}
+
+// tell is what a tab is told of err: the error itself when it is one of
+// those the user can act on (theirs), else an internal error's id.
+func (b *Boss) tell(r *http.Request, err error, theirs ...error) string {
+	for _, t := range theirs {
+		if errors.Is(err, t) {
+			return err.Error()
+		}
+	}
+	_, msg := b.api().Answer(r, err)
+	return msg
 }
 
 // uiMsg turns a boss event, or a tab's own key or click, into the Msg it
@@ -361,18 +378,18 @@ type uiInput struct {
 func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 	sess := b.uiSessions.get(chi.URLParam(r, "id"))
 	if sess != nil && sess.who != principalOf(r) {
-		writeError(w, http.StatusForbidden, "this tab belongs to someone else: reload the page")
+		httpapi.Fail(w, httpapi.Forbidden, "this tab belongs to someone else: reload the page")
 		return
 	}
 	if sess == nil {
-		writeError(w, http.StatusNotFound, "no such session: reload the page")
+		httpapi.Fail(w, httpapi.NotFound, "no such session: reload the page")
 		return
 	}
 	var in uiInput
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("not a UI message (%v): send {\"key\": \"j\"}, {\"nav\": \"/path\"} or {\"action\": \"run\", \"pipeline\": \"NAME\"}", err))
+		httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("not a UI message (%v): send {\"key\": \"j\"}, {\"nav\": \"/path\"} or {\"action\": \"run\", \"pipeline\": \"NAME\"}", err))
 		return
 	}
 	var msg ui.Msg
@@ -386,12 +403,12 @@ func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 	case in.Action == "run" || in.Action == "cancel" || in.Action == "approve" || in.Action == "more" || in.Action == "help" || in.Action == "quarantine":
 		msg = ui.Action{Name: in.Action, Pipeline: in.Pipeline, RunID: in.Run, Test: in.Test, On: in.On}
 	default:
-		writeError(w, http.StatusBadRequest, "the message names no key, path or action")
+		httpapi.Fail(w, httpapi.Invalid, "the message names no key, path or action")
 		return
 	}
 	// A tab too far behind to take it was dropped: its browser reconnects.
 	if !b.events.Send(sess.sub, hub.New("input", msg)) {
-		writeError(w, http.StatusNotFound, "no such session: reload the page")
+		httpapi.Fail(w, httpapi.NotFound, "no such session: reload the page")
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
