@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 	"github.com/bettertest/bettertest/internal/hub"
 )
 
@@ -39,6 +40,7 @@ type Config struct {
 type Agent struct {
 	token    []byte
 	log      *slog.Logger
+	api      httpapi.Server // answers errors, logging the worker's own
 	runner   *runner
 	store    *store
 	cache    *buildCache
@@ -105,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	run.pool = &pool{docker: docker, owner: owner, limit: cfg.MaxParallel, log: cfg.Logger, wg: &run.removal, hostConfig: cfg.Limits.hostConfig(netName)}
-	a := &Agent{token: token, log: cfg.Logger, runner: run, store: store, stopping: stopping,
+	a := &Agent{token: token, log: cfg.Logger, api: httpapi.Server{Name: "worker", Log: cfg.Logger}, runner: run, store: store, stopping: stopping,
 		cache: &buildCache{dir: filepath.Join(cfg.DataDir, "cache")}}
 	a.docker = version.Version
 	a.slots = newSlots(cfg.MaxParallel, func() {

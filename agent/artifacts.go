@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/bettertest/bettertest/internal/httpapi"
 )
 
 // artifactID reads the {sha256} URL parameter, answering 400 when it is not
@@ -15,7 +17,7 @@ import (
 func artifactID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := chi.URLParam(r, "sha256")
 	if !hexDigest.MatchString(id) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a sha256 digest: use /artifacts/ and 64 lowercase hex digits", short(id)))
+		httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("%q is not a sha256 digest: use /artifacts/ and 64 lowercase hex digits", short(id)))
 		return "", false
 	}
 	return id, true
@@ -30,13 +32,13 @@ func (a *Agent) handleGetArtifact(w http.ResponseWriter, r *http.Request) {
 	}
 	release, missing := a.store.pin([]string{id})
 	if missing != "" {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("artifact sha256:%s is not on this worker: upload it with PUT /artifacts/%s", id, id))
+		httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("artifact sha256:%s is not on this worker: upload it with PUT /artifacts/%s", id, id))
 		return
 	}
 	defer release()
 	f, err := a.store.open(id)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("read artifact sha256:%s: %v", id, err))
+		a.api.Error(w, r, fmt.Errorf("read artifact sha256:%s: %w", id, err))
 		return
 	}
 	defer f.Close()
@@ -53,30 +55,30 @@ func (a *Agent) handlePutArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > a.store.limit {
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the artifact is %d bytes, more than this worker's --cache-size of %d bytes: raise --cache-size", r.ContentLength, a.store.limit))
+		httpapi.Fail(w, httpapi.TooLarge, fmt.Sprintf("the artifact is %d bytes, more than this worker's --cache-size of %d bytes: raise --cache-size", r.ContentLength, a.store.limit))
 		return
 	}
 	in, err := a.store.create()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("store artifact sha256:%s: %v", id, err))
+		a.api.Error(w, r, fmt.Errorf("store artifact sha256:%s: %w", id, err))
 		return
 	}
 	if _, err := io.CopyBuffer(in, r.Body, make([]byte, 1<<20)); err != nil {
 		in.abort()
-		status := http.StatusBadRequest
+		kind := httpapi.Invalid
 		if errors.Is(err, errTooBig) {
-			status = http.StatusRequestEntityTooLarge
+			kind = httpapi.TooLarge
 		}
-		writeError(w, status, fmt.Sprintf("upload of artifact sha256:%s failed, nothing was stored: %v", id, err))
+		httpapi.Fail(w, kind, fmt.Sprintf("upload of artifact sha256:%s failed, nothing was stored: %v", id, err))
 		return
 	}
 	_, created, release, err := in.commit(id)
 	if err != nil {
-		status := http.StatusInternalServerError
 		if errors.Is(err, errDigest) || errors.Is(err, errBadArchive) {
-			status = http.StatusBadRequest
+			httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("artifact sha256:%s was not stored: %v", id, err))
+		} else {
+			a.api.Error(w, r, fmt.Errorf("artifact sha256:%s was not stored: %w", id, err))
 		}
-		writeError(w, status, fmt.Sprintf("artifact sha256:%s was not stored: %v", id, err))
 		return
 	}
 	release()
@@ -85,5 +87,5 @@ func (a *Agent) handlePutArtifact(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 		a.log.Info("artifact stored", "id", "sha256:"+id, "size", in.n)
 	}
-	writeJSON(w, status, map[string]any{"id": "sha256:" + id, "size": in.n, "created": created})
+	httpapi.JSON(w, status, map[string]any{"id": "sha256:" + id, "size": in.n, "created": created})
 }

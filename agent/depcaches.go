@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 )
 
 // Dependency caches are named directories under DATA/caches that persist
@@ -213,15 +214,15 @@ func dirSize(dir string) int64 {
 func (a *Agent) handleDeleteCache(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	if !cacheName.MatchString(name) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a cache name: letters, digits, \".\", \"_\" and \"-\", at most 64", short(name)))
+		httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("%q is not a cache name: letters, digits, \".\", \"_\" and \"-\", at most 64", short(name)))
 		return
 	}
 	found, err := a.store.deleteCache(name)
 	switch {
 	case !found:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("there is no cache %s on this worker", name))
+		httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("there is no cache %s on this worker", name))
 	case err != nil:
-		writeError(w, http.StatusConflict, fmt.Sprintf("cache %s is in use by a run: delete it once the run ends", name))
+		httpapi.Fail(w, httpapi.Conflict, fmt.Sprintf("cache %s is in use by a run: delete it once the run ends", name))
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}

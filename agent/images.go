@@ -22,6 +22,7 @@ import (
 	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 )
 
 // Images built by a pipeline: POST /images builds a Dockerfile from a context
@@ -98,7 +99,7 @@ func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
 	hexID, _ := parseID(req.Context)
 	release, missing := a.store.pin([]string{hexID})
 	if missing != "" {
-		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("context: artifact sha256:%s is not on this worker: upload it first (PUT /artifacts/%s)", hexID, hexID))
+		httpapi.Fail(w, httpapi.Unprocessable, fmt.Sprintf("context: artifact sha256:%s is not on this worker: upload it first (PUT /artifacts/%s)", hexID, hexID))
 		return
 	}
 	defer release()

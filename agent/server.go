@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 	"github.com/bettertest/bettertest/internal/hub"
 )
 
@@ -26,10 +26,10 @@ func (a *Agent) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(requireToken(a.token))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run, POST /images, GET /health, GET /events, GET, HEAD and PUT /artifacts/SHA256 and DELETE /caches/NAME", r.URL.Path))
+		httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("no such endpoint %s: the worker serves POST /run, POST /images, GET /health, GET /events, GET, HEAD and PUT /artifacts/SHA256 and DELETE /caches/NAME", r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run, POST /images, GET /health, GET /events, GET, HEAD or PUT /artifacts/SHA256, or DELETE /caches/NAME", r.Method, r.URL.Path))
+		httpapi.Fail(w, httpapi.MethodNotAllowed, fmt.Sprintf("%s is not allowed on %s: use POST /run, POST /images, GET /health, GET /events, GET, HEAD or PUT /artifacts/SHA256, or DELETE /caches/NAME", r.Method, r.URL.Path))
 	})
 	r.Post("/run", a.handleRun)
 	r.Get("/health", a.handleHealth)
@@ -52,7 +52,7 @@ func requireToken(token []byte) func(http.Handler) http.Handler {
 			sum := sha256.Sum256([]byte(got))
 			if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="bettertest"`)
-				writeError(w, http.StatusUnauthorized, "missing or wrong token: send the header Authorization: Bearer TOKEN, with TOKEN from the worker's token file")
+				httpapi.Fail(w, httpapi.Unauthenticated, "missing or wrong token: send the header Authorization: Bearer TOKEN, with TOKEN from the worker's token file")
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -62,21 +62,11 @@ func requireToken(token []byte) func(http.Handler) http.Handler {
 
 // writeRequestError answers a request body that could not be decoded.
 func writeRequestError(w http.ResponseWriter, err error) {
-	status := http.StatusBadRequest
+	kind := httpapi.Invalid
 	if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
-		status = http.StatusRequestEntityTooLarge
+		kind = httpapi.TooLarge
 	}
-	writeError(w, status, err.Error())
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, bettertest.APIError{Error: msg})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) // a client that left cannot be told
+	httpapi.Fail(w, kind, err.Error())
 }
 
 func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
@@ -87,11 +77,11 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := a.runner.limits.narrow(req.Limits); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpapi.Fail(w, httpapi.Invalid, err.Error())
 		return
 	}
 	if req.ReachHost && !a.runner.allowReachHost {
-		writeError(w, http.StatusBadRequest, `"reach_host" asks to reach the worker's host, which this worker does not allow: runs are kept from it; start the worker with --allow-reach-host if its runs may be trusted with it`)
+		httpapi.Fail(w, httpapi.Invalid, `"reach_host" asks to reach the worker's host, which this worker does not allow: runs are kept from it; start the worker with --allow-reach-host if its runs may be trusted with it`)
 		return
 	}
 	// The inputs stay on the worker until the run ends.
@@ -103,7 +93,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 				where = p
 			}
 		}
-		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("input %s: artifact sha256:%s is not on this worker: upload it first (PUT /artifacts/%s)", short(where), missing, missing))
+		httpapi.Fail(w, httpapi.Unprocessable, fmt.Sprintf("input %s: artifact sha256:%s is not on this worker: upload it first (PUT /artifacts/%s)", short(where), missing, missing))
 		return
 	}
 	defer releaseInputs()
@@ -214,11 +204,11 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 	v, err := a.runner.docker.ServerVersion(ctx)
 	if err != nil {
 		h.Error = fmt.Sprintf("Docker does not answer (%v): check that the Docker engine runs", err)
-		writeJSON(w, http.StatusServiceUnavailable, h)
+		httpapi.JSON(w, http.StatusServiceUnavailable, h)
 		return
 	}
 	h.Ready, h.Docker = true, v.Version
-	writeJSON(w, http.StatusOK, h)
+	httpapi.JSON(w, http.StatusOK, h)
 }
 
 // handleEvents streams the worker's state: first its health, then every

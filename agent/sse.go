@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"encoding/json"
 	"io"
 	"net/http"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/bettertest/bettertest/internal/mask"
+	"github.com/bettertest/bettertest/internal/sse"
 )
 
 // eventStream writes Server-Sent Events to one client. Output is batched
@@ -19,45 +19,30 @@ import (
 // output reaches the client at once, and a flood goes out in large writes.
 // It is safe for concurrent use.
 type eventStream struct {
-	mu  sync.Mutex
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	out []byte // encoded events not yet written
-	err error  // first write error: the client is gone, later events are dropped
+	mu sync.Mutex
+	w  *sse.Writer // holds the encoded events not yet written; after a write error it drops them
 
 	textStream string            // the stream whose output is in text
 	text       []byte            // output of textStream not yet encoded
 	partial    map[string][]byte // per stream: the start of a split UTF-8 character
+	data       []byte            // an output event's data, reused
 }
 
 // maxBatch bounds the output held back while more is being read.
 const maxBatch = 256 << 10
 
 func newEventStream(w http.ResponseWriter) *eventStream {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // tell reverse proxies not to batch the stream
-	w.WriteHeader(http.StatusOK)
-	s := &eventStream{w: w, rc: http.NewResponseController(w), partial: map[string][]byte{}}
+	s := &eventStream{w: sse.NewWriter(w), partial: map[string][]byte{}}
 	s.flush()
 	return s
 }
 
 // send writes one event whose data is v as JSON, and everything before it.
 func (s *eventStream) send(name string, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only our own wire types are sent: a failure here is a bug
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.encodeTextLocked()
-	s.out = append(s.out, "event: "...)
-	s.out = append(s.out, name...)
-	s.out = append(s.out, "\ndata: "...)
-	s.out = append(s.out, data...)
-	s.out = append(s.out, "\n\n"...)
+	s.w.JSON(name, v)
 	s.flushLocked()
 }
 
@@ -103,17 +88,7 @@ func (s *eventStream) flushPartial() {
 
 func (s *eventStream) flushLocked() {
 	s.encodeTextLocked()
-	if s.err != nil {
-		s.out = s.out[:0]
-		return
-	}
-	if len(s.out) > 0 {
-		_, s.err = s.w.Write(s.out)
-		s.out = s.out[:0]
-	}
-	if s.err == nil {
-		s.err = s.rc.Flush()
-	}
+	_ = s.w.Flush() // a client that left cannot be told; the run goes on to its end
 }
 
 // encodeTextLocked turns the pending text into an output event, holding back a
@@ -134,13 +109,15 @@ func (s *eventStream) encodeTextLocked() {
 
 // appendOutputLocked encodes an output event by hand rather than through
 // json.Marshal: output is nearly every byte the worker sends, and quoting it
-// straight into the batch is what lets the worker keep up with a container.
+// straight into a reused buffer is what lets the worker keep up with a
+// container.
 func (s *eventStream) appendOutputLocked(stream string, text []byte) {
-	s.out = append(s.out, `event: output`+"\n"+`data: {"stream":"`...)
-	s.out = append(s.out, stream...) // "stdout" or "stderr": nothing to quote
-	s.out = append(s.out, `","text":`...)
-	s.out, _ = jsontext.AppendQuote(s.out, text) // bytes that are not UTF-8 become U+FFFD, as documented
-	s.out = append(s.out, "}\n\n"...)
+	s.data = append(s.data[:0], `{"stream":"`...)
+	s.data = append(s.data, stream...) // "stdout" or "stderr": nothing to quote
+	s.data = append(s.data, `","text":`...)
+	s.data, _ = jsontext.AppendQuote(s.data, text) // bytes that are not UTF-8 become U+FFFD, as documented
+	s.data = append(s.data, '}')
+	s.w.Event("", "output", s.data)
 }
 
 // streamWriter adapts one output stream to io.Writer for stdcopy.

@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 	"github.com/bettertest/bettertest/internal/hub"
 )
 
@@ -27,10 +28,10 @@ func (b *Boss) routes() http.Handler {
 			b.handlePage(w, r) // the UI's own page saying there is no such page
 			return
 		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %s: the API is under /api (pipelines, runs, flaky, quarantine, workers, events)", r.URL.Path))
+		httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("no such endpoint %s: the API is under /api (pipelines, runs, flaky, quarantine, workers, events)", r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+		httpapi.Fail(w, httpapi.MethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 	})
 	b.uiRoutes(r)
 	r.Get("/login", b.handleLoginPage)
@@ -55,22 +56,16 @@ func (b *Boss) routes() http.Handler {
 	return r
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) // a client that left cannot be told
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, bettertest.APIError{Error: msg})
-}
+// api answers errors as the boss: its own failures are logged under an id
+// that the answer gives, without their text.
+func (b *Boss) api() httpapi.Server { return httpapi.Server{Name: "boss", Log: b.log} }
 
 func (b *Boss) handlePipelines(w http.ResponseWriter, r *http.Request) {
 	out := make([]bettertest.Pipeline, 0, len(b.pipelines))
 	for _, p := range b.pipelines {
 		runs, err := b.store.runs(r.Context(), p.Name, 1)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, err.Error())
+			b.api().Error(w, r, fmt.Errorf("read the last run of %s: %w", p.Name, err))
 			return
 		}
 		if len(runs) > 0 {
@@ -79,7 +74,7 @@ func (b *Boss) handlePipelines(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, p)
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpapi.JSON(w, http.StatusOK, out)
 }
 
 // current replaces a stored run by its live state while it is active.
@@ -107,14 +102,14 @@ func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
 	var req bettertest.TriggerRequest
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "the body is too large: send at most {\"trigger\": \"...\"}")
+		httpapi.Fail(w, httpapi.TooLarge, "the body is too large: send at most {\"trigger\": \"...\"}")
 		return
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("the body is not a trigger request (%v): send nothing, or {\"trigger\": \"api\"}", err))
+			httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("the body is not a trigger request (%v): send nothing, or {\"trigger\": \"api\"}", err))
 			return
 		}
 	}
@@ -123,7 +118,7 @@ func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
 		req.Trigger = "api"
 	case "api", "ui", "cli":
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("trigger %q is not one of api, ui, cli", req.Trigger))
+		httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("trigger %q is not one of api, ui, cli", req.Trigger))
 		return
 	}
 	run, err := b.trigger(name, req.Trigger)
@@ -132,20 +127,10 @@ func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeRecordError(w, err)
+		b.api().Error(w, r, fmt.Errorf("start a run of %s: %w", name, err))
 		return
 	}
-	writeJSON(w, http.StatusCreated, run)
-}
-
-// writeRecordError answers a change the history could not take: 507 for a
-// full disk, with where it is full.
-func writeRecordError(w http.ResponseWriter, err error) {
-	if full := (*diskFullError)(nil); errors.As(err, &full) {
-		writeError(w, http.StatusInsufficientStorage, full.Error())
-		return
-	}
-	writeError(w, http.StatusInternalServerError, err.Error())
+	httpapi.JSON(w, http.StatusCreated, run)
 }
 
 // writeNoPipeline answers 404 for a pipeline this boss does not have, naming those it has.
@@ -154,7 +139,7 @@ func (b *Boss) writeNoPipeline(w http.ResponseWriter, name string) {
 	for i, p := range b.pipelines {
 		names[i] = p.Name
 	}
-	writeError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", name, strings.Join(names, ", ")))
+	httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("no pipeline %q: the pipelines are %s", name, strings.Join(names, ", ")))
 }
 
 func (b *Boss) handleRuns(w http.ResponseWriter, r *http.Request) {
@@ -168,20 +153,20 @@ func (b *Boss) handleRuns(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q must be a number from 1 to 1000", s))
+			httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("limit %q must be a number from 1 to 1000", s))
 			return
 		}
 		limit = n
 	}
 	runs, err := b.store.runs(r.Context(), pipeline, limit)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		b.api().Error(w, r, fmt.Errorf("read the runs: %w", err))
 		return
 	}
 	for i := range runs {
 		runs[i] = b.current(runs[i])
 	}
-	writeJSON(w, http.StatusOK, runs)
+	httpapi.JSON(w, http.StatusOK, runs)
 }
 
 // pathParam is a URL parameter, unescaped. chi matches the escaped path only
@@ -201,20 +186,20 @@ func runID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	s := chi.URLParam(r, "id")
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("run id %q is not a run number", s))
+		httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("run id %q is not a run number", s))
 		return 0, false
 	}
 	return id, true
 }
 
 // writeRunError answers a failed lookup of run id: 404 when there is no
-// such run, 500 when the history could not be read.
-func writeRunError(w http.ResponseWriter, id int64, err error) {
+// such run, an internal error when the history could not be read.
+func (b *Boss) writeRunError(w http.ResponseWriter, r *http.Request, id int64, err error) {
 	if errors.Is(err, errNoRun) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %d", id))
+		httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("no run %d", id))
 		return
 	}
-	writeError(w, http.StatusInternalServerError, err.Error())
+	b.api().Error(w, r, fmt.Errorf("read run %d: %w", id, err))
 }
 
 // runByID returns a run with its stages: live while active, else stored.
@@ -246,10 +231,10 @@ func (b *Boss) handleRun(w http.ResponseWriter, r *http.Request) {
 	}
 	run, err := b.runByID(r.Context(), id)
 	if err != nil {
-		writeRunError(w, id, err)
+		b.writeRunError(w, r, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, run)
+	httpapi.JSON(w, http.StatusOK, run)
 }
 
 func (b *Boss) handleCancel(w http.ResponseWriter, r *http.Request) {
@@ -275,13 +260,13 @@ func (b *Boss) runAction(w http.ResponseWriter, r *http.Request, notFor error, a
 	if errors.Is(err, notFor) {
 		stored, err := b.store.run(r.Context(), id)
 		if err != nil {
-			writeRunError(w, id, err)
+			b.writeRunError(w, r, id, err)
 			return
 		}
-		writeError(w, http.StatusConflict, fmt.Sprintf(conflict, id, stored.Status))
+		httpapi.Fail(w, httpapi.Conflict, fmt.Sprintf(conflict, id, stored.Status))
 		return
 	}
-	writeJSON(w, http.StatusAccepted, run)
+	httpapi.JSON(w, http.StatusAccepted, run)
 }
 
 // handleLog answers a task's output: all of it as JSON, or, to a client
@@ -301,7 +286,7 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 		if task != "" {
 			if t, _ = a.task(task); t == nil {
 				b.mu.Unlock()
-				writeError(w, http.StatusNotFound, fmt.Sprintf("run %d has no task %q (yet)", id, task))
+				httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("run %d has no task %q (yet)", id, task))
 				return
 			}
 		}
@@ -328,13 +313,13 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 			if sub != nil {
 				b.events.Unsubscribe(sub)
 			}
-			writeError(w, http.StatusInternalServerError, err.Error())
+			b.api().Error(w, r, fmt.Errorf("read the output of run %d, task %q: %w", id, task, err))
 			return
 		}
 		chunks = append(chunks, pending...)
 		switch {
 		case !stream:
-			writeJSON(w, http.StatusOK, chunks)
+			httpapi.JSON(w, http.StatusOK, chunks)
 		case ended != nil:
 			b.serveEnded(w, r, append(outputEvents(id, task, chunks), taskEnd(id, *ended)))
 		case t != nil:
@@ -348,7 +333,7 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 
 	run, err := b.runByID(r.Context(), id)
 	if err != nil {
-		writeRunError(w, id, err)
+		b.writeRunError(w, r, id, err)
 		return
 	}
 	var found *bettertest.Task
@@ -360,16 +345,16 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if found == nil && task != "" {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("run %d has no task %q", id, task))
+		httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("run %d has no task %q", id, task))
 		return
 	}
 	chunks, err := b.store.output(r.Context(), id, task, math.MaxInt)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		b.api().Error(w, r, fmt.Errorf("read the output of run %d, task %q: %w", id, task, err))
 		return
 	}
 	if !stream {
-		writeJSON(w, http.StatusOK, chunks)
+		httpapi.JSON(w, http.StatusOK, chunks)
 		return
 	}
 	first := outputEvents(id, task, chunks)
@@ -383,9 +368,7 @@ func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
 
 // serveEnded streams events of something that has ended: nothing follows them.
 func (b *Boss) serveEnded(w http.ResponseWriter, r *http.Request, first []hub.Event) {
-	sub := b.events.Subscribe(nil, func(hub.Event) bool { return false })
-	b.events.Unsubscribe(sub)
-	b.serve(w, r, first, sub, nil)
+	b.serve(w, r, first, nil, nil)
 }
 
 func outputEvents(id int64, task string, chunks []bettertest.Chunk) []hub.Event {
@@ -402,11 +385,8 @@ func taskEnd(id int64, t bettertest.Task) hub.Event {
 
 // isTaskEnd says whether an event of a task's log stream is its last.
 func isTaskEnd(ev hub.Event) bool {
-	if ev.Name != bettertest.BossEventTask {
-		return false
-	}
-	var t bettertest.TaskEvent
-	return json.Unmarshal(ev.Data, &t) == nil && t.Status != bettertest.StatusRunning
+	t, ok := ev.Value().(bettertest.TaskEvent)
+	return ok && ev.Name == bettertest.BossEventTask && t.Status != bettertest.StatusRunning
 }
 
 func (b *Boss) handleWorkers(w http.ResponseWriter, r *http.Request) {
@@ -416,7 +396,7 @@ func (b *Boss) handleWorkers(w http.ResponseWriter, r *http.Request) {
 		out[i] = wk.info
 	}
 	b.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+	httpapi.JSON(w, http.StatusOK, out)
 }
 
 // handleEvents streams every change as it happens, after a snapshot of the
@@ -427,7 +407,7 @@ func (b *Boss) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if s := r.URL.Query().Get("run"); s != "" {
 		id, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || id < 1 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("run %q is not a run number", s))
+			httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("run %q is not a run number", s))
 			return
 		}
 		only = id
@@ -452,7 +432,7 @@ func (b *Boss) handleEvents(w http.ResponseWriter, r *http.Request) {
 			b.mu.Unlock()
 			run, err := b.store.run(r.Context(), only)
 			if err != nil {
-				writeRunError(w, only, err)
+				b.writeRunError(w, r, only, err)
 				return
 			}
 			b.serveEnded(w, r, []hub.Event{hub.New(bettertest.BossEventRun, summary(run))})
@@ -480,11 +460,8 @@ func runEvents(a *activeRun) []hub.Event {
 }
 
 func isRunEnd(ev hub.Event) bool {
-	if ev.Name != bettertest.BossEventRun {
-		return false
-	}
-	var r bettertest.Run
-	return json.Unmarshal(ev.Data, &r) == nil && r.Status != bettertest.StatusQueued && r.Status != bettertest.StatusRunning
+	r, ok := ev.Value().(bettertest.Run)
+	return ok && ev.Name == bettertest.BossEventRun && r.Status != bettertest.StatusQueued && r.Status != bettertest.StatusRunning
 }
 
 // serve streams events until the client leaves or the boss stops.

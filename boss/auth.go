@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bettertest/bettertest/internal/httpapi"
 	"github.com/bettertest/bettertest/ui"
 )
 
@@ -258,11 +259,11 @@ func (a *auth) middleware(next http.Handler) http.Handler {
 			return
 		}
 		if !a.hostAllowed(r.Host) {
-			writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf("this boss does not answer to the name %q: use its own address, or start it with --public-url https://%s", r.Host, r.Host))
+			httpapi.Fail(w, httpapi.Misdirected, fmt.Sprintf("this boss does not answer to the name %q: use its own address, or start it with --public-url https://%s", r.Host, r.Host))
 			return
 		}
 		if why := a.crossSite(r); why != "" && !safeMethod(r.Method) {
-			writeError(w, http.StatusForbidden, why)
+			httpapi.Fail(w, httpapi.Forbidden, why)
 			return
 		}
 		var p principal
@@ -275,12 +276,12 @@ func (a *auth) middleware(next http.Handler) http.Handler {
 				return
 			}
 			if !safeMethod(r.Method) && strings.HasPrefix(r.URL.Path, "/api/") && !p.may(RoleOperator) {
-				writeError(w, http.StatusForbidden, fmt.Sprintf("%s is a viewer: only an operator may %s %s; ask an admin to make you one (bettertest boss user add)", p.label(), r.Method, r.URL.Path))
+				httpapi.Fail(w, httpapi.Forbidden, fmt.Sprintf("%s is a viewer: only an operator may %s %s; ask an admin to make you one (bettertest boss user add)", p.label(), r.Method, r.URL.Path))
 				return
 			}
 		}
 		if why := wrongType(r); why != "" && !safeMethod(r.Method) {
-			writeError(w, http.StatusUnsupportedMediaType, why)
+			httpapi.Fail(w, httpapi.UnsupportedMediaType, why)
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
@@ -397,7 +398,7 @@ func (a *auth) refuse(w http.ResponseWriter, r *http.Request, why string) {
 		return
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="bettertest"`)
-	writeError(w, http.StatusUnauthorized, why)
+	httpapi.Fail(w, httpapi.Unauthenticated, why)
 }
 
 // localPath is next if it is a path on this boss, else "/": the login page
@@ -433,7 +434,7 @@ var dummyHash = sync.OnceValue(func() string { return hashPassword([]byte("no su
 func (b *Boss) handleLogin(w http.ResponseWriter, r *http.Request) {
 	a := b.auth
 	if a.path == "" {
-		writeError(w, http.StatusNotFound, "this boss has no users, so nobody logs in: start it with --users-file FILE to have some")
+		httpapi.Fail(w, httpapi.NotFound, "this boss has no users, so nobody logs in: start it with --users-file FILE to have some")
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
@@ -462,7 +463,8 @@ func (b *Boss) handleLogin(w http.ResponseWriter, r *http.Request) {
 	hashed := sha256Hex(secret)
 	expires := time.Now().Add(SessionLife)
 	if err := a.store.w.exec(`INSERT INTO sessions (hash, user, expires_ms) VALUES (?, ?, ?)`, hashed, name, expires.UnixMilli()); err != nil {
-		writeLogin(w, http.StatusInternalServerError, ui.Login{Name: name, Next: next, Notice: "The session could not be saved: " + err.Error()})
+		status, why := b.api().Answer(r, fmt.Errorf("save the session of %s: %w", name, err))
+		writeLogin(w, status, ui.Login{Name: name, Next: next, Notice: "The session could not be saved: " + why + "."})
 		return
 	}
 	// Sessions whose time is up go here, where one is made: the history
@@ -490,7 +492,7 @@ func (b *Boss) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(SessionCookie); err == nil && a.path != "" {
 		hashed := sha256Hex(c.Value)
 		if err := a.store.w.exec(`DELETE FROM sessions WHERE hash = ?`, hashed); err != nil {
-			writeError(w, http.StatusInternalServerError, fmt.Sprintf("the session could not be ended (%v): try again", err))
+			b.api().Error(w, r, fmt.Errorf("end a session: %w", err))
 			return
 		}
 		a.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 	"github.com/bettertest/bettertest/internal/hub"
 )
 
@@ -393,10 +394,10 @@ func (b *Boss) handleFlaky(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := b.flaky(r.Context(), pipeline)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		b.api().Error(w, r, fmt.Errorf("read the flaky tests: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpapi.JSON(w, http.StatusOK, out)
 }
 
 // handleTests answers GET /api/runs/{id}/tests[?task=NAME]: the run's test
@@ -407,15 +408,15 @@ func (b *Boss) handleTests(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := b.runByID(r.Context(), id); err != nil {
-		writeRunError(w, id, err)
+		b.writeRunError(w, r, id, err)
 		return
 	}
 	out, err := b.testResults(r.Context(), id, r.URL.Query().Get("task"))
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		b.api().Error(w, r, fmt.Errorf("read the test results of run %d: %w", id, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpapi.JSON(w, http.StatusOK, out)
 }
 
 // testResults are a run's test results so far, of one task or of all when
@@ -443,7 +444,7 @@ func (b *Boss) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf(`the body is not a quarantine request (%v): send {"pipeline": "NAME", "test": "TASK/CASE", "quarantined": true}`, err))
+		httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf(`the body is not a quarantine request (%v): send {"pipeline": "NAME", "test": "TASK/CASE", "quarantined": true}`, err))
 		return
 	}
 	err := b.quarantine(req.Pipeline, req.Test, req.Quarantined)
@@ -451,12 +452,12 @@ func (b *Boss) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errNoPipeline):
 		b.writeNoPipeline(w, req.Pipeline)
 	case errors.Is(err, errFlagQuarantine):
-		writeError(w, http.StatusConflict, fmt.Sprintf("%s/%s is %v", req.Pipeline, req.Test, err))
+		httpapi.Fail(w, httpapi.Conflict, fmt.Sprintf("%s/%s is %v", req.Pipeline, req.Test, err))
 	case errors.Is(err, errBadTest):
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpapi.Fail(w, httpapi.Invalid, err.Error())
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		b.api().Error(w, r, fmt.Errorf("quarantine %s/%s: %w", req.Pipeline, req.Test, err))
 	default:
-		writeJSON(w, http.StatusOK, req)
+		httpapi.JSON(w, http.StatusOK, req)
 	}
 }

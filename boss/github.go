@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 )
 
 // GitHubConfig connects the boss to GitHub; every part is optional.
@@ -104,35 +105,35 @@ const maxPayload = 25 << 20
 // request must carry the secret's HMAC; a delivery seen before starts nothing.
 func (b *Boss) handleGitHubHook(w http.ResponseWriter, r *http.Request) {
 	if b.hookSecret == nil {
-		writeError(w, http.StatusNotFound, "webhooks are off: start the boss with --github-webhook-secret-file FILE")
+		httpapi.Fail(w, httpapi.NotFound, "webhooks are off: start the boss with --github-webhook-secret-file FILE")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPayload))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "the payload is larger than GitHub's 25 MB")
+		httpapi.Fail(w, httpapi.TooLarge, "the payload is larger than GitHub's 25 MB")
 		return
 	}
 	if !validSignature(b.hookSecret, body, r.Header.Get("X-Hub-Signature-256")) {
-		writeError(w, http.StatusUnauthorized, "missing or wrong X-Hub-Signature-256: set the webhook's secret to the content of --github-webhook-secret-file")
+		httpapi.Fail(w, httpapi.Unauthenticated, "missing or wrong X-Hub-Signature-256: set the webhook's secret to the content of --github-webhook-secret-file")
 		return
 	}
 	event, delivery := r.Header.Get("X-GitHub-Event"), r.Header.Get("X-GitHub-Delivery")
 	var runs []commitRun
 	switch event {
 	case "ping":
-		writeJSON(w, http.StatusOK, map[string]string{"pong": delivery})
+		httpapi.JSON(w, http.StatusOK, map[string]string{"pong": delivery})
 		return
 	case "push":
 		var p pushEvent
 		if err := json.Unmarshal(body, &p); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("the push payload is not JSON GitHub would send: %v", err))
+			httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("the push payload is not JSON GitHub would send: %v", err))
 			return
 		}
 		runs = b.pushRuns(p)
 	case "pull_request":
 		var p pullRequestEvent
 		if err := json.Unmarshal(body, &p); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("the pull_request payload is not JSON GitHub would send: %v", err))
+			httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("the pull_request payload is not JSON GitHub would send: %v", err))
 			return
 		}
 		runs = b.pullRequestRuns(p)
@@ -141,18 +142,18 @@ func (b *Boss) handleGitHubHook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if delivery == "" {
-		writeError(w, http.StatusBadRequest, "missing X-GitHub-Delivery: GitHub sends one with every delivery")
+		httpapi.Fail(w, httpapi.Invalid, "missing X-GitHub-Delivery: GitHub sends one with every delivery")
 		return
 	}
 	fresh, err := b.store.newDelivery(delivery)
 	if err != nil {
-		writeRecordError(w, err)
+		b.api().Error(w, r, fmt.Errorf("record webhook delivery %s: %w", delivery, err))
 		return
 	}
 	started := []int64{}
 	if !fresh {
 		b.log.Info("webhook redelivered: no new run", "delivery", delivery, "event", event)
-		writeJSON(w, http.StatusOK, map[string]any{"runs": started, "redelivery": true})
+		httpapi.JSON(w, http.StatusOK, map[string]any{"runs": started, "redelivery": true})
 		return
 	}
 	for _, cr := range runs {
@@ -164,13 +165,13 @@ func (b *Boss) handleGitHubHook(w http.ResponseWriter, r *http.Request) {
 					b.log.Error("history", "delivery", delivery, "err", ferr)
 				}
 			}
-			writeRecordError(w, err)
+			b.api().Error(w, r, fmt.Errorf("start a run of %s for webhook delivery %s: %w", cr.pipeline, delivery, err))
 			return
 		}
 		started = append(started, run.ID)
 	}
 	b.log.Info("webhook", "delivery", delivery, "event", event, "runs", started)
-	writeJSON(w, http.StatusAccepted, map[string]any{"runs": started})
+	httpapi.JSON(w, http.StatusAccepted, map[string]any{"runs": started})
 }
 
 func validSignature(secret, body []byte, header string) bool {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 )
 
 // workerProxy is one run's way to its worker: a Unix socket in the run's
@@ -54,7 +55,7 @@ func startWorkerProxy(dir string, w WorkerConfig) (*workerProxy, error) {
 		Transport:     &http.Transport{DisableKeepAlives: true},
 		FlushInterval: -1, // output streams as Server-Sent Events: pass each write on at once
 		ErrorHandler: func(rw http.ResponseWriter, r *http.Request, err error) {
-			writeError(rw, http.StatusBadGateway, fmt.Sprintf("the boss could not reach worker %s: %v", w.Name, err))
+			httpapi.Fail(rw, httpapi.BadGateway, fmt.Sprintf("the boss could not reach worker %s: %v", w.Name, err))
 		},
 	}
 	// Full duplex: the transport reads the request body while the worker's

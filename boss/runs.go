@@ -261,9 +261,8 @@ func (b *Boss) recordedLocked(r *activeRun, err error) {
 
 // recordFailure is what a run says when its history could not be written.
 func recordFailure(err error) string {
-	var full *diskFullError
-	if errors.As(err, &full) {
-		return full.Error()
+	if full, ok := isDiskFull(err); ok {
+		return full.Message
 	}
 	return fmt.Sprintf("the boss could not record this run (%v): it was stopped; see the boss's log", err)
 }

@@ -14,6 +14,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 )
 
 // store keeps the history of runs in SQLite (WAL): every run, its stages and
@@ -368,17 +369,17 @@ func (s *store) appendRunTx(tx *sql.Tx, runID int64, pipeline, commit string, fr
 
 var errNoRun = errors.New("no such run")
 
-// diskFullError is a change the history could not take for want of space.
-type diskFullError struct {
-	dir string
-	err error
+// diskFull is a change the history could not take for want of space,
+// answered 507 and saying where; cause is SQLite's error, if any.
+func (s *store) diskFull(cause error) error {
+	return &httpapi.Error{Kind: httpapi.InsufficientStorage, Message: "disk full at " + s.dir + ": free space there, then try again", Err: cause}
 }
 
-func (e *diskFullError) Error() string {
-	return "disk full at " + e.dir + ": free space there, then try again"
+// isDiskFull says whether err is (or wraps) diskFull's error.
+func isDiskFull(err error) (*httpapi.Error, bool) {
+	e, ok := errors.AsType[*httpapi.Error](err)
+	return e, ok && e.Kind == httpapi.InsufficientStorage
 }
-
-func (e *diskFullError) Unwrap() error { return e.err }
 
 // minFree is the room a new run needs in the data dir: with less, the disk
 // counts as full and no run starts, rather than start and fail for want of it.
@@ -391,19 +392,19 @@ func (s *store) room() error {
 		return fmt.Errorf("--data-dir %s: %w", s.dir, err)
 	}
 	if st.Bavail*uint64(st.Bsize) < minFree {
-		return &diskFullError{dir: s.dir}
+		return s.diskFull(nil)
 	}
 	return nil
 }
 
 // full says which of SQLite's errors is a full disk ("database or disk is full").
 func (s *store) full(err error) error {
-	if _, ok := errors.AsType[*diskFullError](err); ok {
+	if _, ok := isDiskFull(err); ok {
 		return err
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
-		return &diskFullError{dir: s.dir, err: err}
+		return s.diskFull(err)
 	}
 	return err
 }

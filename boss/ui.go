@@ -20,7 +20,9 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/bettertest/bettertest"
+	"github.com/bettertest/bettertest/internal/httpapi"
 	"github.com/bettertest/bettertest/internal/hub"
+	"github.com/bettertest/bettertest/internal/sse"
 	"github.com/bettertest/bettertest/ui"
 )
 
@@ -160,7 +162,7 @@ func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettert
 	if a, ok := b.active[id]; ok {
 		if t, _ := a.task(task); t == nil {
 			b.mu.Unlock()
-			return nil, fmt.Errorf("run #%d has no task %q", id, task)
+			return nil, httpapi.Errorf(httpapi.NotFound, "run #%d has no task %q", id, task)
 		}
 		from, pending := a.outputSnapshotLocked(task)
 		b.mu.Unlock()
@@ -179,7 +181,7 @@ func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettert
 			}
 		}
 	}
-	return nil, fmt.Errorf("run #%d has no task %q", id, task)
+	return nil, httpapi.Errorf(httpapi.NotFound, "run #%d has no task %q", id, task)
 }
 
 // handleRaw is a task's whole output as plain text.
@@ -189,8 +191,12 @@ func (b *Boss) handleRaw(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	chunks, err := b.taskOutput(r.Context(), id, pathParam(r, "task"))
+	if errors.Is(err, errNoRun) {
+		httpapi.Fail(w, httpapi.NotFound, err.Error())
+		return
+	}
 	if err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
+		b.api().Error(w, r, err) // no such task: 404; the history unreadable: internal
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -201,8 +207,8 @@ func (b *Boss) handleRaw(w http.ResponseWriter, r *http.Request) {
 
 // uiSession is one tab: its Model, owned by the goroutine serving its stream.
 type uiSession struct {
-	msgs chan ui.Msg
-	who  principal // the tab's user: only they may send it keys and clicks
+	sub *hub.Sub  // the boss's events, and the tab's own keys and clicks (hub.Send)
+	who principal // the tab's user: only they may send it keys and clicks
 }
 
 type uiSessions struct {
@@ -241,7 +247,7 @@ func (s *uiSessions) remove(id string) {
 func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Query().Get("path")
 	if !strings.HasPrefix(path, "/") {
-		writeError(w, http.StatusBadRequest, `path must be the page's path, e.g. "/"`)
+		httpapi.Fail(w, httpapi.Invalid, `path must be the page's path, e.g. "/"`)
 		return
 	}
 	// Subscribed before anything is read: no change is missed. One seen
@@ -250,68 +256,26 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	sub := b.events.Subscribe(nil, nil)
 	defer b.events.Unsubscribe(sub)
 	who := principalOf(r)
-	sess := &uiSession{msgs: make(chan ui.Msg, 64), who: who}
-	id := b.uiSessions.add(sess)
+	id := b.uiSessions.add(&uiSession{sub: sub, who: who})
 	defer b.uiSessions.remove(id)
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(b.stopping, cancel)()
-	hd := w.Header()
-	hd.Set("Content-Type", "text/event-stream")
-	hd.Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	send := func(events ...hub.Event) bool {
-		var buf []byte
-		for _, ev := range events {
-			buf = hub.AppendEvent(buf, ev)
-		}
-		_, err := w.Write(buf)
-		return err == nil && rc.Flush() == nil
-	}
+	sw := sse.NewWriter(w)
 
 	// The page may have changed since the browser got it, so the first
 	// fragments bring every region of it up to date.
 	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos(), User: who.Name}, b.load(ctx, path))
 	shown := ui.View(m)
-	if !send(hub.New("session", id), hub.New("fragments", ui.Diff(ui.Page{}, shown))) {
-		return
-	}
-	keepalive := time.NewTicker(hub.Keepalive)
-	defer keepalive.Stop()
-	for {
-		var pending []ui.Msg
-		select {
-		case <-ctx.Done():
-			return
-		case <-keepalive.C: // an idle tab's stream stays open through proxies
-			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil || rc.Flush() != nil {
-				return
-			}
-			continue
-		case ev, ok := <-sub.C:
-			if !ok {
-				return // too far behind: the browser reconnects and starts afresh
-			}
-			pending = append(pending, uiMsg(ev))
-		case msg := <-sess.msgs:
-			pending = append(pending, msg)
-		}
-		// Everything already waiting is applied before one render.
-		for more := true; more; {
-			select {
-			case ev, ok := <-sub.C:
-				if !ok {
-					return
-				}
-				pending = append(pending, uiMsg(ev))
-			case msg := <-sess.msgs:
-				pending = append(pending, msg)
-			default:
-				more = false
-			}
-		}
+	sw.JSON("session", id)
+	sw.JSON("fragments", ui.Diff(ui.Page{}, shown))
+	// Everything already waiting is applied before one render.
+	var pending []ui.Msg
+	sse.Follow(ctx, sw, sub.C, func(ev hub.Event) bool {
+		pending = append(pending, uiMsg(ev))
+		return false
+	}, func() {
 		var urls []string
 		for len(pending) > 0 {
 			msg := pending[0]
@@ -334,7 +298,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 					urls = append(urls, e.Path)
 				case ui.Trigger:
 					if run, err := b.trigger(e.Pipeline, "ui"); err != nil {
-						pending = append(pending, ui.Notice{Text: fmt.Sprintf("could not start %s: %v", e.Pipeline, err)})
+						pending = append(pending, ui.Notice{Text: fmt.Sprintf("could not start %s: %s", e.Pipeline, b.tell(r, err, errNoPipeline))})
 					} else {
 						pending = append(pending, ui.Triggered{Run: run})
 					}
@@ -349,55 +313,57 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 				case ui.Quarantine:
 					// Its flaky event brings the change to every tab.
 					if err := b.quarantine(e.Pipeline, e.Test, e.On); err != nil {
-						pending = append(pending, ui.Notice{Text: fmt.Sprintf("%s/%s: %v", e.Pipeline, e.Test, err)})
+						pending = append(pending, ui.Notice{Text: fmt.Sprintf("%s/%s: %s", e.Pipeline, e.Test, b.tell(r, err, errNoPipeline, errFlagQuarantine, errBadTest))})
 					}
 				}
 			}
 			m.Effects = nil
 		}
 		page := ui.View(m)
-		var out []hub.Event
 		if frags := ui.Diff(shown, page); len(frags) > 0 {
-			out = append(out, hub.New("fragments", frags))
+			sw.JSON("fragments", frags)
 		}
 		for _, u := range urls {
-			out = append(out, hub.New("url", u))
+			sw.JSON("url", u)
 		}
 		shown = page
-		if len(out) > 0 && !send(out...) {
-			return
+	})
+}
+
+// tell is what a tab is told of err: the error itself when it is one of
+// those the user can act on (theirs), else an internal error's id.
+func (b *Boss) tell(r *http.Request, err error, theirs ...error) string {
+	for _, t := range theirs {
+		if errors.Is(err, t) {
+			return err.Error()
 		}
 	}
+	_, msg := b.api().Answer(r, err)
+	return msg
 }
 
-// uiMsg turns a boss event into the Msg it is for the UI.
+// uiMsg turns a boss event, or a tab's own key or click, into the Msg it
+// is for the UI.
 func uiMsg(ev hub.Event) ui.Msg {
-	switch ev.Name {
-	case bettertest.BossEventRun:
-		return decodeMsg(ev.Data, func(r bettertest.Run) ui.Msg { return ui.RunChanged{Run: r} })
-	case bettertest.BossEventStage:
-		return decodeMsg(ev.Data, func(st bettertest.StageEvent) ui.Msg { return ui.StageChanged{Event: st} })
-	case bettertest.BossEventTask:
-		return decodeMsg(ev.Data, func(t bettertest.TaskEvent) ui.Msg { return ui.TaskChanged{Event: t} })
-	case bettertest.BossEventOutput:
-		return decodeMsg(ev.Data, func(o bettertest.OutputChunkEvent) ui.Msg { return ui.Output{Event: o} })
-	case bettertest.BossEventWorker:
-		return decodeMsg(ev.Data, func(w bettertest.WorkerInfo) ui.Msg { return ui.WorkerChanged{Worker: w} })
-	case bettertest.BossEventTests:
-		return decodeMsg(ev.Data, func(t bettertest.TestResultsEvent) ui.Msg { return ui.TestChanged{Event: t} })
-	case bettertest.BossEventFlaky:
-		return decodeMsg(ev.Data, func(f bettertest.FlakyEvent) ui.Msg { return ui.FlakyChanged{Pipeline: f.Pipeline} })
+	switch v := ev.Value().(type) {
+	case bettertest.Run:
+		return ui.RunChanged{Run: v}
+	case bettertest.StageEvent:
+		return ui.StageChanged{Event: v}
+	case bettertest.TaskEvent:
+		return ui.TaskChanged{Event: v}
+	case bettertest.OutputChunkEvent:
+		return ui.Output{Event: v}
+	case bettertest.WorkerInfo:
+		return ui.WorkerChanged{Worker: v}
+	case bettertest.TestResultsEvent:
+		return ui.TestChanged{Event: v}
+	case bettertest.FlakyEvent:
+		return ui.FlakyChanged{Pipeline: v.Pipeline}
+	case ui.Msg:
+		return v
 	}
 	return nil
-}
-
-// decodeMsg decodes an event's data and makes its Msg; nil when it is malformed.
-func decodeMsg[T any](data []byte, msg func(T) ui.Msg) ui.Msg {
-	var v T
-	if json.Unmarshal(data, &v) != nil {
-		return nil
-	}
-	return msg(v)
 }
 
 // uiInput is what the browser sends: a key, a link followed, a move in its
@@ -416,18 +382,18 @@ type uiInput struct {
 func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 	sess := b.uiSessions.get(chi.URLParam(r, "id"))
 	if sess != nil && sess.who != principalOf(r) {
-		writeError(w, http.StatusForbidden, "this tab belongs to someone else: reload the page")
+		httpapi.Fail(w, httpapi.Forbidden, "this tab belongs to someone else: reload the page")
 		return
 	}
 	if sess == nil {
-		writeError(w, http.StatusNotFound, "no such session: reload the page")
+		httpapi.Fail(w, httpapi.NotFound, "no such session: reload the page")
 		return
 	}
 	var in uiInput
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("not a UI message (%v): send {\"key\": \"j\"}, {\"nav\": \"/path\"} or {\"action\": \"run\", \"pipeline\": \"NAME\"}", err))
+		httpapi.Fail(w, httpapi.Invalid, fmt.Sprintf("not a UI message (%v): send {\"key\": \"j\"}, {\"nav\": \"/path\"} or {\"action\": \"run\", \"pipeline\": \"NAME\"}", err))
 		return
 	}
 	var msg ui.Msg
@@ -441,12 +407,13 @@ func (b *Boss) handleUIMsg(w http.ResponseWriter, r *http.Request) {
 	case in.Action == "run" || in.Action == "cancel" || in.Action == "approve" || in.Action == "more" || in.Action == "help" || in.Action == "quarantine":
 		msg = ui.Action{Name: in.Action, Pipeline: in.Pipeline, RunID: in.Run, Test: in.Test, On: in.On}
 	default:
-		writeError(w, http.StatusBadRequest, "the message names no key, path or action")
+		httpapi.Fail(w, httpapi.Invalid, "the message names no key, path or action")
 		return
 	}
-	select {
-	case sess.msgs <- msg:
-		w.WriteHeader(http.StatusNoContent)
-	case <-r.Context().Done():
+	// A tab too far behind to take it was dropped: its browser reconnects.
+	if !b.events.Send(sess.sub, hub.New("input", msg)) {
+		httpapi.Fail(w, httpapi.NotFound, "no such session: reload the page")
+		return
 	}
+	w.WriteHeader(http.StatusNoContent)
 }

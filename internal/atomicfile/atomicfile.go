@@ -8,14 +8,25 @@ import (
 	"path/filepath"
 )
 
-// WriteFile writes data to path with mode perm, creating the directory
-// (mode 0700) when missing.
+// maxBase bounds the part of the target's name the temporary file's name
+// repeats: with the dot, ".tmp" and CreateTemp's digits it stays within
+// the 255 bytes a name may have, so a target whose name is that long works.
+const maxBase = 200
+
+// WriteFile writes data to path with mode perm (exactly: the umask does not
+// apply), creating the directory (mode 0700) when missing. On failure the
+// file at path is as it was and no temporary file is left.
 func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("write %s: %w", path, err)
+		}
+	}()
+	dir, base := filepath.Dir(path), filepath.Base(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	f, err := os.CreateTemp(dir, "."+base[:min(len(base), maxBase)]+".tmp*")
 	if err != nil {
 		return err
 	}
@@ -29,7 +40,7 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		return err

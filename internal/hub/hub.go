@@ -1,7 +1,7 @@
 // Package hub fans events out to Server-Sent Event subscribers: the worker's
-// /events and the boss's /api/events. A subscriber that cannot keep up is
-// dropped rather than allowed to slow the publisher down; its client
-// reconnects and starts again from a fresh snapshot.
+// /events and the boss's /api/events and UI tabs. A subscriber that cannot
+// keep up is dropped rather than allowed to slow the publisher down; its
+// client reconnects and starts again from a fresh snapshot.
 package hub
 
 import (
@@ -9,26 +9,56 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync"
-	"time"
+
+	"github.com/bettertest/bettertest/internal/sse"
 )
 
-// Event is one Server-Sent Event: a name and its data, one JSON object.
-// Run and Task say what it is about, for subscribers that want only some
+// Event is one event: a name and a value, which streams send as JSON. Run
+// and Task say what it is about, for subscribers that want only some
 // events; they are not sent.
+//
+// Every subscriber gets the same value, and it is encoded once, the first
+// time a stream sends it, on that stream's goroutine: a value must not
+// change once it is published.
 type Event struct {
 	Name string
-	Data []byte
 	Run  int64
 	Task string
+	v    *value
 }
 
-// New makes an event whose data is v as JSON.
+type value struct {
+	v    any
+	once sync.Once
+	json []byte
+}
+
+// New makes an event of v.
 func New(name string, v any) Event {
-	data, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only our own wire types are sent: a failure here is a bug
+	return Event{Name: name, v: &value{v: v}}
+}
+
+// Value is the event's value, as it was published.
+func (e Event) Value() any {
+	if e.v == nil {
+		return nil
 	}
-	return Event{Name: name, Data: data}
+	return e.v.v
+}
+
+// JSON is the event's value as JSON, encoded on the first call.
+func (e Event) JSON() []byte {
+	if e.v == nil {
+		return []byte("null")
+	}
+	e.v.once.Do(func() {
+		data, err := json.Marshal(e.v.v)
+		if err != nil {
+			panic(err) // only our own wire types are sent: a failure here is a bug
+		}
+		e.v.json = data
+	})
+	return e.v.json
 }
 
 // Hub delivers every published event to every subscriber, in order.
@@ -55,9 +85,10 @@ func (h *Hub) Publish(ev Event) {
 }
 
 // Subscribe adds a subscriber to the events filter accepts (all when it is
-// nil). snapshot, if not nil, runs under the hub's lock: no event is
-// published between the state it reads and the first event the subscriber
-// gets, so a client never misses or repeats a change.
+// nil); filter runs under the hub's lock, so it must be quick. snapshot, if
+// not nil, runs under the hub's lock: no event is published between the
+// state it reads and the first event the subscriber gets, so a client never
+// misses or repeats a change.
 func (h *Hub) Subscribe(snapshot func(), filter func(Event) bool) *Sub {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -83,16 +114,34 @@ func (h *Hub) Locked(f func(publish func(Event))) {
 
 func (h *Hub) publishLocked(ev Event) {
 	for s := range h.subs {
-		if s.filter != nil && !s.filter(ev) {
-			continue
-		}
-		select {
-		case s.C <- ev:
-		default: // too slow: drop it, its client reconnects
-			delete(h.subs, s)
-			close(s.C)
+		if s.filter == nil || s.filter(ev) {
+			h.deliverLocked(s, ev)
 		}
 	}
+}
+
+// deliverLocked queues ev for s, or drops s when its queue is full.
+func (h *Hub) deliverLocked(s *Sub, ev Event) {
+	select {
+	case s.C <- ev:
+	default: // too slow: drop it, its client reconnects
+		delete(h.subs, s)
+		close(s.C)
+	}
+}
+
+// Send gives ev to s alone, past its filter, as if published: after what
+// was published before. It reports false when s is no longer subscribed
+// (or was dropped for falling behind by this very event).
+func (h *Hub) Send(s *Sub, ev Event) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s]; !ok {
+		return false
+	}
+	h.deliverLocked(s, ev)
+	_, ok := h.subs[s]
+	return ok
 }
 
 // Unsubscribe removes s; its channel is closed.
@@ -105,74 +154,25 @@ func (h *Hub) Unsubscribe(s *Sub) {
 	}
 }
 
-// Keepalive is how often an idle stream gets a comment line, so that proxies
-// keep it open and a client can tell a silent peer from a dead one.
-const Keepalive = 15 * time.Second
+// Keepalive is how often an idle stream gets a comment line.
+const Keepalive = sse.Keepalive
 
 // Serve streams first, then every event of s, until ctx ends (the client
 // left, or the server is stopping), s is dropped, or it has sent an event
 // that last (if not nil) says is the last. It unsubscribes s when it returns.
+// With s nil it streams first only: nothing follows them.
 func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, first []Event, s *Sub, last func(Event) bool) {
-	defer h.Unsubscribe(s)
-	hd := w.Header()
-	hd.Set("Content-Type", "text/event-stream")
-	hd.Set("Cache-Control", "no-cache")
-	hd.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	var buf []byte
+	sw := sse.NewWriter(w)
 	for _, ev := range first {
-		buf = AppendEvent(buf, ev)
+		sw.Event("", ev.Name, ev.JSON())
 	}
-	if _, err := w.Write(buf); err != nil || rc.Flush() != nil {
+	if s == nil {
+		_ = sw.Flush() // a client that left cannot be told
 		return
 	}
-	keepalive := time.NewTicker(Keepalive)
-	defer keepalive.Stop()
-	for {
-		buf = buf[:0]
-		select {
-		case <-ctx.Done():
-			return
-		case <-keepalive.C:
-			buf = append(buf, ": keepalive\n\n"...)
-		case ev, ok := <-s.C:
-			if !ok {
-				return
-			}
-			buf = AppendEvent(buf, ev)
-			done := last != nil && last(ev)
-			// Whatever else is already waiting goes out in the same write.
-			for more := !done; more && len(buf) < 64<<10; {
-				select {
-				case ev, ok := <-s.C:
-					if !ok {
-						more = false
-						break
-					}
-					buf = AppendEvent(buf, ev)
-					done = last != nil && last(ev)
-					more = !done
-				default:
-					more = false
-				}
-			}
-			if done {
-				_, _ = w.Write(buf)
-				return
-			}
-		}
-		if _, err := w.Write(buf); err != nil || rc.Flush() != nil {
-			return
-		}
-	}
-}
-
-// AppendEvent encodes ev in the SSE wire format. Data is one line of JSON.
-func AppendEvent(buf []byte, ev Event) []byte {
-	buf = append(buf, "event: "...)
-	buf = append(buf, ev.Name...)
-	buf = append(buf, "\ndata: "...)
-	buf = append(buf, ev.Data...)
-	return append(buf, "\n\n"...)
+	defer h.Unsubscribe(s)
+	sse.Follow(ctx, sw, s.C, func(ev Event) bool {
+		sw.Event("", ev.Name, ev.JSON())
+		return last != nil && last(ev)
+	}, nil)
 }

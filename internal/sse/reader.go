@@ -1,5 +1,6 @@
-// Package sse reads Server-Sent Events streams (the parts of the WHATWG
-// event-stream format that bettertest's streams use: event, data, comments).
+// Package sse reads and writes Server-Sent Events streams (the parts of the
+// WHATWG event-stream format that bettertest's streams use: id, event, data,
+// comments).
 package sse
 
 import (
@@ -10,14 +11,18 @@ import (
 )
 
 // Event is one dispatched event. Name is "message" when the stream gave none.
+// ID is the stream's last event id as of this event: ids carry over to
+// later events, as the format has it.
 type Event struct {
 	Name string
 	Data string
+	ID   string
 }
 
 // Reader reads events from a stream.
 type Reader struct {
-	r *bufio.Reader
+	r      *bufio.Reader
+	lastID string
 }
 
 // NewReader reads events from r.
@@ -49,7 +54,7 @@ func (r *Reader) Next() (Event, error) {
 			if name == "" {
 				name = "message"
 			}
-			return Event{Name: name, Data: data.String()}, nil
+			return Event{Name: name, Data: data.String(), ID: r.lastID}, nil
 		}
 		if line[0] == ':' {
 			continue
@@ -59,6 +64,10 @@ func (r *Reader) Next() (Event, error) {
 		switch string(field) {
 		case "event":
 			name, seen = string(value), true
+		case "id":
+			if bytes.IndexByte(value, 0) < 0 { // the format ignores such an id
+				r.lastID = string(value)
+			}
 		case "data":
 			if dataLines > 0 {
 				data.WriteByte('\n')
