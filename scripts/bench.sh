@@ -121,6 +121,9 @@ PYTHONPATH=python python3 python/bench/image_cache.py --worker "$WORKER_URL" --t
 step "22. a service's readiness (its health_status event) to the run's first output line, against the service's start (target < 1 s)"
 gobench ./agent BenchmarkServiceReadyToFirstOutput '^Benchmark|bench_test' -benchtime 5x
 
+step "23. the UI's task page with 10,000 test cases: a live tests event to the DOM in Chromium against /api/events, and the server's GET against GET /api/workers (targets p99 < 50 ms)"
+gobench ./boss BenchmarkUITaskPage10kCases 'ui_cases_bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi
