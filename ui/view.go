@@ -104,49 +104,68 @@ func linkable(u string) bool {
 func View(m Model) Page { return new(Views).View(m) }
 
 // Views renders the Models of one tab, one after another, as View does,
-// byte for byte; but a region whose data is the data of the last render is
-// not rendered again, as Elm's Html.Lazy skips a view whose arguments are
-// the same: a page of 10,000 test cases costs nothing to render again when
-// a line of output arrives. The data is the same when its slices are: the
-// Models come from Update, which never changes a slice a Model holds but
-// makes a new one.
+// byte for byte; but what is rendered from the same data as at the last
+// render is not rendered again, as Elm's Html.Lazy skips a view whose
+// arguments are the same: a page of 10,000 test cases costs nothing to
+// render again when a line of output arrives, nor the flaky page when a
+// worker's load changes. The data is the same when its slices and pointers
+// are: the Models come from Update, which never changes what a Model holds
+// but makes a new one.
 type Views struct {
-	tests lazy[testsKey]
+	main  lazy[mainKey, []Region]
+	tests lazy[testsKey, Region]
 }
 
-// lazy holds the region rendered from the data that key names.
-type lazy[K comparable] struct {
-	key    K
-	region Region
-	ok     bool
+// lazy holds what was rendered from the data that key names.
+type lazy[K comparable, V any] struct {
+	key  K
+	view V
+	ok   bool
 }
 
-func (l *lazy[K]) view(key K, render func() Region) Region {
+func (l *lazy[K, V]) of(key K, render func() V) V {
 	if !l.ok || l.key != key {
-		l.key, l.region, l.ok = key, render(), true
+		l.key, l.view, l.ok = key, render(), true
 	}
-	return l.region
+	return l.view
+}
+
+// mainKey names the data of a page's main regions, but a task page's.
+type mainKey struct {
+	page      PageKind
+	pipelines *Pipeline
+	run       *bettertest.Run
+	workers   *bettertest.WorkerInfo
+	flaky     *bettertest.FlakyTest
+	n         int // of pipelines, workers or flaky tests
+	nFlaky    int // of flaky tests, on a run page
+	selected  int
 }
 
 // View renders m, as View does.
 func (v *Views) View(m Model) Page {
 	p := Page{Nav: nav(m), Notice: Region{ID: "notice", Tag: "div", Attrs: ` role="status"`, Inner: esc(m.Notice)}, Help: help(m.Help)}
+	key := mainKey{page: m.Page, selected: m.Selected}
 	switch m.Page {
 	case PagePipelines:
 		p.Title = "Pipelines · bettertest"
-		p.Main = pipelinesPage(m)
+		key.pipelines, key.n = first(m.Pipelines), len(m.Pipelines)
+		p.Main = v.main.of(key, func() []Region { return pipelinesPage(m) })
 	case PageRun:
 		p.Title = runTitle(m.Run) + " · bettertest"
-		p.Main = runPage(m)
+		key.run, key.flaky, key.nFlaky = m.Run, first(m.Flaky), len(m.Flaky)
+		p.Main = v.main.of(key, func() []Region { return runPage(m) })
 	case PageTask:
 		p.Title = m.Task + " · " + runTitle(m.Run) + " · bettertest"
 		p.Main = v.taskPage(m)
 	case PageWorkers:
 		p.Title = "Workers · bettertest"
-		p.Main = workersPage(m)
+		key.workers, key.n = first(m.Workers), len(m.Workers)
+		p.Main = v.main.of(key, func() []Region { return workersPage(m) })
 	case PageFlaky:
 		p.Title = "Flaky tests · bettertest"
-		p.Main = flakyPage(m)
+		key.flaky, key.n = first(m.Flaky), len(m.Flaky)
+		p.Main = v.main.of(key, func() []Region { return flakyPage(m) })
 	}
 	return p
 }
@@ -472,7 +491,7 @@ func (v *Views) taskPage(m Model) []Region {
 	}
 	return []Region{
 		{ID: "head", Tag: "div", Inner: b.String()},
-		v.tests.view(testsKey{first(m.Tests), len(m.Tests), first(m.Flaky), len(m.Flaky), r.Pipeline}, func() Region { return testCases(m) }),
+		v.tests.of(testsKey{first(m.Tests), len(m.Tests), first(m.Flaky), len(m.Flaky), r.Pipeline}, func() Region { return testCases(m) }),
 		{ID: "log-more", Tag: "p", Inner: more},
 		{ID: "log", Tag: "pre", Attrs: ` tabindex="0"`, Inner: logText(m.Log)},
 	}

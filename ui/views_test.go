@@ -10,7 +10,8 @@ import (
 )
 
 // Views renders what View renders, byte for byte, whatever came before;
-// a region whose data did not change is the one it rendered last.
+// what it renders from the data of the render before is what it rendered
+// then.
 func TestViewsRenderAsView(t *testing.T) {
 	all := fixtureTests()
 	tests := func(r ...bettertest.TestResult) Msg {
@@ -18,22 +19,39 @@ func TestViewsRenderAsView(t *testing.T) {
 	}
 	m := fixtureTaskTests()
 	m.Tests = all[:4]
-	reload := Loaded{Path: m.Path, Page: PageTask, Run: m.Run, Task: "unit", Log: m.Log, Tests: all, Flaky: fixtureFlaky()[:1]}
+	task := Loaded{Path: "/runs/7/tasks/unit", Page: PageTask, Run: m.Run, Task: "unit", Log: m.Log, Tests: all, Flaky: fixtureFlaky()[:1]}
+	worker := WorkerChanged{Worker: bettertest.WorkerInfo{Name: "w3", Up: true}}
+	// again is what was not rendered again: the task page's test cases
+	// ("tests"), or the page's main regions ("main").
 	steps := []struct {
 		name  string
 		msg   Msg
-		again bool // the test cases are those of the render before
+		again string
 	}{
-		{"output", Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "unit", Seq: 1, Chunk: bettertest.Chunk{Text: "more\n"}}}, true},
-		{"a worker", WorkerChanged{Worker: bettertest.WorkerInfo{Name: "w3", Up: true}}, true},
-		{"the help", Key{Key: "?"}, true},
-		{"a retry", tests(all[4]), false},
-		{"a retry seen before", tests(all[4]), true},
-		{"another task's", TestChanged{Event: bettertest.TestResultsEvent{RunID: 7, Task: "lint <src>", Attempt: 1, Results: []bettertest.TestResult{{Task: "lint <src>", Test: "lint <src>", Attempt: 1}}}}, true},
-		{"another retry", tests(all[5]), false},
-		{"a reload with another flaky list", reload, false},
-		{"the run page", Loaded{Path: m.Path, Page: PageRun, Run: m.Run}, false},
-		{"the task page again", reload, false},
+		{"output", Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "unit", Seq: 1, Chunk: bettertest.Chunk{Text: "more\n"}}}, "tests"},
+		{"a worker", worker, "tests"},
+		{"the help", Key{Key: "?"}, "tests"},
+		{"a retry", tests(all[4]), ""},
+		{"a retry seen before", tests(all[4]), "tests"},
+		{"another task's", TestChanged{Event: bettertest.TestResultsEvent{RunID: 7, Task: "lint <src>", Attempt: 1, Results: []bettertest.TestResult{{Task: "lint <src>", Test: "lint <src>", Attempt: 1}}}}, "tests"},
+		{"another retry", tests(all[5]), ""},
+		{"a reload with another flaky list", task, ""},
+		{"the run page", Loaded{Path: "/runs/7", Page: PageRun, Run: m.Run, Flaky: fixtureFlaky()}, ""},
+		{"a worker on the run page", worker, "main"},
+		{"the next task", Key{Key: "j"}, ""},
+		{"a task's end", TaskChanged{Event: bettertest.TaskEvent{RunID: 7, Task: bettertest.Task{Stage: "test", Name: "unit", Kind: "test", Status: "failed"}}}, ""},
+		{"another run's task", TaskChanged{Event: bettertest.TaskEvent{RunID: 8, Task: bettertest.Task{Stage: "test", Name: "unit"}}}, "main"},
+		{"the task page again", task, ""},
+		{"the pipelines", Loaded{Path: "/", Page: PagePipelines, Pipelines: fixture(PagePipelines).Pipelines}, ""},
+		{"a worker on the pipelines page", worker, "main"},
+		{"a run of another pipeline", RunChanged{Run: bettertest.Run{ID: 9, Pipeline: "other"}}, "main"},
+		{"a run", RunChanged{Run: bettertest.Run{ID: 9, Pipeline: "nightly", Status: "running"}}, ""},
+		{"the flaky page", Loaded{Path: "/flaky", Page: PageFlaky, Flaky: fixtureFlaky()}, ""},
+		{"a worker on the flaky page", worker, "main"},
+		{"the next flaky test", Key{Key: "j"}, ""},
+		{"the workers", Loaded{Path: "/workers", Page: PageWorkers}, ""},
+		{"the help on the workers page", Key{Key: "?"}, "main"},
+		{"a worker on the workers page", worker, ""},
 	}
 	var views Views
 	prev := views.View(m)
@@ -41,19 +59,23 @@ func TestViewsRenderAsView(t *testing.T) {
 		t.Fatalf("the first render differs from View's")
 	}
 	for _, s := range steps {
-		m = Update(m, s.msg)
 		if l, ok := s.msg.(Loaded); ok {
 			m.Path = l.Path
-			m = Update(m, l)
 		}
+		m = Update(m, s.msg)
 		got := views.View(m)
 		if want := View(m); !reflect.DeepEqual(got, want) {
 			t.Fatalf("after %s: Views renders\n%s\nView renders\n%s", s.name, got.HTML(), want.HTML())
 		}
-		if m.Page == PageTask && prev.Main != nil && len(prev.Main) > 1 {
-			if again := got.Main[1].List == prev.Main[1].List; again != s.again {
-				t.Errorf("after %s: the test cases were rendered again: %v, want %v", s.name, !again, !s.again)
-			}
+		again := ""
+		switch {
+		case m.Page == PageTask && len(prev.Main) == 4 && got.Main[1].List == prev.Main[1].List:
+			again = "tests"
+		case m.Page != PageTask && len(prev.Main) > 0 && &got.Main[0] == &prev.Main[0]:
+			again = "main"
+		}
+		if again != s.again {
+			t.Errorf("after %s: not rendered again: %q, want %q", s.name, again, s.again)
 		}
 		prev = got
 	}
