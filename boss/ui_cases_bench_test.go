@@ -60,6 +60,7 @@ func BenchmarkUITaskPage10kCases(b *testing.B) {
 	worker := wt.Start(b, bin, wt.Options{})
 	boss := wt.StartBoss(b, bin, wt.BossOptions{Workers: []*wt.Worker{worker}, Pipedefs: []string{pipedef(b, dir, "cases", casesBench(cases, stamped))}})
 	tab := newTab(b, boss.URL)
+	tab.bound = time.Duration(stamped+2) * 15 * time.Second // the page is followed through every attempt
 	for range b.N {
 		events := boss.Events(b, "/api/events")
 		type apiResult struct {
