@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -398,7 +399,7 @@ func (tab *uiTab) until(t *testing.T, want ui.Fragment) {
 			continue
 		}
 		for _, f := range frags {
-			if f == want {
+			if reflect.DeepEqual(f, want) {
 				return
 			}
 		}

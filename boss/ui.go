@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -69,7 +70,7 @@ func (b *Boss) handlePage(w http.ResponseWriter, r *http.Request) {
 	if loaded.NotFound != "" {
 		w.WriteHeader(http.StatusNotFound)
 	}
-	_, _ = w.Write([]byte(ui.View(m).HTML()))
+	_, _ = io.WriteString(w, ui.View(m).HTML()) // not copied to a []byte first: a page can be a megabyte
 }
 
 func (b *Boss) workerInfos() []bettertest.WorkerInfo {
@@ -265,9 +266,11 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	sw := sse.NewWriter(w)
 
 	// The page may have changed since the browser got it, so the first
-	// fragments bring every region of it up to date.
+	// fragments bring every region of it up to date. From then on a render
+	// renders only the regions whose data changed.
 	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos(), User: who.Name}, b.load(ctx, path))
-	shown := ui.View(m)
+	var views ui.Views
+	shown := views.View(m)
 	sw.JSON("session", id)
 	sw.JSON("fragments", ui.Diff(ui.Page{}, shown))
 	// Everything already waiting is applied before one render.
@@ -319,7 +322,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			m.Effects = nil
 		}
-		page := ui.View(m)
+		page := views.View(m)
 		if frags := ui.Diff(shown, page); len(frags) > 0 {
 			sw.JSON("fragments", frags)
 		}

@@ -130,6 +130,9 @@ gobench ./boss BenchmarkFleetLoad 'bench_test' -benchtime 1x
 step "25. a history of 100,000 runs: the pipelines page and GET /api/runs?pipeline=NAME, against GET /api/workers (target p99 < 20 ms)"
 gobench ./boss BenchmarkRunHistory 'history_bench_test' -benchtime 1x
 
+step "26. the UI's task page with 10,000 test cases: a live tests event to the DOM in Chromium against /api/events, and the server's GET against GET /api/workers (targets p99 < 50 ms)"
+gobench ./boss BenchmarkUITaskPage10kCases 'ui_cases_bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

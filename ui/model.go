@@ -229,20 +229,29 @@ func (m Model) rows() int {
 	return 0
 }
 
-// rowID names row i of the page's list, so that a reload of the page can
+// rowIDs name the rows of the page's list, so that a reload of the page can
 // keep the same thing selected however the list changed.
-func (m Model) rowID(i int) string {
+func (m Model) rowIDs() []string {
+	var out []string
 	switch m.Page {
 	case PagePipelines:
-		return m.Pipelines[i].Name
+		for _, p := range m.Pipelines {
+			out = append(out, p.Name)
+		}
 	case PageRun:
-		return tasks(m.Run)[i].Name
+		for _, t := range tasks(m.Run) {
+			out = append(out, t.Name)
+		}
 	case PageWorkers:
-		return m.Workers[i].Name
+		for _, w := range m.Workers {
+			out = append(out, w.Name)
+		}
 	case PageFlaky:
-		return m.Flaky[i].Pipeline + "\x00" + m.Flaky[i].Test
+		for _, f := range m.Flaky {
+			out = append(out, f.Pipeline+"\x00"+f.Test)
+		}
 	}
-	return ""
+	return out
 }
 
 // flaky is the listed test of pipeline named test, or nil.

@@ -576,7 +576,9 @@ func TestUpdateTestChanged(t *testing.T) {
 	}
 }
 
-// A test result on a task page changes its test cases and nothing else.
+// A test result on a task page changes its test cases and nothing else:
+// the summary, and the case it is of, which moves from the failed ones at
+// the top to its place among those that passed.
 func TestDiffTestChanged(t *testing.T) {
 	m := fixtureTaskTests()
 	m.Tests = fixtureTests()[:4]
@@ -584,7 +586,21 @@ func TestDiffTestChanged(t *testing.T) {
 	r4 := fixtureTests()[4]
 	m = Update(m, TestChanged{Event: bettertest.TestResultsEvent{RunID: 7, Task: r4.Task, Attempt: r4.Attempt, Results: []bettertest.TestResult{r4}}})
 	cur := View(m)
-	if got, want := Diff(old, cur), []Fragment{{Op: "replace", ID: "tests", HTML: cur.Main[1].HTML()}}; !reflect.DeepEqual(got, want) {
+	if got, want := old.Main[1].List.Keys, []string{"unit/TestRace", "unit/TestDiv <zero>", "unit/TestAdd", "unit/TestSkip"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("cases before: %q, want %q", got, want)
+	}
+	if got, want := cur.Main[1].List.Keys, []string{"unit/TestDiv <zero>", "unit/TestAdd", "unit/TestRace", "unit/TestSkip"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("cases after: %q, want %q", got, want)
+	}
+	want := []Fragment{
+		{Op: "replace", ID: "tests", Path: []int{1}, HTML: `<p class="meta">4 test cases · 1 failed · 1 flaky · 1 passed · 1 skipped</p>`},
+		{Op: "remove", ID: "tests", Path: []int{2, 0}, N: 1},
+		{Op: "insert", ID: "tests", Path: []int{2, 2}, HTML: `<li><span class="st st-passed">✓ passed</span> <span class="name">TestRace</span> <span class="dur">2.10s</span> ` +
+			`<span class="attempts">failed on attempt 1, passed on 2</span> <span class="st st-flaky" title="failed, then passed on attempt 2">⚠ flaky</span> ` +
+			`<span class="st st-known" title="listed as flaky: see Flaky tests">⚠ known flaky</span><details><summary>the failure of attempt 1</summary>` +
+			`<pre class="output">race_test.go:12: got 1, want 2</pre></details></li>`},
+	}
+	if got := Diff(old, cur); !reflect.DeepEqual(got, want) {
 		t.Fatalf("diff:\n got %+v\nwant %+v", got, want)
 	}
 	// The first result of a task without any fills its empty region.
@@ -593,7 +609,7 @@ func TestDiffTestChanged(t *testing.T) {
 	e = Update(e, TestChanged{Event: bettertest.TestResultsEvent{RunID: 7, Task: "lint <src>", Attempt: 1,
 		Results: []bettertest.TestResult{{Task: "lint <src>", Test: "lint <src>", Attempt: 1, Status: "failed", Output: "<x>"}}}})
 	cur = View(e)
-	want := []Fragment{{Op: "append", ID: "tests", HTML: `<h2>Test cases</h2><p class="meta">1 test case · 1 failed</p><ul class="cases"><li><span class="st st-failed">✗ failed</span> <span class="name">lint &lt;src&gt;</span><pre class="output">&lt;x&gt;</pre></li></ul>`}}
+	want = []Fragment{{Op: "append", ID: "tests", HTML: `<h2>Test cases</h2><p class="meta">1 test case · 1 failed</p><ul class="cases"><li><span class="st st-failed">✗ failed</span> <span class="name">lint &lt;src&gt;</span><pre class="output">&lt;x&gt;</pre></li></ul>`}}
 	if got := Diff(old, cur); !reflect.DeepEqual(got, want) {
 		t.Fatalf("first result:\n got %+v\nwant %+v", got, want)
 	}

@@ -120,13 +120,9 @@ func (m Model) loaded(l Loaded) Model {
 	case same:
 		// The same thing stays selected, wherever the reload put it.
 		m.Selected = prev.Selected
-		if prev.Selected < prev.rows() {
-			id := prev.rowID(prev.Selected)
-			for i := range m.rows() {
-				if m.rowID(i) == id {
-					m.Selected = i
-					break
-				}
+		if was := prev.rowIDs(); prev.Selected < len(was) {
+			if i := slices.Index(m.rowIDs(), was[prev.Selected]); i >= 0 {
+				m.Selected = i
 			}
 		}
 		if m.Page == PageTask && prev.Log.Pinned {
@@ -372,13 +368,20 @@ func (m Model) testChanged(ev bettertest.TestResultsEvent) Model {
 	if m.Page != PageTask || m.Run == nil || ev.RunID != m.Run.ID || ev.Task != m.Task {
 		return m
 	}
+	// A map of the event's results, not of the page's: a retry of a case
+	// or two on a page of 10,000 costs one pass over them, not a map of all.
 	type key struct {
 		test    string
 		attempt int
 	}
-	have := map[key]bool{}
+	have := make(map[key]bool, len(ev.Results))
+	for _, t := range ev.Results {
+		have[key{t.Test, t.Attempt}] = false
+	}
 	for _, t := range m.Tests {
-		have[key{t.Test, t.Attempt}] = true
+		if _, ok := have[key{t.Test, t.Attempt}]; ok {
+			have[key{t.Test, t.Attempt}] = true
+		}
 	}
 	tests := slices.Clip(m.Tests)
 	for _, t := range ev.Results {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,11 +16,35 @@ import (
 // is <Tag id="ID"Attrs>Inner</Tag>.
 type Region struct {
 	ID, Tag, Attrs, Inner string
+	// List, when set, is Inner as parts the browser can change one by one:
+	// a region of thousands of rows changes by the rows that changed.
+	List *List
+}
+
+// List is a region's content as elements: Head, each one element's outer
+// HTML, then one list element, Open and Close, holding Items, each one
+// element's outer HTML named by its key in Keys. Inner is their
+// concatenation.
+type List struct {
+	Head        []string
+	Open, Close string
+	Keys, Items []string
 }
 
 // HTML is the region's outer HTML.
 func (r Region) HTML() string {
-	return "<" + r.Tag + ` id="` + r.ID + `"` + r.Attrs + ">" + r.Inner + "</" + r.Tag + ">"
+	var b strings.Builder
+	r.write(&b)
+	return b.String()
+}
+
+// write writes the region's outer HTML to b, without copying its content
+// first: a region can be a megabyte.
+func (r Region) write(b *strings.Builder) {
+	b.Grow(len(r.Inner) + 2*len(r.Tag) + len(r.ID) + len(r.Attrs) + 12)
+	b.WriteString("<" + r.Tag + ` id="` + r.ID + `"` + r.Attrs + ">")
+	b.WriteString(r.Inner)
+	b.WriteString("</" + r.Tag + ">")
 }
 
 // Page is a rendered Model: a complete HTML document made of regions, so
@@ -38,19 +64,31 @@ func (p Page) HTML() string {
 	b.WriteString("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n")
 	b.WriteString("<title>" + esc(p.Title) + "</title>\n<link rel=\"icon\" href=\"data:,\">\n")
 	b.WriteString("<link rel=\"stylesheet\" href=\"/ui/app.css\">\n<script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n")
-	b.WriteString(p.Nav.HTML() + "\n" + p.Notice.HTML() + "\n" + p.MainHTML() + "\n" + p.Help.HTML() + "\n</body>\n</html>\n")
+	p.Nav.write(&b)
+	b.WriteString("\n")
+	p.Notice.write(&b)
+	b.WriteString("\n")
+	p.writeMain(&b)
+	b.WriteString("\n")
+	p.Help.write(&b)
+	b.WriteString("\n</body>\n</html>\n")
 	return b.String()
 }
 
 // MainHTML is the <main> element with every region of the page in it.
 func (p Page) MainHTML() string {
 	var b strings.Builder
+	p.writeMain(&b)
+	return b.String()
+}
+
+func (p Page) writeMain(b *strings.Builder) {
 	b.WriteString(`<main id="main">`)
 	for _, r := range p.Main {
-		b.WriteString("\n" + r.HTML())
+		b.WriteString("\n")
+		r.write(b)
 	}
 	b.WriteString("\n</main>")
-	return b.String()
 }
 
 func esc(s string) string { return html.EscapeString(s) }
@@ -63,24 +101,71 @@ func linkable(u string) bool {
 }
 
 // View renders a Model. It is pure: the same Model gives the same bytes.
-func View(m Model) Page {
+func View(m Model) Page { return new(Views).View(m) }
+
+// Views renders the Models of one tab, one after another, as View does,
+// byte for byte; but what is rendered from the same data as at the last
+// render is not rendered again, as Elm's Html.Lazy skips a view whose
+// arguments are the same: a page of 10,000 test cases costs nothing to
+// render again when a line of output arrives, nor the flaky page when a
+// worker's load changes. The data is the same when its slices and pointers
+// are: the Models come from Update, which never changes what a Model holds
+// but makes a new one.
+type Views struct {
+	main  lazy[mainKey, []Region]
+	tests lazy[testsKey, Region]
+}
+
+// lazy holds what was rendered from the data that key names.
+type lazy[K comparable, V any] struct {
+	key  K
+	view V
+	ok   bool
+}
+
+func (l *lazy[K, V]) of(key K, render func() V) V {
+	if !l.ok || l.key != key {
+		l.key, l.view, l.ok = key, render(), true
+	}
+	return l.view
+}
+
+// mainKey names the data of a page's main regions, but a task page's.
+type mainKey struct {
+	page      PageKind
+	pipelines *Pipeline
+	run       *bettertest.Run
+	workers   *bettertest.WorkerInfo
+	flaky     *bettertest.FlakyTest
+	n         int // of pipelines, workers or flaky tests
+	nFlaky    int // of flaky tests, on a run page
+	selected  int
+}
+
+// View renders m, as View does.
+func (v *Views) View(m Model) Page {
 	p := Page{Nav: nav(m), Notice: Region{ID: "notice", Tag: "div", Attrs: ` role="status"`, Inner: esc(m.Notice)}, Help: help(m.Help)}
+	key := mainKey{page: m.Page, selected: m.Selected}
 	switch m.Page {
 	case PagePipelines:
 		p.Title = "Pipelines · bettertest"
-		p.Main = pipelinesPage(m)
+		key.pipelines, key.n = first(m.Pipelines), len(m.Pipelines)
+		p.Main = v.main.of(key, func() []Region { return pipelinesPage(m) })
 	case PageRun:
 		p.Title = runTitle(m.Run) + " · bettertest"
-		p.Main = runPage(m)
+		key.run, key.flaky, key.nFlaky = m.Run, first(m.Flaky), len(m.Flaky)
+		p.Main = v.main.of(key, func() []Region { return runPage(m) })
 	case PageTask:
 		p.Title = m.Task + " · " + runTitle(m.Run) + " · bettertest"
-		p.Main = taskPage(m)
+		p.Main = v.taskPage(m)
 	case PageWorkers:
 		p.Title = "Workers · bettertest"
-		p.Main = workersPage(m)
+		key.workers, key.n = first(m.Workers), len(m.Workers)
+		p.Main = v.main.of(key, func() []Region { return workersPage(m) })
 	case PageFlaky:
 		p.Title = "Flaky tests · bettertest"
-		p.Main = flakyPage(m)
+		key.flaky, key.n = first(m.Flaky), len(m.Flaky)
+		p.Main = v.main.of(key, func() []Region { return flakyPage(m) })
 	}
 	return p
 }
@@ -189,7 +274,7 @@ func duration(startedMS, finishedMS int64) string {
 func took(d time.Duration) string {
 	switch {
 	case d < time.Minute:
-		return fmt.Sprintf("%.2fs", d.Seconds())
+		return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s" // as %.2fs, without fmt: a page can have 10,000
 	case d < time.Hour:
 		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
 	}
@@ -270,12 +355,13 @@ func runPage(m Model) []Region {
 	}
 	b.WriteString(`<button data-action="run" data-pipeline="` + esc(r.Pipeline) + `">Run again</button>`)
 	out := []Region{{ID: "head", Tag: "div", Inner: b.String()}}
+	known := knownFlaky(m.Flaky, r.Pipeline)
 	row := 0
 	for i, st := range r.Stages {
 		var s strings.Builder
 		s.WriteString("<h2>" + status(st.Status) + " " + esc(st.Name) + "</h2>\n<div class=\"tasks\">")
 		for _, t := range st.Tasks {
-			s.WriteString(taskCard(m, r, t, row))
+			s.WriteString(taskCard(m, r, t, row, known[t.Name]))
 			row++
 		}
 		s.WriteString("</div>")
@@ -302,7 +388,8 @@ func commit(r *bettertest.Run) string {
 	return c
 }
 
-func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row int) string {
+// taskCard is a task's card; known is how many of its tests the boss lists as flaky.
+func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row, known int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<a class="task" href="%s"%s>%s <span class="name">%s</span>`, taskPath(r.ID, t.Name), selected(m, row), status(t.Status), esc(t.Name))
 	if d := duration(t.StartedMS, t.FinishedMS); d != "" {
@@ -321,8 +408,8 @@ func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row int) string {
 	if t.Quarantined {
 		marks = append(marks, quarantinedMark("it failed only in quarantined tests, so the run did not fail"))
 	}
-	if n := knownFlaky(m, r.Pipeline, t.Name); n > 0 {
-		marks = append(marks, knownFlakyMark(fmt.Sprintf("the boss lists %d of its tests as flaky: see Flaky tests", n)))
+	if known > 0 {
+		marks = append(marks, knownFlakyMark(fmt.Sprintf("the boss lists %d of its tests as flaky: see Flaky tests", known)))
 	}
 	if len(marks) > 0 {
 		b.WriteString(` <span class="marks">` + strings.Join(marks, " ") + "</span>")
@@ -334,19 +421,26 @@ func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row int) string {
 	return b.String()
 }
 
-// knownFlaky counts the tests of task that the boss lists as flaky: the
-// task itself, or its cases.
-func knownFlaky(m Model, pipeline, task string) int {
-	n := 0
-	for _, f := range m.Flaky {
-		if f.Flaky && f.Pipeline == pipeline && (f.Test == task || strings.HasPrefix(f.Test, task+"/")) {
-			n++
+// knownFlaky counts, for each task of pipeline, its tests that the boss
+// lists as flaky: the task itself (TASK), or its cases (TASK/CASE). A test
+// counts for every name it begins with that is followed by a "/".
+func knownFlaky(flaky []bettertest.FlakyTest, pipeline string) map[string]int {
+	out := map[string]int{}
+	for _, f := range flaky {
+		if !f.Flaky || f.Pipeline != pipeline {
+			continue
+		}
+		out[f.Test]++
+		for i := range len(f.Test) {
+			if f.Test[i] == '/' {
+				out[f.Test[:i]]++
+			}
 		}
 	}
-	return n
+	return out
 }
 
-func taskPage(m Model) []Region {
+func (v *Views) taskPage(m Model) []Region {
 	r := m.Run
 	if r == nil {
 		return nil
@@ -397,10 +491,28 @@ func taskPage(m Model) []Region {
 	}
 	return []Region{
 		{ID: "head", Tag: "div", Inner: b.String()},
-		{ID: "tests", Tag: "section", Inner: testCases(m)},
+		v.tests.of(testsKey{first(m.Tests), len(m.Tests), first(m.Flaky), len(m.Flaky), r.Pipeline}, func() Region { return testCases(m) }),
 		{ID: "log-more", Tag: "p", Inner: more},
 		{ID: "log", Tag: "pre", Attrs: ` tabindex="0"`, Inner: logText(m.Log)},
 	}
+}
+
+// testsKey names the data of a task page's test cases.
+type testsKey struct {
+	tests    *bettertest.TestResult
+	n        int
+	flaky    *bettertest.FlakyTest
+	nFlaky   int
+	pipeline string
+}
+
+// first is the address of a slice's first element: with its length, it
+// names what the slice holds.
+func first[T any](s []T) *T {
+	if len(s) == 0 {
+		return nil
+	}
+	return &s[0]
 }
 
 // testCase is the attempts of one test case, in order.
@@ -415,18 +527,37 @@ func (c testCase) flipped() bool {
 }
 
 // testCases lists a task's test cases by their last attempt, failed ones
-// first: what to look at comes before what went well.
-func testCases(m Model) string {
+// first: what to look at comes before what went well. Each case is an item
+// of the region's list, keyed by its test id.
+func testCases(m Model) Region {
+	r := Region{ID: "tests", Tag: "section"}
 	if len(m.Tests) == 0 {
-		return ""
+		return r
 	}
-	var cases []testCase
-	for _, t := range m.Tests {
-		if i := slices.IndexFunc(cases, func(c testCase) bool { return c[0].Test == t.Test }); i >= 0 {
-			cases[i] = append(cases[i], t)
-		} else {
-			cases = append(cases, testCase{t})
+	// The cases in the order they first came, each result's case, and then
+	// each case's results side by side in one array.
+	index := make(map[string]int, len(m.Tests))
+	caseOf := make([]int, len(m.Tests))
+	var sizes []int
+	for i, t := range m.Tests {
+		c, ok := index[t.Test]
+		if !ok {
+			c = len(sizes)
+			index[t.Test] = c
+			sizes = append(sizes, 0)
 		}
+		caseOf[i] = c
+		sizes[c]++
+	}
+	results := make([]bettertest.TestResult, len(m.Tests))
+	cases := make([]testCase, len(sizes))
+	at := 0
+	for c, n := range sizes {
+		cases[c] = results[at : at : at+n]
+		at += n
+	}
+	for i, t := range m.Tests {
+		cases[caseOf[i]] = append(cases[caseOf[i]], t)
 	}
 	counts := map[string]int{}
 	for _, c := range cases {
@@ -446,17 +577,47 @@ func testCases(m Model) string {
 			summary = append(summary, fmt.Sprintf("%d %s", counts[s], s))
 		}
 	}
+	// The pipeline's listed tests by id; the first listing of a test counts.
+	listed := map[string]*bettertest.FlakyTest{}
+	for i, f := range m.Flaky {
+		if _, ok := listed[f.Test]; !ok && f.Pipeline == m.Run.Pipeline {
+			listed[f.Test] = &m.Flaky[i]
+		}
+	}
+	statuses := map[string]string{} // status's HTML, made once for each
+	// The whole content is written once; the list's parts are slices of it.
 	var b strings.Builder
-	b.WriteString(`<h2>Test cases</h2><p class="meta">` + strings.Join(summary, " · ") + `</p><ul class="cases">`)
+	var ends []int
+	part := func() { ends = append(ends, b.Len()) }
+	b.Grow(200 * len(cases)) // about a case's HTML: the builder copies itself less often
+	b.WriteString(`<h2>Test cases</h2>`)
+	part()
+	b.WriteString(`<p class="meta">` + strings.Join(summary, " · ") + `</p>`)
+	part()
+	b.WriteString(`<ul class="cases">`)
+	part()
+	keys := make([]string, 0, len(cases))
 	for _, c := range cases {
 		last := c.last()
+		keys = append(keys, last.Test)
 		name := last.Case
 		if name == "" {
 			name = last.Test
 		}
-		b.WriteString("<li>" + status(last.Status) + ` <span class="name">` + esc(name) + "</span>")
+		st, ok := statuses[last.Status]
+		if !ok {
+			st = status(last.Status)
+			statuses[last.Status] = st
+		}
+		b.WriteString("<li>")
+		b.WriteString(st)
+		b.WriteString(` <span class="name">`)
+		b.WriteString(esc(name))
+		b.WriteString("</span>")
 		if last.DurationMS > 0 {
-			b.WriteString(` <span class="dur">` + took(time.Duration(last.DurationMS)*time.Millisecond) + "</span>")
+			b.WriteString(` <span class="dur">`)
+			b.WriteString(took(time.Duration(last.DurationMS) * time.Millisecond))
+			b.WriteString("</span>")
 		}
 		if len(c) > 1 {
 			var tries []string
@@ -469,10 +630,11 @@ func testCases(m Model) string {
 			}
 			b.WriteString(` <span class="attempts">` + strings.Join(tries, ", ") + "</span>")
 		}
-		if c.flipped() {
+		flipped := c.flipped()
+		if flipped {
 			b.WriteString(" " + flakyMark(last.Attempt))
 		}
-		if f := m.flaky(m.Run.Pipeline, last.Test); f != nil {
+		if f := listed[last.Test]; f != nil {
 			if f.Flaky {
 				b.WriteString(" " + knownFlakyMark("listed as flaky: see Flaky tests"))
 			}
@@ -483,7 +645,7 @@ func testCases(m Model) string {
 		switch {
 		case last.Status == bettertest.StatusFailed && last.Output != "":
 			b.WriteString(`<pre class="output">` + esc(last.Output) + "</pre>")
-		case c.flipped():
+		case flipped:
 			// The failure that did not count is still the clue to the flakiness.
 			for _, t := range c {
 				if t.Status == bettertest.StatusFailed && t.Output != "" {
@@ -493,9 +655,17 @@ func testCases(m Model) string {
 			}
 		}
 		b.WriteString("</li>")
+		part()
 	}
 	b.WriteString("</ul>")
-	return b.String()
+	r.Inner = b.String()
+	parts := make([]string, len(ends))
+	start := 0
+	for i, end := range ends {
+		parts[i], start = r.Inner[start:end], end
+	}
+	r.List = &List{Head: parts[:2], Open: parts[2], Close: "</ul>", Keys: keys, Items: parts[3:]}
+	return r
 }
 
 func boolInt(b bool) int {
@@ -643,13 +813,21 @@ func help(open bool) Region {
 
 // Fragment is one change of a rendered page, for the browser to apply.
 type Fragment struct {
-	Op   string `json:"op"` // replace (outer HTML of id), append (to id's content), title
-	ID   string `json:"id,omitempty"`
+	// replace (the outer HTML of the element), append (to its content),
+	// insert (before it, or at the end of its parent when it is one past
+	// the last), remove (it and the N-1 elements after it), title
+	Op string `json:"op"`
+	ID string `json:"id,omitempty"`
+	// The element is the one with the ID or, with a Path, its descendant
+	// that many element children down: [2, 5] is the sixth child of its third.
+	Path []int  `json:"path,omitempty"`
+	N    int    `json:"n,omitempty"`
 	HTML string `json:"html"`
 }
 
 // Diff lists what changed from old to cur, as few and small fragments as it
-// can: a region whose content only grew at its end (a live log) is appended to.
+// can: a region whose content only grew at its end (a live log) is appended
+// to, a list changes by the items that changed.
 func Diff(old, cur Page) []Fragment {
 	var out []Fragment
 	if old.Title != cur.Title {
@@ -668,13 +846,156 @@ func Diff(old, cur Page) []Fragment {
 }
 
 func diffRegion(old, cur Region) []Fragment {
+	sameTag := old.Tag == cur.Tag && old.Attrs == cur.Attrs
 	switch {
-	case old == cur:
+	case sameTag && old.Inner == cur.Inner:
 		return nil
-	case old.Tag == cur.Tag && old.Attrs == cur.Attrs && strings.HasPrefix(cur.Inner, old.Inner):
+	case sameTag && old.List != nil && cur.List != nil:
+		if frags, ok := diffList(cur.ID, *old.List, *cur.List); ok {
+			return frags
+		}
+	case sameTag && strings.HasPrefix(cur.Inner, old.Inner):
 		return []Fragment{{Op: "append", ID: cur.ID, HTML: cur.Inner[len(old.Inner):]}}
 	}
 	return []Fragment{{Op: "replace", ID: cur.ID, HTML: cur.HTML()}}
+}
+
+// diffList changes the list of region id from old to cur: its head element
+// by element, then its items by key: those that left are removed, those
+// that came or moved are inserted, those that changed are replaced. The
+// items that stay in place are the longest run of them in the same order.
+// It does not (ok is false) when the region's content is smaller: most of
+// it changed.
+func diffList(id string, old, cur List) ([]Fragment, bool) {
+	if len(old.Head) != len(cur.Head) || old.Open != cur.Open || old.Close != cur.Close {
+		return nil, false
+	}
+	var out []Fragment
+	for i := range cur.Head {
+		if old.Head[i] != cur.Head[i] {
+			out = append(out, Fragment{Op: "replace", ID: id, Path: []int{i}, HTML: cur.Head[i]})
+		}
+	}
+	at := func(i int) []int { return []int{len(cur.Head), i} }
+	if slices.Equal(old.Keys, cur.Keys) {
+		// The same items in the same order, the most common change: no moves to find.
+		for j := range cur.Items {
+			if old.Items[j] != cur.Items[j] {
+				out = append(out, Fragment{Op: "replace", ID: id, Path: at(j), HTML: cur.Items[j]})
+			}
+		}
+		return out, smaller(out, cur)
+	}
+	was, ok := positions(old.Keys)
+	if _, unique := positions(cur.Keys); !ok || !unique {
+		return nil, false
+	}
+	// from[j] is where the item cur.Keys[j] was, or -1 when it is new.
+	from := make([]int, len(cur.Keys))
+	for j, k := range cur.Keys {
+		if i, ok := was[k]; ok {
+			from[j] = i
+		} else {
+			from[j] = -1
+		}
+	}
+	stays := longestIncreasing(from)
+	kept := make([]bool, len(old.Keys))
+	for _, j := range stays {
+		kept[from[j]] = true
+	}
+	// Removed from the last up, so that the places of those before hold.
+	for i := len(old.Keys) - 1; i >= 0; i-- {
+		if kept[i] {
+			continue
+		}
+		n := 1
+		for i > 0 && !kept[i-1] {
+			i--
+			n++
+		}
+		out = append(out, Fragment{Op: "remove", ID: id, Path: at(i), N: n})
+	}
+	// Inserted from the first down: all that comes before each is in place.
+	staying := make([]bool, len(cur.Keys))
+	for _, j := range stays {
+		staying[j] = true
+	}
+	for j := 0; j < len(cur.Keys); j++ {
+		if staying[j] {
+			continue
+		}
+		start := j
+		for j+1 < len(cur.Keys) && !staying[j+1] {
+			j++
+		}
+		out = append(out, Fragment{Op: "insert", ID: id, Path: at(start), HTML: strings.Join(cur.Items[start:j+1], "")})
+	}
+	for _, j := range stays {
+		if old.Items[from[j]] != cur.Items[j] {
+			out = append(out, Fragment{Op: "replace", ID: id, Path: at(j), HTML: cur.Items[j]})
+		}
+	}
+	return out, smaller(out, cur)
+}
+
+// smaller says whether frags are smaller than the whole content of l.
+func smaller(frags []Fragment, l List) bool {
+	// Each fragment costs about this much besides its HTML, as JSON.
+	const overhead = 48
+	size, whole := 0, len(l.Open)+len(l.Close)
+	for _, f := range frags {
+		size += overhead + len(f.HTML)
+	}
+	for _, h := range l.Head {
+		whole += len(h)
+	}
+	for _, h := range l.Items {
+		whole += len(h)
+	}
+	return size < whole
+}
+
+// positions maps each key to its index; ok is false when a key repeats.
+func positions(keys []string) (map[string]int, bool) {
+	out := make(map[string]int, len(keys))
+	for i, k := range keys {
+		if _, dup := out[k]; dup {
+			return nil, false
+		}
+		out[k] = i
+	}
+	return out, true
+}
+
+// longestIncreasing is the indexes of a longest strictly increasing run
+// (not necessarily contiguous) of the values of xs that are not negative,
+// in order: O(n log n), by patience sorting.
+func longestIncreasing(xs []int) []int {
+	var tails []int              // tails[k]: the index of the least value ending a run of k+1
+	prev := make([]int, len(xs)) // the index before each in its run
+	for j, x := range xs {
+		if x < 0 {
+			continue
+		}
+		k := sort.Search(len(tails), func(k int) bool { return xs[tails[k]] >= x })
+		prev[j] = -1
+		if k > 0 {
+			prev[j] = tails[k-1]
+		}
+		if k == len(tails) {
+			tails = append(tails, j)
+		} else {
+			tails[k] = j
+		}
+	}
+	out := make([]int, len(tails))
+	if len(tails) > 0 {
+		for k, j := len(tails)-1, tails[len(tails)-1]; k >= 0; k-- {
+			out[k], j = j, prev[j]
+		}
+	}
+	return out
 }
 
 func sameIDs(a, b []Region) bool {

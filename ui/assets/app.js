@@ -35,10 +35,31 @@
   };
 
   const focusable = (el) => Array.from(el.querySelectorAll("a, button, [tabindex]"));
+  // A fragment's element: the one with its id, or that one's descendant down
+  // its path of element children (the items of a list).
+  const find = (id, path) => {
+    let el = document.getElementById(id);
+    for (const i of path) el = el && el.children[i];
+    return el;
+  };
   const apply = (frags) => {
     for (const f of frags) {
       if (f.op === "title") { document.title = f.html; continue; }
-      const el = document.getElementById(f.id);
+      const path = f.path || [];
+      if (f.op === "insert" || f.op === "remove") {
+        const parent = find(f.id, path.slice(0, -1));
+        if (!parent) continue;
+        const i = path[path.length - 1];
+        if (f.op === "remove") {
+          for (let n = 0; n < f.n && parent.children[i]; n++) parent.children[i].remove();
+        } else if (parent.children[i]) {
+          parent.children[i].insertAdjacentHTML("beforebegin", f.html);
+        } else {
+          parent.insertAdjacentHTML("beforeend", f.html);
+        }
+        continue;
+      }
+      const el = find(f.id, path);
       if (!el) continue;
       if (f.op === "append") { el.insertAdjacentHTML("beforeend", f.html); continue; }
       // Keyboard focus inside a replaced element moves to its counterpart.
@@ -46,7 +67,7 @@
       const at = el.contains(active) ? focusable(el).indexOf(active) : -2;
       el.outerHTML = f.html;
       if (at !== -2) {
-        const now = document.getElementById(f.id);
+        const now = find(f.id, path);
         const target = now && (at === -1 ? now : focusable(now)[at]);
         if (target) target.focus({ preventScroll: true });
       }
