@@ -43,7 +43,7 @@ func (w *writer) add(c change) {
 	if w.closed {
 		w.mu.Unlock()
 		if c.then != nil {
-			c.then(errWriterClosed)
+			go c.then(errWriterClosed) // not here: the caller may hold the lock then takes
 		}
 		return
 	}
