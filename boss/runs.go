@@ -522,21 +522,18 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 			return
 		}
 		b.mu.Lock()
-		if task, _ := r.task(pending.Task); task != nil {
-			b.outputLocked(r, pending.Task, bettertest.Chunk{Stream: pending.Stream, Text: pending.Text})
-			r.waitForRoomLocked()
-		}
+		task, _ := r.task(pending.Task)
 		b.mu.Unlock()
+		if task != nil {
+			b.readOutputChunk(r, pending.Task, bettertest.Chunk{Stream: pending.Stream, Text: pending.Text})
+		}
 		pending = nil
 	}
 	raw := func(text []byte) {
 		for len(text) > 0 {
 			piece := text[:cutAt(text, 256<<10)]
 			text = text[len(piece):]
-			b.mu.Lock()
-			b.outputLocked(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(piece), "\uFFFD")})
-			r.waitForRoomLocked()
-			b.mu.Unlock()
+			b.readOutputChunk(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(piece), "\uFFFD")})
 		}
 	}
 	var long []byte   // the start of a line longer than the reader's buffer
@@ -614,10 +611,7 @@ func (b *Boss) readOutput(r *activeRun, task, stream string, rd io.Reader) {
 	for {
 		n, err := rd.Read(buf)
 		if n > 0 {
-			b.mu.Lock()
-			b.outputLocked(r, task, bettertest.Chunk{Stream: stream, Text: strings.ToValidUTF8(string(buf[:n]), "\uFFFD")})
-			r.waitForRoomLocked()
-			b.mu.Unlock()
+			b.readOutputChunk(r, task, bettertest.Chunk{Stream: stream, Text: strings.ToValidUTF8(string(buf[:n]), "\uFFFD")})
 		}
 		if err != nil {
 			return
@@ -649,6 +643,15 @@ func (b *Boss) recordOutputLocked(r *activeRun, task string, c bettertest.Chunk)
 	l.pending = append(l.pending, c)
 	r.unstored += len(c.Text)
 	r.persistSoon()
+}
+
+// readOutputChunk records a chunk a reader of the pipedef read, then holds
+// that reader back while the run has too much output unwritten.
+func (b *Boss) readOutputChunk(r *activeRun, task string, c bettertest.Chunk) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.outputLocked(r, task, c)
+	r.waitForRoomLocked()
 }
 
 // waitForRoomLocked holds a reader of the pipedef back while the run's

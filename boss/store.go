@@ -246,7 +246,7 @@ func (s *store) newDelivery(id string) (bool, error) {
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("record delivery %s: %w", id, s.full(err))
+		return false, fmt.Errorf("record delivery %s: %w", id, err)
 	}
 	return n == 1, nil
 }
@@ -255,7 +255,7 @@ func (s *store) newDelivery(id string) (bool, error) {
 // redelivery is new.
 func (s *store) forgetDelivery(id string) error {
 	if err := s.w.exec(`DELETE FROM deliveries WHERE id = ?`, id); err != nil {
-		return fmt.Errorf("forget delivery %s: %w", id, s.full(err))
+		return fmt.Errorf("forget delivery %s: %w", id, err)
 	}
 	return nil
 }
@@ -272,7 +272,7 @@ func (s *store) createRun(r bettertest.Run) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("record a run of %s: %w", r.Pipeline, s.full(err))
+		return 0, fmt.Errorf("record a run of %s: %w", r.Pipeline, err)
 	}
 	return id, nil
 }
@@ -283,7 +283,7 @@ func (s *store) saveRun(tx *sql.Tx, r bettertest.Run) error {
 		commit_sha = ?, ref = ?, author = ?, commit_url = ? WHERE id = ?`,
 		r.Status, r.Worker, r.StartedMS, r.FinishedMS, r.ExitCode, r.Error, r.Commit, r.Ref, r.Author, r.CommitURL, r.ID)
 	if err != nil {
-		return fmt.Errorf("record run %d: %w", r.ID, s.full(err))
+		return fmt.Errorf("record run %d: %w", r.ID, err)
 	}
 	return nil
 }
@@ -293,7 +293,7 @@ func (s *store) saveStage(tx *sql.Tx, runID int64, idx int, st bettertest.Stage)
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, finished_ms = excluded.finished_ms`,
 		runID, idx, st.Name, st.Status, st.StartedMS, st.FinishedMS)
 	if err != nil {
-		return fmt.Errorf("record stage %s of run %d: %w", st.Name, runID, s.full(err))
+		return fmt.Errorf("record stage %s of run %d: %w", st.Name, runID, err)
 	}
 	return nil
 }
@@ -312,7 +312,7 @@ func (s *store) saveTask(tx *sql.Tx, runID int64, idx int, t bettertest.Task) er
 		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts),
 		t.Attempts, t.Flaky, t.Quarantined)
 	if err != nil {
-		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, s.full(err))
+		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, err)
 	}
 	return nil
 }
@@ -353,7 +353,7 @@ func (s *store) appendRunTx(tx *sql.Tx, runID int64, pipeline, commit string, fr
 		for i, c := range cs {
 			if _, err := tx.Exec(`INSERT INTO output (run_id, task, seq, stream, text) VALUES (?, ?, ?, ?, ?)`,
 				runID, task, from[task]+i, c.Stream, c.Text); err != nil {
-				return fmt.Errorf("record output of run %d: %w", runID, s.full(err))
+				return fmt.Errorf("record output of run %d: %w", runID, err)
 			}
 		}
 	}
@@ -361,7 +361,7 @@ func (s *store) appendRunTx(tx *sql.Tx, runID int64, pipeline, commit string, fr
 		if _, err := tx.Exec(`INSERT INTO cases (run_id, seq, pipeline, test, task, name, attempt, status, duration_ms, output, commit_sha)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			runID, resultsFrom+i, pipeline, t.Test, t.Task, t.Case, t.Attempt, t.Status, t.DurationMS, t.Output, commit); err != nil {
-			return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, s.full(err))
+			return fmt.Errorf("record test %s of run %d: %w", t.Test, runID, err)
 		}
 	}
 	return nil
@@ -399,9 +399,6 @@ func (s *store) room() error {
 
 // full says which of SQLite's errors is a full disk ("database or disk is full").
 func (s *store) full(err error) error {
-	if _, ok := isDiskFull(err); ok {
-		return err
-	}
 	var se *sqlite.Error
 	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
 		return s.diskFull(err)
@@ -599,7 +596,7 @@ func (s *store) saveTests(verdicts []bettertest.FlakyTest) error {
 			if _, err := tx.Exec(`INSERT INTO tests (pipeline, test, flaky, flip_rate, detail) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (pipeline, test) DO UPDATE SET flaky = excluded.flaky, flip_rate = excluded.flip_rate, detail = excluded.detail`,
 				ft.Pipeline, ft.Test, ft.Flaky, ft.FlipRate, string(detail)); err != nil {
-				return fmt.Errorf("record the flakiness of %s/%s: %w", ft.Pipeline, ft.Test, s.full(err))
+				return fmt.Errorf("record the flakiness of %s/%s: %w", ft.Pipeline, ft.Test, err)
 			}
 		}
 		return nil

@@ -206,18 +206,8 @@ func Start(t testing.TB, bin string, opt Options) *Worker {
 // Docker's few default address pools for good.
 func removeLeftovers(t testing.TB, dataDir string) {
 	t.Helper()
-	owner, err := agent.WorkerIdentity(dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	owner, list := workerContainers(t, dataDir)
 	ctx, docker := context.Background(), Docker(t)
-	list, err := docker.ContainerList(ctx, container.ListOptions{
-		All:     true,
-		Filters: filters.NewArgs(filters.Arg("label", agent.LabelWorker+"="+owner)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range list {
 		if err := docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
 			t.Errorf("remove the stopped worker's container %s: %v", c.ID, err)
@@ -462,6 +452,17 @@ func Docker(t testing.TB) *client.Client {
 // whose data dir is dataDir.
 func Containers(t testing.TB, dataDir string) []string {
 	t.Helper()
+	_, list := workerContainers(t, dataDir)
+	var names []string
+	for _, c := range list {
+		names = append(names, strings.Join(c.Names, ","))
+	}
+	return names
+}
+
+// workerContainers are the containers of the worker on dataDir, with its identity.
+func workerContainers(t testing.TB, dataDir string) (string, []container.Summary) {
+	t.Helper()
 	owner, err := agent.WorkerIdentity(dataDir)
 	if err != nil {
 		t.Fatal(err)
@@ -473,11 +474,7 @@ func Containers(t testing.TB, dataDir string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, c := range list {
-		names = append(names, strings.Join(c.Names, ","))
-	}
-	return names
+	return owner, list
 }
 
 // Pid is the process's id.
