@@ -222,7 +222,7 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(a.stopping, cancel)() // a stopping worker ends the stream
-	a.events.Serve(ctx, w, first, sub, nil)
+	a.events.Serve(ctx, w, hub.Events(first...), sub, nil)
 }
 
 func newRunID() string {

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"iter"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -79,22 +79,10 @@ func (b *Boss) handlePipelines(w http.ResponseWriter, r *http.Request) {
 
 // current replaces a stored run by its live state while it is active.
 func (b *Boss) current(r bettertest.Run) bettertest.Run {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if a, ok := b.live(r.ID); ok {
-		return summary(a.run)
+	if live, ok := b.snapshot().runs[r.ID]; ok {
+		return summary(live)
 	}
 	return r
-}
-
-// live (b.mu held) is a run whose state is in memory, not (all) in the
-// history: queued or running, or ended and not written yet.
-func (b *Boss) live(id int64) (*activeRun, bool) {
-	if a, ok := b.active[id]; ok {
-		return a, true
-	}
-	a, ok := b.ended[id]
-	return a, ok
 }
 
 func (b *Boss) handleTrigger(w http.ResponseWriter, r *http.Request) {
@@ -204,14 +192,9 @@ func (b *Boss) writeRunError(w http.ResponseWriter, r *http.Request, id int64, e
 
 // runByID returns a run with its stages: live while active, else stored.
 func (b *Boss) runByID(ctx context.Context, id int64) (bettertest.Run, error) {
-	b.mu.Lock()
-	if a, ok := b.live(id); ok {
-		run := a.run
-		run.Stages = cloneStages(a.run.Stages)
-		b.mu.Unlock()
-		return run, nil
+	if live, ok := b.snapshot().runs[id]; ok {
+		return live, nil // a snapshot's runs are never changed: no copy needed
 	}
-	b.mu.Unlock()
 	return b.store.run(ctx, id)
 }
 
@@ -269,114 +252,9 @@ func (b *Boss) runAction(w http.ResponseWriter, r *http.Request, notFor error, a
 	httpapi.JSON(w, http.StatusAccepted, run)
 }
 
-// handleLog answers a task's output: all of it as JSON, or, to a client
-// that accepts an event stream, everything so far and then the rest live
-// until the task ends.
-func (b *Boss) handleLog(w http.ResponseWriter, r *http.Request) {
-	id, ok := runID(w, r)
-	if !ok {
-		return
-	}
-	task := pathParam(r, "task")
-	stream := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
-
-	b.mu.Lock()
-	if a, active := b.active[id]; active {
-		var t *bettertest.Task
-		if task != "" {
-			if t, _ = a.task(task); t == nil {
-				b.mu.Unlock()
-				httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("run %d has no task %q (yet)", id, task))
-				return
-			}
-		}
-		// Taken under b.mu: no chunk is published between the snapshot and the subscription.
-		from, pending := a.outputSnapshotLocked(task)
-		var ended *bettertest.Task
-		var sub *hub.Sub
-		switch {
-		case !stream:
-		case t != nil && t.Status != bettertest.StatusRunning:
-			ended = new(*t)
-		case t != nil:
-			sub = b.events.Subscribe(nil, func(ev hub.Event) bool {
-				return ev.Run == id && ev.Task == task && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventTask)
-			})
-		default:
-			sub = b.events.Subscribe(nil, func(ev hub.Event) bool {
-				return ev.Run == id && ev.Task == "" && (ev.Name == bettertest.BossEventOutput || ev.Name == bettertest.BossEventRun)
-			})
-		}
-		b.mu.Unlock()
-		chunks, err := b.store.output(r.Context(), id, task, from)
-		if err != nil {
-			if sub != nil {
-				b.events.Unsubscribe(sub)
-			}
-			b.api().Error(w, r, fmt.Errorf("read the output of run %d, task %q: %w", id, task, err))
-			return
-		}
-		chunks = append(chunks, pending...)
-		switch {
-		case !stream:
-			httpapi.JSON(w, http.StatusOK, chunks)
-		case ended != nil:
-			b.serveEnded(w, r, append(outputEvents(id, task, chunks), taskEnd(id, *ended)))
-		case t != nil:
-			b.serve(w, r, outputEvents(id, task, chunks), sub, isTaskEnd)
-		default:
-			b.serve(w, r, outputEvents(id, "", chunks), sub, isRunEnd)
-		}
-		return
-	}
-	b.mu.Unlock()
-
-	run, err := b.runByID(r.Context(), id)
-	if err != nil {
-		b.writeRunError(w, r, id, err)
-		return
-	}
-	var found *bettertest.Task
-	for _, st := range run.Stages {
-		for _, t := range st.Tasks {
-			if t.Name == task {
-				found = &t
-			}
-		}
-	}
-	if found == nil && task != "" {
-		httpapi.Fail(w, httpapi.NotFound, fmt.Sprintf("run %d has no task %q", id, task))
-		return
-	}
-	chunks, err := b.store.output(r.Context(), id, task, math.MaxInt)
-	if err != nil {
-		b.api().Error(w, r, fmt.Errorf("read the output of run %d, task %q: %w", id, task, err))
-		return
-	}
-	if !stream {
-		httpapi.JSON(w, http.StatusOK, chunks)
-		return
-	}
-	first := outputEvents(id, task, chunks)
-	if found != nil {
-		first = append(first, taskEnd(id, *found))
-	} else {
-		first = append(first, hub.New(bettertest.BossEventRun, summary(run)))
-	}
-	b.serveEnded(w, r, first)
-}
-
 // serveEnded streams events of something that has ended: nothing follows them.
 func (b *Boss) serveEnded(w http.ResponseWriter, r *http.Request, first []hub.Event) {
-	b.serve(w, r, first, nil, nil)
-}
-
-func outputEvents(id int64, task string, chunks []bettertest.Chunk) []hub.Event {
-	out := make([]hub.Event, len(chunks))
-	for i, c := range chunks {
-		out[i] = hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: id, Task: task, Seq: i, Chunk: c})
-	}
-	return out
+	b.serve(w, r, hub.Events(first...), nil, nil)
 }
 
 func taskEnd(id int64, t bettertest.Task) hub.Event {
@@ -390,13 +268,7 @@ func isTaskEnd(ev hub.Event) bool {
 }
 
 func (b *Boss) handleWorkers(w http.ResponseWriter, r *http.Request) {
-	b.mu.Lock()
-	out := make([]bettertest.WorkerInfo, len(b.workers))
-	for i, wk := range b.workers {
-		out[i] = wk.info
-	}
-	b.mu.Unlock()
-	httpapi.JSON(w, http.StatusOK, out)
+	httpapi.JSON(w, http.StatusOK, b.workerInfos())
 }
 
 // handleEvents streams every change as it happens, after a snapshot of the
@@ -415,33 +287,38 @@ func (b *Boss) handleEvents(w http.ResponseWriter, r *http.Request) {
 	var first []hub.Event
 	var filter func(hub.Event) bool
 	var last func(hub.Event) bool
-	b.mu.Lock()
-	if only == 0 {
-		for _, wk := range b.workers {
-			first = append(first, hub.New(bettertest.BossEventWorker, wk.info))
-		}
-		for _, a := range b.active {
-			first = append(first, runEvents(a)...)
-		}
-	} else {
+	if only != 0 {
 		filter = func(ev hub.Event) bool { return ev.Run == only }
 		last = isRunEnd
-		if a, ok := b.active[only]; ok {
+	}
+	var sub *hub.Sub
+	// One command: the snapshot and the first event after it are adjacent.
+	b.do(func(e *engine) {
+		e.flush()
+		if only == 0 {
+			for _, wk := range e.workers {
+				first = append(first, hub.New(bettertest.BossEventWorker, wk.info))
+			}
+			for _, a := range e.sortedActive() {
+				first = append(first, runEvents(a)...)
+			}
+		} else if a, ok := e.active[only]; ok {
 			first = runEvents(a)
 		} else {
-			b.mu.Unlock()
-			run, err := b.store.run(r.Context(), only)
-			if err != nil {
-				b.writeRunError(w, r, only, err)
-				return
-			}
-			b.serveEnded(w, r, []hub.Event{hub.New(bettertest.BossEventRun, summary(run))})
 			return
 		}
+		sub = e.events.Subscribe(nil, filter)
+	})
+	if sub == nil { // the run has ended
+		run, err := b.runByID(r.Context(), only)
+		if err != nil {
+			b.writeRunError(w, r, only, err)
+			return
+		}
+		b.serveEnded(w, r, []hub.Event{hub.New(bettertest.BossEventRun, summary(run))})
+		return
 	}
-	sub := b.events.Subscribe(nil, filter)
-	b.mu.Unlock()
-	b.serve(w, r, first, sub, last)
+	b.serve(w, r, hub.Events(first...), sub, last)
 }
 
 // runEvents describe an active run as it stands: the run, its stages and
@@ -465,7 +342,7 @@ func isRunEnd(ev hub.Event) bool {
 }
 
 // serve streams events until the client leaves or the boss stops.
-func (b *Boss) serve(w http.ResponseWriter, r *http.Request, first []hub.Event, sub *hub.Sub, last func(hub.Event) bool) {
+func (b *Boss) serve(w http.ResponseWriter, r *http.Request, first iter.Seq2[hub.Event, error], sub *hub.Sub, last func(hub.Event) bool) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(b.stopping, cancel)()

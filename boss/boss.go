@@ -92,14 +92,9 @@ type Boss struct {
 	tls         *tls.Config // nil: plain http
 	unlock      func()      // releases the data dir's lock
 
-	// mu guards everything below. Each change of state is recorded and
-	// published while it is held, so watchers see changes in the order made.
-	mu      sync.Mutex
-	workers []*worker
-	queue   []*activeRun
-	active  map[int64]*activeRun
-	ended   map[int64]*activeRun // ended, but their ends are not in the history yet
-	runsWG  sync.WaitGroup       // pipedef processes
+	// eng owns the workers' state, the queue and the runs in memory: see engine.
+	eng    *engine
+	runsWG sync.WaitGroup // pipedef processes, and the work their ends start
 
 	uiSessions uiSessions // the browser tabs showing the UI
 
@@ -114,6 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	defer b.eng.shutdown() // last: the history's writer tells the engine how its last changes went
 	defer b.unlock()
 	defer func() {
 		if err := b.store.close(); err != nil {
@@ -135,11 +131,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if b.github != nil && b.github.public == "" {
 		b.github.public = b.scheme() + "://" + ln.Addr().String()
 	}
-	b.mu.Lock()
-	for _, w := range b.workers {
-		b.watchLocked(w)
-	}
-	b.mu.Unlock()
+	b.do(func(e *engine) {
+		for _, w := range e.workers {
+			e.watchWorker(w)
+		}
+		e.changed() // the first snapshot: the workers given
+	})
 	if err := b.watchWorkersDir(stopping); err != nil {
 		return err
 	}
@@ -158,7 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		served <- srv.Serve(ln)
 	}()
-	b.log.Info("listening", "addr", ln.Addr().String(), "url", b.scheme()+"://"+ln.Addr().String(), "pipelines", len(b.pipelines), "workers", len(b.workers), "version", bettertest.Version)
+	b.log.Info("listening", "addr", ln.Addr().String(), "url", b.scheme()+"://"+ln.Addr().String(), "pipelines", len(b.pipelines), "workers", len(b.workerInfos()), "version", bettertest.Version)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
 	}
@@ -186,7 +183,14 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func newBoss(cfg Config) (_ *Boss, err error) {
-	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}, ended: map[int64]*activeRun{}, secretNames: map[string][]string{}}
+	b := &Boss{cfg: cfg, log: cfg.Logger, secretNames: map[string][]string{}}
+	b.eng = newEngine(b)
+	go b.eng.run()
+	defer func() {
+		if err != nil {
+			b.eng.shutdown()
+		}
+	}()
 	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
 		return nil, errors.New("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")
 	}
@@ -251,9 +255,9 @@ func newBoss(cfg Config) (_ *Boss, err error) {
 		if _, err := bettertest.ReadTokenFile(wc.TokenFile); err != nil {
 			return nil, fmt.Errorf("worker %s: %w", wc.Name, err)
 		}
-		b.workers = append(b.workers, &worker{cfg: wc, info: bettertest.WorkerInfo{Name: wc.Name, URL: wc.URL, Error: "connecting"}})
+		b.eng.workers = append(b.eng.workers, &worker{cfg: wc, info: bettertest.WorkerInfo{Name: wc.Name, URL: wc.URL, Error: "connecting"}})
 	}
-	sort.Slice(b.workers, func(i, j int) bool { return b.workers[i].cfg.Name < b.workers[j].cfg.Name })
+	sort.Slice(b.eng.workers, func(i, j int) bool { return b.eng.workers[i].cfg.Name < b.eng.workers[j].cfg.Name })
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
@@ -394,12 +398,5 @@ func (b *Boss) schedule(ctx context.Context, d time.Duration) {
 }
 
 func (b *Boss) queued(pipeline string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, r := range b.queue {
-		if r.run.Pipeline == pipeline {
-			return true
-		}
-	}
-	return false
+	return b.snapshot().queued[pipeline]
 }

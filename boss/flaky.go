@@ -282,7 +282,7 @@ func (b *Boss) judgeTests(ctx context.Context, tests [][2]string) error {
 		}
 	}
 	for _, p := range pipelines {
-		b.events.Publish(hub.New(bettertest.BossEventFlaky, bettertest.FlakyEvent{Pipeline: p}))
+		b.announce(hub.New(bettertest.BossEventFlaky, bettertest.FlakyEvent{Pipeline: p}))
 	}
 	return nil
 }
@@ -367,7 +367,7 @@ func (b *Boss) quarantine(pipeline, test string, on bool) error {
 	if err := b.store.setQuarantine(pipeline, test, on); err != nil {
 		return err
 	}
-	b.events.Publish(hub.New(bettertest.BossEventFlaky, bettertest.FlakyEvent{Pipeline: pipeline}))
+	b.announce(hub.New(bettertest.BossEventFlaky, bettertest.FlakyEvent{Pipeline: pipeline}))
 	return nil
 }
 
@@ -423,18 +423,20 @@ func (b *Boss) handleTests(w http.ResponseWriter, r *http.Request) {
 // task is "": from memory while the run is active (the store may not have
 // the newest yet), else from the store.
 func (b *Boss) testResults(ctx context.Context, id int64, task string) ([]bettertest.TestResult, error) {
-	b.mu.Lock()
-	if a, ok := b.active[id]; ok {
-		defer b.mu.Unlock()
-		out := []bettertest.TestResult{}
-		for _, t := range a.results {
-			if task == "" || t.Task == task {
-				out = append(out, t)
+	var out []bettertest.TestResult
+	b.do(func(e *engine) {
+		if a, ok := e.active[id]; ok {
+			out = []bettertest.TestResult{}
+			for _, t := range a.results {
+				if task == "" || t.Task == task {
+					out = append(out, t)
+				}
 			}
 		}
+	})
+	if out != nil {
 		return out, nil
 	}
-	b.mu.Unlock()
 	return b.store.cases(ctx, id, task)
 }
 

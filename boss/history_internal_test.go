@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"iter"
 	"maps"
 	"math"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bettertest/bettertest"
 )
 
 // TestAnOlderHistoryOpens opens a copy of testdata/history/history.db, the
@@ -41,12 +44,12 @@ func TestAnOlderHistoryOpens(t *testing.T) {
 			"run-1":                    func() (any, error) { return s.run(ctx, 1) },              // GET /api/runs/1
 			"run-3":                    func() (any, error) { return s.run(ctx, 3) },
 			"run-6":                    func() (any, error) { return s.run(ctx, 6) },
-			"tests-4":                  func() (any, error) { return s.cases(ctx, 4, "") },                   // GET /api/runs/4/tests
-			"tests-5-of-unit":          func() (any, error) { return s.cases(ctx, 5, "unit") },               // ?task=unit
-			"log-1-runs":               func() (any, error) { return s.output(ctx, 1, "runs", math.MaxInt) }, // GET /api/runs/1/tasks/runs/log
-			"log-3-multiplies":         func() (any, error) { return s.output(ctx, 3, "multiplies", math.MaxInt) },
-			"log-6-sleeps":             func() (any, error) { return s.output(ctx, 6, "sleeps", math.MaxInt) },
-			"log-3":                    func() (any, error) { return s.output(ctx, 3, "", math.MaxInt) }, // GET /api/runs/3/log
+			"tests-4":                  func() (any, error) { return s.cases(ctx, 4, "") },                            // GET /api/runs/4/tests
+			"tests-5-of-unit":          func() (any, error) { return s.cases(ctx, 5, "unit") },                        // ?task=unit
+			"log-1-runs":               func() (any, error) { return collect(s.output(ctx, 1, "runs", math.MaxInt)) }, // GET /api/runs/1/tasks/runs/log
+			"log-3-multiplies":         func() (any, error) { return collect(s.output(ctx, 3, "multiplies", math.MaxInt)) },
+			"log-6-sleeps":             func() (any, error) { return collect(s.output(ctx, 6, "sleeps", math.MaxInt)) },
+			"log-3":                    func() (any, error) { return collect(s.output(ctx, 3, "", math.MaxInt)) }, // GET /api/runs/3/log
 		}
 		files, err := filepath.Glob("testdata/history/api/*.json")
 		if err != nil {
@@ -82,4 +85,16 @@ func TestAnOlderHistoryOpens(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// collect is every chunk of output, as GET .../log answers them.
+func collect(chunks iter.Seq2[bettertest.Chunk, error]) ([]bettertest.Chunk, error) {
+	out := []bettertest.Chunk{}
+	for c, err := range chunks {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -29,7 +28,9 @@ import (
 // activeRun is a run that is queued or running. Its state is in memory
 // until it ends; its output goes to the history as it comes, and memory
 // holds only what is not written yet: late viewers read the rest from the
-// history (see outputSnapshotLocked).
+// history (see outputSnapshot). The engine owns it: only its commands
+// touch it, except for what is fixed once it is made (its id, pipeline,
+// kick and ended) and what its launch sets before the engine sees it.
 type activeRun struct {
 	run   bettertest.Run      // with its stages and tasks
 	logs  map[string]*taskLog // by task; "" is the pipedef's own output
@@ -38,13 +39,13 @@ type activeRun struct {
 	// unstored is the size of the output in logs not written yet; readers of
 	// the pipedef wait on room while it is over maxUnstored.
 	unstored int
-	room     *sync.Cond // on Boss.mu: broadcast when output is written, or can no longer be
+	waiting  []chan struct{} // readers waiting for room: closed when output is written, or can no longer be
 	// lost is why the run's output could not be written: it is no longer kept.
 	lost error
 	// unsaved: a change of its state could not be written. Once it ends it
 	// stays in Boss.ended, so it reads as it ended, until it is written whole.
 	unsaved   bool
-	finishing bool // finishLocked has begun: its end is being recorded
+	finishing bool // finish has begun: its end is being recorded
 	worker    *worker
 	cmd       *exec.Cmd
 	// Why the run was stopped, if it was: the status and error it ends with.
@@ -146,7 +147,6 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 		mask:     b.masker(pipeline),
 		masks:    map[[2]string]*mask.Stream{},
 	}
-	r.room = sync.NewCond(&b.mu)
 	if ci != nil {
 		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = ci.Commit, ci.Ref, ci.Author, ci.URL
 	}
@@ -154,42 +154,46 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 	if awaiting {
 		r.run.Status = bettertest.StatusAwaitingApproval
 	}
-	// Written before anyone sees it, with no lock held: a run listed is a
+	// Written before the engine has it, so before anyone sees it: a run listed is a
 	// run in the history.
 	id, err := b.store.createRun(r.run)
 	if err != nil {
 		return bettertest.Run{}, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	r.run.ID = id
-	b.active[id] = r
-	b.publishRunLocked(r)
-	if awaiting {
-		b.log.Info("run awaits approval: a pull request from a fork", "run", id, "pipeline", pipeline, "author", ci.Author)
-		b.postStatusLocked(r)
-		return summary(r.run), nil
-	}
-	b.queue = append(b.queue, r)
-	b.log.Info("run queued", "run", id, "pipeline", pipeline, "trigger", trigger)
-	b.dispatchLocked()
-	return summary(r.run), nil
+	var run bettertest.Run
+	b.do(func(e *engine) {
+		e.active[id] = r
+		e.publishRun(r)
+		if awaiting {
+			e.log.Info("run awaits approval: a pull request from a fork", "run", id, "pipeline", pipeline, "author", ci.Author)
+			e.postStatus(r)
+		} else {
+			e.queue = append(e.queue, r)
+			e.log.Info("run queued", "run", id, "pipeline", pipeline, "trigger", trigger)
+			e.dispatch()
+		}
+		run = summary(r.run)
+	})
+	return run, nil
 }
 
 // approve queues a run that awaited approval.
-func (b *Boss) approve(id int64, by string) (bettertest.Run, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r, ok := b.active[id]
-	if !ok || r.run.Status != bettertest.StatusAwaitingApproval {
-		return bettertest.Run{}, errNotAwaiting
-	}
-	r.run.Status = bettertest.StatusQueued
-	b.queue = append(b.queue, r)
-	b.saveRunLocked(r)
-	b.log.Info("run approved", "run", id, "pipeline", r.run.Pipeline, "by", by)
-	b.dispatchLocked()
-	return summary(r.run), nil
+func (b *Boss) approve(id int64, by string) (run bettertest.Run, err error) {
+	b.do(func(e *engine) {
+		r, ok := e.active[id]
+		if !ok || r.run.Status != bettertest.StatusAwaitingApproval {
+			err = errNotAwaiting
+			return
+		}
+		r.run.Status = bettertest.StatusQueued
+		e.queue = append(e.queue, r)
+		e.saveRun(r)
+		e.log.Info("run approved", "run", id, "pipeline", r.run.Pipeline, "by", by)
+		e.dispatch()
+		run = summary(r.run)
+	})
+	return run, err
 }
 
 var errNotAwaiting = errors.New("run is not awaiting approval")
@@ -202,17 +206,20 @@ func summary(r bettertest.Run) bettertest.Run {
 	return r
 }
 
-func (b *Boss) publishRunLocked(r *activeRun) {
-	b.events.Publish(withRun(hub.New(bettertest.BossEventRun, summary(r.run)), r.run.ID, ""))
+func (e *engine) publishRun(r *activeRun) {
+	e.changed()
+	e.emit(withRun(hub.New(bettertest.BossEventRun, summary(r.run)), r.run.ID, ""))
 }
 
-func (b *Boss) publishStageLocked(r *activeRun, st bettertest.Stage) {
+func (e *engine) publishStage(r *activeRun, st bettertest.Stage) {
+	e.changed()
 	st.Tasks = nil
-	b.events.Publish(withRun(hub.New(bettertest.BossEventStage, bettertest.StageEvent{RunID: r.run.ID, Stage: st}), r.run.ID, ""))
+	e.emit(withRun(hub.New(bettertest.BossEventStage, bettertest.StageEvent{RunID: r.run.ID, Stage: st}), r.run.ID, ""))
 }
 
-func (b *Boss) publishTaskLocked(r *activeRun, t bettertest.Task) {
-	b.events.Publish(withRun(hub.New(bettertest.BossEventTask, bettertest.TaskEvent{RunID: r.run.ID, Task: t}), r.run.ID, t.Name))
+func (e *engine) publishTask(r *activeRun, t bettertest.Task) {
+	e.changed()
+	e.emit(withRun(hub.New(bettertest.BossEventTask, bettertest.TaskEvent{RunID: r.run.ID, Task: t}), r.run.ID, t.Name))
 }
 
 func withRun(ev hub.Event, run int64, task string) hub.Event {
@@ -220,43 +227,41 @@ func withRun(ev hub.Event, run int64, task string) hub.Event {
 	return ev
 }
 
-// saveRunLocked records and announces a change of the run's own fields.
-func (b *Boss) saveRunLocked(r *activeRun) {
+// saveRun records and announces a change of the run's own fields.
+func (e *engine) saveRun(r *activeRun) {
 	run := r.run
-	b.recordLocked(r, func(tx *sql.Tx) error { return b.store.saveRun(tx, run) })
-	b.publishRunLocked(r)
+	e.record(r, func(tx *sql.Tx) error { return e.store.saveRun(tx, run) })
+	e.publishRun(r)
 }
 
-// recordLocked queues a change of a run for the history's writer; it is
+// record queues a change of a run for the history's writer; it is
 // written soon after, in order, without the boss waiting for it.
-func (b *Boss) recordLocked(r *activeRun, apply func(*sql.Tx) error) {
-	b.store.w.add(change{apply: apply, then: func(err error) {
+func (e *engine) record(r *activeRun, apply func(*sql.Tx) error) {
+	e.store.w.add(change{apply: apply, then: func(err error) {
 		if err != nil {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			b.recordedLocked(r, err)
+			e.post(func(e *engine) { e.recorded(r, err) })
 		}
 	}})
 }
 
-// recordedLocked deals with a change of a run's state that the history
+// recorded deals with a change of a run's state that the history
 // could not take: the run ends, failed with the reason (a full disk says
 // where), rather than go on unrecorded or read as running for ever.
-func (b *Boss) recordedLocked(r *activeRun, err error) {
+func (e *engine) recorded(r *activeRun, err error) {
 	if err == nil {
 		return
 	}
-	b.log.Error("history", "run", r.run.ID, "err", err)
+	e.log.Error("history", "run", r.run.ID, "err", err)
 	if r.unsaved {
 		return // its first failure said why
 	}
 	r.unsaved = true
 	if r.finishing { // its end is what could not be written: its end says so
 		r.run.Status, r.run.Error = bettertest.StatusFailed, recordFailure(err)
-		b.publishRunLocked(r)
+		e.publishRun(r)
 		return
 	}
-	b.stopLocked(r, bettertest.StatusFailed, recordFailure(err))
+	e.stop(r, bettertest.StatusFailed, recordFailure(err))
 }
 
 // recordFailure is what a run says when its history could not be written.
@@ -270,16 +275,16 @@ func recordFailure(err error) string {
 // saveUnsaved writes again, whole, the runs that ended with a change the
 // history could not take. A new run is recorded only after them.
 func (b *Boss) saveUnsaved() error {
-	b.mu.Lock()
 	var runs []bettertest.Run
-	for _, id := range slices.Sorted(maps.Keys(b.ended)) {
-		if r := b.ended[id]; r.unsaved {
-			run := r.run
-			run.Stages = cloneStages(r.run.Stages)
-			runs = append(runs, run)
+	b.do(func(e *engine) {
+		for _, id := range slices.Sorted(maps.Keys(e.ended)) {
+			if r := e.ended[id]; r.unsaved {
+				run := r.run
+				run.Stages = cloneStages(r.run.Stages)
+				runs = append(runs, run)
+			}
 		}
-	}
-	b.mu.Unlock()
+	})
 	if len(runs) == 0 {
 		return nil
 	}
@@ -294,34 +299,35 @@ func (b *Boss) saveUnsaved() error {
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, run := range runs {
-		delete(b.ended, run.ID)
-		b.log.Info("recorded a run's end that could not be written before", "run", run.ID)
-	}
+	b.do(func(e *engine) {
+		for _, run := range runs {
+			delete(e.ended, run.ID)
+			e.log.Info("recorded a run's end that could not be written before", "run", run.ID)
+		}
+		e.changed()
+	})
 	return nil
 }
 
-// dispatchLocked starts queued runs, oldest first, while a worker is free.
-func (b *Boss) dispatchLocked() {
-	for len(b.queue) > 0 {
-		w := b.pickLocked()
+// dispatch starts queued runs, oldest first, while a worker is free.
+func (e *engine) dispatch() {
+	for len(e.queue) > 0 {
+		w := e.pick()
 		if w == nil {
 			return
 		}
-		r := b.queue[0]
-		b.queue = b.queue[1:]
-		b.startLocked(r, w)
+		r := e.queue[0]
+		e.queue = e.queue[1:]
+		e.start(r, w)
 	}
 }
 
-// pickLocked returns the least loaded worker that is up and has a free
+// pick returns the least loaded worker that is up and has a free
 // slot, or nil. Its load is the larger of the pipeline runs the boss gave it
 // and the runs it says execute, over its capacity.
-func (b *Boss) pickLocked() *worker {
+func (e *engine) pick() *worker {
 	var best *worker
-	for _, w := range b.workers {
+	for _, w := range e.workers {
 		if !w.info.Up || w.leaving || w.info.Assigned >= w.info.Capacity || w.info.Running >= w.info.Capacity {
 			continue
 		}
@@ -332,15 +338,15 @@ func (b *Boss) pickLocked() *worker {
 	return best
 }
 
-func (b *Boss) startLocked(r *activeRun, w *worker) {
+func (e *engine) start(r *activeRun, w *worker) {
 	r.worker = w
 	w.info.Assigned++
-	b.publishWorkerLocked(w)
+	e.publishWorker(w)
 	r.run.Status, r.run.Worker, r.run.StartedMS = bettertest.StatusRunning, w.cfg.Name, now()
 	r.launching = true
-	b.saveRunLocked(r)
-	b.runsWG.Add(1)
-	go b.launch(r, w)
+	e.saveRun(r)
+	e.runsWG.Add(1)
+	go e.launch(r, w)
 }
 
 // launch checks out the run's commit when its pipeline lives in a
@@ -348,9 +354,8 @@ func (b *Boss) startLocked(r *activeRun, w *worker) {
 func (b *Boss) launch(r *activeRun, w *worker) {
 	defer b.runsWG.Done()
 	// A changed worker record updates w.cfg in place (boss/workersdir.go).
-	b.mu.Lock()
-	cfg := w.cfg
-	b.mu.Unlock()
+	var cfg WorkerConfig
+	b.do(func(*engine) { cfg = w.cfg })
 	p, _ := b.pipeline(r.run.Pipeline)
 	script, dir := filepath.Base(p.Path), filepath.Dir(p.Path)
 	// The worker is a socket that the boss serves for this run alone.
@@ -363,24 +368,22 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 	args = append(args, quarantine...)
 	if rp := b.repos[p.Name]; rp != nil {
 		co, err := rp.prepare(b.stopping, r.run.ID, r.commit.Commit, r.commit.Ref)
-		b.mu.Lock()
-		r.checkout = co.Dir
-		b.mu.Unlock()
+		b.do(func(*engine) { r.checkout = co.Dir })
 		if err != nil {
 			b.failLaunch(r, fmt.Sprintf("could not check out the pipedef's commit: %v", err))
 			return
 		}
-		b.mu.Lock()
-		r.commit.Commit, r.commit.Ref = co.Commit, co.Ref
-		if r.commit.Author == "" {
-			r.commit.Author = co.Author
-		}
-		if r.commit.URL == "" && strings.Contains(rp.cfg.URL, "github.com") {
-			r.commit.URL = "https://github.com/" + rp.cfg.fullName() + "/commit/" + co.Commit
-		}
-		r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = r.commit.Commit, r.commit.Ref, r.commit.Author, r.commit.URL
-		b.saveRunLocked(r)
-		b.mu.Unlock()
+		b.do(func(e *engine) {
+			r.commit.Commit, r.commit.Ref = co.Commit, co.Ref
+			if r.commit.Author == "" {
+				r.commit.Author = co.Author
+			}
+			if r.commit.URL == "" && strings.Contains(rp.cfg.URL, "github.com") {
+				r.commit.URL = "https://github.com/" + rp.cfg.fullName() + "/commit/" + co.Commit
+			}
+			r.run.Commit, r.run.Ref, r.run.Author, r.run.CommitURL = r.commit.Commit, r.commit.Ref, r.commit.Author, r.commit.URL
+			e.saveRun(r)
+		})
 		script, dir = filepath.FromSlash(rp.cfg.Pipedef), co.Dir
 		args = append(args, "--commit", co.Commit, "--ref", co.Ref)
 		if err := chownTree(co.Dir); err != nil {
@@ -393,9 +396,7 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 		b.failLaunch(r, fmt.Sprintf("could not prepare the pipedef's sandbox: %v", err))
 		return
 	}
-	b.mu.Lock()
-	r.sandbox, r.proxy = sandboxDir, proxy
-	b.mu.Unlock()
+	b.do(func(*engine) { r.sandbox, r.proxy = sandboxDir, proxy })
 	secrets, err := b.runSecretsDir(r, sandboxDir)
 	if err == nil && secrets != "" {
 		err = chownTree(secrets) // for the sandbox's user alone: 0700 and 0400
@@ -411,36 +412,37 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 	if err == nil {
 		stderr, err = cmd.StderrPipe()
 	}
-	b.mu.Lock()
-	r.launching = false
-	if r.stopStatus != "" { // cancelled, or the boss is stopping, while it was checked out
-		b.finishLocked(r, -1)
-		b.mu.Unlock()
-		return
+	started := false
+	b.do(func(e *engine) {
+		r.launching = false
+		if r.stopStatus != "" { // cancelled, or the boss is stopping, while it was checked out
+			e.finish(r, -1)
+			return
+		}
+		if err == nil {
+			err = cmd.Start() // here: a stop sees either no process or this one
+		}
+		if err != nil {
+			r.run.Error = fmt.Sprintf("could not start the sandbox for %s: %v", script, err)
+			e.finish(r, -1)
+			return
+		}
+		r.cmd, started = cmd, true
+		e.postStatus(r)
+		e.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
+	})
+	if started {
+		b.follow(r, stdout, stderr)
 	}
-	if err == nil {
-		err = cmd.Start()
-	}
-	if err != nil {
-		r.run.Error = fmt.Sprintf("could not start the sandbox for %s: %v", script, err)
-		b.finishLocked(r, -1)
-		b.mu.Unlock()
-		return
-	}
-	r.cmd = cmd
-	b.postStatusLocked(r)
-	b.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
-	b.mu.Unlock()
-	b.follow(r, stdout, stderr)
 }
 
 // failLaunch ends a run that could not start, saying why.
 func (b *Boss) failLaunch(r *activeRun, why string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r.launching = false
-	r.run.Error = why
-	b.finishLocked(r, -1)
+	b.do(func(e *engine) {
+		r.launching = false
+		r.run.Error = why
+		e.finish(r, -1)
+	})
 }
 
 // prepareSandbox makes the run's sandbox directory, DATADIR/sandbox/ID,
@@ -465,21 +467,21 @@ func (b *Boss) prepareSandbox(id int64, w WorkerConfig) (string, *workerProxy, e
 	return dir, proxy, nil
 }
 
-// postStatusLocked posts where the run stands to GitHub, when the boss has a
+// postStatus posts where the run stands to GitHub, when the boss has a
 // token and the run a commit: awaiting approval, running, its end. Every run
 // that names a commit posts its end, even one that never started (its
 // checkout failed, or the boss stopped first): a required check must resolve.
-func (b *Boss) postStatusLocked(r *activeRun) {
-	if b.github == nil || r.commit == nil || r.commit.Commit == "" || r.commit.FullName == "" {
+func (e *engine) postStatus(r *activeRun) {
+	if e.github == nil || r.commit == nil || r.commit.Commit == "" || r.commit.FullName == "" {
 		return
 	}
 	if r.statuses == nil {
 		// Room for every status a run posts (awaiting, running, its end),
-		// so a send never waits under the lock.
+		// so a send never waits on the engine.
 		r.statuses = make(chan status, 3)
-		b.postStatuses(r.statuses)
+		e.postStatuses(r.statuses)
 	}
-	r.statuses <- b.github.statusOf(r.run, r.commit)
+	r.statuses <- e.github.statusOf(r.run, r.commit)
 }
 
 // follow reads a pipedef's report and output until it exits.
@@ -498,14 +500,10 @@ func (b *Boss) follow(r *activeRun, stdout, stderr io.Reader) {
 	if err != nil && code == -1 {
 		code = -1 // killed by a signal
 	}
-	b.mu.Lock()
-	b.flushMasksLocked(r, "", true)
-	b.mu.Unlock()
+	b.do(func(e *engine) { e.flushMasks(r, "", true) })
 	close(r.ended) // the last output is persisted before the run's end is
 	<-persisted
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.finishLocked(r, code)
+	b.do(func(e *engine) { e.finish(r, code) })
 }
 
 // readReport applies the pipedef's report line by line. Output lines of one
@@ -521,12 +519,7 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 		if pending == nil {
 			return
 		}
-		b.mu.Lock()
-		task, _ := r.task(pending.Task)
-		b.mu.Unlock()
-		if task != nil {
-			b.readOutputChunk(r, pending.Task, bettertest.Chunk{Stream: pending.Stream, Text: pending.Text})
-		}
+		b.readOutputChunk(r, pending.Task, bettertest.Chunk{Stream: pending.Stream, Text: pending.Text})
 		pending = nil
 	}
 	raw := func(text []byte) {
@@ -572,9 +565,7 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 				}
 			} else {
 				flush()
-				b.mu.Lock()
-				b.applyLocked(r, ev)
-				b.mu.Unlock()
+				b.post(func(e *engine) { e.apply(r, ev) })
 			}
 		}
 		done := err != nil && err != bufio.ErrBufferFull
@@ -619,16 +610,16 @@ func (b *Boss) readOutput(r *activeRun, task, stream string, rd io.Reader) {
 	}
 }
 
-// outputLocked masks the secrets in a chunk of output, then records it.
-func (b *Boss) outputLocked(r *activeRun, task string, c bettertest.Chunk) {
+// output masks the secrets in a chunk of output, then records it.
+func (e *engine) output(r *activeRun, task string, c bettertest.Chunk) {
 	if c = r.maskOutput(task, c); c.Text != "" {
-		b.recordOutputLocked(r, task, c)
+		e.recordOutput(r, task, c)
 	}
 }
 
-// recordOutputLocked tells watchers of a chunk of output and keeps it until
+// recordOutput tells watchers of a chunk of output and keeps it until
 // the run's persist goroutine has written it to the history.
-func (b *Boss) recordOutputLocked(r *activeRun, task string, c bettertest.Chunk) {
+func (e *engine) recordOutput(r *activeRun, task string, c bettertest.Chunk) {
 	l := r.logs[task]
 	if l == nil {
 		l = &taskLog{}
@@ -636,7 +627,7 @@ func (b *Boss) recordOutputLocked(r *activeRun, task string, c bettertest.Chunk)
 	}
 	seq := l.n
 	l.n++
-	b.events.Publish(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Seq: seq, Chunk: c}), r.run.ID, task))
+	e.emit(withRun(hub.New(bettertest.BossEventOutput, bettertest.OutputChunkEvent{RunID: r.run.ID, Task: task, Seq: seq, Chunk: c}), r.run.ID, task))
 	if r.lost != nil {
 		return // the run is ending: its history can take no more
 	}
@@ -647,26 +638,45 @@ func (b *Boss) recordOutputLocked(r *activeRun, task string, c bettertest.Chunk)
 
 // readOutputChunk records a chunk a reader of the pipedef read, then holds
 // that reader back while the run has too much output unwritten.
+// Output of a task the run does not have is dropped.
 func (b *Boss) readOutputChunk(r *activeRun, task string, c bettertest.Chunk) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.outputLocked(r, task, c)
-	r.waitForRoomLocked()
-}
-
-// waitForRoomLocked holds a reader of the pipedef back while the run's
-// unwritten output is over maxUnstored: the pipe fills, and the pipedef
-// waits for the boss's disk instead of the boss's memory growing.
-func (r *activeRun) waitForRoomLocked() {
-	for r.unstored > maxUnstored && r.lost == nil {
-		r.room.Wait()
+	room := make(chan struct{})
+	b.post(func(e *engine) {
+		if t, _ := r.task(task); t != nil || task == "" {
+			e.output(r, task, c)
+		}
+		r.waitForRoom(room)
+	})
+	select {
+	case <-room:
+	case <-b.eng.stopped:
 	}
 }
 
-// outputSnapshotLocked is how a task's output stands for a late viewer: the
+// waitForRoom closes room at once, or, while the run's unwritten output is
+// over maxUnstored, once the history has taken enough of it: its reader
+// waits, the pipe fills, and the pipedef waits for the boss's disk instead
+// of the boss's memory growing.
+func (r *activeRun) waitForRoom(room chan struct{}) {
+	r.waiting = append(r.waiting, room)
+	r.madeRoom()
+}
+
+// madeRoom lets the readers waiting for room go on, if there is room now.
+func (r *activeRun) madeRoom() {
+	if r.unstored > maxUnstored && r.lost == nil {
+		return
+	}
+	for _, room := range r.waiting {
+		close(room)
+	}
+	r.waiting = nil
+}
+
+// outputSnapshot is how a task's output stands for a late viewer: the
 // chunks before from are in the history (read them there, outside the
 // lock); pending are those after, from memory.
-func (r *activeRun) outputSnapshotLocked(task string) (from int, pending []bettertest.Chunk) {
+func (r *activeRun) outputSnapshot(task string) (from int, pending []bettertest.Chunk) {
 	l := r.logs[task]
 	if l == nil {
 		return 0, nil
@@ -699,42 +709,45 @@ func (b *Boss) persist(r *activeRun, done chan<- struct{}) {
 }
 
 func (b *Boss) persistOnce(r *activeRun) {
-	b.mu.Lock()
 	batch, from := map[string][]bettertest.Chunk{}, map[string]int{}
-	for task, l := range r.logs {
-		if len(l.pending) > 0 {
-			batch[task] = l.pending[:len(l.pending):len(l.pending)] // elements are never changed, only appended
-			from[task] = l.n - len(l.pending)
+	var results []bettertest.TestResult
+	var resultsFrom int
+	var pipeline, commit string
+	b.do(func(*engine) {
+		for task, l := range r.logs {
+			if len(l.pending) > 0 {
+				batch[task] = l.pending[:len(l.pending):len(l.pending)] // elements are never changed, only appended
+				from[task] = l.n - len(l.pending)
+			}
 		}
-	}
-	results, resultsFrom := r.results[r.storedResults:len(r.results):len(r.results)], r.storedResults
-	pipeline, commit := r.run.Pipeline, r.run.Commit
-	b.mu.Unlock()
+		results, resultsFrom = r.results[r.storedResults:len(r.results):len(r.results)], r.storedResults
+		pipeline, commit = r.run.Pipeline, r.run.Commit
+	})
 	if len(batch) == 0 && len(results) == 0 {
 		return
 	}
 	err := b.store.appendRun(r.run.ID, pipeline, commit, from, batch, resultsFrom, results)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	defer r.room.Broadcast()
-	if err != nil {
-		b.lostOutputLocked(r, err)
-		return
-	}
-	for task, chunks := range batch {
-		l := r.logs[task]
-		l.pending = slices.Clone(l.pending[len(chunks):]) // a new array: the written chunks' memory goes
-		for _, c := range chunks {
-			r.unstored -= len(c.Text)
+	b.do(func(e *engine) {
+		defer r.madeRoom()
+		if err != nil {
+			e.lostOutput(r, err)
+			return
 		}
-	}
-	r.storedResults += len(results)
+		for task, chunks := range batch {
+			l := r.logs[task]
+			l.pending = slices.Clone(l.pending[len(chunks):]) // a new array: the written chunks' memory goes
+			for _, c := range chunks {
+				r.unstored -= len(c.Text)
+			}
+		}
+		r.storedResults += len(results)
+	})
 }
 
-// lostOutputLocked ends a run whose output the history could not take:
+// lostOutput ends a run whose output the history could not take:
 // what it holds is dropped and it keeps no more, so memory stays bounded,
 // and it is stopped with the reason.
-func (b *Boss) lostOutputLocked(r *activeRun, err error) {
+func (e *engine) lostOutput(r *activeRun, err error) {
 	if r.lost != nil {
 		return
 	}
@@ -743,7 +756,8 @@ func (b *Boss) lostOutputLocked(r *activeRun, err error) {
 		l.pending = nil
 	}
 	r.unstored = 0
-	b.recordedLocked(r, err)
+	r.madeRoom()
+	e.recorded(r, err)
 }
 
 // report is one line of the pipedef's --report jsonl (docs/report-jsonl.md).
@@ -776,12 +790,12 @@ type report struct {
 // maxCaseOutput is how much of a test case's output the history keeps: its end.
 const maxCaseOutput = 64 << 10
 
-// testLocked records a test case's result from a test_case event. A
+// test records a test case's result from a test_case event. A
 // task_attempt event ends the attempt: the attempt itself is recorded as the
 // task's own test case when it reported none, or failed without a failed
 // test case to show for it, and the attempt's results are announced in one
 // event, however many there are.
-func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
+func (e *engine) test(r *activeRun, task *bettertest.Task, ev report) {
 	if task.Kind != "test" || ev.Attempt < 1 {
 		return
 	}
@@ -804,7 +818,7 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 			if ev.Suite != "" && checkTestID(ev.Suite) == nil && !strings.Contains(ev.Suite, "/") {
 				res.Test = TestID(ev.Suite, ev.Name) // shards of one suite share their cases' history
 			}
-			b.addResultLocked(r, a, res)
+			e.addResult(r, a, res)
 		}
 		return
 	}
@@ -817,14 +831,14 @@ func (b *Boss) testLocked(r *activeRun, task *bettertest.Task, ev report) {
 			res.Output = fmt.Sprintf("exit code %d", *ev.ExitCode)
 		}
 		res.Test = TestID(res.Task, "")
-		b.addResultLocked(r, a, res)
+		e.addResult(r, a, res)
 	}
-	b.events.Publish(withRun(hub.New(bettertest.BossEventTests,
+	e.emit(withRun(hub.New(bettertest.BossEventTests,
 		bettertest.TestResultsEvent{RunID: r.run.ID, Task: task.Name, Attempt: ev.Attempt, Results: a.results}), r.run.ID, task.Name))
 }
 
-// addResultLocked keeps a test result of an attempt, its Test set, and has it stored.
-func (b *Boss) addResultLocked(r *activeRun, a *attempt, res bettertest.TestResult) {
+// addResult keeps a test result of an attempt, its Test set, and has it stored.
+func (e *engine) addResult(r *activeRun, a *attempt, res bettertest.TestResult) {
 	if len(res.Output) > maxCaseOutput {
 		res.Output = strings.ToValidUTF8(res.Output[len(res.Output)-maxCaseOutput:], "")
 	}
@@ -840,8 +854,8 @@ func (b *Boss) addResultLocked(r *activeRun, a *attempt, res bettertest.TestResu
 	}
 }
 
-// applyLocked applies one event of the report to the run.
-func (b *Boss) applyLocked(r *activeRun, ev report) {
+// apply applies one event of the report to the run.
+func (e *engine) apply(r *activeRun, ev report) {
 	t := now()
 	if !r.mask.Empty() {
 		ev.Output, ev.Reason = r.mask.MaskString(ev.Output), r.mask.MaskString(ev.Reason)
@@ -850,7 +864,7 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 			ev.Error = &masked
 		}
 		if ev.Event == "task_attempt" || ev.Event == "task_end" { // the task's output has ended
-			b.flushMasksLocked(r, ev.Task, false)
+			e.flushMasks(r, ev.Task, false)
 		}
 	}
 	switch ev.Event {
@@ -858,12 +872,12 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 		if st, _ := r.stage(ev.Stage); st == nil {
 			st := bettertest.Stage{Name: ev.Stage, Status: bettertest.StatusRunning, StartedMS: t, Tasks: []bettertest.Task{}}
 			r.run.Stages = append(r.run.Stages, st)
-			b.saveStageLocked(r, len(r.run.Stages)-1)
+			e.saveStage(r, len(r.run.Stages)-1)
 		}
 	case "stage_end":
 		if st, i := r.stage(ev.Stage); st != nil {
 			st.Status, st.FinishedMS = ev.Status, t
-			b.saveStageLocked(r, i)
+			e.saveStage(r, i)
 		}
 	case "task_start":
 		st, _ := r.stage(ev.Stage)
@@ -875,7 +889,7 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 		}
 		st.Tasks = append(st.Tasks, bettertest.Task{Stage: ev.Stage, Name: ev.Task, Kind: ev.Kind, Status: bettertest.StatusRunning,
 			StartedMS: t, Artifacts: []bettertest.ArtifactEvent{}})
-		b.saveTaskLocked(r, ev.Task)
+		e.saveTask(r, ev.Task)
 	case "task_uncached", "task_cached", "task_artifact", "task_end", "test_case", "task_attempt":
 		task, _ := r.task(ev.Task)
 		if task == nil {
@@ -883,10 +897,10 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 		}
 		switch ev.Event {
 		case "test_case":
-			b.testLocked(r, task, ev)
+			e.test(r, task, ev)
 			return
 		case "task_attempt":
-			b.testLocked(r, task, ev)
+			e.test(r, task, ev)
 		case "task_uncached":
 			task.Reason = ev.Reason
 		case "task_cached":
@@ -900,7 +914,7 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 				task.Error = *ev.Error
 			}
 		}
-		b.saveTaskLocked(r, ev.Task)
+		e.saveTask(r, ev.Task)
 	case "pipeline_end":
 		if ev.Error != nil {
 			r.run.Error = *ev.Error
@@ -909,30 +923,30 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 	// pipeline_start and events this boss does not know need nothing.
 }
 
-func (b *Boss) saveStageLocked(r *activeRun, i int) {
+func (e *engine) saveStage(r *activeRun, i int) {
 	st, id := r.run.Stages[i], r.run.ID
 	st.Tasks = nil
-	b.recordLocked(r, func(tx *sql.Tx) error { return b.store.saveStage(tx, id, i, st) })
-	b.publishStageLocked(r, st)
+	e.record(r, func(tx *sql.Tx) error { return e.store.saveStage(tx, id, i, st) })
+	e.publishStage(r, st)
 }
 
-func (b *Boss) saveTaskLocked(r *activeRun, name string) {
+func (e *engine) saveTask(r *activeRun, name string) {
 	task, idx := r.task(name)
 	t, id := *task, r.run.ID
 	t.Artifacts = slices.Clone(t.Artifacts)
-	b.recordLocked(r, func(tx *sql.Tx) error { return b.store.saveTask(tx, id, idx, t) })
-	b.publishTaskLocked(r, t)
+	e.record(r, func(tx *sql.Tx) error { return e.store.saveTask(tx, id, idx, t) })
+	e.publishTask(r, t)
 }
 
-// finishLocked ends a run: its status follows the pipedef's exit code,
+// finish ends a run: its status follows the pipedef's exit code,
 // unless it was stopped. Stages and tasks that never ended end with it.
-func (b *Boss) finishLocked(r *activeRun, code int) {
+func (e *engine) finish(r *activeRun, code int) {
 	r.finishing = true
 	if r.killTimer != nil {
 		r.killTimer.Stop()
 	}
 	r.run.FinishedMS = now()
-	b.removeSecretsLocked(r)
+	e.removeSecrets(r)
 	if code != -1 && r.stopStatus == "" { // a stopped pipedef's exit code is the stop's, not its own
 		c := code
 		r.run.ExitCode = &c
@@ -957,16 +971,16 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 		for ti := range st.Tasks {
 			if st.Tasks[ti].Status == bettertest.StatusRunning {
 				st.Tasks[ti].Status, st.Tasks[ti].FinishedMS = unfinished, r.run.FinishedMS
-				b.saveTaskLocked(r, st.Tasks[ti].Name)
+				e.saveTask(r, st.Tasks[ti].Name)
 			}
 		}
 		if st.Status == bettertest.StatusRunning {
 			st.Status, st.FinishedMS = unfinished, r.run.FinishedMS
-			b.saveStageLocked(r, si)
+			e.saveStage(r, si)
 		}
 	}
-	b.saveRunLocked(r)
-	b.postStatusLocked(r)
+	e.saveRun(r)
+	e.postStatus(r)
 	if r.statuses != nil {
 		close(r.statuses)
 	}
@@ -975,56 +989,57 @@ func (b *Boss) finishLocked(r *activeRun, code int) {
 	}
 	if r.sandbox != "" {
 		if err := os.RemoveAll(r.sandbox); err != nil {
-			b.log.Warn("remove a run's sandbox directory", "dir", r.sandbox, "err", err)
+			e.log.Warn("remove a run's sandbox directory", "dir", r.sandbox, "err", err)
 		}
 	}
 	if r.checkout != "" {
-		rp, dir := b.repos[r.run.Pipeline], r.checkout
-		b.runsWG.Add(1) // a stopping boss waits for it: git's worktree list stays whole
+		rp, dir := e.repos[r.run.Pipeline], r.checkout
+		e.runsWG.Add(1) // a stopping boss waits for it: git's worktree list stays whole
 		go func() {
-			defer b.runsWG.Done()
+			defer e.runsWG.Done()
 			if err := rp.release(dir); err != nil {
-				b.log.Warn("remove a run's worktree", "dir", dir, "err", err)
+				e.log.Warn("remove a run's worktree", "dir", dir, "err", err)
 			}
 		}()
 	}
 	if len(r.tested) > 0 {
 		// Its tests' verdicts follow once it is recorded; the boss waits for
 		// them before it closes the history.
-		b.runsWG.Add(1)
+		e.runsWG.Add(1)
 		go func(tests [][2]string) {
-			defer b.runsWG.Done()
-			if err := b.judgeTests(context.Background(), tests); err != nil {
-				b.log.Error("judge tests", "run", r.run.ID, "err", err)
+			defer e.runsWG.Done()
+			if err := e.judgeTests(context.Background(), tests); err != nil {
+				e.log.Error("judge tests", "run", r.run.ID, "err", err)
 			}
 		}(pipelineTests(r.run.Pipeline, r.tested))
 	}
 	// It reads as it ended, from memory, until its end is in the history.
-	delete(b.active, r.run.ID)
-	b.ended[r.run.ID] = r
-	b.store.w.add(change{apply: func(*sql.Tx) error { return nil }, then: func(error) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if !r.unsaved { // every change before this one is written
-			delete(b.ended, r.run.ID)
-		}
+	delete(e.active, r.run.ID)
+	e.ended[r.run.ID] = r
+	e.store.w.add(change{apply: func(*sql.Tx) error { return nil }, then: func(error) {
+		e.post(func(e *engine) {
+			if !r.unsaved { // every change before this one is written
+				delete(e.ended, r.run.ID)
+				e.changed()
+			}
+		})
 	}})
-	b.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
+	e.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
 	if w := r.worker; w != nil {
 		w.info.Assigned--
-		b.publishWorkerLocked(w)
+		e.publishWorker(w)
 		if w.leaving && w.info.Assigned == 0 {
-			b.dropLocked(w)
+			e.drop(w)
 		}
-		b.dispatchLocked() // its slot is free
+		e.dispatch() // its slot is free
 	}
 }
 
-// stopLocked stops a run with status and message: a queued run at once, a
+// stop stops a run with status and message: a queued run at once, a
 // running one by SIGTERM to its process group, then SIGKILL after the grace
 // period. The pipedef library's connections close with it, so the worker
 // stops the containers.
-func (b *Boss) stopLocked(r *activeRun, status, message string) {
+func (e *engine) stop(r *activeRun, status, message string) {
 	if r.stopStatus != "" {
 		return
 	}
@@ -1033,40 +1048,42 @@ func (b *Boss) stopLocked(r *activeRun, status, message string) {
 		return // launch sees it and ends the run
 	}
 	if r.cmd == nil { // queued, or awaiting approval
-		for i, q := range b.queue {
+		for i, q := range e.queue {
 			if q == r {
-				b.queue = append(b.queue[:i], b.queue[i+1:]...)
+				e.queue = append(e.queue[:i], e.queue[i+1:]...)
 			}
 		}
-		b.finishLocked(r, -1)
+		e.finish(r, -1)
 		return
 	}
 	pgid := r.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	r.killTimer = time.AfterFunc(b.cfg.Grace, func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+	r.killTimer = time.AfterFunc(e.cfg.Grace, func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
 }
 
 // cancel stops a run on request.
-func (b *Boss) cancel(id int64) (bettertest.Run, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r, ok := b.active[id]
-	if !ok {
-		return bettertest.Run{}, errNotActive
-	}
-	b.stopLocked(r, bettertest.StatusCancelled, "cancelled")
-	return summary(r.run), nil
+func (b *Boss) cancel(id int64) (run bettertest.Run, err error) {
+	b.do(func(e *engine) {
+		r, ok := e.active[id]
+		if !ok {
+			err = errNotActive
+			return
+		}
+		e.stop(r, bettertest.StatusCancelled, "cancelled")
+		run = summary(r.run)
+	})
+	return run, err
 }
 
 var errNotActive = errors.New("run is not queued or running")
 
 // stopRuns interrupts every run: the boss is stopping.
 func (b *Boss) stopRuns() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, r := range b.active {
-		b.stopLocked(r, bettertest.StatusInterrupted, interruptedError)
-	}
+	b.do(func(e *engine) {
+		for _, r := range e.active {
+			e.stop(r, bettertest.StatusInterrupted, interruptedError)
+		}
+	})
 }
 
 func pipelineTests(pipeline string, tests []string) [][2]string {

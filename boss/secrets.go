@@ -121,25 +121,23 @@ func (b *Boss) writeSecretsDir(runDir, pipeline string) (dir string, err error) 
 // runSecretsDir is writeSecretsDir for a run, whose pipedef gets
 // --secrets-dir DIR unless DIR is "": a pull request from a fork runs code
 // its author controls, so it gets no secrets. The directory is removed when
-// the run ends (finishLocked).
+// the run ends (engine.finish).
 func (b *Boss) runSecretsDir(r *activeRun, runDir string) (string, error) {
 	if r.commit != nil && r.commit.Fork {
 		return "", nil
 	}
 	dir, err := b.writeSecretsDir(runDir, r.run.Pipeline)
-	b.mu.Lock()
-	r.secretsDir = dir
-	b.mu.Unlock()
+	b.do(func(*engine) { r.secretsDir = dir })
 	return dir, err
 }
 
-// removeSecretsLocked removes a run's secrets directory: its pipedef has exited.
-func (b *Boss) removeSecretsLocked(r *activeRun) {
+// removeSecrets removes a run's secrets directory: its pipedef has exited.
+func (e *engine) removeSecrets(r *activeRun) {
 	if r.secretsDir == "" {
 		return
 	}
 	if err := os.RemoveAll(r.secretsDir); err != nil {
-		b.log.Error("remove a run's secrets", "run", r.run.ID, "dir", r.secretsDir, "err", err)
+		e.log.Error("remove a run's secrets", "run", r.run.ID, "dir", r.secretsDir, "err", err)
 	}
 	r.secretsDir = ""
 }
@@ -160,9 +158,9 @@ func (r *activeRun) maskOutput(task string, c bettertest.Chunk) bettertest.Chunk
 	return c
 }
 
-// flushMasksLocked releases the output held back for a task's streams, or
+// flushMasks releases the output held back for a task's streams, or
 // for every task's when the run has ended (all).
-func (b *Boss) flushMasksLocked(r *activeRun, task string, all bool) {
+func (e *engine) flushMasks(r *activeRun, task string, all bool) {
 	keys := slices.SortedFunc(maps.Keys(r.masks), func(a, b [2]string) int { return strings.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) })
 	for _, key := range keys {
 		if !all && key[0] != task {
@@ -171,7 +169,7 @@ func (b *Boss) flushMasksLocked(r *activeRun, task string, all bool) {
 		s := r.masks[key]
 		delete(r.masks, key)
 		if text := s.Flush(); len(text) > 0 {
-			b.recordOutputLocked(r, key[0], bettertest.Chunk{Stream: key[1], Text: string(text)})
+			e.recordOutput(r, key[0], bettertest.Chunk{Stream: key[1], Text: string(text)})
 		}
 	}
 }

@@ -84,6 +84,9 @@ func TestForkPullRequestsGetNoSecrets(t *testing.T) {
 		pipelines:   []bettertest.Pipeline{{Name: "app"}},
 		repos:       map[string]*repo{"app": {cfg: rc, branches: every}},
 		secretNames: map[string][]string{"app": rc.Secrets}}
+	b.eng = newEngine(b)
+	go b.eng.run()
+	defer close(b.eng.quit)
 	for head, fork := range map[string]bool{`{"full_name": "o/app"}`: false, `{"full_name": "eve/app"}`: true, `null`: true} {
 		var ev pullRequestEvent
 		payload := `{"action": "opened", "number": 5, "repository": {"full_name": "o/app"},
@@ -100,7 +103,7 @@ func TestForkPullRequestsGetNoSecrets(t *testing.T) {
 		if err != nil || (dir == "") != fork || r.secretsDir != dir {
 			t.Errorf("head repo %s: secrets dir %q %v", head, dir, err)
 		}
-		b.removeSecretsLocked(r)
+		b.do(func(e *engine) { e.removeSecrets(r) })
 		if _, err := os.Stat(dir); dir != "" && !os.IsNotExist(err) {
 			t.Errorf("the run's secrets dir is still there: %v", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -500,23 +501,30 @@ func (s *store) runs(ctx context.Context, pipeline string, limit int) ([]bettert
 	return out, rows.Err()
 }
 
-// output reads a task's output, in order: its chunks before seq before
-// (math.MaxInt: all of them).
-func (s *store) output(ctx context.Context, runID int64, task string, before int) ([]bettertest.Chunk, error) {
-	rows, err := s.rdb.QueryContext(ctx, `SELECT stream, text FROM output WHERE run_id = ? AND task = ? AND seq < ? ORDER BY seq`, runID, task, before)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []bettertest.Chunk{}
-	for rows.Next() {
-		var c bettertest.Chunk
-		if err := rows.Scan(&c.Stream, &c.Text); err != nil {
-			return nil, err
+// output is a task's output, in order, before chunk number before
+// (math.MaxInt: all of it), read as it is used: it need not fit in memory.
+func (s *store) output(ctx context.Context, runID int64, task string, before int) iter.Seq2[bettertest.Chunk, error] {
+	return func(yield func(bettertest.Chunk, error) bool) {
+		rows, err := s.rdb.QueryContext(ctx, `SELECT stream, text FROM output WHERE run_id = ? AND task = ? AND seq < ? ORDER BY seq`, runID, task, before)
+		if err != nil {
+			yield(bettertest.Chunk{}, err)
+			return
 		}
-		out = append(out, c)
+		defer rows.Close()
+		for rows.Next() {
+			var c bettertest.Chunk
+			if err := rows.Scan(&c.Stream, &c.Text); err != nil {
+				yield(c, err)
+				return
+			}
+			if !yield(c, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			yield(bettertest.Chunk{}, err)
+		}
 	}
-	return out, rows.Err()
 }
 
 // cases reads the test results of a run, of one task or of all when task is "".

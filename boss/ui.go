@@ -10,12 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -73,14 +73,10 @@ func (b *Boss) handlePage(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, ui.View(m).HTML()) // not copied to a []byte first: a page can be a megabyte
 }
 
+// workerInfos are the workers as of the engine's last snapshot; the
+// slice is shared: never change it.
 func (b *Boss) workerInfos() []bettertest.WorkerInfo {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]bettertest.WorkerInfo, len(b.workers))
-	for i, w := range b.workers {
-		out[i] = w.info
-	}
-	return out
+	return b.snapshot().workers
 }
 
 // load gathers what the page at path (escaped, as in a URL) shows. A path
@@ -118,7 +114,7 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 		l.Page, l.Run, l.Flaky = ui.PageRun, &run, flaky
 		if len(parts) == 4 {
 			task, _ := url.PathUnescape(parts[3])
-			chunks, err := b.taskOutput(ctx, id, task)
+			log, err := b.taskLog(ctx, id, task)
 			if err != nil {
 				return b.notFound(ctx, path, err.Error())
 			}
@@ -126,7 +122,7 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 			if err != nil {
 				return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
 			}
-			l.Page, l.Task, l.Log, l.Tests = ui.PageTask, task, ui.NewLog(chunks), tests
+			l.Page, l.Task, l.Log, l.Tests = ui.PageTask, task, log, tests
 		}
 	default:
 		return b.notFound(ctx, path, fmt.Sprintf("%s is not a page of this boss", path))
@@ -157,53 +153,22 @@ func (b *Boss) pipelineStrips(ctx context.Context) []ui.Pipeline {
 	return out
 }
 
-// taskOutput is a task's output so far: live while its run is active.
-func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettertest.Chunk, error) {
-	b.mu.Lock()
-	if a, ok := b.active[id]; ok {
-		if t, _ := a.task(task); t == nil {
-			b.mu.Unlock()
-			return nil, httpapi.Errorf(httpapi.NotFound, "run #%d has no task %q", id, task)
-		}
-		from, pending := a.outputSnapshotLocked(task)
-		b.mu.Unlock()
-		chunks, err := b.store.output(ctx, id, task, from)
-		return append(chunks, pending...), err
-	}
-	b.mu.Unlock()
-	run, err := b.runByID(ctx, id)
+// taskLog is the log a task page shows: the tail of its output, read
+// from the history as it goes, so the page never holds all of it.
+func (b *Boss) taskLog(ctx context.Context, id int64, task string) (ui.Log, error) {
+	out, err := b.openOutput(ctx, id, task, false)
 	if err != nil {
-		return nil, err
+		return ui.Log{}, err
 	}
-	for _, st := range run.Stages {
-		for _, t := range st.Tasks {
-			if t.Name == task {
-				return b.store.output(ctx, id, task, math.MaxInt)
-			}
+	var log ui.Log
+	for c, err := range out.chunks {
+		if err != nil {
+			return ui.Log{}, fmt.Errorf("the output of run #%d, task %q could not be read: %w", id, task, err)
 		}
+		log.Append(c.Text)
 	}
-	return nil, httpapi.Errorf(httpapi.NotFound, "run #%d has no task %q", id, task)
-}
-
-// handleRaw is a task's whole output as plain text.
-func (b *Boss) handleRaw(w http.ResponseWriter, r *http.Request) {
-	id, ok := runID(w, r)
-	if !ok {
-		return
-	}
-	chunks, err := b.taskOutput(r.Context(), id, pathParam(r, "task"))
-	if errors.Is(err, errNoRun) {
-		httpapi.Fail(w, httpapi.NotFound, err.Error())
-		return
-	}
-	if err != nil {
-		b.api().Error(w, r, err) // no such task: 404; the history unreadable: internal
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	for _, c := range chunks {
-		_, _ = w.Write([]byte(c.Text))
-	}
+	log.ShowTail()
+	return log, nil
 }
 
 // uiSession is one tab: its Model, owned by the goroutine serving its stream.
@@ -242,6 +207,10 @@ func (s *uiSessions) remove(id string) {
 	delete(s.m, id)
 }
 
+// maxVersion is the longest page version a tab's stream takes: far more
+// than a page's regions need.
+const maxVersion = 4096
+
 // handleUIEvents serves one tab: it makes the tab's session, tells the
 // browser its id, brings the page up to date, and from then on sends what
 // changes, as boss events and the tab's own keys and clicks arrive.
@@ -254,7 +223,11 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	// Subscribed before anything is read: no change is missed. One seen
 	// twice is harmless: every Msg replaces state, and output carries its
 	// sequence number.
-	sub := b.events.Subscribe(nil, nil)
+	var logOf atomic.Pointer[logOf] // nil: every task's
+	sub := b.events.Subscribe(nil, func(ev hub.Event) bool {
+		l := logOf.Load()
+		return ev.Name != bettertest.BossEventOutput || l == nil || (ev.Run == l.run && ev.Task == l.task)
+	})
 	defer b.events.Unsubscribe(sub)
 	who := principalOf(r)
 	id := b.uiSessions.add(&uiSession{sub: sub, who: who})
@@ -266,13 +239,19 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 	sw := sse.NewWriter(w)
 
 	// The page may have changed since the browser got it, so the first
-	// fragments bring every region of it up to date. From then on a render
+	// fragments bring it up to date: the regions that changed since the
+	// version the browser has, or, without one, all. From then on a render
 	// renders only the regions whose data changed.
+	version := r.URL.Query().Get("version")
+	if len(version) > maxVersion {
+		version = ""
+	}
 	m := ui.Update(ui.Model{Path: path, Workers: b.workerInfos(), User: who.Name}, b.load(ctx, path))
 	var views ui.Views
+	logOf.Store(showing(m))
 	shown := views.View(m)
 	sw.JSON("session", id)
-	sw.JSON("fragments", ui.Diff(ui.Page{}, shown))
+	sw.JSON("fragments", ui.DiffFrom(version, shown))
 	// Everything already waiting is applied before one render.
 	var pending []ui.Msg
 	sse.Follow(ctx, sw, sub.C, func(ev hub.Event) bool {
@@ -296,6 +275,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 				}
 				switch e.Kind {
 				case ui.Load:
+					logOf.Store(nil) // before the load reads the log: no chunk after it is missed
 					pending = append(pending, b.load(ctx, e.Path))
 				case ui.PushURL:
 					urls = append(urls, e.Path)
@@ -322,6 +302,7 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			m.Effects = nil
 		}
+		logOf.Store(showing(m))
 		page := views.View(m)
 		if frags := ui.Diff(shown, page); len(frags) > 0 {
 			sw.JSON("fragments", frags)
@@ -331,6 +312,21 @@ func (b *Boss) handleUIEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		shown = page
 	})
+}
+
+// logOf names the one task whose output a tab shows.
+type logOf struct {
+	run  int64
+	task string
+}
+
+// showing is the log m shows: a tab is sent the output of that task alone,
+// so a tab that shows no log costs nothing when output flows.
+func showing(m ui.Model) *logOf {
+	if m.Page != ui.PageTask || m.Run == nil {
+		return &logOf{} // no run is 0
+	}
+	return &logOf{run: m.Run.ID, task: m.Task}
 }
 
 // tell is what a tab is told of err: the error itself when it is one of

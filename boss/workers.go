@@ -18,7 +18,8 @@ import (
 	"github.com/bettertest/bettertest/internal/sse"
 )
 
-// worker is one worker as the boss sees it. Its info is guarded by Boss.mu.
+// worker is one worker as the boss sees it. The engine owns it: only its
+// commands touch it, except cfg.Name, which never changes.
 type worker struct {
 	cfg  WorkerConfig
 	info bettertest.WorkerInfo
@@ -35,8 +36,9 @@ func (w *worker) load() float64 {
 	return float64(max(w.info.Assigned, w.info.Running)) / float64(w.info.Capacity)
 }
 
-func (b *Boss) publishWorkerLocked(w *worker) {
-	b.events.Publish(hub.New(bettertest.BossEventWorker, w.info))
+func (e *engine) publishWorker(w *worker) {
+	e.changed()
+	e.emit(hub.New(bettertest.BossEventWorker, w.info))
 }
 
 // LoadWorkers reads the workers enrollment saved in dir: NAME.json with the
@@ -114,9 +116,8 @@ func (b *Boss) watch(ctx context.Context, w *worker) {
 // It reports whether the connection got as far as the worker's health.
 func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err error) {
 	// A changed worker record updates cfg in place, and restarts this watch.
-	b.mu.Lock()
-	cfg := w.cfg
-	b.mu.Unlock()
+	var cfg WorkerConfig
+	b.do(func(*engine) { cfg = w.cfg })
 	token, err := bettertest.ReadTokenFile(cfg.TokenFile)
 	if err != nil {
 		return false, err
@@ -165,32 +166,35 @@ func (b *Boss) follow1(ctx context.Context, w *worker) (connected bool, err erro
 			}
 			return connected, err
 		}
-		b.mu.Lock()
-		if w.gone {
-			b.mu.Unlock()
+		gone := false
+		b.do(func(e *engine) {
+			if gone = w.gone; gone {
+				return
+			}
+			switch ev.Name {
+			case bettertest.EventHealth:
+				var h bettertest.Health
+				if json.Unmarshal([]byte(ev.Data), &h) == nil {
+					connected = true
+					if w.info.Up != h.Ready || w.info.ChangedMS == 0 {
+						w.info.ChangedMS = time.Now().UnixMilli()
+					}
+					w.info.Up, w.info.Error = h.Ready, h.Error
+					w.info.Version, w.info.Docker, w.info.Running, w.info.Capacity = h.Version, h.Docker, h.Running, h.Capacity
+					b.log.Info("worker up", "worker", cfg.Name, "url", cfg.URL, "capacity", h.Capacity)
+				}
+			case bettertest.EventLoad:
+				var l bettertest.LoadEvent
+				if json.Unmarshal([]byte(ev.Data), &l) == nil {
+					w.info.Running, w.info.Capacity = l.Running, l.Capacity
+				}
+			}
+			e.publishWorker(w)
+			e.dispatch()
+		})
+		if gone {
 			return connected, errors.New("its record was removed")
 		}
-		switch ev.Name {
-		case bettertest.EventHealth:
-			var h bettertest.Health
-			if json.Unmarshal([]byte(ev.Data), &h) == nil {
-				connected = true
-				if w.info.Up != h.Ready || w.info.ChangedMS == 0 {
-					w.info.ChangedMS = time.Now().UnixMilli()
-				}
-				w.info.Up, w.info.Error = h.Ready, h.Error
-				w.info.Version, w.info.Docker, w.info.Running, w.info.Capacity = h.Version, h.Docker, h.Running, h.Capacity
-				b.log.Info("worker up", "worker", cfg.Name, "url", cfg.URL, "capacity", h.Capacity)
-			}
-		case bettertest.EventLoad:
-			var l bettertest.LoadEvent
-			if json.Unmarshal([]byte(ev.Data), &l) == nil {
-				w.info.Running, w.info.Capacity = l.Running, l.Capacity
-			}
-		}
-		b.publishWorkerLocked(w)
-		b.dispatchLocked()
-		b.mu.Unlock()
 	}
 }
 
@@ -202,8 +206,10 @@ func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 // pipedefs talk to a worker the boss cannot see, and a run on a vanished
 // host would otherwise hang.
 func (b *Boss) workerDown(w *worker, err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.do(func(e *engine) { e.workerDown(w, err) })
+}
+
+func (e *engine) workerDown(w *worker, err error) {
 	if w.gone {
 		return
 	}
@@ -212,13 +218,13 @@ func (b *Boss) workerDown(w *worker, err error) {
 		w.info.ChangedMS = time.Now().UnixMilli()
 	}
 	w.info.Up, w.info.Error, w.info.Running = false, err.Error(), 0
-	b.publishWorkerLocked(w)
+	e.publishWorker(w)
 	if wasUp {
-		b.log.Warn("worker down", "worker", w.cfg.Name, "err", err)
+		e.log.Warn("worker down", "worker", w.cfg.Name, "err", err)
 	}
-	for _, r := range b.active {
+	for _, r := range e.active {
 		if r.worker == w && r.cmd != nil {
-			b.stopLocked(r, bettertest.StatusFailed, fmt.Sprintf("worker %s went down during the run (%v): the run was stopped; run it again", w.cfg.Name, err))
+			e.stop(r, bettertest.StatusFailed, fmt.Sprintf("worker %s went down during the run (%v): the run was stopped; run it again", w.cfg.Name, err))
 		}
 	}
 }

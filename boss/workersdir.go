@@ -87,17 +87,20 @@ func (b *Boss) recordChanged(path string) {
 		b.log.Error("a worker record was not read: the boss keeps the workers it had", "err", err)
 		return
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.do(func(e *engine) { e.applyRecord(path, wc, gone) })
+}
+
+// applyRecord applies a worker record read anew (or gone) to the workers.
+func (e *engine) applyRecord(path string, wc WorkerConfig, gone bool) {
 	var have *worker
-	for _, w := range b.workers {
+	for _, w := range e.workers {
 		if w.cfg.Record == path && !w.leaving {
 			have = w
 		}
 	}
 	switch {
 	case have != nil && gone:
-		b.leaveLocked(have)
+		e.leave(have)
 		return
 	case gone:
 		return
@@ -105,56 +108,56 @@ func (b *Boss) recordChanged(path string) {
 		return // rewritten as it was: a no-op enrollment
 	case have != nil && have.cfg.Name == wc.Name:
 		// Enrolled again with another URL or token: the same worker, reached anew.
-		b.log.Info("worker record changed", "worker", wc.Name, "url", wc.URL, "record", path)
+		e.log.Info("worker record changed", "worker", wc.Name, "url", wc.URL, "record", path)
 		have.cfg, have.info.URL = wc, wc.URL
 		have.stop()
-		b.watchLocked(have)
-		b.publishWorkerLocked(have)
+		e.watchWorker(have)
+		e.publishWorker(have)
 		return
 	case have != nil:
-		b.leaveLocked(have) // renamed: another worker
+		e.leave(have) // renamed: another worker
 	}
-	for _, w := range b.workers {
+	for _, w := range e.workers {
 		if w.cfg.Name == wc.Name && !w.leaving {
-			b.log.Error("a worker record names a worker the boss has already: ignored", "record", path, "worker", wc.Name)
+			e.log.Error("a worker record names a worker the boss has already: ignored", "record", path, "worker", wc.Name)
 			return
 		}
 	}
 	w := &worker{cfg: wc, info: bettertest.WorkerInfo{Name: wc.Name, URL: wc.URL, Error: "connecting"}}
-	b.workers = append(b.workers, w)
-	sort.SliceStable(b.workers, func(i, j int) bool { return b.workers[i].cfg.Name < b.workers[j].cfg.Name })
-	b.log.Info("worker added", "worker", wc.Name, "url", wc.URL, "record", path)
-	b.publishWorkerLocked(w)
-	b.watchLocked(w)
+	e.workers = append(e.workers, w)
+	sort.SliceStable(e.workers, func(i, j int) bool { return e.workers[i].cfg.Name < e.workers[j].cfg.Name })
+	e.log.Info("worker added", "worker", wc.Name, "url", wc.URL, "record", path)
+	e.publishWorker(w)
+	e.watchWorker(w)
 }
 
-// watchLocked starts following a worker's events until the boss stops or
+// watchWorker starts following a worker's events until the boss stops or
 // the worker is dropped.
-func (b *Boss) watchLocked(w *worker) {
-	ctx, stop := context.WithCancel(b.stopping)
+func (e *engine) watchWorker(w *worker) {
+	ctx, stop := context.WithCancel(e.stopping)
 	w.stop = stop
-	go b.watch(ctx, w)
+	go e.watch(ctx, w)
 }
 
-// leaveLocked takes a worker whose record is gone out of service: it gets
+// leave takes a worker whose record is gone out of service: it gets
 // no new runs, and is dropped once those it has end.
-func (b *Boss) leaveLocked(w *worker) {
+func (e *engine) leave(w *worker) {
 	w.leaving = true
-	b.log.Info("worker record removed", "worker", w.cfg.Name, "record", w.cfg.Record, "runs", w.info.Assigned)
+	e.log.Info("worker record removed", "worker", w.cfg.Name, "record", w.cfg.Record, "runs", w.info.Assigned)
 	if w.info.Assigned == 0 {
-		b.dropLocked(w)
+		e.drop(w)
 		return
 	}
 	w.info.Error = "its record was removed: it takes no new runs, and leaves once its runs end"
-	b.publishWorkerLocked(w)
+	e.publishWorker(w)
 }
 
-// dropLocked forgets a worker: its event stream ends, and watchers are told.
-func (b *Boss) dropLocked(w *worker) {
+// drop forgets a worker: its event stream ends, and watchers are told.
+func (e *engine) drop(w *worker) {
 	w.gone = true
 	w.stop()
-	b.workers = slices.DeleteFunc(b.workers, func(x *worker) bool { return x == w })
+	e.workers = slices.DeleteFunc(e.workers, func(x *worker) bool { return x == w })
 	w.info.Removed, w.info.Up = true, false
-	b.publishWorkerLocked(w)
-	b.log.Info("worker removed", "worker", w.cfg.Name)
+	e.publishWorker(w)
+	e.log.Info("worker removed", "worker", w.cfg.Name)
 }

@@ -11,7 +11,8 @@ import (
 // come from anywhere, in order, without waiting for the disk: queue returns
 // at once and do waits for its own change. One goroutine writes whatever is
 // queued as one batch, in one transaction, so no lock of the boss is ever
-// held across SQL, and a flood of changes costs few commits.
+// held across SQL and the engine never waits for the disk, and a flood of
+// changes costs few commits.
 type writer struct {
 	db   *sql.DB           // one connection: SQLite has one writer
 	kind func(error) error // names what an error means (a full disk), for whoever is told it
@@ -25,7 +26,7 @@ type writer struct {
 
 // change is one change of the history: apply runs in the batch's
 // transaction; then, if not nil, is told how it went once the batch is
-// written, with no lock held (it may take the boss's).
+// written, on the writer's goroutine (it may send the engine a command).
 type change struct {
 	apply func(tx *sql.Tx) error
 	then  func(error)
@@ -58,7 +59,7 @@ func (w *writer) add(c change) {
 var errWriterClosed = fmt.Errorf("the history is closed: the boss is stopping")
 
 // do queues a change and waits until it is written. Never call it holding
-// a lock that a change's then takes.
+// from an engine command.
 func (w *writer) do(apply func(tx *sql.Tx) error) error {
 	res := make(chan error, 1)
 	w.add(change{apply: apply, then: func(err error) { res <- err }})

@@ -6,6 +6,7 @@ package ui
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/bettertest/bettertest"
 )
@@ -29,6 +30,15 @@ const StripRuns = 10
 const (
 	TailLines = 1000
 	MoreLines = 10000
+)
+
+// A log holds at most HeldLines lines, and HeldBytes of them, however long
+// the output: what comes before is counted, not kept (the raw log has it).
+// A line longer than MaxLine is shown in pieces of that size.
+const (
+	HeldLines = TailLines + 2*MoreLines
+	HeldBytes = 2 << 20
+	MaxLine   = 64 << 10
 )
 
 // Model is everything one browser tab shows.
@@ -62,13 +72,16 @@ type Pipeline struct {
 
 // Log is a task's output as lines. The page shows Lines[Start:] and the
 // unfinished last line; new output only ever extends what is shown, so the
-// browser appends it.
+// browser appends it. Dropped lines came before Lines and are no longer
+// held (see HeldLines).
 type Log struct {
 	Lines   []string
 	Partial string // after the last newline
 	Start   int
-	Chunks  int  // how many chunks of output it holds
+	Dropped int
+	Chunks  int  // how many chunks of output it was given
 	Pinned  bool // the viewer asked for more: live output no longer trims it
+	held    int  // the bytes of Lines
 }
 
 // Append adds a chunk of output. While the viewer has not asked for more,
@@ -78,24 +91,69 @@ type Log struct {
 func (l *Log) Append(text string) {
 	l.Chunks++
 	text = l.Partial + text
-	parts := strings.Split(text, "\n")
-	l.Lines = append(l.Lines, parts[:len(parts)-1]...)
-	l.Partial = parts[len(parts)-1]
+	for {
+		i := strings.IndexByte(text, '\n')
+		if i < 0 {
+			break
+		}
+		l.add(text[:i])
+		text = text[i+1:]
+	}
+	for len(text) > MaxLine {
+		cut := cutAt(text, MaxLine)
+		l.add(text[:cut])
+		text = text[cut:]
+	}
+	l.Partial = strings.Clone(text)
 	if !l.Pinned && len(l.Lines)-l.Start > 2*TailLines {
 		l.Start = len(l.Lines) - TailLines
 	}
+	if len(l.Lines) > 2*HeldLines || l.held > 2*HeldBytes {
+		l.drop()
+	}
 }
+
+// add holds a line: a copy, so that it does not keep the chunk it came in.
+func (l *Log) add(line string) {
+	l.Lines = append(l.Lines, strings.Clone(line))
+	l.held += len(line)
+}
+
+// drop lets the earliest lines go until the log holds no more than
+// HeldLines and HeldBytes. It is done once the log holds twice that, so
+// each line is copied a bounded number of times.
+func (l *Log) drop() {
+	n := 0
+	for len(l.Lines)-n > HeldLines || l.held > HeldBytes {
+		l.held -= len(l.Lines[n])
+		n++
+	}
+	l.Lines = append([]string(nil), l.Lines[n:]...)
+	l.Dropped += n
+	l.Start = max(0, l.Start-n)
+}
+
+// ShowTail shows the last TailLines lines.
+func (l *Log) ShowTail() { l.Start = max(0, len(l.Lines)-TailLines) }
 
 // NewLog makes a log of chunks showing its last TailLines lines.
 func NewLog(chunks []bettertest.Chunk) Log {
-	var b strings.Builder
+	var l Log
 	for _, c := range chunks {
-		b.WriteString(c.Text)
+		l.Append(c.Text)
 	}
-	parts := strings.Split(b.String(), "\n")
-	l := Log{Lines: parts[:len(parts)-1], Partial: parts[len(parts)-1], Chunks: len(chunks)}
-	l.Start = max(0, len(l.Lines)-TailLines)
+	l.ShowTail()
 	return l
+}
+
+// cutAt is where to cut s to at most n bytes without splitting a UTF-8
+// sequence.
+func cutAt(s string, n int) int {
+	cut := n
+	for cut > n-utf8.UTFMax && cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return cut
 }
 
 // Effect is something the boss does for a tab.

@@ -640,3 +640,79 @@ func TestViewCommitLinksOnlyHTTP(t *testing.T) {
 		}
 	}
 }
+
+// However much a task writes, a log holds at most HeldLines lines and
+// HeldBytes of them; what came before is counted, and the page says the
+// raw log has it. A pinned log is bounded too, and an overlong line is
+// shown in pieces.
+func TestLogIsBounded(t *testing.T) {
+	var l Log
+	for i := range 3 * HeldLines {
+		l.Append(fmt.Sprintf("%d\n", i))
+	}
+	if len(l.Lines) > 2*HeldLines || l.Dropped+len(l.Lines) != 3*HeldLines || l.Lines[len(l.Lines)-1] != fmt.Sprint(3*HeldLines-1) {
+		t.Fatalf("after %d lines: holds %d, dropped %d, last %q", 3*HeldLines, len(l.Lines), l.Dropped, l.Lines[len(l.Lines)-1])
+	}
+	m := fixture(PageTask)
+	m.Log = NewLog([]bettertest.Chunk{{Text: strings.Repeat("x\n", HeldLines+TailLines+MoreLines)}})
+	if m.Log.Dropped != 0 || len(m.Log.Lines) != HeldLines+TailLines+MoreLines {
+		t.Fatalf("a log under twice the bound: dropped %d, holds %d", m.Log.Dropped, len(m.Log.Lines))
+	}
+	m.Log = NewLog([]bettertest.Chunk{{Text: strings.Repeat("x\n", 2*HeldLines+1)}})
+	if m.Log.Dropped != HeldLines+1 || len(m.Log.Lines) != HeldLines || m.Log.Start != HeldLines-TailLines {
+		t.Fatalf("a log over twice the bound: dropped %d, holds %d, start %d", m.Log.Dropped, len(m.Log.Lines), m.Log.Start)
+	}
+	if got, want := View(m).Main[2].HTML(), `<p id="log-more">41001 earlier lines are not shown. <button data-action="more">Show 10000 more</button> The first 21001 lines are only in the <a href="/runs/7/tasks/lint%20%3Csrc%3E/raw">raw log</a>.</p>`; got != want {
+		t.Errorf("log-more:\n got %s\nwant %s", got, want)
+	}
+	m = Update(Update(m, Key{Key: "m"}), Key{Key: "m"})
+	if got, want := View(m).Main[2].HTML(), `<p id="log-more">The first 21001 lines are only in the <a href="/runs/7/tasks/lint%20%3Csrc%3E/raw">raw log</a>.</p>`; got != want {
+		t.Errorf("log-more, all held lines shown:\n got %s\nwant %s", got, want)
+	}
+	for i := range 2 * HeldLines {
+		m = Update(m, Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "lint <src>", Seq: 1 + i, Chunk: bettertest.Chunk{Text: "y\n"}}})
+	}
+	if !m.Log.Pinned || len(m.Log.Lines) > 2*HeldLines {
+		t.Fatalf("a pinned log holds %d lines", len(m.Log.Lines))
+	}
+
+	var big Log
+	line := strings.Repeat("é", MaxLine) // 2 bytes each: pieces end on whole runes
+	big.Append(line[:len(line)-1])
+	big.Append(line[len(line)-1:] + "\n")
+	if len(big.Lines) != 2 || big.Lines[0] != line[:MaxLine] || big.Lines[1] != line[MaxLine:] || big.Partial != "" {
+		t.Fatalf("a line of %d bytes: %d pieces of %v bytes, partial %d", len(line), len(big.Lines), len(big.Lines[0]), len(big.Partial))
+	}
+	var wide Log
+	for range HeldBytes / MaxLine * 3 {
+		wide.Append(strings.Repeat("w", MaxLine-1) + "\n")
+	}
+	if wide.held > 2*HeldBytes {
+		t.Fatalf("a log of long lines holds %d bytes", wide.held)
+	}
+}
+
+// A tab's stream begins with what changed since the page it was sent: the
+// regions whose HTML changed, whole; nothing when nothing did; the whole
+// page for a version it does not know.
+func TestDiffFromAPageVersion(t *testing.T) {
+	m := fixture(PageTask)
+	sent := View(m)
+	if got := DiffFrom(sent.Version(), sent); len(got) != 0 || got == nil {
+		t.Errorf("nothing changed: %#v", got)
+	}
+	m = Update(m, Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "lint <src>", Seq: m.Log.Chunks, Chunk: bettertest.Chunk{Text: "more\n"}}})
+	now := View(m)
+	want := []Fragment{{Op: "replace", ID: "log", HTML: now.Main[3].HTML()}}
+	if got := DiffFrom(sent.Version(), now); !reflect.DeepEqual(got, want) {
+		t.Errorf("a line of output later:\n got %#v\nwant %#v", got, want)
+	}
+	for _, version := range []string{"", "x", "a b c d e:f", strings.Repeat("z ", 9)} {
+		if got, want := DiffFrom(version, now), Diff(Page{}, now); !reflect.DeepEqual(got, want) {
+			t.Errorf("version %q: %d fragments, want the whole page's %d", version, len(got), len(want))
+		}
+	}
+	if got, want := Diff(Page{}, View(fixture(PageRun))), DiffFrom(sent.Version(), View(fixture(PageRun))); !reflect.DeepEqual(got, want) {
+		t.Errorf("another page: %d fragments, want the whole page's %d", len(want), len(got))
+	}
+}

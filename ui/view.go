@@ -2,6 +2,7 @@ package ui
 
 import (
 	"fmt"
+	"hash/crc32"
 	"html"
 	"slices"
 	"sort"
@@ -57,13 +58,16 @@ type Page struct {
 	Help   Region
 }
 
-// HTML is the whole document.
+// HTML is the whole document. Its body carries the page's Version, which
+// the tab's stream sends back, so that the stream begins with what changed
+// since, not with the whole page again.
 func (p Page) HTML() string {
 	var b strings.Builder
 	b.WriteString("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")
 	b.WriteString("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n")
 	b.WriteString("<title>" + esc(p.Title) + "</title>\n<link rel=\"icon\" href=\"data:,\">\n")
-	b.WriteString("<link rel=\"stylesheet\" href=\"/ui/app.css\">\n<script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n")
+	b.WriteString("<link rel=\"stylesheet\" href=\"/ui/app.css\">\n<script src=\"/ui/app.js\" defer></script>\n</head>\n")
+	b.WriteString(`<body data-version="` + p.Version() + "\">\n")
 	p.Nav.write(&b)
 	b.WriteString("\n")
 	p.Notice.write(&b)
@@ -73,6 +77,58 @@ func (p Page) HTML() string {
 	p.Help.write(&b)
 	b.WriteString("\n</body>\n</html>\n")
 	return b.String()
+}
+
+// Version names what the page shows, region by region: the title's and
+// each region's ID and a checksum of its HTML, in order. Two pages with
+// the same version show the same (but for a checksum's chance collision,
+// 1 in 2^64 per region).
+func (p Page) Version() string {
+	var b strings.Builder
+	b.WriteString(sum(p.Title))
+	for _, r := range append([]Region{p.Nav, p.Notice, p.Help}, p.Main...) {
+		b.WriteString(" " + r.ID + ":" + sum(r.HTML()))
+	}
+	return b.String()
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// sum is two CRC-32s of s (both computed by the CPU's own instructions,
+// so a megabyte region costs well under a millisecond), in base 36.
+func sum(s string) string {
+	data := []byte(s)
+	return strconv.FormatUint(uint64(crc32.ChecksumIEEE(data))<<32|uint64(crc32.Checksum(data, castagnoli)), 36)
+}
+
+// DiffFrom is Diff from the page whose Version is version: what changed
+// since, each region that did not stay the same sent whole. An unknown
+// version (none, or a boss's before a restart) gets the whole page.
+func DiffFrom(version string, cur Page) []Fragment {
+	was := strings.Split(version, " ")
+	now := strings.Split(cur.Version(), " ")
+	if len(was) < 4 || !sameIDs(cur.Main, regionsOf(was[4:])) {
+		return Diff(Page{}, cur)
+	}
+	out := []Fragment{} // sent as is: [] when nothing changed
+	if was[0] != now[0] {
+		out = append(out, Fragment{Op: "title", HTML: cur.Title})
+	}
+	for i, r := range append([]Region{cur.Nav, cur.Notice, cur.Help}, cur.Main...) {
+		if was[1+i] != now[1+i] {
+			out = append(out, Fragment{Op: "replace", ID: r.ID, HTML: r.HTML()})
+		}
+	}
+	return out
+}
+
+// regionsOf are regions with the IDs of a version's "ID:SUM"s.
+func regionsOf(sums []string) []Region {
+	out := make([]Region, len(sums))
+	for i, s := range sums {
+		out[i].ID, _, _ = strings.Cut(s, ":")
+	}
+	return out
 }
 
 // MainHTML is the <main> element with every region of the page in it.
@@ -487,7 +543,13 @@ func (v *Views) taskPage(m Model) []Region {
 	}
 	more := ""
 	if m.Log.Start > 0 {
-		more = fmt.Sprintf(`%d earlier lines are not shown. <button data-action="more">Show %d more</button>`, m.Log.Start, min(MoreLines, m.Log.Start))
+		more = fmt.Sprintf(`%d earlier lines are not shown. <button data-action="more">Show %d more</button>`, m.Log.Dropped+m.Log.Start, min(MoreLines, m.Log.Start))
+	}
+	if m.Log.Dropped > 0 {
+		if more != "" {
+			more += " "
+		}
+		more += fmt.Sprintf(`The first %d lines are only in the <a href="%s/raw">raw log</a>.`, m.Log.Dropped, taskPath(r.ID, m.Task))
 	}
 	return []Region{
 		{ID: "head", Tag: "div", Inner: b.String()},

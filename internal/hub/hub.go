@@ -7,6 +7,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"iter"
 	"net/http"
 	"sync"
 
@@ -161,18 +162,44 @@ const Keepalive = sse.Keepalive
 // left, or the server is stopping), s is dropped, or it has sent an event
 // that last (if not nil) says is the last. It unsubscribes s when it returns.
 // With s nil it streams first only: nothing follows them.
-func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, first []Event, s *Sub, last func(Event) bool) {
+//
+// first is read as it is sent, so it need not fit in memory (a task's
+// output read from a history). When it fails part way, the stream ends
+// there, and the client, which did not get its last event, reconnects.
+func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, first iter.Seq2[Event, error], s *Sub, last func(Event) bool) {
+	if s != nil {
+		defer h.Unsubscribe(s)
+	}
 	sw := sse.NewWriter(w)
-	for _, ev := range first {
+	for ev, err := range first {
+		if err != nil {
+			return
+		}
 		sw.Event("", ev.Name, ev.JSON())
+		if sw.Buffered() >= flushAt && sw.Flush() != nil {
+			return
+		}
 	}
 	if s == nil {
 		_ = sw.Flush() // a client that left cannot be told
 		return
 	}
-	defer h.Unsubscribe(s)
 	sse.Follow(ctx, sw, s.C, func(ev Event) bool {
 		sw.Event("", ev.Name, ev.JSON())
 		return last != nil && last(ev)
 	}, nil)
+}
+
+// flushAt is how much of first Serve holds before it sends it.
+const flushAt = 256 << 10
+
+// Events is evs, for Serve.
+func Events(evs ...Event) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		for _, ev := range evs {
+			if !yield(ev, nil) {
+				return
+			}
+		}
+	}
 }

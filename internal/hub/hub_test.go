@@ -255,7 +255,7 @@ func TestServeStreamsUpToTheLast(t *testing.T) {
 		h.Publish(New("n", i))
 	}
 	rec := httptest.NewRecorder()
-	h.Serve(context.Background(), rec, []Event{New("hello", map[string]string{"a": "b"})}, s,
+	h.Serve(context.Background(), rec, Events(New("hello", map[string]string{"a": "b"})), s,
 		func(ev Event) bool { return ev.Value() == 3 })
 	want := "event: hello\ndata: {\"a\":\"b\"}\n\nevent: n\ndata: 1\n\nevent: n\ndata: 2\n\nevent: n\ndata: 3\n\n"
 	if got := rec.Body.String(); got != want {
@@ -278,7 +278,7 @@ func TestServeEndsWhenDropped(t *testing.T) {
 		h.Publish(New("n", i))
 	}
 	rec := httptest.NewRecorder()
-	h.Serve(context.Background(), rec, nil, s, nil)
+	h.Serve(context.Background(), rec, Events(), s, nil)
 	var want []byte
 	for i := 1; i <= subBuffer; i++ {
 		want = fmt.Appendf(want, "event: n\ndata: %d\n\n", i)
@@ -294,7 +294,7 @@ func TestServeEndsWithTheContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	rec := httptest.NewRecorder()
-	h.Serve(ctx, rec, []Event{New("first", 1)}, s, nil)
+	h.Serve(ctx, rec, Events(New("first", 1)), s, nil)
 	if got, want := rec.Body.String(), "event: first\ndata: 1\n\n"; got != want {
 		t.Fatalf("body %q, want %q", got, want)
 	}
@@ -307,7 +307,7 @@ func TestServeEndsWithTheContext(t *testing.T) {
 func TestServeWithoutSubscription(t *testing.T) {
 	var h Hub
 	rec := httptest.NewRecorder()
-	h.Serve(context.Background(), rec, []Event{New("run", "done")}, nil, nil)
+	h.Serve(context.Background(), rec, Events(New("run", "done")), nil, nil)
 	if got, want := rec.Body.String(), "event: run\ndata: \"done\"\n\n"; got != want {
 		t.Fatalf("body %q, want %q", got, want)
 	}

@@ -12,10 +12,15 @@
   let leaving = false; // a form was sent (Log out): the page goes, its stream with it
   document.addEventListener("submit", () => { leaving = true; });
 
-  // A stream is for the page shown now: after a lost connection the new
-  // session sends the whole page again, so nothing missed stays stale.
+  // A stream is for the page shown now. The first one is told the version
+  // of the page the server sent, and begins with what changed since; after
+  // a lost connection (or a page changed by the stream) the new session
+  // sends the whole page again, so nothing missed stays stale.
   const connect = () => {
-    es = new EventSource("/ui/events?path=" + encodeURIComponent(location.pathname));
+    const version = document.body.dataset.version;
+    delete document.body.dataset.version;
+    es = new EventSource("/ui/events?path=" + encodeURIComponent(location.pathname) +
+      (version ? "&version=" + encodeURIComponent(version) : ""));
     const on = (name, f) => es.addEventListener(name, (e) => f(JSON.parse(e.data)));
     on("session", (id) => { session = id; retry = 500; });
     on("fragments", apply);
