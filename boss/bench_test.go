@@ -121,6 +121,11 @@ func BenchmarkEventFanOut(b *testing.B) {
 func BenchmarkFleetLoad(b *testing.B) {
 	lines := scale(500, 50)
 	b.Run("floor", func(b *testing.B) { fleetLoad(b, load{runs: 1, workers: 1, clients: 1, lines: lines}) })
+	// The same runs with one client: what the machine's load alone does to
+	// the latency, apart from the boss's fan-out to its watchers.
+	b.Run("runs-only", func(b *testing.B) {
+		fleetLoad(b, load{runs: scale(20, 4), workers: scale(10, 2), clients: 1, lines: lines})
+	})
 	b.Run("fleet", func(b *testing.B) {
 		fleetLoad(b, load{runs: scale(20, 4), workers: scale(10, 2), clients: scale(100, 10), tabs: scale(100, 10), lines: lines})
 	})
