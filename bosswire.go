@@ -61,6 +61,9 @@ type Task struct {
 	StartedMS  int64           `json:"started_ms"`
 	FinishedMS int64           `json:"finished_ms"`
 	Artifacts  []ArtifactEvent `json:"artifacts"`
+	// BuiltBy is, for a build answered from the cache, the run that built
+	// its outputs, when the boss knows it (0: it does not).
+	BuiltBy int64 `json:"built_by,omitempty"`
 	// A test's attempts: 1, more when it was retried, 0 while it runs.
 	Attempts int `json:"attempts"`
 	// Flaky: an attempt failed and a later one passed, on the same commit.

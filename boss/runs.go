@@ -893,6 +893,9 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 			task.Cached = true
 		case "task_artifact":
 			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size})
+			if task.Cached && task.BuiltBy == 0 {
+				task.BuiltBy = b.builtBy(ev.ID)
+			}
 		case "task_end":
 			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, string(ev.Cached) == "true", t
 			task.Attempts, task.Flaky, task.Quarantined = max(task.Attempts, ev.Attempts), ev.Flaky, string(ev.Quarantined) == "true"
