@@ -1,5 +1,10 @@
 package bettertest
 
+import (
+	"strconv"
+	"strings"
+)
+
 // The boss's HTTP API. Times are milliseconds since the Unix epoch, 0 when
 // the moment has not come yet.
 
@@ -215,4 +220,10 @@ type TriggerRequest struct {
 type WorkerRecord struct {
 	Name string `json:"name"`
 	URL  string `json:"url"`
+}
+
+// ArtifactPath is where the boss serves an artifact of a run (GET): id is
+// "sha256:HEX", as a task's artifacts name it.
+func ArtifactPath(runID int64, id string) string {
+	return "/api/runs/" + strconv.FormatInt(runID, 10) + "/artifacts/" + strings.TrimPrefix(id, "sha256:")
 }

@@ -26,12 +26,6 @@ import (
 
 var artifactHex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// ArtifactPath is where the boss serves an artifact of a run: id is
-// "sha256:HEX", as a task's artifacts name it.
-func ArtifactPath(runID int64, id string) string {
-	return fmt.Sprintf("/api/runs/%d/artifacts/%s", runID, strings.TrimPrefix(id, "sha256:"))
-}
-
 // builtBy is the run that first made the artifact id, for a build answered
 // from the cache; 0 when the history does not know it.
 func (b *Boss) builtBy(id string) int64 {

@@ -82,10 +82,6 @@ func artifactOf(t *testing.T, run bettertest.Run, task, path string) bettertest.
 	return bettertest.ArtifactEvent{}
 }
 
-func artifactURL(run int64, a bettertest.ArtifactEvent) string {
-	return fmt.Sprintf("/api/runs/%d/artifacts/%s", run, strings.TrimPrefix(a.ID, "sha256:"))
-}
-
 // A run's artifacts download through the boss from its worker: a file as
 // itself, a directory as a tar named after it; a cached build names the run
 // that built it; an artifact the worker no longer has, or a worker that is
@@ -103,11 +99,11 @@ func TestArtifactsDownloadThroughTheBoss(t *testing.T) {
 	boss.JSON(t, fmt.Sprintf("/api/runs/%d", first.ID), &run)
 
 	tool := artifactOf(t, run, "make", "/tool")
-	status, headers, body := download(t, boss, artifactURL(run.ID, tool))
+	status, headers, body := download(t, boss, bettertest.ArtifactPath(run.ID, tool.ID))
 	if status != 200 || headers != "application/octet-stream; attachment; filename=tool; 4" || string(body) != "tool" {
 		t.Fatalf("the file artifact: %d %s %q", status, headers, body)
 	}
-	status, headers, body = download(t, boss, artifactURL(run.ID, artifactOf(t, run, "make", "/out")))
+	status, headers, body = download(t, boss, bettertest.ArtifactPath(run.ID, artifactOf(t, run, "make", "/out").ID))
 	if status != 200 || headers != "application/x-tar; attachment; filename=out.tar; " {
 		t.Fatalf("the directory artifact: %d %s %s", status, headers, body)
 	}
@@ -123,7 +119,7 @@ func TestArtifactsDownloadThroughTheBoss(t *testing.T) {
 		t.Fatalf("the directory's tar:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// A failed test's kept artifacts, like a build's outputs.
-	status, _, body = download(t, boss, artifactURL(run.ID, artifactOf(t, run, "check", "/coverage")))
+	status, _, body = download(t, boss, bettertest.ArtifactPath(run.ID, artifactOf(t, run, "check", "/coverage").ID))
 	if got := entries(t, body); status != 200 || !reflect.DeepEqual(got, []string{`coverage/ 5 755 "" `, `coverage/index.html 0 644 "42%\n" `}) {
 		t.Fatalf("the test's coverage: %d %q", status, got)
 	}
@@ -166,7 +162,7 @@ func TestArtifactsDownloadThroughTheBoss(t *testing.T) {
 		t.Fatalf("upload: %v %+v", err, resp)
 	}
 	resp.Body.Close()
-	status, _, body = download(t, boss, artifactURL(run.ID, tool))
+	status, _, body = download(t, boss, bettertest.ArtifactPath(run.ID, tool.ID))
 	if want := fmt.Sprintf(`{"error":"worker w0 no longer has /tool of task make of run #%d (it makes room for newer artifacts within its --cache-size): run the pipeline again to make it anew"}`, run.ID); status != 410 || strings.TrimSpace(string(body)) != want {
 		t.Fatalf("an evicted artifact: %d %s", status, body)
 	}
@@ -174,7 +170,7 @@ func TestArtifactsDownloadThroughTheBoss(t *testing.T) {
 	if err := worker.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	status, _, body = download(t, boss, artifactURL(run.ID, tool))
+	status, _, body = download(t, boss, bettertest.ArtifactPath(run.ID, tool.ID))
 	addr := strings.TrimPrefix(worker.URL, "http://")
 	if want := fmt.Sprintf(`{"error":"/tool of task make of run #%d is kept by worker w0, which cannot be reached (dial tcp %s: connect: connection refused): start it again, or run the pipeline again to make it anew"}`, run.ID, addr); status != 502 || strings.TrimSpace(string(body)) != want {
 		t.Fatalf("a worker that is gone: %d %s", status, body)

@@ -111,7 +111,8 @@
       send(msg);
       return;
     }
-    const a = e.target.closest("a[href^='/']");
+    // A download (an artifact) is the browser's to fetch, not a page of the UI.
+    const a = e.target.closest("a[href^='/']:not([download])");
     if (a && !a.getAttribute("href").endsWith("/raw") && send({ nav: a.getAttribute("href") })) e.preventDefault();
   });
   window.addEventListener("popstate", () => send({ back: location.pathname }));
