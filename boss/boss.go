@@ -186,6 +186,10 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func newBoss(cfg Config) (_ *Boss, err error) {
+	// Absolute: the sandbox mounts paths under it, from another directory.
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
 	b := &Boss{cfg: cfg, log: cfg.Logger, active: map[int64]*activeRun{}, ended: map[int64]*activeRun{}, secretNames: map[string][]string{}}
 	if len(cfg.Pipedefs) == 0 && len(cfg.Repos) == 0 {
 		return nil, errors.New("no pipelines: pass --pipedef PATH (a Python pipedef) or --repo NAME=GIT_URL,pipedef=PATH, once per pipeline")
