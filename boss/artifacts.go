@@ -36,6 +36,15 @@ func (b *Boss) builtBy(id string) int64 {
 	return run
 }
 
+// keptBy is the attempt whose artifact a test reports now: the one after
+// those that ended (0 for a build).
+func keptBy(t *bettertest.Task) int {
+	if t.Kind != "test" {
+		return 0
+	}
+	return t.Attempts + 1
+}
+
 // handleArtifact streams an artifact of a run from the worker that ran it:
 // a file as itself, a directory as a tar of it named after it. Nothing is
 // held in memory but a copy buffer.

@@ -118,8 +118,12 @@ func TestArtifactsDownloadThroughTheBoss(t *testing.T) {
 	if got := entries(t, body); !reflect.DeepEqual(got, want) {
 		t.Fatalf("the directory's tar:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	// A failed test's kept artifacts, like a build's outputs.
-	status, _, body = download(t, boss, bettertest.ArtifactPath(run.ID, artifactOf(t, run, "check", "/coverage").ID))
+	// A failed test's kept artifacts, like a build's outputs, with the attempt that kept them.
+	coverage := artifactOf(t, run, "check", "/coverage")
+	if coverage.Attempt != 1 || tool.Attempt != 0 {
+		t.Fatalf("the attempts that kept the artifacts: %+v %+v", coverage, tool)
+	}
+	status, _, body = download(t, boss, bettertest.ArtifactPath(run.ID, coverage.ID))
 	if got := entries(t, body); status != 200 || !reflect.DeepEqual(got, []string{`coverage/ 5 755 "" `, `coverage/index.html 0 644 "42%\n" `}) {
 		t.Fatalf("the test's coverage: %d %q", status, got)
 	}

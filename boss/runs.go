@@ -892,7 +892,7 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 		case "task_cached":
 			task.Cached = true
 		case "task_artifact":
-			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size})
+			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size, Attempt: keptBy(task)})
 			if task.Cached && task.BuiltBy == 0 {
 				task.BuiltBy = b.builtBy(ev.ID)
 			}

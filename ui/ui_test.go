@@ -99,6 +99,10 @@ func fixtureFlakyRun() *bettertest.Run {
 	r := fixtureRun()
 	unit := &r.Stages[1].Tasks[0]
 	unit.Attempts, unit.Flaky, unit.Quarantined = 2, true, true
+	unit.Artifacts = []bettertest.ArtifactEvent{ // each attempt's coverage
+		{Path: "/coverage", ID: "sha256:1111111111111111111111111111111111111111111111111111111111111111", Size: 4096, Attempt: 1},
+		{Path: "/coverage", ID: "sha256:2222222222222222222222222222222222222222222222222222222222222222", Size: 4608, Attempt: 2},
+	}
 	return r
 }
 

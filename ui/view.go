@@ -496,7 +496,7 @@ func (v *Views) taskPage(m Model) []Region {
 	if t.Error != "" {
 		b.WriteString(`<p class="error">` + esc(t.Error) + "</p>")
 	}
-	b.WriteString(artifacts(r.ID, t.Artifacts))
+	b.WriteString(artifacts(r.ID, t))
 	more := ""
 	if m.Log.Start > 0 {
 		more = fmt.Sprintf(`%d earlier lines are not shown. <button data-action="more">Show %d more</button>`, m.Log.Start, min(MoreLines, m.Log.Start))
@@ -523,16 +523,20 @@ func builtBy(run int64) string {
 }
 
 // artifacts lists a task's artifacts, each a download from the boss ("" when
-// it has none).
-func artifacts(runID int64, arts []bettertest.ArtifactEvent) string {
-	if len(arts) == 0 {
+// it has none); a retried test's say which attempt kept them.
+func artifacts(runID int64, t bettertest.Task) string {
+	if len(t.Artifacts) == 0 {
 		return ""
 	}
 	var b strings.Builder
 	b.WriteString(`<h2>Artifacts</h2><ul class="artifacts">`)
-	for _, a := range arts {
-		fmt.Fprintf(&b, `<li><a href="%s" download><code>%s</code></a> <span class="size">%s</span> <code class="id" title="%s">%s</code></li>`,
+	for _, a := range t.Artifacts {
+		fmt.Fprintf(&b, `<li><a href="%s" download><code>%s</code></a> <span class="size">%s</span> <code class="id" title="%s">%s</code>`,
 			esc(bettertest.ArtifactPath(runID, a.ID)), esc(a.Path), size(a.Size), esc(a.ID), esc(a.ID[:min(len(a.ID), 19)]))
+		if a.Attempt > 0 && max(t.Attempts, a.Attempt) > 1 {
+			fmt.Fprintf(&b, ` <span class="attempt">attempt %d</span>`, a.Attempt)
+		}
+		b.WriteString("</li>")
 	}
 	b.WriteString("</ul>")
 	return b.String()
