@@ -153,13 +153,14 @@ func serveArchive(w http.ResponseWriter, in io.Reader, artifactPath string) erro
 	if top != "artifact" {
 		return fmt.Errorf("the artifact's archive begins with %q, not its artifact entry", hdr.Name)
 	}
+	buf := make([]byte, 1<<20) // fewer, larger reads and writes than io.Copy's 32 KiB: a faster download
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
 	if hdr.Typeflag == tar.TypeReg {
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Length", strconv.FormatInt(hdr.Size, 10))
 		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
-		_, err := io.Copy(w, tr)
+		_, err := io.CopyBuffer(w, tr, buf)
 		return err
 	}
 	h.Set("Content-Type", "application/x-tar")
@@ -173,7 +174,7 @@ func serveArchive(w http.ResponseWriter, in io.Reader, artifactPath string) erro
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
-		if _, err := io.Copy(tw, tr); err != nil {
+		if _, err := io.CopyBuffer(tw, tr, buf); err != nil {
 			return err
 		}
 	}
