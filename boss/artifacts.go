@@ -26,23 +26,23 @@ import (
 
 var artifactHex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// builtBy is the run that first made the artifact id, for a build answered
-// from the cache; 0 when the history does not know it.
-func (b *Boss) builtBy(id string) int64 {
-	run, err := b.store.builtBy(context.Background(), id)
-	if err != nil {
-		b.log.Warn("history", "err", err)
+// addArtifact adds the artifact a task_artifact event reports to its task:
+// a test's with the attempt that kept it, the one after those that ended;
+// and a build answered from the cache learns which run built it (the run
+// that first made its first artifact, 0 when the history does not know it).
+func (b *Boss) addArtifact(task *bettertest.Task, ev report) {
+	a := bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size}
+	if task.Kind == "test" {
+		a.Attempt = task.Attempts + 1
 	}
-	return run
-}
-
-// keptBy is the attempt whose artifact a test reports now: the one after
-// those that ended (0 for a build).
-func keptBy(t *bettertest.Task) int {
-	if t.Kind != "test" {
-		return 0
+	task.Artifacts = append(task.Artifacts, a)
+	if task.Cached && task.BuiltBy == 0 {
+		run, err := b.store.builtBy(context.Background(), ev.ID)
+		if err != nil {
+			b.log.Warn("history", "err", err)
+		}
+		task.BuiltBy = run
 	}
-	return t.Attempts + 1
 }
 
 // handleArtifact streams an artifact of a run from the worker that ran it:

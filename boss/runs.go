@@ -892,10 +892,7 @@ func (b *Boss) applyLocked(r *activeRun, ev report) {
 		case "task_cached":
 			task.Cached = true
 		case "task_artifact":
-			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size, Attempt: keptBy(task)})
-			if task.Cached && task.BuiltBy == 0 {
-				task.BuiltBy = b.builtBy(ev.ID)
-			}
+			b.addArtifact(task, ev)
 		case "task_end":
 			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, string(ev.Cached) == "true", t
 			task.Attempts, task.Flaky, task.Quarantined = max(task.Attempts, ev.Attempts), ev.Flaky, string(ev.Quarantined) == "true"
