@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -178,5 +179,50 @@ func TestArtifactsDownloadThroughTheBoss(t *testing.T) {
 	addr := strings.TrimPrefix(worker.URL, "http://")
 	if want := fmt.Sprintf(`{"error":"/tool of task make of run #%d is kept by worker w0, which cannot be reached (dial tcp %s: connect: connection refused): start it again, or run the pipeline again to make it anew"}`, run.ID, addr); status != 502 || strings.TrimSpace(string(body)) != want {
 		t.Fatalf("a worker that is gone: %d %s", status, body)
+	}
+}
+
+// A worker and a boss started with relative --data-dir paths, as a user
+// types them, run a build whose output mounts into a test: the sandbox's
+// mounts and Docker's need absolute paths, which they make of them.
+func TestRelativeDataDirs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	token := wt.NewTokenFile(t, dir)
+	wcmd := exec.Command(bin, "worker", "--listen", "127.0.0.1:0", "--token-file", "token", "--data-dir", "worker-data")
+	wcmd.Dir = dir
+	worker, addr := wt.StartProcess(t, "worker", wcmd)
+	t.Cleanup(func() {
+		if err := worker.Stop(); err != nil {
+			t.Errorf("the worker did not stop cleanly: %v\n%s", err, worker.Stderr())
+		}
+	})
+	code := `import bettertest as bt
+p = bt.pipeline("rel")
+with p.stage("build") as s:
+    app = s.build("make", image="bettertest/base:bookworm", command="mkdir /out && echo built > /out/x", outputs=["/out"])
+with p.stage("test") as s:
+    s.test("use", image="bettertest/base:bookworm", command="cat /app/out/x", inputs={"/app": app})
+`
+	bcmd := exec.Command(bin, "boss", "--listen", "127.0.0.1:0", "--data-dir", "boss-data", "--workers-dir", "workers",
+		"--worker", "w0=http://"+addr, "--worker-token-file", "w0="+token, "--pipedef", pipedef(t, dir, "rel", code))
+	bcmd.Dir = dir
+	p, baddr := wt.StartProcess(t, "boss", bcmd)
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("the boss did not stop cleanly: %v\n%s", err, p.Stderr())
+		}
+	})
+	boss := &wt.Boss{URL: "http://" + baddr, Process: p}
+	w := watch(t, boss, "/api/events")
+	r := trigger(t, boss, "rel")
+	w.until(t, "the run to end", func() bool { return w.status(r.ID) == "passed" || w.status(r.ID) == "failed" })
+	var run bettertest.Run
+	boss.JSON(t, fmt.Sprintf("/api/runs/%d", r.ID), &run)
+	if run.Status != "passed" {
+		t.Fatalf("the run %s: %s %+v; the pipedef said %q", run.Status, run.Error, run.Stages, logText(t, boss, fmt.Sprintf("/api/runs/%d/log", r.ID)))
+	}
+	if got := logText(t, boss, fmt.Sprintf("/api/runs/%d/tasks/use/log", r.ID)); got != "built\n" {
+		t.Fatalf("the test said %q", got)
 	}
 }
