@@ -159,12 +159,12 @@ func serveArchive(w http.ResponseWriter, in io.Reader, artifactPath string) erro
 	if hdr.Typeflag == tar.TypeReg {
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Length", strconv.FormatInt(hdr.Size, 10))
-		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
+		h.Set("Content-Disposition", attachment(name))
 		_, err := io.CopyBuffer(w, tr, buf)
 		return err
 	}
 	h.Set("Content-Type", "application/x-tar")
-	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name + ".tar"}))
+	h.Set("Content-Disposition", attachment(name+".tar"))
 	tw := tar.NewWriter(w)
 	for ; err == nil; hdr, err = tr.Next() {
 		hdr.Name = rename(hdr.Name, name)
@@ -182,6 +182,16 @@ func serveArchive(w http.ResponseWriter, in io.Reader, artifactPath string) erro
 		return fmt.Errorf("read the artifact's archive: %w", err)
 	}
 	return tw.Close()
+}
+
+// attachment is a Content-Disposition that saves the answer as a file named
+// name (encoded as RFC 2231 says when it is not plain ASCII); never shown
+// in the browser, whatever the name.
+func attachment(name string) string {
+	if d := mime.FormatMediaType("attachment", map[string]string{"filename": name}); d != "" {
+		return d
+	}
+	return "attachment"
 }
 
 // rename puts an archive's entry under top instead of "artifact".
