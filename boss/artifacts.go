@@ -75,7 +75,16 @@ func (b *Boss) handleArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
-	if err := serveArchive(w, resp.Body, art.Path); err != nil {
+	tr := tar.NewReader(resp.Body)
+	hdr, err := tr.Next()
+	if err == nil && strings.TrimSuffix(hdr.Name, "/") != "artifact" {
+		err = fmt.Errorf("it begins with %q, not the artifact's entry", hdr.Name)
+	}
+	if err != nil {
+		b.api().Error(w, r, httpapi.Errorf(httpapi.BadGateway, "worker %s sent %s as no artifact's archive (%v): run the pipeline again to make it anew", run.Worker, what, err))
+		return
+	}
+	if err := serveArchive(w, tr, hdr, art.Path); err != nil {
 		// The answer has begun: only a broken connection can tell the
 		// client that what it got is not whole.
 		b.log.Warn("artifact download cut short", "run", id, "artifact", art.ID, "err", err)
@@ -139,20 +148,11 @@ func (b *Boss) fetchArtifact(ctx context.Context, name, hex, what string) (*http
 	return nil, httpapi.Errorf(httpapi.BadGateway, "worker %s answered HTTP %d for %s: %s", name, resp.StatusCode, what, apiErr.Error)
 }
 
-// serveArchive answers with an artifact's archive, read from in: its one
-// top-level entry "artifact" is a file, sent as itself, or a directory,
+// serveArchive answers with an artifact's archive, read from tr, whose
+// first entry hdr is "artifact": a file, sent as itself, or a directory,
 // sent as a tar whose top-level directory is named as the artifact's path.
-func serveArchive(w http.ResponseWriter, in io.Reader, artifactPath string) error {
+func serveArchive(w http.ResponseWriter, tr *tar.Reader, hdr *tar.Header, artifactPath string) error {
 	name := path.Base(artifactPath)
-	tr := tar.NewReader(in)
-	hdr, err := tr.Next()
-	if err != nil {
-		return fmt.Errorf("read the artifact's archive: %w", err)
-	}
-	top := strings.TrimSuffix(hdr.Name, "/")
-	if top != "artifact" {
-		return fmt.Errorf("the artifact's archive begins with %q, not its artifact entry", hdr.Name)
-	}
 	buf := make([]byte, 1<<20) // fewer, larger reads and writes than io.Copy's 32 KiB: a faster download
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -166,6 +166,7 @@ func serveArchive(w http.ResponseWriter, in io.Reader, artifactPath string) erro
 	h.Set("Content-Type", "application/x-tar")
 	h.Set("Content-Disposition", attachment(name+".tar"))
 	tw := tar.NewWriter(w)
+	var err error
 	for ; err == nil; hdr, err = tr.Next() {
 		hdr.Name = rename(hdr.Name, name)
 		if hdr.Typeflag == tar.TypeLink {
