@@ -16,7 +16,8 @@ import (
 
 // In Chromium, a build's task page lists its artifacts; a click on one
 // downloads it (a directory as a tar named after it) and leaves the page as
-// it was; the next run's cached build links to the run that built it.
+// it was; the next run's cached build links to the run that built it; once
+// the worker is gone, a click says so.
 func TestBrowserDownloadsAnArtifact(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -90,4 +91,15 @@ func TestBrowserDownloadsAnArtifact(t *testing.T) {
 	tab.screenshot("task-cached")
 	tab.click(`#log-more a`)
 	tab.waitFor("run 1's page", `location.pathname === "/runs/1"`)
+
+	// A worker that is gone: the click shows why the download cannot be, and what to do.
+	if err := worker.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	tab.open("/runs/1/tasks/make")
+	tab.click(`.artifacts li:nth-child(2) a`)
+	tab.waitFor("the error", `location.pathname.startsWith("/api/")`)
+	tab.equal(`JSON.parse(document.body.innerText).error`, "/tool of task make of run #1 is kept by worker w0, which cannot be reached (dial tcp "+
+		strings.TrimPrefix(worker.URL, "http://")+": connect: connection refused): start it again, or run the pipeline again to make it anew")
+	tab.screenshot("artifact-gone")
 }

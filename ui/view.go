@@ -531,7 +531,7 @@ func artifacts(runID int64, t bettertest.Task) string {
 	var b strings.Builder
 	b.WriteString(`<h2>Artifacts</h2><ul class="artifacts">`)
 	for _, a := range t.Artifacts {
-		fmt.Fprintf(&b, `<li><a href="%s" download><code>%s</code></a> <span class="size">%s</span> <code class="id" title="%s">%s</code>`,
+		fmt.Fprintf(&b, `<li><a href="%s"><code>%s</code></a> <span class="size">%s</span> <code class="id" title="%s">%s</code>`,
 			esc(bettertest.ArtifactPath(runID, a.ID)), esc(a.Path), size(a.Size), esc(a.ID), esc(a.ID[:min(len(a.ID), 19)]))
 		if a.Attempt > 0 && max(t.Attempts, a.Attempt) > 1 {
 			fmt.Fprintf(&b, ` <span class="attempt">attempt %d</span>`, a.Attempt)
