@@ -1,5 +1,10 @@
 package bettertest
 
+import (
+	"strconv"
+	"strings"
+)
+
 // The boss's HTTP API. Times are milliseconds since the Unix epoch, 0 when
 // the moment has not come yet.
 
@@ -61,6 +66,9 @@ type Task struct {
 	StartedMS  int64           `json:"started_ms"`
 	FinishedMS int64           `json:"finished_ms"`
 	Artifacts  []ArtifactEvent `json:"artifacts"`
+	// BuiltBy is, for a build answered from the cache, the run that built
+	// its outputs, when the boss knows it (0: it does not).
+	BuiltBy int64 `json:"built_by,omitempty"`
 	// A test's attempts: 1, more when it was retried, 0 while it runs.
 	Attempts int `json:"attempts"`
 	// Flaky: an attempt failed and a later one passed, on the same commit.
@@ -212,4 +220,10 @@ type TriggerRequest struct {
 type WorkerRecord struct {
 	Name string `json:"name"`
 	URL  string `json:"url"`
+}
+
+// ArtifactPath is where the boss serves an artifact of a run (GET): id is
+// "sha256:HEX", as a task's artifacts name it.
+func ArtifactPath(runID int64, id string) string {
+	return "/api/runs/" + strconv.FormatInt(runID, 10) + "/artifacts/" + strings.TrimPrefix(id, "sha256:")
 }

@@ -115,6 +115,9 @@ type ArtifactEvent struct {
 	Path string `json:"path"` // the container path it was packed from
 	ID   string `json:"id"`   // "sha256:HEX"
 	Size int64  `json:"size"` // bytes of the archive
+	// Attempt is, in the boss's tasks, the attempt of a test that kept it
+	// (artifacts=); never set by a worker.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // UncachedEvent says a build runs because its key is not in the cache.

@@ -72,6 +72,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Absolute: Docker mounts the artifacts' trees from under it.
+	cfg.DataDir, _ = filepath.Abs(cfg.DataDir) // WorkerIdentity made it absolute already
 	store, unlock, err := openStore(cfg.DataDir, cfg.CacheSize, cfg.Logger)
 	if err != nil {
 		return err
@@ -92,8 +94,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	stopping, stopRuns := context.WithCancel(context.Background())
 	defer stopRuns()
-	absDataDir, _ := filepath.Abs(cfg.DataDir) // WorkerIdentity made it absolute already
-	netName, err := runNetwork(ctx, docker, owner, absDataDir)
+	netName, err := runNetwork(ctx, docker, owner, cfg.DataDir)
 	if err != nil {
 		return err
 	}

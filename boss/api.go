@@ -48,6 +48,7 @@ func (b *Boss) routes() http.Handler {
 		r.Get("/runs/{id}/tasks/{task}/log", b.handleLog)
 		r.Get("/runs/{id}/log", b.handleLog) // the pipedef's own output: stray prints, stderr
 		r.Get("/runs/{id}/tests", b.handleTests)
+		r.Get("/runs/{id}/artifacts/{sha256}", b.handleArtifact)
 		r.Get("/flaky", b.handleFlaky)
 		r.Post("/quarantine", b.handleQuarantine)
 		r.Get("/workers", b.handleWorkers)

@@ -67,6 +67,7 @@ var routes = []route{
 	{"GET", "/api/runs/1/tasks/t/log", ""},
 	{"GET", "/api/runs/1/log", ""},
 	{"GET", "/api/runs/1/tests", ""},
+	{"GET", "/api/runs/1/artifacts/" + strings.Repeat("0", 64), ""},
 	{"GET", "/api/flaky", ""},
 	{"POST", "/api/quarantine", `{"pipeline":"noop","test":"t","quarantined":true}`},
 	{"GET", "/api/workers", ""},

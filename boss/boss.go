@@ -183,6 +183,10 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func newBoss(cfg Config) (_ *Boss, err error) {
+	// Absolute: the sandbox mounts paths under it, from another directory.
+	if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
 	b := &Boss{cfg: cfg, log: cfg.Logger, secretNames: map[string][]string{}}
 	b.eng = newEngine(b)
 	go b.eng.run()

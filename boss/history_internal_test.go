@@ -81,6 +81,11 @@ func TestAnOlderHistoryOpens(t *testing.T) {
 				t.Errorf("%s:\n got %s\nwant %s", name, got.Bytes(), want)
 			}
 		}
+		// The runs that made its artifacts are found, though it kept no list of them.
+		const out = "sha256:241de8cd272ae53dba48fbd87d20a3ad4f28b62dbaa95c238a5d80119ebdd89a"
+		if run, err := s.builtBy(ctx, out); run != 1 || err != nil {
+			t.Errorf("the run that made %s: %d %v, want 1", out, run, err)
+		}
 		if err := s.close(); err != nil {
 			t.Fatal(err)
 		}

@@ -565,6 +565,9 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 				}
 			} else {
 				flush()
+				if ev.Event == "task_artifact" {
+					ev.builtBy = b.builtBy(ev.ID)
+				}
 				b.post(func(e *engine) { e.apply(r, ev) })
 			}
 		}
@@ -785,6 +788,8 @@ type report struct {
 	Attempts    int             `json:"attempts"`
 	Flaky       bool            `json:"flaky"`
 	Quarantined json.RawMessage `json:"quarantined"` // a flag in task_end, a count in pipeline_end
+
+	builtBy int64 // task_artifact: the run that first made it, from the history
 }
 
 // maxCaseOutput is how much of a test case's output the history keeps: its end.
@@ -906,7 +911,7 @@ func (e *engine) apply(r *activeRun, ev report) {
 		case "task_cached":
 			task.Cached = true
 		case "task_artifact":
-			task.Artifacts = append(task.Artifacts, bettertest.ArtifactEvent{Path: ev.Path, ID: ev.ID, Size: ev.Size})
+			e.addArtifact(task, ev)
 		case "task_end":
 			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, string(ev.Cached) == "true", t
 			task.Attempts, task.Flaky, task.Quarantined = max(task.Attempts, ev.Attempts), ev.Flaky, string(ev.Quarantined) == "true"

@@ -108,6 +108,12 @@ CREATE TABLE IF NOT EXISTS quarantine (
 	since_ms INTEGER NOT NULL,
 	PRIMARY KEY (pipeline, test)
 );
+-- The run whose task first made each artifact (by its id, sha256:HEX):
+-- a cached build's page links to the run that built its outputs.
+CREATE TABLE IF NOT EXISTS artifact_runs (
+	id     TEXT PRIMARY KEY,
+	run_id INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
 	key   TEXT PRIMARY KEY,
 	value TEXT NOT NULL
@@ -146,7 +152,11 @@ func openStore(dataDir string) (*store, []int64, error) {
 		db.Close()
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := addColumns(db, "tasks", "INTEGER NOT NULL DEFAULT 0", "attempts", "flaky", "quarantined"); err != nil {
+	if err := addColumns(db, "tasks", "INTEGER NOT NULL DEFAULT 0", "attempts", "flaky", "quarantined", "built_by"); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := fillArtifactRuns(db); err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -305,17 +315,61 @@ func (s *store) saveTask(tx *sql.Tx, runID int64, idx int, t bettertest.Task) er
 		return err
 	}
 	_, err = tx.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
-			attempts, flaky, quarantined)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			attempts, flaky, quarantined, built_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code, cached = excluded.cached,
 			reason = excluded.reason, error = excluded.error, finished_ms = excluded.finished_ms, artifacts = excluded.artifacts,
-			attempts = excluded.attempts, flaky = excluded.flaky, quarantined = excluded.quarantined`,
+			attempts = excluded.attempts, flaky = excluded.flaky, quarantined = excluded.quarantined, built_by = excluded.built_by`,
 		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts),
-		t.Attempts, t.Flaky, t.Quarantined)
+		t.Attempts, t.Flaky, t.Quarantined, t.BuiltBy)
 	if err != nil {
 		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, err)
 	}
+	if t.Cached {
+		return nil // its artifacts were made by an earlier run
+	}
+	for _, a := range t.Artifacts {
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO artifact_runs (id, run_id) VALUES (?, ?)`, a.ID, runID); err != nil {
+			return fmt.Errorf("record the artifacts of task %s of run %d: %w", t.Name, runID, err)
+		}
+	}
 	return nil
+}
+
+// fillArtifactRuns fills artifact_runs, once, from the tasks of a history
+// that an earlier boss, which kept no such table, left.
+func fillArtifactRuns(db *sql.DB) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var done int
+	if err := tx.QueryRow(`SELECT count(*) FROM meta WHERE key = 'artifact_runs'`).Scan(&done); err != nil || done > 0 {
+		return err
+	}
+	if _, err := tx.Exec(`INSERT OR IGNORE INTO artifact_runs (id, run_id)
+		SELECT json_extract(a.value, '$.id'), t.run_id FROM tasks t, json_each(t.artifacts) a
+		WHERE t.cached = 0 AND json_extract(a.value, '$.id') IS NOT NULL ORDER BY t.run_id, t.idx`); err != nil {
+		return fmt.Errorf("list the runs that made the artifacts: %w", err)
+	}
+	if _, err := tx.Exec(`INSERT INTO meta (key, value) VALUES ('artifact_runs', 'filled')`); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// builtBy is the run that first made the artifact id, 0 when none did.
+func (s *store) builtBy(ctx context.Context, id string) (int64, error) {
+	var run int64
+	err := s.rdb.QueryRowContext(ctx, `SELECT run_id FROM artifact_runs WHERE id = ?`, id).Scan(&run)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("find the run that made artifact %s: %w", id, err)
+	}
+	return run, nil
 }
 
 // saveWhole writes a run with its stages and tasks.
@@ -446,7 +500,7 @@ func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
 		return r, err
 	}
 	trows, err := s.rdb.QueryContext(ctx, `SELECT stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
-		attempts, flaky, quarantined FROM tasks WHERE run_id = ? ORDER BY idx`, id)
+		attempts, flaky, quarantined, built_by FROM tasks WHERE run_id = ? ORDER BY idx`, id)
 	if err != nil {
 		return r, err
 	}
@@ -456,7 +510,7 @@ func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
 		var code sql.NullInt64
 		var artifacts string
 		if err := trows.Scan(&t.Stage, &t.Name, &t.Kind, &t.Status, &code, &t.Cached, &t.Reason, &t.Error, &t.StartedMS, &t.FinishedMS, &artifacts,
-			&t.Attempts, &t.Flaky, &t.Quarantined); err != nil {
+			&t.Attempts, &t.Flaky, &t.Quarantined, &t.BuiltBy); err != nil {
 			return r, err
 		}
 		if code.Valid {

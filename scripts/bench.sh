@@ -133,6 +133,9 @@ gobench ./boss BenchmarkRunHistory 'history_bench_test' -benchtime 1x
 step "26. the UI's task page with 10,000 test cases: a live tests event to the DOM in Chromium against /api/events, and the server's GET against GET /api/workers (targets p99 < 50 ms)"
 gobench ./boss BenchmarkUITaskPage10kCases 'ui_cases_bench_test' -benchtime 1x
 
+step "27. an artifact of 500 MiB, a file and a directory, downloaded through the boss against straight from the worker (targets >= 0.5x, the boss's RSS growth < 32 MiB)"
+gobench ./boss BenchmarkArtifactDownload 'artifacts_bench_test' -benchtime 1x
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

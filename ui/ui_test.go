@@ -26,11 +26,16 @@ func fixtureRun() *bettertest.Run {
 		CreatedMS: t0, StartedMS: t0 + 100, FinishedMS: t0 + 3350, ExitCode: code(1), Error: "the pipedef exited with status 1: see its output",
 		Stages: []bettertest.Stage{
 			{Name: "build", Status: "passed", StartedMS: t0 + 200, FinishedMS: t0 + 1200, Tasks: []bettertest.Task{
-				{Stage: "build", Name: "compile", Kind: "build", Status: "passed", ExitCode: nil, Cached: true, StartedMS: t0 + 200, FinishedMS: t0 + 210},
+				{Stage: "build", Name: "compile", Kind: "build", Status: "passed", ExitCode: nil, Cached: true, StartedMS: t0 + 200, FinishedMS: t0 + 210,
+					BuiltBy: 5, Artifacts: []bettertest.ArtifactEvent{
+						{Path: "/out", ID: "sha256:241de8cd272ae53dba48fbd87d20a3ad4f28b62dbaa95c238a5d80119ebdd89a", Size: 18432},
+						{Path: "/usr/bin/tool", ID: "sha256:0d6c1e0f8e3b5a0f6e6a2d1f4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a291", Size: 3_400_000},
+					}},
 			}},
 			{Name: "test", Status: "failed", StartedMS: t0 + 1200, FinishedMS: t0 + 3300, Tasks: []bettertest.Task{
 				{Stage: "test", Name: "unit", Kind: "test", Status: "passed", ExitCode: code(0), StartedMS: t0 + 1200, FinishedMS: t0 + 2450},
-				{Stage: "test", Name: "lint <src>", Kind: "test", Status: "failed", ExitCode: code(2), StartedMS: t0 + 1200, FinishedMS: t0 + 3300},
+				{Stage: "test", Name: "lint <src>", Kind: "test", Status: "failed", ExitCode: code(2), StartedMS: t0 + 1200, FinishedMS: t0 + 3300,
+					Artifacts: []bettertest.ArtifactEvent{{Path: `/reports/"lint" <all>.html`, ID: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Size: 512}}},
 			}},
 			{Name: "deploy", Status: "skipped", Tasks: []bettertest.Task{{Stage: "deploy", Name: "ship", Kind: "test", Status: "skipped"}}},
 		}}
@@ -94,6 +99,10 @@ func fixtureFlakyRun() *bettertest.Run {
 	r := fixtureRun()
 	unit := &r.Stages[1].Tasks[0]
 	unit.Attempts, unit.Flaky, unit.Quarantined = 2, true, true
+	unit.Artifacts = []bettertest.ArtifactEvent{ // each attempt's coverage
+		{Path: "/coverage", ID: "sha256:1111111111111111111111111111111111111111111111111111111111111111", Size: 4096, Attempt: 1},
+		{Path: "/coverage", ID: "sha256:2222222222222222222222222222222222222222222222222222222222222222", Size: 4608, Attempt: 2},
+	}
 	return r
 }
 
@@ -125,6 +134,14 @@ func fixtureAwaiting() Model {
 	m.Run = &bettertest.Run{ID: 9, Pipeline: "hello", Status: bettertest.StatusAwaitingApproval, Trigger: "pull_request",
 		Commit: "3333333ccccccccccccccccccccccccccccccccc", Ref: "refs/pull/4/head", Author: "mallory", CreatedMS: t0, Stages: []bettertest.Stage{}}
 	m.Selected = 0
+	return m
+}
+
+// fixtureCached is the task page of a build answered from the cache, which
+// run #5 built.
+func fixtureCached() Model {
+	m := fixture(PageTask)
+	m.Path, m.Task, m.Log = "/runs/7/tasks/compile", "compile", NewLog(nil)
 	return m
 }
 
@@ -176,6 +193,7 @@ func TestViewPages(t *testing.T) {
 		"run-flaky.html":      flakyRun,
 		"task-tests.html":     fixtureTaskTests(),
 		"run-awaiting.html":   fixtureAwaiting(),
+		"task-cached.html":    fixtureCached(),
 	} {
 		golden(t, name, View(m).HTML())
 	}

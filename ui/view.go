@@ -457,7 +457,18 @@ func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row, known int) str
 		b.WriteString(` <span class="dur">` + d + "</span>")
 	}
 	if t.Cached {
-		b.WriteString(` <span class="cached" title="answered from the worker's build cache">cached</span>`)
+		title := "answered from the worker's build cache"
+		if t.BuiltBy != 0 {
+			title += fmt.Sprintf(", built by run #%d", t.BuiltBy)
+		}
+		b.WriteString(` <span class="cached" title="` + title + `">cached</span>`)
+	}
+	if len(t.Artifacts) > 0 {
+		paths := make([]string, len(t.Artifacts))
+		for i, a := range t.Artifacts {
+			paths[i] = a.Path
+		}
+		b.WriteString(` <span class="arts" title="` + esc(strings.Join(paths, ", ")) + `">` + plural(len(t.Artifacts), "artifact") + "</span>")
 	}
 	var marks []string
 	if t.Flaky {
@@ -538,7 +549,7 @@ func (v *Views) taskPage(m Model) []Region {
 		meta = append(meta, quarantinedMark("it failed only in quarantined tests, so the run did not fail"))
 	}
 	if t.Cached {
-		meta = append(meta, "cached")
+		meta = append(meta, "cached"+builtBy(t.BuiltBy))
 	} else if t.Reason != "" {
 		meta = append(meta, "not cached: "+esc(t.Reason))
 	}
@@ -546,9 +557,15 @@ func (v *Views) taskPage(m Model) []Region {
 	if t.Error != "" {
 		b.WriteString(`<p class="error">` + esc(t.Error) + "</p>")
 	}
+	b.WriteString(artifacts(r.ID, t))
 	more := ""
 	if m.Log.Start > 0 {
 		more = fmt.Sprintf(`%d earlier lines are not shown. <button data-action="more">Show %d more</button>`, m.Log.Dropped+m.Log.Start, min(MoreLines, m.Log.Start))
+	} else if t.Cached && m.Log.Chunks == 0 {
+		more = "Answered from the worker's build cache: nothing ran, so there is no output here."
+		if t.BuiltBy != 0 {
+			more += fmt.Sprintf(` <a href="%s">Run #%d</a> built it: its page has the build's output.`, runPath(t.BuiltBy), t.BuiltBy)
+		}
 	}
 	if m.Log.Dropped > 0 {
 		if more != "" {
@@ -562,6 +579,46 @@ func (v *Views) taskPage(m Model) []Region {
 		{ID: "log-more", Tag: "p", Inner: more},
 		{ID: "log", Tag: "pre", Attrs: ` tabindex="0"`, Inner: logText(m.Log)},
 	}
+}
+
+// builtBy says which run built a cached result, linked to it ("" when not known).
+func builtBy(run int64) string {
+	if run == 0 {
+		return ""
+	}
+	return fmt.Sprintf(`, built by <a href="%s">run #%d</a>`, runPath(run), run)
+}
+
+// artifacts lists a task's artifacts, each a download from the boss ("" when
+// it has none); a retried test's say which attempt kept them.
+func artifacts(runID int64, t bettertest.Task) string {
+	if len(t.Artifacts) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(`<h2>Artifacts</h2><ul class="artifacts">`)
+	for _, a := range t.Artifacts {
+		fmt.Fprintf(&b, `<li><a href="%s"><code>%s</code></a> <span class="size">%s</span> <code class="id" title="%s">%s</code>`,
+			esc(bettertest.ArtifactPath(runID, a.ID)), esc(a.Path), size(a.Size), esc(a.ID), esc(a.ID[:min(len(a.ID), 19)]))
+		if a.Attempt > 0 && max(t.Attempts, a.Attempt) > 1 {
+			fmt.Fprintf(&b, ` <span class="attempt">attempt %d</span>`, a.Attempt)
+		}
+		b.WriteString("</li>")
+	}
+	b.WriteString("</ul>")
+	return b.String()
+}
+
+// size is a number of bytes for people: 512 B, 18.0 KiB, 3.2 MiB.
+func size(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, unit := float64(n)/1024, 0
+	for v >= 1024 && unit < 3 {
+		v, unit = v/1024, unit+1
+	}
+	return fmt.Sprintf("%.1f %s", v, []string{"KiB", "MiB", "GiB", "TiB"}[unit])
 }
 
 // testsKey names the data of a task page's test cases.

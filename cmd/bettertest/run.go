@@ -199,6 +199,8 @@ func (c *bossClient) printTask(ctx context.Context, id int64, t bettertest.Task)
 		line += fmt.Sprintf("  %s", (time.Duration(t.FinishedMS-t.StartedMS) * time.Millisecond).Round(10*time.Millisecond))
 	}
 	switch {
+	case t.Cached && t.BuiltBy != 0:
+		line += fmt.Sprintf("  cached (built by run #%d)", t.BuiltBy)
 	case t.Cached:
 		line += "  cached"
 	case t.Reason != "":

@@ -30,6 +30,7 @@ const (
 	NotFound                         // 404: there is no such thing
 	MethodNotAllowed                 // 405
 	Conflict                         // 409: not in the state it would need to be in
+	Gone                             // 410: it was there, and is no more
 	TooLarge                         // 413: the body is larger than allowed
 	UnsupportedMediaType             // 415: the body's Content-Type is not the one expected
 	Misdirected                      // 421: the request is for a name this server does not answer to
@@ -54,6 +55,8 @@ func Status(k Kind) int {
 		return http.StatusMethodNotAllowed
 	case Conflict:
 		return http.StatusConflict
+	case Gone:
+		return http.StatusGone
 	case TooLarge:
 		return http.StatusRequestEntityTooLarge
 	case UnsupportedMediaType:

@@ -15,7 +15,7 @@ import (
 func TestStatusOfEachKind(t *testing.T) {
 	want := map[Kind]int{
 		Internal: 500, Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404,
-		MethodNotAllowed: 405, Conflict: 409, TooLarge: 413, UnsupportedMediaType: 415,
+		MethodNotAllowed: 405, Conflict: 409, Gone: 410, TooLarge: 413, UnsupportedMediaType: 415,
 		Misdirected: 421, Unprocessable: 422, BadGateway: 502, Unavailable: 503,
 		InsufficientStorage: 507,
 	}

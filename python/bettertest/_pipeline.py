@@ -221,6 +221,7 @@ class Task:
         timeout: float | None,
         *,
         results: str | None = None,
+        artifacts: Sequence[str] = (),
         retries: int = 0,
         secrets: Mapping[str, Secret] | None = None,
         user: str | None = None,
@@ -243,6 +244,7 @@ class Task:
         self._workdir = workdir
         self._timeout = timeout
         self._results = results
+        self._kept = tuple(artifacts)
         self.suite: str = suite or name
         """What its cases' ids begin with: ``suite=``, or its name. History and quarantine are by ``SUITE/CASE``."""
         self._retries = retries
@@ -459,19 +461,31 @@ class Task:
             attempt.duration = pipeline._clock() - attempt.started
         return attempt
 
+    @property
+    def artifacts(self) -> tuple[Artifact, ...]:
+        """What its last attempt kept of its ``artifacts=`` paths, in their order; a path the
+        command did not make is left out. Empty before the attempt ends."""
+        if self._result is None:
+            return ()
+        return tuple(a for path in self._kept for a in self._result.results if a.path == path)
+
     def _run_args(self, number: int) -> dict[str, Any]:
         """The arguments of ``Worker.run`` that differ between a test and a build."""
+        # The worker collects results and kept artifacts alike, whatever the exit code: both
+        # are its "results" paths, each named once.
+        collect = list(dict.fromkeys(([] if self._results is None else [self._results]) + list(self._kept)))
         # BETTERTEST_ATTEMPT is information for the command, as CI=true is: which attempt this is.
         return {
             "env": {**(self._env or {}), "BETTERTEST_ATTEMPT": str(number)},
-            "results": None if self._results is None else [self._results],
+            "results": collect or None,
         }
 
     def _read_results(self, attempt: _Attempt, result: Result, path: str) -> None:
         """Put the test cases of the attempt's results into it; results that are missing or cannot
         be read fail the attempt, unless it failed already."""
         try:
-            files = self._fetch_results(result.results[0]) if result.results else []
+            stored = [a for a in result.results if a.path == path]
+            files = self._fetch_results(stored[0]) if stored else []
             for where, data in files:
                 try:
                     attempt.cases.extend(parse_results(data))
@@ -482,7 +496,7 @@ class Task:
         else:
             if files or not result.ok:
                 return  # a command that failed need not have written its results
-            inside = " (no *.xml or *.json file in it)" if result.results else ""
+            inside = " (no *.xml or *.json file in it)" if stored else ""
             problem = (
                 f"the test made no results at {path}{inside}: "
                 "make the command write its JUnit XML or go test -json output there"
@@ -557,7 +571,7 @@ class Task:
             event.update(event="task_uncached", key=data["key"], reason=data["reason"])
         elif name == "cached":
             event.update(event="task_cached", key=data["key"])
-        elif name == "artifact":
+        elif name == "artifact" or (name == "result" and data["path"] in self._kept):
             event.update(event="task_artifact", path=data["path"], id=data["id"], size=data["size"])
         else:
             return
@@ -912,6 +926,7 @@ class Stage:
         workdir: str | None = None,
         timeout: float | None = None,
         results: str | None = None,
+        artifacts: Sequence[str] = (),
         retries: int = 0,
         suite: str | None = None,
         secrets: Mapping[str, Secret] | None = None,
@@ -944,6 +959,12 @@ class Stage:
                 the order of their paths. Each test case is reported and kept in
                 :attr:`Task.test_results`. A failed case fails the attempt, as do results that
                 cannot be read, or none at all when the command exited 0.
+            artifacts: Container paths (files or directories) to keep, e.g. ``["/coverage",
+                "/screenshots"]``. After each attempt, whatever its exit code (a failing test's
+                screenshots are the ones you want), each path the command made is stored on the
+                worker as an artifact, reported like a build's outputs and kept in
+                :attr:`Task.artifacts`; the boss lists them on the task's page, to download. A
+                path the command did not make is skipped.
             retries: How many more times a failed attempt is run, e.g. 2 for at most 3
                 attempts. A test that passes after a failed attempt passes and is flaky
                 (:attr:`Task.flaky`). An attempt that could not start (the worker refused it,
@@ -984,24 +1005,31 @@ class Stage:
         Raises:
             PipelineError: Called outside this stage's ``with`` block, a name used before, or an
                 input that cannot be used (see :data:`Input`).
-            ValueError: ``timeout`` is not positive, ``results`` is not an absolute container
-                path, ``retries`` is not a whole number, 0 or more, or ``secrets`` is not as
+            ValueError: ``timeout`` is not positive, ``results`` or one of ``artifacts`` is not
+                an absolute container path, ``artifacts`` names a path twice, ``retries`` is not a whole number, 0 or more, or ``secrets`` is not as
                 described.
         """
-        if results is not None and not (
-            isinstance(results, str) and results.startswith("/") and results != "/" and posixpath.normpath(results) == results
-        ):
+        if results is not None and not _container_path(results):
             raise ValueError(
                 "results must be the absolute container path of the test's results file or directory, "
                 f"e.g. '/results/junit.xml', not {results!r}"
             )
+        if isinstance(artifacts, str):
+            raise ValueError(f"artifacts must be a list of container paths, e.g. ['/coverage'], not the string {artifacts!r}")
+        for path in artifacts:
+            if not _container_path(path):
+                raise ValueError(
+                    f"each of artifacts must be the absolute container path of a file or directory, e.g. '/coverage', not {path!r}"
+                )
+        if len(set(artifacts)) != len(artifacts):
+            raise ValueError(f"artifacts names a path twice: name each once, not {list(artifacts)!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be how many more times to run a failed test: 0 or more, e.g. 2, not {retries!r}")
         if suite is not None:
             _check_name("suite", suite)
         task = Task(
             self._pipeline, self, name, "test", image, command, env, workdir, timeout,
-            results=results, retries=retries, secrets=secrets, suite=suite,
+            results=results, artifacts=tuple(artifacts), retries=retries, secrets=secrets, suite=suite,
             user=user, run_options={"pids": pids, "memory": memory, "cpus": cpus, "reach_host": reach_host or None,
                                     "services": _check_services(services), "caches": _check_caches(caches)},
         )
@@ -1094,6 +1122,11 @@ class Stage:
                 f"the task {task.name!r} uses the build {build.name!r} as its input {path}, "
                 f"but that build {build.status}: it has no outputs"
             )
+
+
+def _container_path(path: object) -> bool:
+    """Whether path is a clean absolute container path other than ``/``."""
+    return isinstance(path, str) and path.startswith("/") and path != "/" and posixpath.normpath(path) == path
 
 
 def _check_name(what: str, name: str) -> None:

@@ -557,6 +557,39 @@ class HandlesTest(PipedefTestCase):
         self.assertEqual((dest / "notes").read_text(), "made\n")
         self.assertEqual(subprocess.run([dest / "out/hi"], capture_output=True, text=True).stdout, "hello\n")
 
+    def test_a_failing_test_keeps_its_artifacts(self) -> None:
+        run = self.run_pipedef("""
+            import json, sys, tarfile
+            import bettertest as bt
+
+            p = bt.pipeline("kept")
+            with p.stage("test") as s:
+                t = s.test("e2e", image="bettertest/base:bookworm",
+                           command="mkdir -p /coverage/html /r && echo \\"attempt $BETTERTEST_ATTEMPT\\" > /coverage/html/index.html"
+                                   " && printf 'png' > /shot.png"
+                                   " && echo '<testsuite><testcase name=\\"login\\"><failure message=\\"no button\\"/></testcase></testsuite>' > /r/junit.xml"
+                                   " && exit 3",
+                           results="/r/junit.xml", artifacts=["/coverage", "/shot.png", "/missing"], retries=1)
+            kept = {}
+            for a in t.artifacts:
+                p.worker.download_artifact(a.id, "a.tar")
+                with tarfile.open("a.tar") as tar:
+                    kept[a.path] = {m.name: tar.extractfile(m).read().decode() if m.isfile() else m.type.decode() for m in tar}
+            print(json.dumps({"status": t.status, "exit_code": t.exit_code, "kept": kept}))
+        """)
+        self.assertEqual(run.code, 1, run.stderr)
+        self.assertEqual(json.loads(run.stderr.splitlines()[-1]), {
+            "status": "failed", "exit_code": 3,
+            "kept": {"/coverage": {"artifact": "5", "artifact/html": "5", "artifact/html/index.html": "attempt 2\n"},
+                     "/shot.png": {"artifact": "png"}},
+        })
+        # Every attempt's artifacts are reported, like a build's outputs; the results file is not one.
+        arts = [e for e in run.events if e["event"] == "task_artifact"]
+        self.assertEqual([(e["path"], e["task"]) for e in arts], [("/coverage", "e2e"), ("/shot.png", "e2e")] * 2)
+        self.assertNotEqual(arts[0]["id"], arts[2]["id"])  # attempt 1 wrote other coverage
+        self.assertEqual(arts[1]["id"], arts[3]["id"])
+        self.assertEqual([e["name"] for e in run.events if e["event"] == "test_case"], ["login", "login"])
+
     def test_a_build_of_the_same_stage_is_not_an_input(self) -> None:
         run = self.run_pipedef("""
             import bettertest as bt
@@ -701,6 +734,18 @@ class InProcessTest(unittest.TestCase):
             "stage one failed in 0.75s\n"
             "pipeline unit failed in 1.25s: 0 passed (0 cached), 1 failed, 0 skipped\n",
         )
+
+    def test_artifacts_are_checked(self) -> None:
+        with self.pipeline.stage("s") as s:
+            for bad, message in [
+                ("/coverage", "artifacts must be a list of container paths, e.g. ['/coverage'], not the string '/coverage'"),
+                (["coverage"], "each of artifacts must be the absolute container path of a file or directory, e.g. '/coverage', not 'coverage'"),
+                (["/a/../b"], "each of artifacts must be the absolute container path of a file or directory, e.g. '/coverage', not '/a/../b'"),
+                (["/c", "/c"], "artifacts names a path twice: name each once, not ['/c', '/c']"),
+            ]:
+                with self.assertRaises(ValueError) as caught:
+                    s.test("t", image=IMAGE, command="true", artifacts=bad)  # type: ignore[arg-type]
+                self.assertEqual(str(caught.exception), message)
 
     def assert_misuse(self, message: str, call: Any) -> None:
         with self.assertRaises(PipelineError) as cm:

@@ -116,7 +116,9 @@
       send(msg);
       return;
     }
-    const a = e.target.closest("a[href^='/']");
+    // The API's answers (an artifact's download) are the browser's to fetch, not pages of the UI:
+    // a download saves a file and leaves the page; an error (the worker evicted it) shows.
+    const a = e.target.closest("a[href^='/']:not([href^='/api/'])");
     if (a && !a.getAttribute("href").endsWith("/raw") && send({ nav: a.getAttribute("href") })) e.preventDefault();
   });
   window.addEventListener("popstate", () => send({ back: location.pathname }));
