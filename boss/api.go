@@ -63,7 +63,7 @@ func (b *Boss) api() httpapi.Server { return httpapi.Server{Name: "boss", Log: b
 func (b *Boss) handlePipelines(w http.ResponseWriter, r *http.Request) {
 	out := make([]bettertest.Pipeline, 0, len(b.pipelines))
 	for _, p := range b.pipelines {
-		runs, err := b.store.runs(r.Context(), p.Name, 1)
+		runs, err := b.store.storedRuns(r.Context(), p.Name, 1)
 		if err != nil {
 			b.api().Error(w, r, fmt.Errorf("read the last run of %s: %w", p.Name, err))
 			return
@@ -158,7 +158,7 @@ func (b *Boss) handleRuns(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	runs, err := b.store.runs(r.Context(), pipeline, limit)
+	runs, err := b.store.storedRuns(r.Context(), pipeline, limit)
 	if err != nil {
 		b.api().Error(w, r, fmt.Errorf("read the runs: %w", err))
 		return
@@ -209,10 +209,11 @@ func (b *Boss) runByID(ctx context.Context, id int64) (bettertest.Run, error) {
 		run := a.run
 		run.Stages = cloneStages(a.run.Stages)
 		b.mu.Unlock()
+		bettertest.SumCounts(&run)
 		return run, nil
 	}
 	b.mu.Unlock()
-	return b.store.run(ctx, id)
+	return b.store.storedRun(ctx, id)
 }
 
 func cloneStages(in []bettertest.Stage) []bettertest.Stage {
@@ -430,7 +431,7 @@ func (b *Boss) handleEvents(w http.ResponseWriter, r *http.Request) {
 			first = runEvents(a)
 		} else {
 			b.mu.Unlock()
-			run, err := b.store.run(r.Context(), only)
+			run, err := b.store.storedRun(r.Context(), only)
 			if err != nil {
 				b.writeRunError(w, r, only, err)
 				return

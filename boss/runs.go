@@ -198,6 +198,7 @@ var errNoPipeline = errors.New("no such pipeline")
 
 // summary is a run without its stages, as run events and lists carry it.
 func summary(r bettertest.Run) bettertest.Run {
+	r.Tests = bettertest.TotalCounts(r.Stages)
 	r.Stages = nil
 	return r
 }
@@ -918,6 +919,9 @@ func (b *Boss) saveStageLocked(r *activeRun, i int) {
 
 func (b *Boss) saveTaskLocked(r *activeRun, name string) {
 	task, idx := r.task(name)
+	if task.Kind == "test" {
+		task.Tests = bettertest.CountTask(r.results, name)
+	}
 	t, id := *task, r.run.ID
 	t.Artifacts = slices.Clone(t.Artifacts)
 	b.recordLocked(r, func(tx *sql.Tx) error { return b.store.saveTask(tx, id, idx, t) })

@@ -145,7 +145,7 @@ func (b *Boss) notFound(ctx context.Context, path, why string) ui.Loaded {
 func (b *Boss) pipelineStrips(ctx context.Context) []ui.Pipeline {
 	out := make([]ui.Pipeline, 0, len(b.pipelines))
 	for _, p := range b.pipelines {
-		runs, err := b.store.runs(ctx, p.Name, ui.StripRuns)
+		runs, err := b.store.storedRuns(ctx, p.Name, ui.StripRuns)
 		if err != nil {
 			b.log.Error("history", "err", err)
 		}
