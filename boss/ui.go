@@ -37,6 +37,7 @@ func (b *Boss) uiRoutes(r chi.Router) {
 	r.Get("/runs/{id}", b.handlePage)
 	r.Get("/runs/{id}/tasks/{task}", b.handlePage)
 	r.Get("/runs/{id}/tasks/{task}/raw", b.handleRaw)
+	r.Get("/runs/{id}/raw", b.handleRaw) // the pipedef's own output
 	r.Get("/ui/app.js", assetHandler("app.js", "text/javascript; charset=utf-8"))
 	r.Get("/ui/app.css", assetHandler("app.css", "text/css; charset=utf-8"))
 	r.Get("/ui/events", b.handleUIEvents)
@@ -116,18 +117,20 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 			return b.notFound(ctx, path, fmt.Sprintf("the flaky tests of %s could not be read: %v", run.Pipeline, err))
 		}
 		l.Page, l.Run, l.Flaky = ui.PageRun, &run, flaky
+		task := "" // the run page shows the pipedef's own output, and the failed cases of all tasks
 		if len(parts) == 4 {
-			task, _ := url.PathUnescape(parts[3])
-			chunks, err := b.taskOutput(ctx, id, task)
-			if err != nil {
-				return b.notFound(ctx, path, err.Error())
-			}
-			tests, err := b.testResults(ctx, id, task)
-			if err != nil {
-				return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
-			}
-			l.Page, l.Task, l.Log, l.Tests = ui.PageTask, task, ui.NewLog(chunks), tests
+			task, _ = url.PathUnescape(parts[3])
+			l.Page, l.Task = ui.PageTask, task
 		}
+		chunks, err := b.taskOutput(ctx, id, task)
+		if err != nil {
+			return b.notFound(ctx, path, err.Error())
+		}
+		tests, err := b.testResults(ctx, id, task)
+		if err != nil {
+			return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
+		}
+		l.Log, l.Tests = ui.NewLog(chunks), tests
 	default:
 		return b.notFound(ctx, path, fmt.Sprintf("%s is not a page of this boss", path))
 	}
@@ -157,11 +160,12 @@ func (b *Boss) pipelineStrips(ctx context.Context) []ui.Pipeline {
 	return out
 }
 
-// taskOutput is a task's output so far: live while its run is active.
+// taskOutput is a task's output so far, or the pipedef's own when task is
+// "": live while its run is active.
 func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettertest.Chunk, error) {
 	b.mu.Lock()
 	if a, ok := b.active[id]; ok {
-		if t, _ := a.task(task); t == nil {
+		if t, _ := a.task(task); t == nil && task != "" {
 			b.mu.Unlock()
 			return nil, httpapi.Errorf(httpapi.NotFound, "run #%d has no task %q", id, task)
 		}
@@ -174,6 +178,9 @@ func (b *Boss) taskOutput(ctx context.Context, id int64, task string) ([]bettert
 	run, err := b.runByID(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if task == "" {
+		return b.store.output(ctx, id, "", math.MaxInt)
 	}
 	for _, st := range run.Stages {
 		for _, t := range st.Tasks {

@@ -140,6 +140,10 @@ type mainKey struct {
 	n         int // of pipelines, workers or flaky tests
 	nFlaky    int // of flaky tests, on a run page
 	selected  int
+	tests     *bettertest.TestResult // a run page's test results
+	nTests    int
+	logChunks int // of a run page's pipedef output
+	logStart  int
 }
 
 // View renders m, as View does.
@@ -154,6 +158,7 @@ func (v *Views) View(m Model) Page {
 	case PageRun:
 		p.Title = runTitle(m.Run) + " · bettertest"
 		key.run, key.flaky, key.nFlaky = m.Run, first(m.Flaky), len(m.Flaky)
+		key.tests, key.nTests, key.logChunks, key.logStart = first(m.Tests), len(m.Tests), m.Log.Chunks, m.Log.Start
 		p.Main = v.main.of(key, func() []Region { return runPage(m) })
 	case PageTask:
 		p.Title = m.Task + " · " + runTitle(m.Run) + " · bettertest"
@@ -306,13 +311,16 @@ func pipelinesPage(m Model) []Region {
 			b.WriteString(`<span class="st st-none">○ no runs</span> <span class="name">` + esc(p.Name) + "</span>")
 		} else {
 			last := p.Runs[0]
-			b.WriteString(status(last.Status) + ` <a class="name" href="` + runPath(last.ID) + `">` + esc(p.Name) + "</a>")
+			b.WriteString(status(last.Status) + ` <a class="name" href="` + runPath(last.ID) + `">` + esc(p.Name) + "</a>" + counts(last.Tests))
 		}
 		b.WriteString(` <span class="strip">`)
 		for _, r := range p.Runs {
 			title := fmt.Sprintf("#%d %s", r.ID, r.Status)
 			if r.Commit != "" {
 				title += " " + short(r.Commit)
+			}
+			if r.Tests != nil {
+				title += ": " + r.Tests.String()
 			}
 			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="%s">%s</a>`, esc(r.Status), runPath(r.ID), esc(title), symbol(r.Status))
 		}
@@ -344,6 +352,9 @@ func runPage(m Model) []Region {
 	}
 	meta = append(meta, "triggered by "+esc(r.Trigger))
 	b.WriteString(strings.Join(meta, " · ") + "</p>")
+	if c := counts(bettertest.TotalCounts(r.Stages)); c != "" {
+		b.WriteString(`<p class="meta">test cases:` + c + "</p>")
+	}
 	if r.Error != "" {
 		b.WriteString(`<p class="error">` + esc(r.Error) + "</p>")
 	}
@@ -355,11 +366,14 @@ func runPage(m Model) []Region {
 	}
 	b.WriteString(`<button data-action="run" data-pipeline="` + esc(r.Pipeline) + `">Run again</button>`)
 	out := []Region{{ID: "head", Tag: "div", Inner: b.String()}}
+	if f := failures(m); f.Inner != "" {
+		out = append(out, f)
+	}
 	known := knownFlaky(m.Flaky, r.Pipeline)
 	row := 0
 	for i, st := range r.Stages {
 		var s strings.Builder
-		s.WriteString("<h2>" + status(st.Status) + " " + esc(st.Name) + "</h2>\n<div class=\"tasks\">")
+		s.WriteString("<h2>" + status(st.Status) + " " + esc(st.Name) + counts(bettertest.StageCounts(st)) + "</h2>\n<div class=\"tasks\">")
 		for _, t := range st.Tasks {
 			s.WriteString(taskCard(m, r, t, row, known[t.Name]))
 			row++
@@ -398,6 +412,7 @@ func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row, known int) str
 	if t.Cached {
 		b.WriteString(` <span class="cached" title="answered from the worker's build cache">cached</span>`)
 	}
+	b.WriteString(counts(t.Tests))
 	var marks []string
 	if t.Flaky {
 		marks = append(marks, flakyMark(t.Attempts))
@@ -675,11 +690,19 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// attemptMarker begins the line that the pipedef library writes into a
+// retried test's output where an attempt begins: "── attempt 2 of 3 ──".
+const attemptMarker = "── attempt "
+
 // logText is the shown part of a log. Lines after Start only ever grow at
 // the end, so the HTML of a growing log starts with its earlier HTML.
 func logText(l Log) string {
 	var b strings.Builder
 	for _, line := range l.Lines[min(l.Start, len(l.Lines)):] {
+		if strings.HasPrefix(line, attemptMarker) {
+			b.WriteString(`<span class="attempt">` + esc(line) + "</span>\n")
+			continue
+		}
 		b.WriteString(esc(line) + "\n")
 	}
 	b.WriteString(esc(l.Partial))
