@@ -171,3 +171,42 @@ func SetCounts(r *Run, byTask map[string]TestCounts) {
 	}
 	SumCounts(r)
 }
+
+// FailedCase is a test case whose last attempt failed.
+type FailedCase struct {
+	Last     TestResult // its last attempt
+	Attempts []int      // the attempts it failed in
+}
+
+// FailedCases are the test cases of results whose last attempt failed, by
+// task, in the order they first came. A task's own case (a test without
+// results, or an attempt that failed without a failed case) is left out:
+// it says no more than the task's own status.
+func FailedCases(results []TestResult) map[string][]FailedCase {
+	keys, outcomes := CaseOutcomes(results)
+	byKey := map[[2]string]*FailedCase{}
+	for _, t := range results {
+		k := [2]string{t.Task, t.Test}
+		if outcomes[k] != StatusFailed || t.Case == "" {
+			continue
+		}
+		c := byKey[k]
+		if c == nil {
+			c = &FailedCase{}
+			byKey[k] = c
+		}
+		if t.Attempt >= c.Last.Attempt {
+			c.Last = t
+		}
+		if t.Status == StatusFailed {
+			c.Attempts = append(c.Attempts, t.Attempt)
+		}
+	}
+	out := map[string][]FailedCase{}
+	for _, k := range keys {
+		if c := byKey[k]; c != nil {
+			out[k[0]] = append(out[k[0]], *c)
+		}
+	}
+	return out
+}

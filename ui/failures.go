@@ -47,44 +47,6 @@ func cut(text string, n int) (string, int) {
 	return strings.Join(lines[:n], "\n"), len(lines) - n
 }
 
-// failedCase is a test case whose last attempt failed, with the statuses of its attempts.
-type failedCase struct {
-	last     bettertest.TestResult
-	attempts []int // the attempts it failed in
-}
-
-// failedCases are the cases of each task whose last attempt failed, in the
-// order they first came.
-func failedCases(results []bettertest.TestResult) map[string][]failedCase {
-	keys, outcomes := bettertest.CaseOutcomes(results)
-	byKey := map[[2]string]*failedCase{}
-	for _, t := range results {
-		k := [2]string{t.Task, t.Test}
-		// The task itself as a case says no more than the task's own line.
-		if outcomes[k] != bettertest.StatusFailed || t.Case == "" {
-			continue
-		}
-		c := byKey[k]
-		if c == nil {
-			c = &failedCase{}
-			byKey[k] = c
-		}
-		if t.Attempt >= c.last.Attempt {
-			c.last = t
-		}
-		if t.Status == bettertest.StatusFailed {
-			c.attempts = append(c.attempts, t.Attempt)
-		}
-	}
-	out := map[string][]failedCase{}
-	for _, k := range keys {
-		if c := byKey[k]; c != nil {
-			out[k[0]] = append(out[k[0]], *c)
-		}
-	}
-	return out
-}
-
 // failures is what a run page leads with: its failed tasks, each with its
 // failed test cases and the start of their messages, and the pipedef's own
 // output (its traceback) when the run failed. Empty when nothing failed.
@@ -103,7 +65,7 @@ func failures(m Model) Region {
 	var b strings.Builder
 	b.WriteString("<h2>What failed</h2>")
 	if len(failed) > 0 {
-		cases := failedCases(m.Tests)
+		cases := bettertest.FailedCases(m.Tests)
 		b.WriteString(`<ul class="failed-tasks">`)
 		for _, t := range failed {
 			fmt.Fprintf(&b, `<li><a href="%s">%s <span class="name">%s</span></a>`, taskPath(r.ID, t.Name), status(t.Status), esc(t.Name))
@@ -136,7 +98,7 @@ func failures(m Model) Region {
 	return reg
 }
 
-func writeFailedCases(b *strings.Builder, run int64, task string, cases []failedCase) {
+func writeFailedCases(b *strings.Builder, run int64, task string, cases []bettertest.FailedCase) {
 	if len(cases) == 0 {
 		return
 	}
@@ -146,16 +108,16 @@ func writeFailedCases(b *strings.Builder, run int64, task string, cases []failed
 			fmt.Fprintf(b, `<li><a href="%s">%d more failed cases on the task's page</a></li>`, taskPath(run, task), len(cases)-i)
 			break
 		}
-		b.WriteString("<li>" + status(bettertest.StatusFailed) + ` <span class="name">` + esc(c.last.Case) + "</span>")
-		if len(c.attempts) > 1 {
-			words := make([]string, len(c.attempts))
-			for j, a := range c.attempts {
+		b.WriteString("<li>" + status(bettertest.StatusFailed) + ` <span class="name">` + esc(c.Last.Case) + "</span>")
+		if len(c.Attempts) > 1 {
+			words := make([]string, len(c.Attempts))
+			for j, a := range c.Attempts {
 				words[j] = fmt.Sprint(a)
 			}
 			b.WriteString(` <span class="attempts">failed on attempts ` + strings.Join(words, ", ") + "</span>")
 		}
-		if c.last.Output != "" {
-			text, more := cut(c.last.Output, CaseLines)
+		if c.Last.Output != "" {
+			text, more := cut(c.Last.Output, CaseLines)
 			b.WriteString(`<pre class="output">` + esc(text) + "</pre>")
 			if more > 0 {
 				fmt.Fprintf(b, `<a class="more" href="%s">%s on the task's page</a>`, taskPath(run, task), plural(more, "more line"))

@@ -311,7 +311,7 @@ func pipelinesPage(m Model) []Region {
 			b.WriteString(`<span class="st st-none">○ no runs</span> <span class="name">` + esc(p.Name) + "</span>")
 		} else {
 			last := p.Runs[0]
-			b.WriteString(status(last.Status) + ` <a class="name" href="` + runPath(last.ID) + `">` + esc(p.Name) + "</a>" + counts(last.Tests))
+			b.WriteString(status(last.Status) + ` <a class="name" href="` + runPath(last.ID) + `">` + esc(p.Name) + "</a>")
 		}
 		b.WriteString(` <span class="strip">`)
 		for _, r := range p.Runs {
@@ -324,7 +324,11 @@ func pipelinesPage(m Model) []Region {
 			}
 			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="%s">%s</a>`, esc(r.Status), runPath(r.ID), esc(title), symbol(r.Status))
 		}
-		b.WriteString(`</span> <button data-action="run" data-pipeline="` + esc(p.Name) + `">Run</button>`)
+		b.WriteString(`</span>`)
+		if len(p.Runs) > 0 {
+			b.WriteString(counts(p.Runs[0].Tests)) // after the strip: strips line up
+		}
+		b.WriteString(` <button data-action="run" data-pipeline="` + esc(p.Name) + `">Run</button>`)
 		out = append(out, Region{ID: fmt.Sprintf("p-%d", i), Tag: "div", Attrs: ` class="row"` + selected(m, i), Inner: b.String()})
 	}
 	return out
