@@ -26,7 +26,7 @@ const attemptMarker = "── attempt "
 type failed struct {
 	base    string // the boss's URL
 	run     bettertest.Run
-	tasks   []bettertest.Task // the tasks that failed, in the order they ended
+	tasks   []bettertest.Task // the tasks that failed, in page order
 	tests   []bettertest.TestResult
 	logs    map[string]string // by task: its whole output
 	pipedef string            // the pipedef's own output

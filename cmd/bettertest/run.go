@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -70,11 +69,10 @@ func isTerminal(w io.Writer) bool {
 }
 
 type bossClient struct {
-	base   string
-	token  string // sent as Authorization: Bearer; "" for a boss without users
-	out    io.Writer
-	color  bool
-	failed []bettertest.Task // the run's tasks that failed, as they ended
+	base  string
+	token string // sent as Authorization: Bearer; "" for a boss without users
+	out   io.Writer
+	color bool
 }
 
 func (c *bossClient) do(ctx context.Context, method, path string, body io.Reader, accept string) (*http.Response, error) {
@@ -210,7 +208,20 @@ func ended(status string) bool {
 // printFailures says what failed in a run that ended, before its status
 // line: what the boss holds of it is read once, at its end.
 func (c *bossClient) printFailures(ctx context.Context, r bettertest.Run) {
-	f := failed{base: c.base, run: r, tasks: c.failed, logs: map[string]string{}}
+	f := failed{base: c.base, run: r, logs: map[string]string{}}
+	// The run whole, its tasks in page order, as the run page lists them.
+	var whole bettertest.Run
+	if err := c.get(ctx, fmt.Sprintf("/api/runs/%d", r.ID), &whole); err != nil {
+		fmt.Fprintf(c.out, "(what failed could not be read: %v)\n", err)
+		return
+	}
+	for _, st := range whole.Stages {
+		for _, t := range st.Tasks {
+			if t.Status == bettertest.StatusFailed {
+				f.tasks = append(f.tasks, t)
+			}
+		}
+	}
 	if len(f.tasks) == 0 && r.Status != bettertest.StatusFailed {
 		return
 	}
@@ -257,8 +268,7 @@ func (c *bossClient) get(ctx context.Context, path string, v any) error {
 	return nil
 }
 
-// printTask prints a task that ended, with its test case counts, and
-// keeps one that failed for the report at the run's end.
+// printTask prints a task that ended, with its test case counts.
 func (c *bossClient) printTask(t bettertest.Task) {
 	line := fmt.Sprintf("  %-7s %s", c.statusWord(t.Status), t.Name)
 	if t.FinishedMS > 0 && t.StartedMS > 0 {
@@ -286,8 +296,4 @@ func (c *bossClient) printTask(t bettertest.Task) {
 		line += ": " + t.Error
 	}
 	fmt.Fprintln(c.out, line)
-	c.failed = slices.DeleteFunc(c.failed, func(f bettertest.Task) bool { return f.Name == t.Name }) // its last word counts
-	if t.Status == bettertest.StatusFailed {
-		c.failed = append(c.failed, t)
-	}
 }
