@@ -19,14 +19,15 @@ func (s *store) caseCounts(ctx context.Context, ids ...int64) (map[int64]map[str
 	for i, id := range ids {
 		args[i] = id
 	}
-	// Each case's last attempt (the last reported of it), and whether any attempt failed.
+	// Each case's last attempt (the last reported of it) and whether any
+	// attempt failed, in one pass: with one max() in a group, SQLite takes
+	// the group's bare columns (status) from the row that has the max. It
+	// is several times faster than a window function over the same rows.
 	rows, err := s.rdb.QueryContext(ctx, `SELECT run_id, task,
 		SUM(status = 'passed' AND NOT failed), SUM(status = 'failed'), SUM(status = 'skipped'), SUM(status = 'passed' AND failed)
-		FROM (SELECT run_id, task, status,
-			ROW_NUMBER() OVER (PARTITION BY run_id, task, test ORDER BY attempt DESC, seq DESC) AS n,
-			MAX(status = 'failed') OVER (PARTITION BY run_id, task, test) AS failed
-			FROM cases WHERE run_id IN (?`+strings.Repeat(", ?", len(ids)-1)+`))
-		WHERE n = 1 GROUP BY run_id, task`, args...)
+		FROM (SELECT run_id, task, status, MAX(attempt * 4294967296 + seq), SUM(status = 'failed') > 0 AS failed
+			FROM cases WHERE run_id IN (?`+strings.Repeat(", ?", len(ids)-1)+`) GROUP BY run_id, task, test)
+		GROUP BY run_id, task`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -158,7 +158,10 @@ func (v *Views) View(m Model) Page {
 	case PageRun:
 		p.Title = runTitle(m.Run) + " · bettertest"
 		key.run, key.flaky, key.nFlaky = m.Run, first(m.Flaky), len(m.Flaky)
-		key.tests, key.nTests, key.logChunks, key.logStart = first(m.Tests), len(m.Tests), m.Log.Chunks, m.Log.Start
+		key.tests, key.nTests = first(m.Tests), len(m.Tests)
+		if m.Run != nil && m.Run.Status == bettertest.StatusFailed { // the pipedef's output is shown
+			key.logChunks, key.logStart = m.Log.Chunks, m.Log.Start
+		}
 		p.Main = v.main.of(key, func() []Region { return runPage(m) })
 	case PageTask:
 		p.Title = m.Task + " · " + runTitle(m.Run) + " · bettertest"
