@@ -59,7 +59,8 @@ func failures(m Model) Region {
 			failed = append(failed, t)
 		}
 	}
-	if len(failed) == 0 && r.Status != bettertest.StatusFailed {
+	output := r.Status == bettertest.StatusFailed && (len(m.Log.Lines) > 0 || m.Log.Partial != "")
+	if len(failed) == 0 && !output {
 		return reg
 	}
 	var b strings.Builder
@@ -91,7 +92,7 @@ func failures(m Model) Region {
 		}
 		b.WriteString("</ul>")
 	}
-	if r.Status == bettertest.StatusFailed && (len(m.Log.Lines) > 0 || m.Log.Partial != "") {
+	if output {
 		b.WriteString(pipedefOutput(r.ID, m.Log))
 	}
 	reg.Inner = b.String()

@@ -690,3 +690,32 @@ func TestViewCommitLinksOnlyHTTP(t *testing.T) {
 		}
 	}
 }
+
+// A run that failed before any task did shows what its pipedef said, and
+// nothing when it said nothing.
+func TestFailuresOfThePipedefAlone(t *testing.T) {
+	m := Model{Page: PageRun, Path: "/runs/3", Run: &bettertest.Run{ID: 3, Pipeline: "p", Status: bettertest.StatusFailed, Stages: []bettertest.Stage{}}}
+	ids := func(p Page) []string {
+		var out []string
+		for _, r := range p.Main {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	if got := ids(View(m)); !reflect.DeepEqual(got, []string{"head"}) {
+		t.Errorf("a failed run without output shows %v", got)
+	}
+	m.Log = NewLog([]bettertest.Chunk{{Stream: "stderr", Text: "Traceback (most recent call last):\nValueError: <no>"}})
+	page := View(m)
+	if got := ids(page); !reflect.DeepEqual(got, []string{"head", "failures"}) {
+		t.Fatalf("a failed run with output shows %v", got)
+	}
+	if got, want := page.Main[1].HTML(), `<section id="failures" class="failures"><h2>What failed</h2><h3>The pipedef's own output</h3>`+
+		`<pre class="output">Traceback (most recent call last):`+"\n"+`ValueError: &lt;no&gt;</pre></section>`; got != want {
+		t.Errorf("failures\n got %s\nwant %s", got, want)
+	}
+	m.Run.Status = bettertest.StatusCancelled
+	if got := ids(View(m)); !reflect.DeepEqual(got, []string{"head"}) {
+		t.Errorf("a cancelled run shows %v", got)
+	}
+}
