@@ -210,3 +210,21 @@ func FailedCases(results []TestResult) map[string][]FailedCase {
 	}
 	return out
 }
+
+// Failing are the results of the cases of results that failed in some
+// attempt, every attempt of them, in order: what FailedCases needs.
+func Failing(results []TestResult) []TestResult {
+	failed := map[[2]string]bool{}
+	for _, t := range results {
+		if t.Status == StatusFailed {
+			failed[[2]string{t.Task, t.Test}] = true
+		}
+	}
+	out := []TestResult{}
+	for _, t := range results {
+		if failed[[2]string{t.Task, t.Test}] {
+			out = append(out, t)
+		}
+	}
+	return out
+}

@@ -27,6 +27,17 @@ func TestCountCases(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("CountCases\n got %s\nwant %s", got, want)
 	}
+	failing, err := json.Marshal(Failing(results))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `[{"task":"unit","case":"","test":"unit/b","attempt":1,"status":"failed","duration_ms":0,"output":""},` +
+		`{"task":"unit","case":"","test":"unit/c","attempt":1,"status":"failed","duration_ms":0,"output":""},` +
+		`{"task":"unit","case":"","test":"unit/b","attempt":2,"status":"passed","duration_ms":0,"output":""},` +
+		`{"task":"unit","case":"","test":"unit/c","attempt":2,"status":"failed","duration_ms":0,"output":""},` +
+		`{"task":"lint","case":"","test":"lint","attempt":1,"status":"failed","duration_ms":0,"output":""}]`; string(failing) != want {
+		t.Errorf("Failing\n got %s\nwant %s", failing, want)
+	}
 	run := Run{Stages: []Stage{
 		{Name: "build", Tasks: []Task{{Name: "compile"}}},
 		{Name: "test", Tasks: []Task{{Name: "unit"}, {Name: "lint"}, {Name: "shard-2"}}},

@@ -521,13 +521,19 @@ func (s *store) output(ctx context.Context, runID int64, task string, before int
 
 // cases reads the test results of a run, of one task or of all when task is "".
 func (s *store) cases(ctx context.Context, runID int64, task string) ([]bettertest.TestResult, error) {
-	q := `SELECT task, name, test, attempt, status, duration_ms, output FROM cases WHERE run_id = ?`
+	q := `WHERE run_id = ?`
 	args := []any{runID}
 	if task != "" {
 		q += ` AND task = ?`
 		args = append(args, task)
 	}
-	rows, err := s.rdb.QueryContext(ctx, q+` ORDER BY seq`, args...)
+	return s.queryCases(ctx, q, args...)
+}
+
+// queryCases reads the test results that where (a WHERE clause) picks, in
+// the order they came.
+func (s *store) queryCases(ctx context.Context, where string, args ...any) ([]bettertest.TestResult, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT task, name, test, attempt, status, duration_ms, output FROM cases `+where+` ORDER BY seq`, args...)
 	if err != nil {
 		return nil, err
 	}

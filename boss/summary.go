@@ -88,3 +88,22 @@ func (s *store) storedRuns(ctx context.Context, pipeline string, limit int) ([]b
 	}
 	return runs, nil
 }
+
+// failingCases reads the stored results of the cases of a run that failed
+// in some attempt, every attempt of them, in the order they came: all a run
+// page needs to say what failed, without reading the cases that only passed.
+func (s *store) failingCases(ctx context.Context, runID int64) ([]bettertest.TestResult, error) {
+	return s.queryCases(ctx, `WHERE run_id = ? AND (task, test) IN (SELECT task, test FROM cases WHERE run_id = ? AND status = 'failed')`, runID, runID)
+}
+
+// failingResults are the results of the cases of a run that failed in some
+// attempt (see failingCases): from memory while the run is active.
+func (b *Boss) failingResults(ctx context.Context, id int64) ([]bettertest.TestResult, error) {
+	b.mu.Lock()
+	if a, ok := b.active[id]; ok {
+		defer b.mu.Unlock()
+		return bettertest.Failing(a.results), nil
+	}
+	b.mu.Unlock()
+	return b.store.failingCases(ctx, id)
+}

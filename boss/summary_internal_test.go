@@ -27,6 +27,13 @@ func TestCountsOfAnOlderHistory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		failing, err := s.failingCases(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, g := jsonOf(t, bettertest.Failing(results)), jsonOf(t, failing); w != g {
+			t.Errorf("run %d: the store's failing cases %s, Failing's %s", id, g, w)
+		}
 		want, got := bettertest.CountCases(results), counts[id]
 		if len(want) == 0 {
 			want = nil

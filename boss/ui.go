@@ -126,7 +126,11 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 		if err != nil {
 			return b.notFound(ctx, path, err.Error())
 		}
-		tests, err := b.testResults(ctx, id, task)
+		read := func() ([]bettertest.TestResult, error) { return b.testResults(ctx, id, task) }
+		if task == "" { // the run page: what failed
+			read = func() ([]bettertest.TestResult, error) { return b.failingResults(ctx, id) }
+		}
+		tests, err := read()
 		if err != nil {
 			return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
 		}

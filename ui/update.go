@@ -365,10 +365,16 @@ func (m Model) taskChanged(ev bettertest.TaskEvent) Model {
 
 // testChanged adds an attempt's test results to the task page that shows
 // them, or the run page of its run (for its failures), each once: the page
-// may have been loaded with some already.
+// may have been loaded with some already. A run page keeps only the
+// results of the cases that failed in some attempt, as it is loaded with.
 func (m Model) testChanged(ev bettertest.TestResultsEvent) Model {
 	if m.Run == nil || ev.RunID != m.Run.ID || !(m.Page == PageTask && ev.Task == m.Task || m.Page == PageRun) {
 		return m
+	}
+	if m.Page == PageRun {
+		// m.Tests holds cases that failed in some attempt alone: the
+		// event adds its failed ones, and the later attempts of those.
+		ev.Results = bettertest.Failing(append(slices.Clip(m.Tests), ev.Results...))[len(m.Tests):]
 	}
 	// A map of the event's results, not of the page's: a retry of a case
 	// or two on a page of 10,000 costs one pass over them, not a map of all.
