@@ -2,6 +2,7 @@ package boss
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 
 	"github.com/bettertest/bettertest"
@@ -31,20 +32,72 @@ func (s *store) caseCounts(ctx context.Context, ids ...int64) (map[int64]map[str
 	if err != nil {
 		return nil, err
 	}
+	return out, scanCounts(rows, out)
+}
+
+// scanCounts adds rows of (run, task, passed, failed, skipped, flaky) to
+// out, and closes them.
+func scanCounts(rows *sql.Rows, out map[int64]map[string]bettertest.TestCounts) error {
 	defer rows.Close()
 	for rows.Next() {
 		var id int64
 		var task string
 		var c bettertest.TestCounts
 		if err := rows.Scan(&id, &task, &c.Passed, &c.Failed, &c.Skipped, &c.Flaky); err != nil {
-			return nil, err
+			return err
 		}
 		if out[id] == nil {
 			out[id] = map[string]bettertest.TestCounts{}
 		}
 		out[id][task] = c
 	}
-	return out, rows.Err()
+	return rows.Err()
+}
+
+// countColumns are the columns of a task's row that hold its test cases
+// counted, as it was saved last.
+var countColumns = []string{"tests_passed", "tests_failed", "tests_skipped", "tests_flaky"}
+
+// storedCounts are the test cases of runs counted, by run and task: what
+// their tasks saved for the runs marked counted (ended runs of a boss that
+// counts: a few rows a run), else counted from their stored cases (see
+// caseCounts). Runs without cases are left out.
+func (s *store) storedCounts(ctx context.Context, ids ...int64) (map[int64]map[string]bettertest.TestCounts, error) {
+	if len(ids) == 0 {
+		return map[int64]map[string]bettertest.TestCounts{}, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	in := `(?` + strings.Repeat(", ?", len(ids)-1) + `)`
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM runs WHERE id IN `+in+` AND counted IS NULL`, args...)
+	if err != nil {
+		return nil, err
+	}
+	var uncounted []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		uncounted = append(uncounted, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out, err := s.caseCounts(ctx, uncounted...)
+	if err != nil {
+		return nil, err
+	}
+	rows, err = s.rdb.QueryContext(ctx, `SELECT t.run_id, t.name, `+strings.Join(countColumns, ", ")+` FROM tasks t JOIN runs r ON r.id = t.run_id
+		WHERE t.run_id IN `+in+` AND r.counted = 1 AND t.tests_passed IS NOT NULL`, args...)
+	if err != nil {
+		return nil, err
+	}
+	return out, scanCounts(rows, out)
 }
 
 // storedRun reads a run with its stages from the history, its test cases counted.
@@ -53,7 +106,7 @@ func (s *store) storedRun(ctx context.Context, id int64) (bettertest.Run, error)
 	if err != nil {
 		return run, err
 	}
-	counts, err := s.caseCounts(ctx, id)
+	counts, err := s.storedCounts(ctx, id)
 	if err != nil {
 		return run, err
 	}
@@ -72,7 +125,7 @@ func (s *store) storedRuns(ctx context.Context, pipeline string, limit int) ([]b
 	for i, r := range runs {
 		ids[i] = r.ID
 	}
-	counts, err := s.caseCounts(ctx, ids...)
+	counts, err := s.storedCounts(ctx, ids...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package boss
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 
 	"github.com/bettertest/bettertest"
@@ -64,5 +65,74 @@ func TestCountsOfAnOlderHistory(t *testing.T) {
 	if got, want := jsonOf(t, []any{run.Tests, run.Stages[0].Tests, run.Stages[0].Tasks[0].Tests}),
 		`[{"passed":1,"failed":0,"skipped":1,"flaky":1},{"passed":1,"failed":0,"skipped":1,"flaky":1},{"passed":1,"failed":0,"skipped":1,"flaky":1}]`; got != want {
 		t.Errorf("run 5's counts %s, want %s", got, want)
+	}
+}
+
+// A run of this boss has its counts read from its tasks' rows; one that
+// was running when the boss stopped has them counted from its cases, which
+// its tasks' rows may lag.
+func TestStoredCounts(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := openStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	save := func(id int64, status string, c *bettertest.TestCounts) {
+		t.Helper()
+		err := s.w.do(func(tx *sql.Tx) error {
+			if err := s.saveRun(tx, bettertest.Run{ID: id, Pipeline: "p", Status: status}); err != nil {
+				return err
+			}
+			if err := s.saveStage(tx, id, 0, bettertest.Stage{Name: "test", Status: status}); err != nil {
+				return err
+			}
+			if err := s.saveTask(tx, id, 0, bettertest.Task{Stage: "test", Name: "build", Kind: "build", Status: status}); err != nil {
+				return err
+			}
+			return s.saveTask(tx, id, 1, bettertest.Task{Stage: "test", Name: "unit", Kind: "test", Status: status, Tests: c})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	results := []bettertest.TestResult{
+		{Task: "unit", Case: "a", Test: "unit/a", Attempt: 1, Status: "failed"},
+		{Task: "unit", Case: "b", Test: "unit/b", Attempt: 1, Status: "passed"},
+		{Task: "unit", Case: "a", Test: "unit/a", Attempt: 2, Status: "passed"},
+	}
+	var ids []int64
+	for range 2 {
+		id, err := s.createRun(bettertest.Run{Pipeline: "p", Status: "queued", Trigger: "api", CreatedMS: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.appendRun(id, "p", "", nil, nil, 0, results); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	// The first ended with its counts saved (other than its few cases say:
+	// they are what is read); the second's row lags its cases.
+	save(ids[0], "failed", &bettertest.TestCounts{Passed: 5, Failed: 2})
+	save(ids[1], "running", &bettertest.TestCounts{Failed: 1, Passed: 1})
+	s.close()
+	if s, _, err = openStore(dir); err != nil { // the second is interrupted
+		t.Fatal(err)
+	}
+	defer s.close()
+	counts, err := s.storedCounts(ctx, ids...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := jsonOf(t, counts), `{"1":{"unit":{"passed":5,"failed":2,"skipped":0,"flaky":0}},"2":{"unit":{"passed":1,"failed":0,"skipped":0,"flaky":1}}}`; got != want {
+		t.Errorf("counts %s, want %s", got, want)
+	}
+	run, err := s.storedRun(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Stages[0].Tasks[0].Tests != nil || jsonOf(t, run.Tests) != `{"passed":5,"failed":2,"skipped":0,"flaky":0}` {
+		t.Errorf("run %d: build %v, run %v", ids[0], run.Stages[0].Tasks[0].Tests, run.Tests)
 	}
 }
