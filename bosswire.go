@@ -42,6 +42,8 @@ type Run struct {
 	Author    string  `json:"author"`
 	CommitURL string  `json:"commit_url"`
 	Stages    []Stage `json:"stages,omitempty"`
+	// Tests counts its test cases; nil (left out) when it has none.
+	Tests *TestCounts `json:"tests,omitempty"`
 }
 
 // Stage is one stage of a run.
@@ -51,6 +53,8 @@ type Stage struct {
 	StartedMS  int64  `json:"started_ms"`
 	FinishedMS int64  `json:"finished_ms"`
 	Tasks      []Task `json:"tasks"`
+	// Tests counts its tasks' test cases; nil (left out) when they have none.
+	Tests *TestCounts `json:"tests,omitempty"`
 }
 
 // Task is one build or test of a run.
@@ -75,6 +79,9 @@ type Task struct {
 	Flaky bool `json:"flaky"`
 	// Quarantined: it failed, but only in quarantined tests, so the run did not fail.
 	Quarantined bool `json:"quarantined"`
+	// Tests counts its test cases; nil (left out) for a build, and for a
+	// test before its first attempt ends.
+	Tests *TestCounts `json:"tests,omitempty"`
 }
 
 // Test outcomes of one test case in one run, as TestResult.Status holds

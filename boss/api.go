@@ -64,7 +64,7 @@ func (b *Boss) api() httpapi.Server { return httpapi.Server{Name: "boss", Log: b
 func (b *Boss) handlePipelines(w http.ResponseWriter, r *http.Request) {
 	out := make([]bettertest.Pipeline, 0, len(b.pipelines))
 	for _, p := range b.pipelines {
-		runs, err := b.store.runs(r.Context(), p.Name, 1)
+		runs, err := b.store.storedRuns(r.Context(), p.Name, 1)
 		if err != nil {
 			b.api().Error(w, r, fmt.Errorf("read the last run of %s: %w", p.Name, err))
 			return
@@ -147,7 +147,7 @@ func (b *Boss) handleRuns(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	runs, err := b.store.runs(r.Context(), pipeline, limit)
+	runs, err := b.store.storedRuns(r.Context(), pipeline, limit)
 	if err != nil {
 		b.api().Error(w, r, fmt.Errorf("read the runs: %w", err))
 		return
@@ -194,9 +194,9 @@ func (b *Boss) writeRunError(w http.ResponseWriter, r *http.Request, id int64, e
 // runByID returns a run with its stages: live while active, else stored.
 func (b *Boss) runByID(ctx context.Context, id int64) (bettertest.Run, error) {
 	if live, ok := b.snapshot().runs[id]; ok {
-		return live, nil // a snapshot's runs are never changed: no copy needed
+		return live, nil // a snapshot's runs are never changed: no copy needed (their counts are summed)
 	}
-	return b.store.run(ctx, id)
+	return b.store.storedRun(ctx, id)
 }
 
 func cloneStages(in []bettertest.Stage) []bettertest.Stage {

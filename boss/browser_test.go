@@ -100,7 +100,9 @@ func TestBrowserDrivesTheUI(t *testing.T) {
 	tab.equal(jsRunStatus, "● running")
 	tab.equal(`document.title`, "checks #1 running · bettertest")
 	tab.equal(`document.querySelector("#stage-0 h2").textContent + " | " + document.querySelector("#stage-1 h2").textContent`,
-		"✓ passed build | ● running test")
+		"✓ passed build | ● running test 1 failed · 1 passed")
+	// What failed comes first, live: lint, a test without results, is one failed case.
+	tab.equal(`document.querySelector("#failures").textContent`, "What failed✗ failed lint exit code 1 1 failed")
 	// Each card turned from running to its end without a reload: the page saw each state.
 	seen := eval[map[string][]string](tab, `window.seen`)
 	want := map[string][]string{
@@ -155,7 +157,7 @@ func TestBrowserDrivesTheUI(t *testing.T) {
 	tab.waitFor("the pipelines page", `location.pathname === "/" && document.getElementById("p-0") !== null`)
 	tab.equal(jsSelected, "checks")
 	tab.equal(`document.querySelector("#p-0 .st").textContent`, "⊘ cancelled")
-	tab.equal(`[...document.querySelectorAll("#p-0 .sq")].map(a => a.title + " " + a.textContent).join(",")`, "#1 cancelled ⊘")
+	tab.equal(`[...document.querySelectorAll("#p-0 .sq")].map(a => a.title + " " + a.textContent).join(",")`, "#1 cancelled: 1 failed, 1 passed ⊘")
 
 	// The mouse: a click on tiny's Run button starts a run and shows it.
 	tab.click(`#p-1 button[data-action="run"]`)

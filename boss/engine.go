@@ -112,6 +112,7 @@ func (e *engine) snapshot() *snapshot {
 		for id, r := range m {
 			run := r.run
 			run.Stages = cloneStages(r.run.Stages)
+			bettertest.SumCounts(&run)
 			s.runs[id] = run
 		}
 	}

@@ -20,14 +20,7 @@ import (
 // history an earlier boss left (see testdata/history/README.md), twice, and
 // reads from it what that boss answered about it over its API, byte for byte.
 func TestAnOlderHistoryOpens(t *testing.T) {
-	dir := t.TempDir()
-	db, err := os.ReadFile("testdata/history/history.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "history.db"), db, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := olderHistory(t)
 	ctx := context.Background()
 	for range 2 { // the second time, nothing is left to upgrade
 		s, unfinished, err := openStore(dir)
@@ -102,4 +95,18 @@ func collect(chunks iter.Seq2[bettertest.Chunk, error]) ([]bettertest.Chunk, err
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// olderHistory is a data directory holding a copy of testdata/history/history.db.
+func olderHistory(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := os.ReadFile("testdata/history/history.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "history.db"), db, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

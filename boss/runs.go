@@ -202,6 +202,7 @@ var errNoPipeline = errors.New("no such pipeline")
 
 // summary is a run without its stages, as run events and lists carry it.
 func summary(r bettertest.Run) bettertest.Run {
+	r.Tests = bettertest.TotalCounts(r.Stages)
 	r.Stages = nil
 	return r
 }
@@ -937,6 +938,9 @@ func (e *engine) saveStage(r *activeRun, i int) {
 
 func (e *engine) saveTask(r *activeRun, name string) {
 	task, idx := r.task(name)
+	if task.Kind == "test" {
+		task.Tests = bettertest.CountTask(r.results, name)
+	}
 	t, id := *task, r.run.ID
 	t.Artifacts = slices.Clone(t.Artifacts)
 	e.record(r, func(tx *sql.Tx) error { return e.store.saveTask(tx, id, idx, t) })

@@ -160,6 +160,17 @@ func openStore(dataDir string) (*store, []int64, error) {
 		db.Close()
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	// A task's test cases counted as it was saved (NULL: none), valid for
+	// the runs marked counted: those of a boss that counts, which ended.
+	// Other runs have theirs counted from their cases (boss/summary.go).
+	if err := addColumns(db, "tasks", "INTEGER", countColumns...); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := addColumns(db, "runs", "INTEGER", "counted"); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	var unfinished []int64
 	rows, err := db.Query(`SELECT id FROM runs WHERE status IN (?, ?) ORDER BY id`, bettertest.StatusQueued, bettertest.StatusRunning)
 	if err == nil {
@@ -173,7 +184,8 @@ func openStore(dataDir string) (*store, []int64, error) {
 		rows.Close()
 	}
 	if err == nil {
-		_, err = db.Exec(`UPDATE runs SET status = ?, error = ?, finished_ms = ? WHERE status IN (?, ?)`,
+		// What an unfinished run's tasks counted may lag its stored cases.
+		_, err = db.Exec(`UPDATE runs SET status = ?, error = ?, finished_ms = ?, counted = NULL WHERE status IN (?, ?)`,
 			bettertest.StatusInterrupted, interruptedError, time.Now().UnixMilli(), bettertest.StatusQueued, bettertest.StatusRunning)
 	}
 	if err != nil {
@@ -275,7 +287,7 @@ func (s *store) forgetDelivery(id string) error {
 func (s *store) createRun(r bettertest.Run) (int64, error) {
 	var id int64
 	err := s.w.do(func(tx *sql.Tx) error {
-		res, err := tx.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms, commit_sha, ref, author, commit_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		res, err := tx.Exec(`INSERT INTO runs (pipeline, status, trigger, created_ms, commit_sha, ref, author, commit_url, counted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`,
 			r.Pipeline, r.Status, r.Trigger, r.CreatedMS, r.Commit, r.Ref, r.Author, r.CommitURL)
 		if err == nil {
 			id, err = res.LastInsertId()
@@ -314,14 +326,19 @@ func (s *store) saveTask(tx *sql.Tx, runID int64, idx int, t bettertest.Task) er
 	if err != nil {
 		return err
 	}
+	var counts [4]*int
+	if c := t.Tests; c != nil {
+		counts = [4]*int{&c.Passed, &c.Failed, &c.Skipped, &c.Flaky}
+	}
 	_, err = tx.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
-			attempts, flaky, quarantined, built_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			attempts, flaky, quarantined, built_by, tests_passed, tests_failed, tests_skipped, tests_flaky)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code, cached = excluded.cached,
 			reason = excluded.reason, error = excluded.error, finished_ms = excluded.finished_ms, artifacts = excluded.artifacts,
-			attempts = excluded.attempts, flaky = excluded.flaky, quarantined = excluded.quarantined, built_by = excluded.built_by`,
+			attempts = excluded.attempts, flaky = excluded.flaky, quarantined = excluded.quarantined, built_by = excluded.built_by,
+			tests_passed = excluded.tests_passed, tests_failed = excluded.tests_failed, tests_skipped = excluded.tests_skipped, tests_flaky = excluded.tests_flaky`,
 		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts),
-		t.Attempts, t.Flaky, t.Quarantined, t.BuiltBy)
+		t.Attempts, t.Flaky, t.Quarantined, t.BuiltBy, counts[0], counts[1], counts[2], counts[3])
 	if err != nil {
 		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, err)
 	}
@@ -583,13 +600,19 @@ func (s *store) output(ctx context.Context, runID int64, task string, before int
 
 // cases reads the test results of a run, of one task or of all when task is "".
 func (s *store) cases(ctx context.Context, runID int64, task string) ([]bettertest.TestResult, error) {
-	q := `SELECT task, name, test, attempt, status, duration_ms, output FROM cases WHERE run_id = ?`
+	q := `WHERE run_id = ?`
 	args := []any{runID}
 	if task != "" {
 		q += ` AND task = ?`
 		args = append(args, task)
 	}
-	rows, err := s.rdb.QueryContext(ctx, q+` ORDER BY seq`, args...)
+	return s.queryCases(ctx, q, args...)
+}
+
+// queryCases reads the test results that where (a WHERE clause) picks, in
+// the order they came.
+func (s *store) queryCases(ctx context.Context, where string, args ...any) ([]bettertest.TestResult, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT task, name, test, attempt, status, duration_ms, output FROM cases `+where+` ORDER BY seq`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,7 @@ func (b *Boss) uiRoutes(r chi.Router) {
 	r.Get("/runs/{id}", b.handlePage)
 	r.Get("/runs/{id}/tasks/{task}", b.handlePage)
 	r.Get("/runs/{id}/tasks/{task}/raw", b.handleRaw)
+	r.Get("/runs/{id}/raw", b.handleRaw) // the pipedef's own output
 	r.Get("/ui/app.js", assetHandler("app.js", "text/javascript; charset=utf-8"))
 	r.Get("/ui/app.css", assetHandler("app.css", "text/css; charset=utf-8"))
 	r.Get("/ui/events", b.handleUIEvents)
@@ -112,18 +113,24 @@ func (b *Boss) load(ctx context.Context, path string) ui.Loaded {
 			return b.notFound(ctx, path, fmt.Sprintf("the flaky tests of %s could not be read: %v", run.Pipeline, err))
 		}
 		l.Page, l.Run, l.Flaky = ui.PageRun, &run, flaky
+		task := "" // the run page shows the pipedef's own output, and the failed cases of all tasks
 		if len(parts) == 4 {
-			task, _ := url.PathUnescape(parts[3])
-			log, err := b.taskLog(ctx, id, task)
-			if err != nil {
-				return b.notFound(ctx, path, err.Error())
-			}
-			tests, err := b.testResults(ctx, id, task)
-			if err != nil {
-				return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
-			}
-			l.Page, l.Task, l.Log, l.Tests = ui.PageTask, task, log, tests
+			task, _ = url.PathUnescape(parts[3])
+			l.Page, l.Task = ui.PageTask, task
 		}
+		log, err := b.taskLog(ctx, id, task)
+		if err != nil {
+			return b.notFound(ctx, path, err.Error())
+		}
+		read := func() ([]bettertest.TestResult, error) { return b.testResults(ctx, id, task) }
+		if task == "" { // the run page: what failed
+			read = func() ([]bettertest.TestResult, error) { return b.failingResults(ctx, id) }
+		}
+		tests, err := read()
+		if err != nil {
+			return b.notFound(ctx, path, fmt.Sprintf("the tests of run #%d could not be read: %v", id, err))
+		}
+		l.Log, l.Tests = log, tests
 	default:
 		return b.notFound(ctx, path, fmt.Sprintf("%s is not a page of this boss", path))
 	}
@@ -141,7 +148,7 @@ func (b *Boss) notFound(ctx context.Context, path, why string) ui.Loaded {
 func (b *Boss) pipelineStrips(ctx context.Context) []ui.Pipeline {
 	out := make([]ui.Pipeline, 0, len(b.pipelines))
 	for _, p := range b.pipelines {
-		runs, err := b.store.runs(ctx, p.Name, ui.StripRuns)
+		runs, err := b.store.storedRuns(ctx, p.Name, ui.StripRuns)
 		if err != nil {
 			b.log.Error("history", "err", err)
 		}
@@ -153,8 +160,9 @@ func (b *Boss) pipelineStrips(ctx context.Context) []ui.Pipeline {
 	return out
 }
 
-// taskLog is the log a task page shows: the tail of its output, read
-// from the history as it goes, so the page never holds all of it.
+// taskLog is the log a task page shows (a run page: the pipedef's own,
+// task ""): the tail of its output, read from the history as it goes, so
+// the page never holds all of it.
 func (b *Boss) taskLog(ctx context.Context, id int64, task string) (ui.Log, error) {
 	out, err := b.openOutput(ctx, id, task, false)
 	if err != nil {
@@ -320,13 +328,14 @@ type logOf struct {
 	task string
 }
 
-// showing is the log m shows: a tab is sent the output of that task alone,
-// so a tab that shows no log costs nothing when output flows.
+// showing is the log m shows: a tab is sent the output of that task alone
+// (a run page: the pipedef's own), so a tab costs nothing when output it
+// does not show flows.
 func showing(m ui.Model) *logOf {
-	if m.Page != ui.PageTask || m.Run == nil {
+	if (m.Page != ui.PageTask && m.Page != ui.PageRun) || m.Run == nil {
 		return &logOf{} // no run is 0
 	}
-	return &logOf{run: m.Run.ID, task: m.Task}
+	return &logOf{run: m.Run.ID, task: m.Task} // a run page's Task is "": the pipedef's own output
 }
 
 // tell is what a tab is told of err: the error itself when it is one of

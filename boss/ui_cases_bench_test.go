@@ -163,6 +163,19 @@ func BenchmarkUITaskPage10kCases(b *testing.B) {
 		b.ReportMetric(floor99, "ms-p99-api-workers")
 		b.Logf("GET %s: p50 %.2f ms, p99 %.2f ms (%.0f KB), against GET /api/workers p50 %.2f ms, p99 %.2f ms: p99 %.1fx the floor's (target < 50 ms)",
 			path, p50, p99, float64(len(page))/1024, floor50, floor99, p99/floor99)
+
+		// The run's page and the run list count its cases from the history:
+		// the run page reads every result for what failed (nothing here).
+		runPath := fmt.Sprintf("/runs/%d", api.run.ID)
+		if want := fmt.Sprintf(`<span class="st-flaky">%d flaky</span> · <span class="st-passed">%d passed</span>`, flaky, cases-flaky); !strings.Contains(string(get(b, boss, runPath)), want) {
+			b.Fatalf("the run page of %d cases does not count them as %s", cases, want)
+		}
+		r50, r99 := measureWhole(b, boss, runPath, requests)
+		l50, l99 := measureWhole(b, boss, "/api/runs?pipeline=cases", requests)
+		b.ReportMetric(r99, "ms-p99-get-run-page")
+		b.ReportMetric(l99, "ms-p99-api-runs")
+		b.Logf("GET %s (its %d cases counted): p50 %.2f ms, p99 %.2f ms: p99 %.1fx the floor's; GET /api/runs?pipeline=cases: p50 %.2f ms, p99 %.2f ms: p99 %.1fx the floor's",
+			runPath, cases, r50, r99, r99/floor99, l50, l99, l99/floor99)
 	}
 }
 

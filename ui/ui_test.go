@@ -33,12 +33,32 @@ func fixtureRun() *bettertest.Run {
 					}},
 			}},
 			{Name: "test", Status: "failed", StartedMS: t0 + 1200, FinishedMS: t0 + 3300, Tasks: []bettertest.Task{
-				{Stage: "test", Name: "unit", Kind: "test", Status: "passed", ExitCode: code(0), StartedMS: t0 + 1200, FinishedMS: t0 + 2450},
+				{Stage: "test", Name: "unit", Kind: "test", Status: "passed", ExitCode: code(0), StartedMS: t0 + 1200, FinishedMS: t0 + 2450,
+					Tests: &bettertest.TestCounts{Passed: 3, Flaky: 1}},
 				{Stage: "test", Name: "lint <src>", Kind: "test", Status: "failed", ExitCode: code(2), StartedMS: t0 + 1200, FinishedMS: t0 + 3300,
+					Attempts: 2, Tests: &bettertest.TestCounts{Failed: 3, Flaky: 1},
 					Artifacts: []bettertest.ArtifactEvent{{Path: `/reports/"lint" <all>.html`, ID: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Size: 512}}},
 			}},
 			{Name: "deploy", Status: "skipped", Tasks: []bettertest.Task{{Stage: "deploy", Name: "ship", Kind: "test", Status: "skipped"}}},
 		}}
+}
+
+// fixtureRunTests are the test results of fixtureRun's cases that failed in
+// some attempt, as a run page holds them: lint <src> failed in two cases,
+// one of them on both attempts with a long message, and vet is flaky.
+func fixtureRunTests() []bettertest.TestResult {
+	long := ""
+	for i := 1; i <= CaseLines+3; i++ {
+		long += fmt.Sprintf("line %d <of the message>\n", i)
+	}
+	return []bettertest.TestResult{
+		{Task: "lint <src>", Case: "style", Test: "lint <src>/style", Attempt: 1, Status: "failed", Output: long},
+		{Task: "lint <src>", Case: "vet", Test: "lint <src>/vet", Attempt: 1, Status: "failed", Output: "flaky"},
+		{Task: "lint <src>", Case: "style", Test: "lint <src>/style", Attempt: 2, Status: "failed", Output: long},
+		{Task: "lint <src>", Case: "vet", Test: "lint <src>/vet", Attempt: 2, Status: "passed"},
+		{Task: "lint <src>", Case: "types", Test: "lint <src>/types", Attempt: 2, Status: "failed", Output: "a.c:3: want int, got <string>"},
+		{Task: "lint <src>", Test: "lint <src>", Attempt: 2, Status: "failed", Output: "exit code 2"},
+	}
 }
 
 func fixtureWorkers() []bettertest.WorkerInfo {
@@ -54,15 +74,18 @@ func fixture(page PageKind) Model {
 	case PagePipelines:
 		m.Path = "/"
 		m.Pipelines = []Pipeline{
-			{Name: "hello", Runs: []bettertest.Run{{ID: 8, Pipeline: "hello", Status: "running"}, {ID: 7, Pipeline: "hello", Status: "failed", Commit: "0d1a26e67d8f"}, {ID: 5, Pipeline: "hello", Status: "passed"}}},
+			{Name: "hello", Runs: []bettertest.Run{{ID: 8, Pipeline: "hello", Status: "running", Tests: &bettertest.TestCounts{Passed: 12, Failed: 1}}, {ID: 7, Pipeline: "hello", Status: "failed", Commit: "0d1a26e67d8f", Tests: &bettertest.TestCounts{Failed: 3, Flaky: 2, Passed: 3}}, {ID: 5, Pipeline: "hello", Status: "passed"}}},
 			{Name: "nightly", Runs: nil},
 		}
 		m.Selected = 1
 	case PageRun:
 		m.Path, m.Run, m.Selected = "/runs/7", fixtureRun(), 2
+		m.Tests = fixtureRunTests()
+		// The pipedef's own output: its traceback.
+		m.Log = NewLog([]bettertest.Chunk{{Stream: "stderr", Text: "Traceback (most recent call last):\n  File \"ci.py\", line 9, in <module>\n    raise SystemExit(\"deploy <refused>\")\nSystemExit: deploy <refused>\n"}})
 	case PageTask:
 		m.Path, m.Run, m.Task = "/runs/7/tasks/lint%20%3Csrc%3E", fixtureRun(), "lint <src>"
-		m.Log = NewLog([]bettertest.Chunk{{Stream: "stdout", Text: "checking a.c\n"}, {Stream: "stderr", Text: "a.c:3: <tab> found\nexit"}})
+		m.Log = NewLog([]bettertest.Chunk{{Stream: "stdout", Text: "checking a.c\n── attempt 2 of 2 ──\nchecking a.c\n"}, {Stream: "stderr", Text: "a.c:3: <tab> found\nexit"}})
 	case PageWorkers:
 		m.Path = "/workers"
 	case PageFlaky:
@@ -181,19 +204,32 @@ func TestViewPages(t *testing.T) {
 	}
 	flakyHelp := fixture(PageFlaky)
 	flakyHelp.Selected, flakyHelp.Help = 1, true
+	// A run with more failed cases than its page lists, and a long output of the pipedef.
+	manyFailures := fixture(PageRun)
+	manyFailures.Tests = nil
+	for i := range FailedCases + 2 {
+		manyFailures.Tests = append(manyFailures.Tests, bettertest.TestResult{Task: "lint <src>", Case: fmt.Sprint("case", i),
+			Test: fmt.Sprint("lint <src>/case", i), Attempt: 1, Status: "failed"})
+	}
+	var prints []bettertest.Chunk
+	for i := range PipedefLines + 5 {
+		prints = append(prints, bettertest.Chunk{Stream: "stdout", Text: fmt.Sprintf("print %d\n", i)})
+	}
+	manyFailures.Log = NewLog(prints)
 	for name, m := range map[string]Model{
-		"pipelines.html":      fixture(PagePipelines),
-		"pipelines-help.html": help,
-		"pipelines-none.html": {Page: PagePipelines, Path: "/"},
-		"run.html":            fixture(PageRun),
-		"task.html":           fixture(PageTask),
-		"workers.html":        fixture(PageWorkers),
-		"flaky.html":          flakyHelp,
-		"flaky-none.html":     {Page: PageFlaky, Path: "/flaky", Workers: fixtureWorkers()},
-		"run-flaky.html":      flakyRun,
-		"task-tests.html":     fixtureTaskTests(),
-		"run-awaiting.html":   fixtureAwaiting(),
-		"task-cached.html":    fixtureCached(),
+		"pipelines.html":        fixture(PagePipelines),
+		"pipelines-help.html":   help,
+		"pipelines-none.html":   {Page: PagePipelines, Path: "/"},
+		"run.html":              fixture(PageRun),
+		"task.html":             fixture(PageTask),
+		"workers.html":          fixture(PageWorkers),
+		"flaky.html":            flakyHelp,
+		"flaky-none.html":       {Page: PageFlaky, Path: "/flaky", Workers: fixtureWorkers()},
+		"run-flaky.html":        flakyRun,
+		"task-tests.html":       fixtureTaskTests(),
+		"run-awaiting.html":     fixtureAwaiting(),
+		"task-cached.html":      fixtureCached(),
+		"run-failures-cut.html": manyFailures,
 	} {
 		golden(t, name, View(m).HTML())
 	}
@@ -338,8 +374,15 @@ func TestUpdateBossEvents(t *testing.T) {
 	tm = Update(tm, Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "lint <src>", Seq: 1, Chunk: bettertest.Chunk{Text: "already here"}}})
 	tm = Update(tm, Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "lint <src>", Seq: 2, Chunk: bettertest.Chunk{Text: "ed\nnext\n"}}})
 	tm = Update(tm, Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "unit", Seq: 0, Chunk: bettertest.Chunk{Text: "not mine\n"}}})
-	if got := logText(tm.Log); got != "checking a.c\na.c:3: &lt;tab&gt; found\nexited\nnext\n" {
+	if got := logText(tm.Log); got != "checking a.c\n<span class=\"attempt\">── attempt 2 of 2 ──</span>\nchecking a.c\na.c:3: &lt;tab&gt; found\nexited\nnext\n" {
 		t.Fatalf("log: %q", got)
+	}
+	// On a run page: the pipedef's own output, task "".
+	rm := fixture(PageRun)
+	rm = Update(rm, Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "", Seq: 1, Chunk: bettertest.Chunk{Text: "late\n"}}})
+	rm = Update(rm, Output{Event: bettertest.OutputChunkEvent{RunID: 7, Task: "unit", Seq: 1, Chunk: bettertest.Chunk{Text: "not mine\n"}}})
+	if got := rm.Log.Lines[len(rm.Log.Lines)-2:]; !reflect.DeepEqual(got, []string{"SystemExit: deploy <refused>", "late"}) {
+		t.Fatalf("the pipedef's output ends %q", got)
 	}
 
 	// Workers are replaced by name, new ones kept in name order.
@@ -395,7 +438,7 @@ func TestDiff(t *testing.T) {
 	old = View(r)
 	r = Update(r, Key{Key: "k"})
 	got := Diff(old, View(r))
-	want := []Fragment{{Op: "replace", ID: "stage-1", HTML: View(r).Main[2].HTML()}}
+	want := []Fragment{{Op: "replace", ID: "stage-1", HTML: View(r).Main[3].HTML()}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("selection within a stage: %+v", got)
 	}
@@ -587,10 +630,21 @@ func TestUpdateTestChanged(t *testing.T) {
 	if !reflect.DeepEqual(given[4:], []bettertest.TestResult{{}, {}}) {
 		t.Fatalf("Update changed the model it was given: %+v", given)
 	}
-	// Other pages do not keep test results.
-	r := Update(fixture(PageRun), ev(7, all[0]))
-	if r.Tests != nil {
-		t.Fatalf("a run page took a test result: %+v", r.Tests)
+	// The run's page keeps those of the cases that failed in some attempt,
+	// for what failed: TestRace's pass on attempt 2 too; other pages keep none.
+	run := fixture(PageRun)
+	run.Tests = nil
+	for _, r := range all {
+		run = Update(run, ev(7, r))
+	}
+	if want := []bettertest.TestResult{all[1], all[2], all[4], all[5]}; !reflect.DeepEqual(run.Tests, want) {
+		t.Fatalf("the run page took %+v", run.Tests)
+	}
+	if r := Update(run, ev(8, all[1])); len(r.Tests) != 4 {
+		t.Fatalf("a run page took another run's test result: %+v", r.Tests)
+	}
+	if r := Update(fixture(PageWorkers), ev(7, all[0])); r.Tests != nil {
+		t.Fatalf("the workers page took a test result: %+v", r.Tests)
 	}
 }
 
@@ -732,5 +786,34 @@ func TestDiffFromAPageVersion(t *testing.T) {
 	}
 	if got, want := Diff(Page{}, View(fixture(PageRun))), DiffFrom(sent.Version(), View(fixture(PageRun))); !reflect.DeepEqual(got, want) {
 		t.Errorf("another page: %d fragments, want the whole page's %d", len(want), len(got))
+	}
+}
+
+// A run that failed before any task did shows what its pipedef said, and
+// nothing when it said nothing.
+func TestFailuresOfThePipedefAlone(t *testing.T) {
+	m := Model{Page: PageRun, Path: "/runs/3", Run: &bettertest.Run{ID: 3, Pipeline: "p", Status: bettertest.StatusFailed, Stages: []bettertest.Stage{}}}
+	ids := func(p Page) []string {
+		var out []string
+		for _, r := range p.Main {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	if got := ids(View(m)); !reflect.DeepEqual(got, []string{"head"}) {
+		t.Errorf("a failed run without output shows %v", got)
+	}
+	m.Log = NewLog([]bettertest.Chunk{{Stream: "stderr", Text: "Traceback (most recent call last):\nValueError: <no>"}})
+	page := View(m)
+	if got := ids(page); !reflect.DeepEqual(got, []string{"head", "failures"}) {
+		t.Fatalf("a failed run with output shows %v", got)
+	}
+	if got, want := page.Main[1].HTML(), `<section id="failures" class="failures"><h2>What failed</h2><h3>The pipedef's own output</h3>`+
+		`<pre class="output">Traceback (most recent call last):`+"\n"+`ValueError: &lt;no&gt;</pre></section>`; got != want {
+		t.Errorf("failures\n got %s\nwant %s", got, want)
+	}
+	m.Run.Status = bettertest.StatusCancelled
+	if got := ids(View(m)); !reflect.DeepEqual(got, []string{"head"}) {
+		t.Errorf("a cancelled run shows %v", got)
 	}
 }

@@ -40,7 +40,8 @@ func Update(m Model, msg Msg) Model {
 		m = m.taskChanged(msg.Event)
 	case Output:
 		// A chunk the log already holds (it was loaded with the page) is not added again.
-		if m.Page == PageTask && m.Run != nil && msg.Event.RunID == m.Run.ID && msg.Event.Task == m.Task && msg.Event.Seq >= m.Log.Chunks {
+		// A run page shows the pipedef's own output (task ""), a task page the task's.
+		if (m.Page == PageTask || m.Page == PageRun) && m.Run != nil && msg.Event.RunID == m.Run.ID && msg.Event.Task == m.Task && msg.Event.Seq >= m.Log.Chunks {
 			m.Log.Append(msg.Event.Text)
 		}
 	case WorkerChanged:
@@ -363,10 +364,17 @@ func (m Model) taskChanged(ev bettertest.TaskEvent) Model {
 }
 
 // testChanged adds an attempt's test results to the task page that shows
-// them, each once: the page may have been loaded with some already.
+// them, or the run page of its run (for its failures), each once: the page
+// may have been loaded with some already. A run page keeps only the
+// results of the cases that failed in some attempt, as it is loaded with.
 func (m Model) testChanged(ev bettertest.TestResultsEvent) Model {
-	if m.Page != PageTask || m.Run == nil || ev.RunID != m.Run.ID || ev.Task != m.Task {
+	if m.Run == nil || ev.RunID != m.Run.ID || !(m.Page == PageTask && ev.Task == m.Task || m.Page == PageRun) {
 		return m
+	}
+	if m.Page == PageRun {
+		// m.Tests holds cases that failed in some attempt alone: the
+		// event adds its failed ones, and the later attempts of those.
+		ev.Results = bettertest.Failing(append(slices.Clip(m.Tests), ev.Results...))[len(m.Tests):]
 	}
 	// A map of the event's results, not of the page's: a retry of a case
 	// or two on a page of 10,000 costs one pass over them, not a map of all.

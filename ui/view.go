@@ -201,6 +201,10 @@ type mainKey struct {
 	n         int // of pipelines, workers or flaky tests
 	nFlaky    int // of flaky tests, on a run page
 	selected  int
+	tests     *bettertest.TestResult // a run page's test results
+	nTests    int
+	logChunks int // of a run page's pipedef output
+	logStart  int
 }
 
 // View renders m, as View does.
@@ -215,6 +219,10 @@ func (v *Views) View(m Model) Page {
 	case PageRun:
 		p.Title = runTitle(m.Run) + " · bettertest"
 		key.run, key.flaky, key.nFlaky = m.Run, first(m.Flaky), len(m.Flaky)
+		key.tests, key.nTests = first(m.Tests), len(m.Tests)
+		if m.Run != nil && m.Run.Status == bettertest.StatusFailed { // the pipedef's output is shown
+			key.logChunks, key.logStart = m.Log.Chunks, m.Log.Start
+		}
 		p.Main = v.main.of(key, func() []Region { return runPage(m) })
 	case PageTask:
 		p.Title = m.Task + " · " + runTitle(m.Run) + " · bettertest"
@@ -375,9 +383,16 @@ func pipelinesPage(m Model) []Region {
 			if r.Commit != "" {
 				title += " " + short(r.Commit)
 			}
+			if r.Tests != nil {
+				title += ": " + r.Tests.String()
+			}
 			fmt.Fprintf(&b, `<a class="sq st-%s" href="%s" title="%s">%s</a>`, esc(r.Status), runPath(r.ID), esc(title), symbol(r.Status))
 		}
-		b.WriteString(`</span> <button data-action="run" data-pipeline="` + esc(p.Name) + `">Run</button>`)
+		b.WriteString(`</span>`)
+		if len(p.Runs) > 0 {
+			b.WriteString(counts(p.Runs[0].Tests)) // after the strip: strips line up
+		}
+		b.WriteString(` <button data-action="run" data-pipeline="` + esc(p.Name) + `">Run</button>`)
 		out = append(out, Region{ID: fmt.Sprintf("p-%d", i), Tag: "div", Attrs: ` class="row"` + selected(m, i), Inner: b.String()})
 	}
 	return out
@@ -405,6 +420,9 @@ func runPage(m Model) []Region {
 	}
 	meta = append(meta, "triggered by "+esc(r.Trigger))
 	b.WriteString(strings.Join(meta, " · ") + "</p>")
+	if c := counts(bettertest.TotalCounts(r.Stages)); c != "" {
+		b.WriteString(`<p class="meta">test cases:` + c + "</p>")
+	}
 	if r.Error != "" {
 		b.WriteString(`<p class="error">` + esc(r.Error) + "</p>")
 	}
@@ -416,11 +434,14 @@ func runPage(m Model) []Region {
 	}
 	b.WriteString(`<button data-action="run" data-pipeline="` + esc(r.Pipeline) + `">Run again</button>`)
 	out := []Region{{ID: "head", Tag: "div", Inner: b.String()}}
+	if f := failures(m); f.Inner != "" {
+		out = append(out, f)
+	}
 	known := knownFlaky(m.Flaky, r.Pipeline)
 	row := 0
 	for i, st := range r.Stages {
 		var s strings.Builder
-		s.WriteString("<h2>" + status(st.Status) + " " + esc(st.Name) + "</h2>\n<div class=\"tasks\">")
+		s.WriteString("<h2>" + status(st.Status) + " " + esc(st.Name) + counts(bettertest.StageCounts(st)) + "</h2>\n<div class=\"tasks\">")
 		for _, t := range st.Tasks {
 			s.WriteString(taskCard(m, r, t, row, known[t.Name]))
 			row++
@@ -470,6 +491,7 @@ func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row, known int) str
 		}
 		b.WriteString(` <span class="arts" title="` + esc(strings.Join(paths, ", ")) + `">` + plural(len(t.Artifacts), "artifact") + "</span>")
 	}
+	b.WriteString(counts(t.Tests))
 	var marks []string
 	if t.Flaky {
 		marks = append(marks, flakyMark(t.Attempts))
@@ -799,11 +821,19 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// attemptMarker begins the line that the pipedef library writes into a
+// retried test's output where an attempt begins: "── attempt 2 of 3 ──".
+const attemptMarker = "── attempt "
+
 // logText is the shown part of a log. Lines after Start only ever grow at
 // the end, so the HTML of a growing log starts with its earlier HTML.
 func logText(l Log) string {
 	var b strings.Builder
 	for _, line := range l.Lines[min(l.Start, len(l.Lines)):] {
+		if strings.HasPrefix(line, attemptMarker) {
+			b.WriteString(`<span class="attempt">` + esc(line) + "</span>\n")
+			continue
+		}
 		b.WriteString(esc(line) + "\n")
 	}
 	b.WriteString(esc(l.Partial))

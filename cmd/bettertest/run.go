@@ -21,9 +21,12 @@ import (
 
 const runUsage = `Usage: bettertest run [--boss URL] [--token-file PATH] PIPELINE
 
-Start a run of PIPELINE on the boss and follow it: each stage and task as it
-ends, the whole output of a task that failed, and the run's status. The exit
-status is 0 when the run passed and 1 otherwise.
+Start a run of PIPELINE on the boss and follow it: each stage, and each task
+as it ends with its test case counts. When the run ends it says what failed
+first: each failed task with its failed test cases (the start of each message)
+and the end of its last attempt's output, and the pipedef's own output (its
+traceback); then the run's status with its test case counts. The exit status
+is 0 when the run passed and 1 otherwise.
 `
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -134,6 +137,9 @@ func (c *bossClient) follow(ctx context.Context, id int64) (bettertest.Run, erro
 				fmt.Fprintf(c.out, "commit %.7s on %s by %s\n", r.Commit, r.Ref, r.Author)
 			}
 			if r.Status != last.Status {
+				if ended(r.Status) {
+					c.printFailures(ctx, r)
+				}
 				c.printRun(r)
 			}
 			last = r
@@ -145,7 +151,7 @@ func (c *bossClient) follow(ctx context.Context, id int64) (bettertest.Run, erro
 		case bettertest.BossEventTask:
 			var t bettertest.TaskEvent
 			if json.Unmarshal([]byte(ev.Data), &t) == nil && t.Status != bettertest.StatusRunning {
-				c.printTask(ctx, id, t.Task)
+				c.printTask(t.Task)
 			}
 		}
 	}
@@ -188,12 +194,82 @@ func (c *bossClient) printRun(r bettertest.Run) {
 		if r.Error != "" {
 			line += ": " + r.Error
 		}
+		if r.Tests != nil {
+			line += "; test cases: " + r.Tests.String()
+		}
 		fmt.Fprintln(c.out, line)
 	}
 }
 
-// printTask prints a task that ended, and the whole output of one that failed.
-func (c *bossClient) printTask(ctx context.Context, id int64, t bettertest.Task) {
+func ended(status string) bool {
+	return status != "" && status != bettertest.StatusQueued && status != bettertest.StatusRunning && status != bettertest.StatusAwaitingApproval
+}
+
+// printFailures says what failed in a run that ended, before its status
+// line: what the boss holds of it is read once, at its end.
+func (c *bossClient) printFailures(ctx context.Context, r bettertest.Run) {
+	f := failed{base: c.base, run: r, logs: map[string]string{}}
+	// The run whole, its tasks in page order, as the run page lists them.
+	var whole bettertest.Run
+	if err := c.get(ctx, fmt.Sprintf("/api/runs/%d", r.ID), &whole); err != nil {
+		fmt.Fprintf(c.out, "(what failed could not be read: %v)\n", err)
+		return
+	}
+	for _, st := range whole.Stages {
+		for _, t := range st.Tasks {
+			if t.Status == bettertest.StatusFailed {
+				f.tasks = append(f.tasks, t)
+			}
+		}
+	}
+	if len(f.tasks) == 0 && r.Status != bettertest.StatusFailed {
+		return
+	}
+	if len(f.tasks) > 0 {
+		if err := c.get(ctx, fmt.Sprintf("/api/runs/%d/tests", r.ID), &f.tests); err != nil {
+			fmt.Fprintf(c.out, "(the failed test cases could not be read: %v)\n", err)
+		}
+	}
+	for _, t := range f.tasks {
+		f.logs[t.Name] = c.log(ctx, fmt.Sprintf("/api/runs/%d/tasks/%s/log", r.ID, url.PathEscape(t.Name)))
+	}
+	if r.Status == bettertest.StatusFailed {
+		f.pipedef = c.log(ctx, fmt.Sprintf("/api/runs/%d/log", r.ID))
+	}
+	for _, line := range f.report(c.paint) {
+		fmt.Fprintln(c.out, line)
+	}
+}
+
+// log is the whole output at path (a task's, or the pipedef's), or a line
+// saying why it could not be read.
+func (c *bossClient) log(ctx context.Context, path string) string {
+	var chunks []bettertest.Chunk
+	if err := c.get(ctx, path, &chunks); err != nil {
+		return fmt.Sprintf("(its output could not be read: %v)\n", err)
+	}
+	var all strings.Builder
+	for _, ch := range chunks {
+		all.WriteString(ch.Text)
+	}
+	return all.String()
+}
+
+// get decodes the boss's JSON answer to GET path into v.
+func (c *bossClient) get(ctx context.Context, path string, v any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, nil, "application/json")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("the boss's answer to GET %s is not JSON: %w", path, err)
+	}
+	return nil
+}
+
+// printTask prints a task that ended, with its test case counts.
+func (c *bossClient) printTask(t bettertest.Task) {
 	line := fmt.Sprintf("  %-7s %s", c.statusWord(t.Status), t.Name)
 	if t.FinishedMS > 0 && t.StartedMS > 0 {
 		line += fmt.Sprintf("  %s", (time.Duration(t.FinishedMS-t.StartedMS) * time.Millisecond).Round(10*time.Millisecond))
@@ -205,6 +281,9 @@ func (c *bossClient) printTask(ctx context.Context, id int64, t bettertest.Task)
 		line += "  cached"
 	case t.Reason != "":
 		line += "  (" + t.Reason + ")"
+	}
+	if t.Tests != nil {
+		line += "  cases: " + t.Tests.String()
 	}
 	if t.ExitCode != nil && *t.ExitCode != 0 {
 		line += fmt.Sprintf("  exit %d", *t.ExitCode)
@@ -219,24 +298,4 @@ func (c *bossClient) printTask(ctx context.Context, id int64, t bettertest.Task)
 		line += ": " + t.Error
 	}
 	fmt.Fprintln(c.out, line)
-	if t.Status != bettertest.StatusFailed {
-		return
-	}
-	resp, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/runs/%d/tasks/%s/log", id, url.PathEscape(t.Name)), nil, "application/json")
-	if err != nil {
-		fmt.Fprintf(c.out, "    (its output could not be fetched: %v)\n", err)
-		return
-	}
-	defer resp.Body.Close()
-	var chunks []bettertest.Chunk
-	if json.NewDecoder(resp.Body).Decode(&chunks) != nil {
-		return
-	}
-	var all strings.Builder
-	for _, ch := range chunks {
-		all.WriteString(ch.Text)
-	}
-	for _, l := range strings.SplitAfter(strings.TrimRight(all.String(), "\n"), "\n") {
-		fmt.Fprintf(c.out, "    | %s", strings.TrimSuffix(l, "\n")+"\n")
-	}
 }

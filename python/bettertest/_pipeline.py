@@ -257,6 +257,7 @@ class Task:
         self._duration: float | None = None
         self._waited = 0.0  # seconds its attempts waited for a slot of the worker
         self._attempts = 0
+        self._line_open = False  # its output so far ends inside a line
         self._test_results: list[TestResult] = []
         self._quarantined = False
         self._started = pipeline._clock()
@@ -404,6 +405,10 @@ class Task:
                 self._end("failed", None, _task_error(e))
             return
         for number in itertools.count(1):
+            if number > 1:
+                # Where one attempt's output ends and the next one's starts, in the output itself:
+                # wherever it is shown (the report, the boss's log and raw log), the marker is there.
+                self._on_output("stdout", ("\n" if self._line_open else "") + f"── attempt {number} of {self._retries + 1} ──\n")
             attempt = self._attempt(number, inputs)
             with pipeline._lock:
                 if self._status != "running":
@@ -561,6 +566,8 @@ class Task:
         )
 
     def _on_output(self, stream: str, text: str) -> None:
+        if text:
+            self._line_open = not text.endswith("\n")
         self._pipeline._emit_locked(
             {"event": "task_output", "stage": self.stage, "task": self.name, "stream": stream, "text": text}
         )

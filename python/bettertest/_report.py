@@ -146,11 +146,16 @@ _CLEAR_LINE = "\r\x1b[K"
 class HumanReporter:
     """A compact view for people: one line per task when it ends, a line per stage, a summary.
 
-    Passing tasks stay quiet; a failing task's failed test cases (from its results) and its whole
-    output follow its line, the output indented with ``"    | "``. A failed attempt of a test that
-    is retried gets a ``retry`` line, followed the same way. On a terminal, statuses are colored
-    and a last line lists the tasks that are running, redrawn as they start and end; elsewhere
-    the text is plain and only grows.
+    Passing tasks stay quiet; a failing task's line is followed by its failed test cases (from its
+    results) with the first lines of their messages, then the whole output of its last attempt,
+    indented with ``"    | "``. A test's line counts its test cases (``cases: 1 failed, 2
+    passed``), each once by its last attempt: a case that failed and then passed on a retry is
+    flaky. A failed attempt of a test that is retried gets a ``retry`` line with its failed cases;
+    the next attempt's output starts with a ``── attempt 2 of 3 ──`` marker. The summary leads
+    with what failed: a ``failed:`` line names each failed task and its failed cases, then the
+    last line counts tasks and test cases. On a terminal, statuses are colored and a last line
+    lists the tasks that are running, redrawn as they start and end; elsewhere the text is plain
+    and only grows.
 
     Example (not on a terminal)::
 
@@ -160,15 +165,16 @@ class HumanReporter:
         stage build passed in 0.82s
         stage test
           retry    net  attempt 1 failed (exit code 1), running attempt 2 of 3
-            | connection reset by peer
           passed   net  1.20s  flaky: passed on attempt 2 of 3
-          failed   unit  0.52s  exit code 1; quarantined: does not fail the run
+          failed   unit  0.52s  cases: 1 failed, 40 passed; exit code 1; quarantined: does not fail the run
             failed suite.test_parse
+              assert 1 == 2
             | FAILED suite.test_parse - assert 1 == 2
           failed   lint  0.25s  exit code 1
             | hello.c:3: trailing whitespace
         stage test failed in 1.31s
-        pipeline hello failed in 2.13s: 2 passed (0 cached), 2 failed (1 quarantined), 0 skipped
+        failed: unit (suite.test_parse), lint
+        pipeline hello failed in 2.13s: 2 passed (0 cached), 2 failed (1 quarantined), 0 skipped; test cases: 2 failed, 1 flaky, 40 passed
     """
 
     def __init__(self, out: TextIO, *, color: bool | None = None) -> None:
@@ -184,8 +190,13 @@ class HumanReporter:
         # By (stage, task): the output and failed test cases of the attempt that runs, the last
         # attempt's (shown when the task fails), why a build was not cached, the retries allowed.
         self._output: dict[tuple[str, str], list[str]] = {}
-        self._failed_cases: dict[tuple[str, str], list[str]] = {}
-        self._last_attempt: dict[tuple[str, str], tuple[list[str], str]] = {}
+        self._failed_cases: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._last_attempt: dict[tuple[str, str], tuple[list[tuple[str, str]], str]] = {}
+        # By (stage, task), then case name: its last status, and whether an attempt of it failed.
+        self._cases: dict[tuple[str, str], dict[str, tuple[str, bool]]] = {}
+        self._totals = _Counts()
+        self._failed_tasks: list[str] = []
+        self._attempt_cases: dict[tuple[str, str], tuple[int, int]] = {}  # this attempt's cases: how many, how many failed  # the recap before the summary: each failed task and its failed cases
         self._reasons: dict[tuple[str, str], str] = {}
         self._retries: dict[tuple[str, str], int] = {}
         self._footer = False
@@ -212,8 +223,14 @@ class HumanReporter:
         elif name == "task_uncached":
             self._reasons[(event["stage"], event["task"])] = event["reason"]
         elif name == "test_case":
-            if event["status"] == "failed":
-                self._failed_cases.setdefault((event["stage"], event["task"]), []).append(event["name"])
+            key = (event["stage"], event["task"])
+            status, case = event["status"], event["name"]
+            cases = self._cases.setdefault(key, {})
+            cases[case] = (status, status == "failed" or cases.get(case, ("", False))[1])
+            if status == "failed":
+                self._failed_cases.setdefault(key, []).append((case, event.get("output") or ""))
+            shown, failed = self._attempt_cases.get(key, (0, 0))
+            self._attempt_cases[key] = (shown + 1, failed + (status == "failed"))
         elif name == "task_attempt":
             lines.extend(self._task_attempt(event))
         elif name == "task_end":
@@ -226,11 +243,15 @@ class HumanReporter:
                 lines.append(f"stage {event['stage']} {self._paint(status)} in {format_duration(event['duration_ms'])}")
         elif name == "pipeline_end":
             quarantined = f" ({event['quarantined']} quarantined)" if event["quarantined"] else ""
+            if self._failed_tasks:
+                lines.append(f"{self._paint('failed')}: {', '.join(self._failed_tasks)}")
             summary = (
                 f"pipeline {event['pipeline']} {self._paint(event['status'], bold=True)} in "
                 f"{format_duration(event['duration_ms'])}: {event['passed']} passed ({event['cached']} cached), "
                 f"{event['failed']} failed{quarantined}, {event['skipped']} skipped"
             )
+            if self._totals.total():
+                summary += f"; test cases: {self._totals}"
             if event.get("error"):
                 summary += f"; {event['error']}"
             lines.append(summary)
@@ -251,6 +272,13 @@ class HumanReporter:
         key = (event["stage"], event["task"])
         output = "".join(self._output.pop(key, []))
         failed_cases = self._failed_cases.pop(key, [])
+        # As the boss counts: an attempt that reported no case, or failed without a failed case to
+        # show for it, is a case itself, named as its task.
+        shown, failed = self._attempt_cases.pop(key, (0, 0))
+        if shown == 0 or (event["status"] == "failed" and failed == 0):
+            cases = self._cases.setdefault(key, {})
+            before = cases.get("", ("", False))[1]
+            cases[""] = (event["status"], before or event["status"] == "failed")
         attempt, retries = event["attempt"], self._retries.get(key, 0)
         if event["status"] != "failed" or attempt > retries:
             self._last_attempt[key] = (failed_cases, output)
@@ -259,7 +287,7 @@ class HumanReporter:
         line = f"  {self._paint('retry', width=8, code=_YELLOW)} {event['task']}  attempt {attempt} failed"
         line += f" ({why})" if why else ""
         line += f", running attempt {attempt + 1} of {retries + 1}"
-        return [line, *self._failure(failed_cases, output)]
+        return [line, *(f"    {self._paint('failed')} {case}" for case, _ in failed_cases)]
 
     def _task_end(self, event: Event) -> list[str]:
         key = (event["stage"], event["task"])
@@ -273,9 +301,14 @@ class HumanReporter:
         retries = self._retries.pop(key, 0)
         status = event["status"]
         line = f"  {self._paint(status, width=8)} {event['task']}"
+        cases = self._cases.pop(key, {})
+        counts = _Counts.of(cases.values())
+        self._totals.add(counts)
         if status == "skipped":
             return [line]
         details = []
+        if set(cases) - {""}:  # a task that is its only case says nothing more than its status
+            details.append(f"cases: {counts}")
         if event["cached"]:
             details.append(self._paint("cached", code=_CYAN))
         elif reason is not None:
@@ -297,11 +330,20 @@ class HumanReporter:
             line += "  " + "; ".join(details)
         if status != "failed":
             return [line]
+        names = [case for case, _ in failed_cases]
+        self._failed_tasks.append(f"{event['task']} ({', '.join(names)})" if names else event["task"])
         return [line, *self._failure(failed_cases, output)]
 
-    def _failure(self, failed_cases: list[str], output: str) -> list[str]:
-        """The lines under a failure: the failed test cases, then the whole output."""
-        lines = [f"    {self._paint('failed')} {name}" for name in failed_cases]
+    def _failure(self, failed_cases: list[tuple[str, str]], output: str) -> list[str]:
+        """The lines under a failure: the failed test cases with the start of their messages, then
+        the whole output of the last attempt."""
+        lines = []
+        for name, message in failed_cases:
+            lines.append(f"    {self._paint('failed')} {name}")
+            shown = message.removesuffix("\n").split("\n") if message else []
+            lines.extend(f"      {text}" for text in shown[:CASE_LINES])
+            if len(shown) > CASE_LINES:
+                lines.append(f"      … {len(shown) - CASE_LINES} more lines (the task's test_results have them all)")
         if output:
             lines.extend(f"    | {text}" for text in output.removesuffix("\n").split("\n"))
         return lines
@@ -312,6 +354,42 @@ class HumanReporter:
             return word + padding
         start = (code or _STATUS_COLORS.get(word, "")) + (_BOLD if bold else "")
         return f"{start}{word}{_RESET}{padding}"
+
+
+CASE_LINES = 10
+"""How many lines of a failed test case's message the human report shows."""
+
+
+class _Counts:
+    """Test cases counted by how they ended; one that failed and then passed is flaky."""
+
+    def __init__(self) -> None:
+        self.passed = self.failed = self.skipped = self.flaky = 0
+
+    @classmethod
+    def of(cls, cases: Any) -> _Counts:
+        """Count cases given as (last status, whether an attempt failed)."""
+        counts = cls()
+        for status, failed_before in cases:
+            if status == "passed" and failed_before:
+                counts.flaky += 1
+            elif status in ("passed", "failed", "skipped"):
+                setattr(counts, status, getattr(counts, status) + 1)
+        return counts
+
+    def add(self, other: _Counts) -> None:
+        self.passed += other.passed
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.flaky += other.flaky
+
+    def total(self) -> int:
+        return self.passed + self.failed + self.skipped + self.flaky
+
+    def __str__(self) -> str:
+        """Failures first, as the boss says them: ``"2 failed, 1 flaky, 40 passed, 3 skipped"``."""
+        parts = [(self.failed, "failed"), (self.flaky, "flaky"), (self.passed, "passed"), (self.skipped, "skipped")]
+        return ", ".join(f"{n} {word}" for n, word in parts if n)
 
 
 def _why(exit_code: int | None, error: str | None) -> str:

@@ -105,6 +105,7 @@ class RetriesTest(PipedefTestCase):
                 start("one", "flaky", "test", PLAN, retries=2),
                 out("one", "flaky", "attempt 1\n"),
                 attempt("one", "flaky", 1, "failed", 1),
+                out("one", "flaky", "── attempt 2 of 3 ──\n"),
                 out("one", "flaky", "attempt 2\n"),
                 attempt("one", "flaky", 2, "passed", 0),
                 end("one", "flaky", "test", "passed", 0, attempts=2, flaky=True),
@@ -113,8 +114,10 @@ class RetriesTest(PipedefTestCase):
                 start("two", "broken", "test", PLAN, retries=2),
                 out("two", "broken", "attempt 1\n"),
                 attempt("two", "broken", 1, "failed", 1),
+                out("two", "broken", "── attempt 2 of 3 ──\n"),
                 out("two", "broken", "attempt 2\n"),
                 attempt("two", "broken", 2, "failed", 1),
+                out("two", "broken", "── attempt 3 of 3 ──\n"),
                 out("two", "broken", "attempt 3\n"),
                 attempt("two", "broken", 3, "failed", 1),
                 end("two", "broken", "test", "failed", 1, attempts=3),
@@ -131,18 +134,17 @@ class RetriesTest(PipedefTestCase):
             f"pipeline flaky on {self.proc.url}\n"
             "stage one\n"
             "  retry    flaky  attempt 1 failed (exit code 1), running attempt 2 of 3\n"
-            "    | attempt 1\n"
             "  passed   flaky  D  flaky: passed on attempt 2 of 3\n"
             "stage one passed in D\n"
             "stage two\n"
             "  retry    broken  attempt 1 failed (exit code 1), running attempt 2 of 3\n"
-            "    | attempt 1\n"
             "  retry    broken  attempt 2 failed (exit code 1), running attempt 3 of 3\n"
-            "    | attempt 2\n"
             "  failed   broken  D  exit code 1; 3 attempts\n"
+            "    | ── attempt 3 of 3 ──\n"
             "    | attempt 3\n"
             "stage two failed in D\n"
-            "pipeline flaky failed in D: 1 passed (0 cached), 1 failed, 0 skipped\n",
+            "failed: broken\n"
+            "pipeline flaky failed in D: 1 passed (0 cached), 1 failed, 0 skipped; test cases: 1 failed, 1 flaky\n",
         )
 
 
@@ -225,6 +227,7 @@ class ResultsTest(PipedefTestCase):
                 start("test", "retried", "test", tasks[4][1], retries=1),
                 *junit_cases("test", "retried"),
                 attempt("test", "retried", 1, "failed", 0),
+                out("test", "retried", "── attempt 2 of 2 ──\n"),
                 dict(smoke, task="retried", suite="retried", attempt=2),
                 attempt("test", "retried", 2, "passed", 0),
                 end("test", "retried", "test", "passed", 0, attempts=2, flaky=True),

@@ -399,7 +399,8 @@ class StagesTest(PipedefTestCase):
             "stage deploy\n"
             "  skipped  ship\n"
             "stage deploy skipped\n"
-            "pipeline human failed in D: 1 passed (0 cached), 1 failed, 1 skipped\n",
+            "failed: bad\n"
+            "pipeline human failed in D: 1 passed (0 cached), 1 failed, 1 skipped; test cases: 1 failed\n",
         )
         self.assertEqual(run.stderr, "")
 
@@ -732,6 +733,7 @@ class InProcessTest(unittest.TestCase):
             "stage one\n"
             f"  failed   t  0.25s  {error}\n"
             "stage one failed in 0.75s\n"
+            "failed: t\n"
             "pipeline unit failed in 1.25s: 0 passed (0 cached), 1 failed, 0 skipped\n",
         )
 

@@ -79,7 +79,8 @@ class HumanReporterTest(unittest.TestCase):
             "stage deploy\n"
             "  skipped  ship\n"
             "stage deploy skipped\n"
-            "pipeline hello failed in 1m01s: 3 passed (1 cached), 1 failed, 1 skipped\n",
+            "failed: lint\n"
+            "pipeline hello failed in 1m01s: 3 passed (1 cached), 1 failed, 1 skipped; test cases: 1 failed, 1 passed\n",
         )
 
     def test_not_a_terminal_means_plain(self) -> None:
@@ -133,7 +134,8 @@ class HumanReporterTest(unittest.TestCase):
             "    | \n"
             "  failed   slow  2.00s  exit code 137; timed out after 1 s and was killed\n"
             "stage s failed in 2.10s\n"
-            "pipeline p failed in 2.20s: 0 passed (0 cached), 3 failed, 0 skipped; the pipedef raised ValueError: boom\n",
+            "failed: t, b, slow\n"
+            "pipeline p failed in 2.20s: 0 passed (0 cached), 3 failed, 0 skipped; test cases: 1 failed; the pipedef raised ValueError: boom\n",
         )
 
     def test_attempts_test_cases_and_quarantine(self) -> None:
@@ -188,19 +190,21 @@ class HumanReporterTest(unittest.TestCase):
             human(events),
             "stage t\n"
             "  retry    net  attempt 1 failed (exit code 1), running attempt 2 of 3\n"
-            "    | connection reset\n"
             "  retry    unit  attempt 1 failed, running attempt 2 of 2\n"
             "    failed suite.test_b\n"
-            "    | 1 failed\n"
             "  passed   net  1.20s  flaky: passed on attempt 2 of 3\n"
             f"  failed   e2e  1.20s  {missing}\n"
             "    | done\n"
-            "  failed   unit  1.20s  exit code 1; 2 attempts; quarantined: does not fail the run\n"
+            "  failed   unit  1.20s  cases: 2 failed, 1 skipped; exit code 1; 2 attempts; quarantined: does not fail the run\n"
             "    failed suite.test_a\n"
+            "      boom\n"
             "    failed suite.test_b\n"
+            "      assert 1 == 2\n"
             "    | 2 failed\n"
             "stage t failed in 1.30s\n"
-            "pipeline p failed in 1.40s: 1 passed (0 cached), 2 failed (1 quarantined), 0 skipped\n",
+            "failed: e2e, unit (suite.test_a, suite.test_b)\n"
+            "pipeline p failed in 1.40s: 1 passed (0 cached), 2 failed (1 quarantined), 0 skipped; "
+            "test cases: 3 failed, 1 flaky, 1 skipped\n",
         )
         self.assertEqual(
             human(events[:6], color=True),
@@ -209,8 +213,26 @@ class HumanReporterTest(unittest.TestCase):
             "\r\x1b[K\x1b[2m  running  net, unit\x1b[0m"
             "\r\x1b[K\x1b[2m  running  net, unit, e2e\x1b[0m"
             "\r\x1b[K  \x1b[33mretry\x1b[0m    net  attempt 1 failed (exit code 1), running attempt 2 of 3\n"
-            "    | connection reset\n"
             "\x1b[2m  running  net, unit, e2e\x1b[0m",
+        )
+
+    def test_a_long_case_message_is_cut(self) -> None:
+        message = "".join(f"line {i}\n" for i in range(1, 14))
+        events = [
+            {"event": "task_start", "stage": "t", "task": "unit", "kind": "test", "image": "i", "command": "c", "retries": 0},
+            {"event": "test_case", "stage": "t", "task": "unit", "attempt": 1, "name": "a", "status": "failed",
+             "duration_ms": 1, "output": message},
+            {"event": "task_attempt", "stage": "t", "task": "unit", "attempt": 1, "status": "failed", "exit_code": 1,
+             "duration_ms": 100, "error": None},
+            {"event": "task_end", "stage": "t", "task": "unit", "kind": "test", "status": "failed", "exit_code": 1,
+             "duration_ms": 100, "cached": False, "error": None, "attempts": 1, "flaky": False, "quarantined": False},
+        ]
+        self.assertEqual(
+            human(events),
+            "  failed   unit  0.10s  cases: 1 failed; exit code 1\n"
+            "    failed a\n"
+            + "".join(f"      line {i}\n" for i in range(1, 11))
+            + "      … 3 more lines (the task's test_results have them all)\n",
         )
 
     def test_format_duration(self) -> None:

@@ -68,7 +68,8 @@ class SecretsInPipedefsTest(PipedefTestCase):
             re.sub(r"\d+\.\d\ds", "D", human.stdout.replace(self.proc.url, "URL")),
             "pipeline secrets on URL\nstage test\n  failed   print  D  exit code 1\n"
             "    | whole: ***\n    | split: ***\n    | env: ***\n    | b64: ***\n"
-            "stage test failed in D\nSecret('token')\npipeline secrets failed in D: 0 passed (0 cached), 1 failed, 0 skipped\n",
+            "stage test failed in D\nSecret('token')\nfailed: print\n"
+            "pipeline secrets failed in D: 0 passed (0 cached), 1 failed, 0 skipped; test cases: 1 failed\n",
         )
         for value in (DEPLOY, TOKEN, B64, DEPLOY[:-3]):
             self.assertNotIn(value, human.stdout)
