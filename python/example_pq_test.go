@@ -34,7 +34,7 @@ func TestExamplePQReportsWhatGoTestReports(t *testing.T) {
 	}
 	project := strings.TrimSpace(string(out))
 
-	w := workertest.Start(t, bin, workertest.Options{})
+	w := workertest.Start(t, bin, workertest.Options{MaxParallel: 4}) // as make example-pq: its tests wait on their server
 	cmd := exec.Command("python3", filepath.Join(repo, "python/examples/pq.py"),
 		"--worker", w.URL, "--token-file", w.TokenFile, "--project", project, "--report", "jsonl")
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(repo, "python"))

@@ -27,13 +27,15 @@ parser = argparse.ArgumentParser(add_help=False)
 parser.add_argument("--project", required=True, metavar="DIR", help="the directory that scripts/get-example-pq.sh prints")
 project = parser.parse_known_args()[0].project
 # bt.local takes a path relative to the current directory; these are absolute, wherever it runs from.
+# (The constants in capitals are what python/bench/real_project.py runs with docker run, as its peer.)
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = bt.local(os.path.join(project, "src"))
 SHARDS = 3
 
 # go-junit-report's go.mod names go-cmp (for its own tests): the go command reads that go.mod from
 # the file proxy, and Go's module and build caches keep what it fetched and built.
-JUNIT = """go build -o /out/go-junit-report . && /out/go-junit-report -version"""
+JUNIT = "go build -o /out/go-junit-report . && /out/go-junit-report -version"
+JUNIT_ENV = {"GOPROXY": "file:///goproxy"}
 GO_CACHES = {"/root/go/pkg/mod": "go-mod", "/root/.cache/go-build": "go-build"}
 
 # Go 1.19's go test -c makes one package's binary at a time: lib/pq's tests are in two packages.
@@ -44,7 +46,8 @@ go test -c -o /out/pq.test . && go test -c -o /out/hstore.test ./hstore"""
 # from the shard's own index; run in the package's directory as go test runs them, and written as
 # JUnit XML by go-junit-report, which copies the verbose output through to the log as it comes.
 SHARD = r"""run() { # BINARY DIR PACKAGE
-  names=$(cd "$2" && "$1" -test.list '.*' | grep -v '^Benchmark' | awk -v k=INDEX -v n=SHARDS 'NR % n == k' | paste -sd'|')
+  all=$(cd "$2" && "$1" -test.list '.*') || { echo "$1 -test.list failed" >&2; return 1; }
+  names=$(echo "$all" | grep -v '^Benchmark' | awk -v k=INDEX -v n=SHARDS 'NR % n == k' | paste -sd'|')
   [ -n "$names" ] || return 0
   (cd "$2" && "$1" -test.v -test.run "^($names)\$" 2>&1) |
     /tools/go-junit-report -iocopy -set-exit-code -package-name "$3" -out "/results/$(basename "$1" .test).xml"
@@ -53,6 +56,14 @@ status=0
 run /tests/pq.test /src github.com/lib/pq || status=1
 run /tests/hstore.test /src/hstore github.com/lib/pq/hstore || status=1
 exit $status"""
+TEST_ENV = {"PGHOST": "db", "PGUSER": "postgres"}
+TEST_USER = "tester"  # as root, TestHasCorrectRootGroupPermissions fails: see pq/Dockerfile
+
+# Each shard's server: the image's own cluster, in the foreground, ready once it takes connections.
+DB_COMMAND = "exec pg_ctlcluster --foreground 15 main start"
+DB_READY = "pg_isready -U postgres"  # as postgres: a check as root would log a failed login each time
+
+VET = "go vet ./..."
 
 p = bt.pipeline("pq")
 with p.stage("build") as s:
@@ -62,15 +73,14 @@ with p.stage("build") as s:
         image=image,
         command=JUNIT,
         inputs={"/src": bt.local(os.path.join(project, "junit")), "/goproxy": bt.local(os.path.join(project, "goproxy"))},
-        env={"GOPROXY": "file:///goproxy"},
+        env=JUNIT_ENV,
         workdir="/src",
         outputs=["/out"],
         caches=GO_CACHES,
     )
     tests = s.build("compile", image=image, command=COMPILE, inputs={"/src": SRC}, workdir="/src", outputs=["/out"], caches=GO_CACHES)
 
-# Each shard's server: the image's own cluster, in the foreground, ready once it takes connections.
-db = bt.service(image=image.tag, command="exec pg_ctlcluster --foreground 15 main start", ready="pg_isready -h 127.0.0.1")
+db = bt.service(image=image.tag, command=DB_COMMAND, ready=DB_READY)
 with p.stage("test") as s:
     for i in range(SHARDS):
         s.test(
@@ -79,11 +89,11 @@ with p.stage("test") as s:
             image=image,
             command=SHARD.replace("INDEX", str(i)).replace("SHARDS", str(SHARDS)),
             inputs={"/src": SRC, "/tests": tests.artifact("/out"), "/tools": junit.artifact("/out")},
-            env={"PGHOST": "db", "PGUSER": "postgres"},
-            user="tester",
+            env=TEST_ENV,
+            user=TEST_USER,
             services={"db": db},
             results="/results",
             retries=1,
             timeout=300,
         )
-    s.test("vet", image=image, command="go vet ./...", inputs={"/src": SRC}, workdir="/src", caches=GO_CACHES)
+    s.test("vet", image=image, command=VET, inputs={"/src": SRC}, workdir="/src", caches=GO_CACHES)
