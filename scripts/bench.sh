@@ -133,6 +133,10 @@ gobench ./boss BenchmarkRunHistory 'history_bench_test' -benchtime 1x
 step "26. the UI's task page with 10,000 test cases: a live tests event to the DOM in Chromium against /api/events, and the server's GET against GET /api/workers (targets p99 < 50 ms)"
 gobench ./boss BenchmarkUITaskPage10kCases 'ui_cases_bench_test' -benchtime 1x
 
+step "27. a real project's pipeline (lib/pq), cold and warm, against the same commands run one after another with docker run (targets: warm <= 0.5x, cold <= 1.0x)"
+quick --warm 3 -- --warm 1 --keep-image
+PYTHONPATH=python python3 python/bench/real_project.py --project "$(bash scripts/get-example-pq.sh)" "${args[@]}"
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

@@ -56,9 +56,9 @@ def constants(path: str) -> dict[str, Any]:
     return found
 
 
-def docker(*args: str, capture: bool = True) -> str:
+def docker(*args: str, capture: bool = True, check: bool = True) -> str:
     run = subprocess.run(["docker", *args], capture_output=capture, text=True)
-    if run.returncode != 0:
+    if check and run.returncode != 0:
         sys.exit(f"docker {' '.join(args)}: exit {run.returncode}\n{run.stdout or ''}{run.stderr or ''}")
     return run.stdout.strip() if capture else ""
 
@@ -115,9 +115,11 @@ def via_docker_run(c: dict[str, Any], project: str, caches: str, no_cache: bool)
                     os.mkdir(results)
                     os.chmod(results, 0o777)
                     command = c["SHARD"].replace("INDEX", str(i)).replace("SHARDS", str(c["SHARDS"]))
+                    # A failed case fails the shard, not the benchmark: it times the runs (lib/pq has
+                    # a test or two that time out on a busy machine; the pipeline retries them).
                     docker("run", "--rm", "--network", network, "--user", c["TEST_USER"], *env, "-v", f"{project}/src:/src:ro",
                            "-v", f"{out}/tests:/tests:ro", "-v", f"{out}/junit:/tools:ro", "-v", f"{results}:/results",
-                           PEER_IMAGE, "sh", "-c", command)
+                           PEER_IMAGE, "sh", "-c", command, check=False)
                 if not all(os.listdir(os.path.join(out, f"results-{i}")) for i in range(c["SHARDS"])):
                     sys.exit("a shard run with docker run wrote no JUnit results")
             finally:

@@ -80,7 +80,7 @@ with p.stage("build") as s:
     )
     tests = s.build("compile", image=image, command=COMPILE, inputs={"/src": SRC}, workdir="/src", outputs=["/out"], caches=GO_CACHES)
 
-db = bt.service(image=image.tag, command=DB_COMMAND, ready=DB_READY)
+db = bt.service(image=image, command=DB_COMMAND, ready=DB_READY)
 with p.stage("test") as s:
     for i in range(SHARDS):
         s.test(
