@@ -24,8 +24,10 @@ import os
 import bettertest as bt
 
 parser = argparse.ArgumentParser(add_help=False)
-parser.add_argument("--project", required=True, metavar="DIR", help="the directory that scripts/get-example-pq.sh prints")
+parser.add_argument("--project", metavar="DIR", help="the directory that scripts/get-example-pq.sh prints")
 project = parser.parse_known_args()[0].project
+if project is None:
+    parser.error('pass --project "$(bash scripts/get-example-pq.sh)": the directory of lib/pq that script fetches')
 # bt.local takes a path relative to the current directory; these are absolute, wherever it runs from.
 # (The constants in capitals are what python/bench/real_project.py runs with docker run, as its peer.)
 HERE = os.path.dirname(os.path.abspath(__file__))
