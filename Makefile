@@ -5,7 +5,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/bettertest/bettertest.Version=$(VERSION)
 BIN     := bin/bettertest
 
-.PHONY: all build setup test test-short test-go test-python fuzz demo bench bench-smoke clean
+.PHONY: all build setup test test-short test-go test-python fuzz demo example-pq bench bench-smoke clean
 all: build
 
 # Static (no cgo): enrollment copies this binary to hosts of any distribution.
@@ -38,6 +38,11 @@ fuzz:
 
 demo: setup build
 	bash scripts/demo.sh
+
+# A real project's pipeline (lib/pq, fetched through the Go module proxy) on a
+# worker of its own, cold then warm.
+example-pq: setup build
+	bash scripts/example-pq.sh
 
 # Every benchmark against its peer; the figures need a quiet machine.
 bench: setup build

@@ -136,6 +136,10 @@ gobench ./boss BenchmarkUITaskPage10kCases 'ui_cases_bench_test' -benchtime 1x
 step "27. an artifact of 500 MiB, a file and a directory, downloaded through the boss against straight from the worker (targets >= 0.5x, the boss's RSS growth < 32 MiB)"
 gobench ./boss BenchmarkArtifactDownload 'artifacts_bench_test' -benchtime 1x
 
+step "28. a real project's pipeline (lib/pq), cold and warm, against the same commands run one after another with docker run (targets: warm <= 0.5x, cold <= 1.0x)"
+quick --warm 3 -- --warm 1 --keep-image
+PYTHONPATH=python python3 python/bench/real_project.py --project "$(bash scripts/get-example-pq.sh)" "${args[@]}"
+
 if $smoke; then
 	step "bench-smoke: every benchmark ran (quick mode: small sizes, figures not comparable with make bench)"
 fi

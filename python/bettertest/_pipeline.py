@@ -90,14 +90,14 @@ class Service:
     """A container started beside a test, reachable from it by its name. Made by :func:`service`.
 
     Attributes:
-        image: The Docker image.
+        image: The Docker image, or an image the pipeline builds (its tag once built).
         command: A shell command to run instead of the image's own, or ``None``.
         ready: A shell command that exits 0 inside the service once it is ready (e.g.
             ``"pg_isready"``), or a TCP port it is ready once it listens on.
         env: Environment variables of the service.
     """
 
-    image: str
+    image: str | Image
     command: str | None
     ready: str | int
     env: Mapping[str, str] | None = None
@@ -112,7 +112,7 @@ class Service:
         return request
 
 
-def service(image: str, *, ready: str | int, command: str | None = None, env: Mapping[str, str] | None = None) -> Service:
+def service(image: str | Image, *, ready: str | int, command: str | None = None, env: Mapping[str, str] | None = None) -> Service:
     """A service for a test: ``services={"db": bt.service(image="postgres:16", ready="pg_isready")}``.
 
     The worker starts it on a network private to the test's run, waits until it is ready (a
@@ -122,7 +122,8 @@ def service(image: str, *, ready: str | int, command: str | None = None, env: Ma
     each line labelled ``[db]``. It is removed when the test ends, whatever happened.
 
     Args:
-        image: The Docker image.
+        image: The Docker image, or an image the pipeline builds (:meth:`Stage.image`): a test
+            with the service waits for it, as for its own ``image=``, and fails when it failed.
         ready: A shell command that exits 0 once the service is ready, or a TCP port number.
             A port check needs ``grep`` in the image (it reads ``/proc/net/tcp``).
         command: A shell command to run instead of the image's own.
@@ -395,6 +396,12 @@ class Task:
                 if built.wait() != "passed" or built.tag is None:
                     raise _InputError(f"its image {built.name!r} {built.status}: there is no image to run it in")
                 self.image = built.tag
+            for name, request in (self._run_options.get("services") or {}).items():
+                if isinstance(request["image"], Image):
+                    built = request["image"]
+                    if built.wait() != "passed" or built.tag is None:
+                        raise _InputError(f"the image {built.name!r} of its service {name!r} {built.status}: there is no image to run it in")
+                    request["image"] = built.tag
             for path, value in locals_.items():
                 try:
                     inputs[path] = pipeline._upload(value).id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
 
 from tests.test_pipeline import PipedefTestCase, output
 
@@ -36,6 +37,38 @@ class ServiceTest(PipedefTestCase):
         run = self.run_pipedef(SERVICE)
         self.assertEqual((run.code, run.stderr), (0, ""))
         self.assertEqual(output(run.events, "talk"), "[db] listening\nhello\n")
+
+
+class ServiceImageTest(PipedefTestCase):
+    def test_a_service_runs_in_an_image_the_pipeline_builds_in_the_same_stage(self) -> None:
+        self.write("ci/Dockerfile", "FROM bettertest/base:bookworm\nRUN echo 'built for the service' > /motd\n")
+        run = self.run_pipedef("""
+            import bettertest as bt
+
+            p = bt.pipeline("services")
+            with p.stage("test") as s:
+                img = s.image("ci", context=bt.local("ci"))
+                db = bt.service(image=img, command="cat /motd; exec sleep 600", ready="test -e /motd")
+                s.test("talk", image="bettertest/base:bookworm", command="echo hello", services={"db": db})
+        """)
+        key = next(e["key"] for e in run.events if e["event"] in ("task_uncached", "task_cached"))
+        self.addCleanup(subprocess.run, ["docker", "rmi", "-f", "bettertest/built:" + key.removeprefix("sha256:")], capture_output=True)
+        self.assertEqual((run.code, run.stderr), (0, ""))
+        self.assertEqual(output(run.events, "talk"), "[db] built for the service\nhello\n")
+
+    def test_a_failed_image_fails_the_tests_whose_service_runs_in_it(self) -> None:
+        self.write("ci/Dockerfile", "FROM bettertest/no-such:image\n")
+        run = self.run_pipedef("""
+            import bettertest as bt
+
+            p = bt.pipeline("services")
+            with p.stage("test") as s:
+                img = s.image("ci", context=bt.local("ci"))
+                s.test("talk", image="bettertest/base:bookworm", command="true", services={"db": bt.service(image=img, ready=7000)})
+        """)
+        self.assertEqual(run.code, 1)
+        ends = {e["task"]: e["error"] for e in run.events if e["event"] == "task_end"}
+        self.assertEqual(ends["talk"], "the image 'ci' of its service 'db' failed: there is no image to run it in")
 
 
 class CacheTest(PipedefTestCase):
