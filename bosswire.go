@@ -73,6 +73,11 @@ type Task struct {
 	// BuiltBy is, for a build answered from the cache, the run that built
 	// its outputs, when the boss knows it (0: it does not).
 	BuiltBy int64 `json:"built_by,omitempty"`
+	// WaitedMS is how long, between its start and its end, it waited, and
+	// WaitedFor for what: its image, a slot of the worker, a dependency
+	// cache ("its image", "a slot", "the cache pip"); that is not its work.
+	WaitedMS  int64    `json:"waited_ms,omitempty"`
+	WaitedFor []string `json:"waited_for,omitempty"`
 	// A test's attempts: 1, more when it was retried, 0 while it runs.
 	Attempts int `json:"attempts"`
 	// Flaky: an attempt failed and a later one passed, on the same commit.
@@ -233,4 +238,22 @@ type WorkerRecord struct {
 // "sha256:HEX", as a task's artifacts name it.
 func ArtifactPath(runID int64, id string) string {
 	return "/api/runs/" + strconv.FormatInt(runID, 10) + "/artifacts/" + strings.TrimPrefix(id, "sha256:")
+}
+
+// WorkMS is how long a task that ended worked: from its start to its end,
+// less what it waited (WaitedMS); 0 while it runs.
+func (t Task) WorkMS() int64 {
+	if t.StartedMS == 0 || t.FinishedMS == 0 {
+		return 0
+	}
+	return max(0, t.FinishedMS-t.StartedMS-t.WaitedMS)
+}
+
+// WaitedForText names what a task waited for, for people: "a slot" when
+// its pipedef did not say (an older library).
+func (t Task) WaitedForText() string {
+	if len(t.WaitedFor) == 0 {
+		return "a slot"
+	}
+	return strings.Join(t.WaitedFor, ", ")
 }

@@ -789,6 +789,8 @@ type report struct {
 	Attempts    int             `json:"attempts"`
 	Flaky       bool            `json:"flaky"`
 	Quarantined json.RawMessage `json:"quarantined"` // a flag in task_end, a count in pipeline_end
+	WaitedMS    int64           `json:"waited_ms"`
+	WaitedFor   []string        `json:"waited_for"`
 
 	builtBy int64 // task_artifact: the run that first made it, from the history
 }
@@ -916,6 +918,7 @@ func (e *engine) apply(r *activeRun, ev report) {
 		case "task_end":
 			task.Status, task.ExitCode, task.Cached, task.FinishedMS = ev.Status, ev.ExitCode, string(ev.Cached) == "true", t
 			task.Attempts, task.Flaky, task.Quarantined = max(task.Attempts, ev.Attempts), ev.Flaky, string(ev.Quarantined) == "true"
+			task.WaitedMS, task.WaitedFor = max(0, ev.WaitedMS), r.waitedFor(ev.WaitedFor)
 			if ev.Error != nil {
 				task.Error = *ev.Error
 			}
@@ -927,6 +930,17 @@ func (e *engine) apply(r *activeRun, ev report) {
 		}
 	}
 	// pipeline_start and events this boss does not know need nothing.
+}
+
+// waitedFor is what a task says it waited for, as the boss keeps it: a
+// pipedef may be anyone's, so a few short, masked names at most.
+func (r *activeRun) waitedFor(names []string) []string {
+	var out []string
+	for _, name := range names[:min(len(names), 8)] {
+		name = strings.ToValidUTF8(name[:cutAt([]byte(name), 200)], "")
+		out = append(out, r.mask.MaskString(name))
+	}
+	return out
 }
 
 func (e *engine) saveStage(r *activeRun, i int) {

@@ -152,7 +152,11 @@ func openStore(dataDir string) (*store, []int64, error) {
 		db.Close()
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := addColumns(db, "tasks", "INTEGER NOT NULL DEFAULT 0", "attempts", "flaky", "quarantined", "built_by"); err != nil {
+	if err := addColumns(db, "tasks", "INTEGER NOT NULL DEFAULT 0", "attempts", "flaky", "quarantined", "built_by", "waited_ms"); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := addColumns(db, "tasks", "TEXT NOT NULL DEFAULT '[]'", "waited_for"); err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -326,19 +330,24 @@ func (s *store) saveTask(tx *sql.Tx, runID int64, idx int, t bettertest.Task) er
 	if err != nil {
 		return err
 	}
+	waitedFor, err := json.Marshal(t.WaitedFor)
+	if err != nil {
+		return err
+	}
 	var counts [4]*int
 	if c := t.Tests; c != nil {
 		counts = [4]*int{&c.Passed, &c.Failed, &c.Skipped, &c.Flaky}
 	}
 	_, err = tx.Exec(`INSERT INTO tasks (run_id, idx, stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
-			attempts, flaky, quarantined, built_by, tests_passed, tests_failed, tests_skipped, tests_flaky)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			attempts, flaky, quarantined, built_by, tests_passed, tests_failed, tests_skipped, tests_flaky, waited_ms, waited_for)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (run_id, idx) DO UPDATE SET status = excluded.status, exit_code = excluded.exit_code, cached = excluded.cached,
 			reason = excluded.reason, error = excluded.error, finished_ms = excluded.finished_ms, artifacts = excluded.artifacts,
 			attempts = excluded.attempts, flaky = excluded.flaky, quarantined = excluded.quarantined, built_by = excluded.built_by,
-			tests_passed = excluded.tests_passed, tests_failed = excluded.tests_failed, tests_skipped = excluded.tests_skipped, tests_flaky = excluded.tests_flaky`,
+			tests_passed = excluded.tests_passed, tests_failed = excluded.tests_failed, tests_skipped = excluded.tests_skipped, tests_flaky = excluded.tests_flaky,
+			waited_ms = excluded.waited_ms, waited_for = excluded.waited_for`,
 		runID, idx, t.Stage, t.Name, t.Kind, t.Status, t.ExitCode, t.Cached, t.Reason, t.Error, t.StartedMS, t.FinishedMS, string(artifacts),
-		t.Attempts, t.Flaky, t.Quarantined, t.BuiltBy, counts[0], counts[1], counts[2], counts[3])
+		t.Attempts, t.Flaky, t.Quarantined, t.BuiltBy, counts[0], counts[1], counts[2], counts[3], t.WaitedMS, string(waitedFor))
 	if err != nil {
 		return fmt.Errorf("record task %s of run %d: %w", t.Name, runID, err)
 	}
@@ -517,7 +526,7 @@ func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
 		return r, err
 	}
 	trows, err := s.rdb.QueryContext(ctx, `SELECT stage, name, kind, status, exit_code, cached, reason, error, started_ms, finished_ms, artifacts,
-		attempts, flaky, quarantined, built_by FROM tasks WHERE run_id = ? ORDER BY idx`, id)
+		attempts, flaky, quarantined, built_by, waited_ms, waited_for FROM tasks WHERE run_id = ? ORDER BY idx`, id)
 	if err != nil {
 		return r, err
 	}
@@ -525,10 +534,13 @@ func (s *store) run(ctx context.Context, id int64) (bettertest.Run, error) {
 	for trows.Next() {
 		var t bettertest.Task
 		var code sql.NullInt64
-		var artifacts string
+		var artifacts, waitedFor string
 		if err := trows.Scan(&t.Stage, &t.Name, &t.Kind, &t.Status, &code, &t.Cached, &t.Reason, &t.Error, &t.StartedMS, &t.FinishedMS, &artifacts,
-			&t.Attempts, &t.Flaky, &t.Quarantined, &t.BuiltBy); err != nil {
+			&t.Attempts, &t.Flaky, &t.Quarantined, &t.BuiltBy, &t.WaitedMS, &waitedFor); err != nil {
 			return r, err
+		}
+		if err := json.Unmarshal([]byte(waitedFor), &t.WaitedFor); err != nil {
+			return r, fmt.Errorf("run %d task %s: waited_for: %w", id, t.Name, err)
 		}
 		if code.Valid {
 			c := int(code.Int64)

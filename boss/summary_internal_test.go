@@ -3,6 +3,7 @@ package boss
 import (
 	"context"
 	"database/sql"
+	"reflect"
 	"testing"
 
 	"github.com/bettertest/bettertest"
@@ -134,5 +135,34 @@ func TestStoredCounts(t *testing.T) {
 	}
 	if run.Stages[0].Tasks[0].Tests != nil || jsonOf(t, run.Tests) != `{"passed":5,"failed":2,"skipped":0,"flaky":0}` {
 		t.Errorf("run %d: build %v, run %v", ids[0], run.Stages[0].Tasks[0].Tests, run.Tests)
+	}
+}
+
+// What a task waited for is kept with it, and its time at work leaves it out.
+func TestStoredWaits(t *testing.T) {
+	s, _, err := openStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	id, err := s.createRun(bettertest.Run{Pipeline: "p", Status: "queued", Trigger: "api", CreatedMS: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := bettertest.Task{Stage: "test", Name: "unit", Kind: "test", Status: "passed", StartedMS: 1000, FinishedMS: 5000,
+		WaitedMS: 2500, WaitedFor: []string{"its image", "the cache pip"}, Artifacts: []bettertest.ArtifactEvent{}}
+	err = s.w.do(func(tx *sql.Tx) error {
+		return s.saveWhole(tx, bettertest.Run{ID: id, Pipeline: "p", Status: "passed", Stages: []bettertest.Stage{{Name: "test", Status: "passed", Tasks: []bettertest.Task{task}}}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := s.run(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := run.Stages[0].Tasks[0]
+	if !reflect.DeepEqual(got, task) || got.WorkMS() != 1500 || got.WaitedForText() != "its image, the cache pip" {
+		t.Errorf("read back %+v (work %d ms), want %+v", got, got.WorkMS(), task)
 	}
 }

@@ -36,7 +36,7 @@ func fixtureRun() *bettertest.Run {
 				{Stage: "test", Name: "unit", Kind: "test", Status: "passed", ExitCode: code(0), StartedMS: t0 + 1200, FinishedMS: t0 + 2450,
 					Tests: &bettertest.TestCounts{Passed: 3, Flaky: 1}},
 				{Stage: "test", Name: "lint <src>", Kind: "test", Status: "failed", ExitCode: code(2), StartedMS: t0 + 1200, FinishedMS: t0 + 3300,
-					Attempts: 2, Tests: &bettertest.TestCounts{Failed: 3, Flaky: 1},
+					Attempts: 2, Tests: &bettertest.TestCounts{Failed: 3, Flaky: 1}, WaitedMS: 600, WaitedFor: []string{"a slot", "the cache <pip>"},
 					Artifacts: []bettertest.ArtifactEvent{{Path: `/reports/"lint" <all>.html`, ID: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Size: 512}}},
 			}},
 			{Name: "deploy", Status: "skipped", Tasks: []bettertest.Task{{Stage: "deploy", Name: "ship", Kind: "test", Status: "skipped"}}},

@@ -340,6 +340,15 @@ func duration(startedMS, finishedMS int64) string {
 	return took(time.Duration(finishedMS-startedMS) * time.Millisecond)
 }
 
+// worked says how long a task that ended worked, its waits left out
+// (bettertest.Task.WorkMS), or "" while it goes on.
+func worked(t bettertest.Task) string {
+	if t.WorkMS() == 0 && (t.StartedMS == 0 || t.FinishedMS == 0) {
+		return ""
+	}
+	return took(time.Duration(t.WorkMS()) * time.Millisecond)
+}
+
 func took(d time.Duration) string {
 	switch {
 	case d < time.Minute:
@@ -474,7 +483,7 @@ func commit(r *bettertest.Run) string {
 func taskCard(m Model, r *bettertest.Run, t bettertest.Task, row, known int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<a class="task" href="%s"%s>%s <span class="name">%s</span>`, taskPath(r.ID, t.Name), selected(m, row), status(t.Status), esc(t.Name))
-	if d := duration(t.StartedMS, t.FinishedMS); d != "" {
+	if d := worked(t); d != "" {
 		b.WriteString(` <span class="dur">` + d + "</span>")
 	}
 	if t.Cached {
@@ -555,8 +564,11 @@ func (v *Views) taskPage(m Model) []Region {
 	if r.Worker != "" {
 		meta = append(meta, "on "+esc(r.Worker))
 	}
-	if d := duration(t.StartedMS, t.FinishedMS); d != "" {
+	if d := worked(t); d != "" {
 		meta = append(meta, "took "+d)
+	}
+	if t.WaitedMS > 0 {
+		meta = append(meta, "waited "+took(time.Duration(t.WaitedMS)*time.Millisecond)+" for "+esc(t.WaitedForText()))
 	}
 	if t.ExitCode != nil {
 		meta = append(meta, fmt.Sprintf("exit code %d", *t.ExitCode))

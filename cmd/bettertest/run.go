@@ -272,7 +272,10 @@ func (c *bossClient) get(ctx context.Context, path string, v any) error {
 func (c *bossClient) printTask(t bettertest.Task) {
 	line := fmt.Sprintf("  %-7s %s", c.statusWord(t.Status), t.Name)
 	if t.FinishedMS > 0 && t.StartedMS > 0 {
-		line += fmt.Sprintf("  %s", (time.Duration(t.FinishedMS-t.StartedMS) * time.Millisecond).Round(10*time.Millisecond))
+		line += fmt.Sprintf("  %s", (time.Duration(t.WorkMS()) * time.Millisecond).Round(10*time.Millisecond))
+	}
+	if t.WaitedMS > 0 {
+		line += fmt.Sprintf("  waited %s for %s", (time.Duration(t.WaitedMS) * time.Millisecond).Round(10*time.Millisecond), t.WaitedForText())
 	}
 	switch {
 	case t.Cached && t.BuiltBy != 0:

@@ -256,7 +256,8 @@ class Task:
         self._result: Result | None = None
         self._error: str | None = None
         self._duration: float | None = None
-        self._waited = 0.0  # seconds its attempts waited for a slot of the worker
+        self._waited = 0.0  # seconds it waited: for its image, a slot of the worker, a dependency cache
+        self._waited_for: list[str] = []  # what it waited for, in the order it first did
         self._attempts = 0
         self._line_open = False  # its output so far ends inside a line
         self._test_results: list[TestResult] = []
@@ -304,8 +305,9 @@ class Task:
 
     @property
     def duration(self) -> float | None:
-        """Seconds from the call to the end, as the pipedef saw them, without the time its attempts
-        waited for a free slot of the worker; ``None`` while running."""
+        """Seconds from the call to the end, as the pipedef saw them, without the time it waited
+        (for the image it runs in, a free slot of the worker, a dependency cache another run
+        held); ``None`` while running."""
         return self._duration
 
     @property
@@ -368,6 +370,7 @@ class Task:
                 "exit_code": self.exit_code,
                 "duration_ms": 0 if status == "skipped" else round(self._duration * 1000),
                 "waited_ms": round(self._waited * 1000),
+                "waited_for": list(self._waited_for),
                 "cached": self.cached,
                 "error": error,
                 "attempts": self._attempts,
@@ -393,13 +396,13 @@ class Task:
         try:
             if self._image_task is not None:
                 built = self._image_task
-                if built.wait() != "passed" or built.tag is None:
+                if self._wait_for(built, "its image") != "passed" or built.tag is None:
                     raise _InputError(f"its image {built.name!r} {built.status}: there is no image to run it in")
                 self.image = built.tag
             for name, request in (self._run_options.get("services") or {}).items():
                 if isinstance(request["image"], Image):
                     built = request["image"]
-                    if built.wait() != "passed" or built.tag is None:
+                    if self._wait_for(built, f"the image of service {name}") != "passed" or built.tag is None:
                         raise _InputError(f"the image {built.name!r} of its service {name!r} {built.status}: there is no image to run it in")
                     request["image"] = built.tag
             for path, value in locals_.items():
@@ -434,8 +437,12 @@ class Task:
         attempt = _Attempt(number)
 
         def on_event(name: str, data: Mapping[str, Any]) -> None:
-            if name == "queued" and attempt.queued is None:
-                attempt.queued = pipeline._clock()
+            # The worker holds a run back for a free slot (queued), then for the dependency
+            # caches another run holds (cache_wait): all of it is waiting, not work.
+            if name in ("queued", "cache_wait"):
+                self._waiting(f"the cache {data.get('name')}" if name == "cache_wait" else "a slot")
+                if attempt.queued is None:
+                    attempt.queued = pipeline._clock()
             if name in ("started", "cached"):
                 attempt.started = pipeline._clock()
                 if attempt.queued is not None:
@@ -571,6 +578,20 @@ class Task:
                 "error": attempt.error,
             }
         )
+
+    def _waiting(self, what: str) -> None:
+        if what not in self._waited_for:
+            self._waited_for.append(what)
+
+    def _wait_for(self, image: Image, what: str) -> str:
+        """Wait for an image the pipeline builds, counting the wait as waiting, not work."""
+        if image._done.is_set():
+            return image.status
+        self._waiting(what)
+        began = self._pipeline._clock()
+        status = image.wait()
+        self._waited += self._pipeline._clock() - began
+        return status
 
     def _on_output(self, stream: str, text: str) -> None:
         if text:

@@ -325,7 +325,8 @@ class HumanReporter:
             details.append(f"flaky: passed on attempt {event['attempts']} of {retries + 1}")
         line += f"  {format_duration(event['duration_ms'])}"
         if event.get("waited_ms"):
-            details.append(f"waited {format_duration(event['waited_ms'])} for a slot")
+            waited_for = ", ".join(event.get("waited_for") or ["a slot"])
+            details.append(f"waited {format_duration(event['waited_ms'])} for {waited_for}")
         if details:
             line += "  " + "; ".join(details)
         if status != "failed":

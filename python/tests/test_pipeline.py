@@ -45,7 +45,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "task_attempt": {**TASK, "attempt": int, "status": str, "exit_code": (int, type(None)), "duration_ms": int,
                      "error": (str, type(None))},
     "task_end": {**TASK, "kind": str, "status": str, "exit_code": (int, type(None)), "duration_ms": int, "waited_ms": int,
-                 "cached": bool, "error": (str, type(None)), "attempts": int, "flaky": bool, "quarantined": bool},
+                 "waited_for": list, "cached": bool, "error": (str, type(None)), "attempts": int, "flaky": bool, "quarantined": bool},
     "stage_end": {"stage": str, "status": str, "duration_ms": int},
     "pipeline_end": {"pipeline": str, "status": str, "duration_ms": int, "passed": int, "failed": int,
                      "skipped": int, "cached": int, "quarantined": int, "error": (str, type(None))},
@@ -102,7 +102,7 @@ def shape(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     tasks: dict[str, list[dict[str, Any]]] = {}
     for event in events:
-        varying = ("time",) if event["event"] == "test_case" else ("time", "duration_ms", "waited_ms")
+        varying = ("time",) if event["event"] == "test_case" else ("time", "duration_ms", "waited_ms", "waited_for")
         event = {k: v for k, v in event.items() if k not in varying}
         for field, placeholder in (("key", "KEY"), ("id", "ID")):
             if field in event:

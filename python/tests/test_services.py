@@ -55,6 +55,10 @@ class ServiceImageTest(PipedefTestCase):
         self.addCleanup(subprocess.run, ["docker", "rmi", "-f", "bettertest/built:" + key.removeprefix("sha256:")], capture_output=True)
         self.assertEqual((run.code, run.stderr), (0, ""))
         self.assertEqual(output(run.events, "talk"), "[db] built for the service\nhello\n")
+        # The time it waited for the service's image is not the test's.
+        talk = next(e for e in run.events if e["event"] == "task_end" and e["task"] == "talk")
+        self.assertEqual(talk["waited_for"], ["the image of service db"], talk)
+        self.assertGreater(talk["waited_ms"], 0, talk)
 
     def test_a_failed_image_fails_the_tests_whose_service_runs_in_it(self) -> None:
         self.write("ci/Dockerfile", "FROM bettertest/no-such:image\n")
@@ -84,6 +88,28 @@ class CacheTest(PipedefTestCase):
         self.assertEqual(output(three.events, "fill"), "x\n")
 
 
+    def test_the_time_waiting_for_a_cache_another_run_holds_is_not_the_tasks(self) -> None:
+        run = self.run_pipedef("""
+            import bettertest as bt
+
+            p = bt.pipeline("caches")
+            with p.stage("test") as s:
+                for name in ("one", "two"):
+                    s.test(name, image="bettertest/base:bookworm", command="sleep 2", caches={"/cache": "shared"})
+        """)
+        self.assertEqual((run.code, run.stderr), (0, ""))
+        ends = {e["task"]: e for e in run.events if e["event"] == "task_end"}
+        # One held the cache while the other waited for it, with a slot to spare.
+        waited = sorted(e["waited_for"] for e in ends.values())
+        self.assertEqual(waited, [[], ["the cache shared"]], ends)
+        name, end = next((n, e) for n, e in ends.items() if e["waited_for"])
+        self.assertGreaterEqual(end["waited_ms"], 1000, ends)
+        # Its duration is the rest of its time, not all of it.
+        start = next(e for e in run.events if e["event"] == "task_start" and e["task"] == name)
+        stamp = lambda e: datetime.datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp() * 1000
+        self.assertAlmostEqual(stamp(end) - stamp(start), end["waited_ms"] + end["duration_ms"], delta=25)
+
+
 class SlotTest(PipedefTestCase):
     worker_args = ("--max-parallel", "1")
 
@@ -104,6 +130,7 @@ class SlotTest(PipedefTestCase):
         end = ends[waited[0]]
         # It waited while the other slept, and its duration is the rest of its time, not all of it.
         self.assertGreaterEqual(end["waited_ms"], 1000, ends)
+        self.assertEqual(end["waited_for"], ["a slot"], ends)
         stamp = lambda e: datetime.datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp() * 1000
         self.assertAlmostEqual(stamp(end) - stamp(starts[waited[0]]), end["waited_ms"] + end["duration_ms"], delta=25)
 
