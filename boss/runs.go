@@ -679,7 +679,7 @@ func (r *activeRun) madeRoom() {
 
 // outputSnapshot is how a task's output stands for a late viewer: the
 // chunks before from are in the history (read them there, outside the
-// lock); pending are those after, from memory.
+// engine); pending are those after, from memory.
 func (r *activeRun) outputSnapshot(task string) (from int, pending []bettertest.Chunk) {
 	l := r.logs[task]
 	if l == nil {
