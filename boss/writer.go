@@ -44,7 +44,7 @@ func (w *writer) add(c change) {
 	if w.closed {
 		w.mu.Unlock()
 		if c.then != nil {
-			go c.then(errWriterClosed) // not here: the caller may be the engine, which then posts to
+			go c.then(errWriterClosed) // not on this goroutine: it may be the engine, which then posts to itself
 		}
 		return
 	}
