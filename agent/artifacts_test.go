@@ -99,19 +99,9 @@ func get(t *testing.T, w *wt.Worker, id string) []byte {
 // link and content.
 func listing(t *testing.T, data []byte) []string {
 	t.Helper()
-	tr := tar.NewReader(bytes.NewReader(data))
-	var out []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		content, _ := io.ReadAll(tr)
-		out = append(out, fmt.Sprintf("%c %o %d:%d %d %s %s %q", h.Typeflag, h.Mode, h.Uid, h.Gid, h.ModTime.Unix(), h.Name, h.Linkname, content))
-	}
+	return wt.TarEntries(t, data, func(h *tar.Header, content []byte) string {
+		return fmt.Sprintf("%c %o %d:%d %d %s %s %q", h.Typeflag, h.Mode, h.Uid, h.Gid, h.ModTime.Unix(), h.Name, h.Linkname, content)
+	})
 }
 
 func artifactFiles(t *testing.T, w *wt.Worker) []string {

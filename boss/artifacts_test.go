@@ -50,22 +50,9 @@ func download(t *testing.T, b *wt.Boss, path string) (int, string, []byte) {
 // entries lists a tar: name, type, mode, and content or link target.
 func entries(t *testing.T, data []byte) []string {
 	t.Helper()
-	var out []string
-	tr := tar.NewReader(bytes.NewReader(data))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		content, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, fmt.Sprintf("%s %c %o %q %s", h.Name, h.Typeflag, h.Mode, content, h.Linkname))
-	}
+	return wt.TarEntries(t, data, func(h *tar.Header, content []byte) string {
+		return fmt.Sprintf("%s %c %o %q %s", h.Name, h.Typeflag, h.Mode, content, h.Linkname)
+	})
 }
 
 func artifactOf(t *testing.T, run bettertest.Run, task, path string) bettertest.ArtifactEvent {
