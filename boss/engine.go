@@ -68,7 +68,15 @@ func (e *engine) run() {
 		case f := <-e.cmds:
 			f(e)
 		case <-e.quit:
-			return
+			for { // what was sent before quit still runs
+				select {
+				case f := <-e.cmds:
+					f(e)
+				default:
+					e.flush()
+					return
+				}
+			}
 		}
 	batch:
 		for range cap(e.cmds) {
