@@ -36,7 +36,7 @@ func (e *engine) addArtifact(task *bettertest.Task, ev report) {
 		a.Attempt = task.Attempts + 1
 	}
 	task.Artifacts = append(task.Artifacts, a)
-	if task.Cached && task.BuiltBy == 0 {
+	if ev.builtBy != 0 {
 		task.BuiltBy = ev.builtBy
 	}
 }

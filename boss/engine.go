@@ -165,25 +165,13 @@ func (b *Boss) do(f func(*engine)) {
 // snapshot is the engine's state as of its last batch of commands.
 func (b *Boss) snapshot() *snapshot { return b.eng.snap.Load() }
 
-// live is a run whose state is in memory, not (all) in the history:
-// queued or running, or ended and not written yet.
-func (e *engine) live(id int64) (*activeRun, bool) {
-	if a, ok := e.active[id]; ok {
-		return a, true
-	}
-	a, ok := e.ended[id]
-	return a, ok
-}
-
 // sortedActive is the active runs, oldest first.
 func (e *engine) sortedActive() []*activeRun {
-	return slices.Collect(func(yield func(*activeRun) bool) {
-		for _, id := range slices.Sorted(maps.Keys(e.active)) {
-			if !yield(e.active[id]) {
-				return
-			}
-		}
-	})
+	var out []*activeRun
+	for _, id := range slices.Sorted(maps.Keys(e.active)) {
+		out = append(out, e.active[id])
+	}
+	return out
 }
 
 // announce publishes an event of something the engine does not own (a

@@ -419,22 +419,29 @@ func (b *Boss) handleTests(w http.ResponseWriter, r *http.Request) {
 	httpapi.JSON(w, http.StatusOK, out)
 }
 
+// liveResults are the test results of run id so far, when it is active:
+// read off the engine, since a run's results are only ever appended to.
+func (b *Boss) liveResults(id int64) (results []bettertest.TestResult, active bool) {
+	b.do(func(e *engine) {
+		if a, ok := e.active[id]; ok {
+			active, results = true, a.results[:len(a.results):len(a.results)]
+		}
+	})
+	return results, active
+}
+
 // testResults are a run's test results so far, of one task or of all when
 // task is "": from memory while the run is active (the store may not have
 // the newest yet), else from the store.
 func (b *Boss) testResults(ctx context.Context, id int64, task string) ([]bettertest.TestResult, error) {
-	var out []bettertest.TestResult
-	b.do(func(e *engine) {
-		if a, ok := e.active[id]; ok {
-			out = []bettertest.TestResult{}
-			for _, t := range a.results {
-				if task == "" || t.Task == task {
-					out = append(out, t)
-				}
+	results, active := b.liveResults(id)
+	if active {
+		out := []bettertest.TestResult{}
+		for _, t := range results {
+			if task == "" || t.Task == task {
+				out = append(out, t)
 			}
 		}
-	})
-	if out != nil {
 		return out, nil
 	}
 	return b.store.cases(ctx, id, task)

@@ -530,8 +530,9 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 			b.readOutputChunk(r, "", bettertest.Chunk{Stream: "stdout", Text: strings.ToValidUTF8(string(piece), "\uFFFD")})
 		}
 	}
-	var long []byte   // the start of a line longer than the reader's buffer
-	overlong := false // the rest of a line over maxReportLine is coming
+	cached := map[string]bool{} // builds answered from the cache whose maker is not looked up yet
+	var long []byte             // the start of a line longer than the reader's buffer
+	overlong := false           // the rest of a line over maxReportLine is coming
 	for {
 		frag, err := lines.ReadSlice('\n')
 		whole := err == nil || err == io.EOF // frag ends the line
@@ -566,8 +567,12 @@ func (b *Boss) readReport(r *activeRun, stdout io.Reader) {
 				}
 			} else {
 				flush()
-				if ev.Event == "task_artifact" {
-					ev.builtBy = b.builtBy(ev.ID)
+				switch {
+				case ev.Event == "task_cached":
+					cached[ev.Task] = true
+				case ev.Event == "task_artifact" && cached[ev.Task]:
+					ev.builtBy = b.builtBy(ev.ID) // its first artifact's maker made them all
+					delete(cached, ev.Task)
 				}
 				b.post(func(e *engine) { e.apply(r, ev) })
 			}

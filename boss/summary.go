@@ -152,13 +152,7 @@ func (s *store) failingCases(ctx context.Context, runID int64) ([]bettertest.Tes
 // failingResults are the results of the cases of a run that failed in some
 // attempt (see failingCases): from memory while the run is active.
 func (b *Boss) failingResults(ctx context.Context, id int64) ([]bettertest.TestResult, error) {
-	var results []bettertest.TestResult
-	active := false
-	b.do(func(e *engine) {
-		if a, ok := e.active[id]; ok {
-			active, results = true, a.results[:len(a.results):len(a.results)] // only ever appended to
-		}
-	})
+	results, active := b.liveResults(id)
 	if active {
 		return bettertest.Failing(results), nil
 	}
