@@ -33,6 +33,8 @@ type engine struct {
 	ended   map[int64]*activeRun // ended, but their ends are not in the history yet
 	dirty   bool                 // a command changed what the snapshot holds
 	out     []hub.Event          // the events of this batch, published after its snapshot
+	notes   []note               // the log lines of this batch, written after its events
+	done    []chan struct{}      // closed after this batch's snapshot: the callers of do waiting
 
 	cmds    chan func(*engine)
 	quit    chan struct{} // closed to stop the engine's goroutine
@@ -106,7 +108,28 @@ func (e *engine) flush() {
 		e.out[i] = hub.Event{}
 	}
 	e.out = e.out[:0]
+	for i, n := range e.notes {
+		e.log.Info(n.msg, n.args...)
+		e.notes[i] = note{}
+	}
+	e.notes = e.notes[:0]
+	for i, c := range e.done {
+		close(c)
+		e.done[i] = nil
+	}
+	e.done = e.done[:0]
 }
+
+// note is a log line that tells of a change.
+type note struct {
+	msg  string
+	args []any
+}
+
+// note logs a change at info level once the batch making it is over, after
+// its snapshot and events: whoever reads the line and then asks the boss
+// finds the change there.
+func (e *engine) note(msg string, args ...any) { e.notes = append(e.notes, note{msg, args}) }
 
 // emit announces a change, once the batch of commands making it is over.
 func (e *engine) emit(ev hub.Event) { e.out = append(e.out, ev) }
@@ -148,12 +171,13 @@ func (b *Boss) post(f func(*engine)) {
 	}
 }
 
-// do runs f on the engine and waits until it has run. Never call it from
-// a command.
+// do runs f on the engine and waits until it has run and the snapshot
+// holds what it changed: a caller that then reads the snapshot reads its
+// own change. Never call it from a command.
 func (b *Boss) do(f func(*engine)) {
 	done := make(chan struct{})
 	b.post(func(e *engine) {
-		defer close(done)
+		defer func() { e.done = append(e.done, done) }()
 		f(e)
 	})
 	select {

@@ -1,6 +1,7 @@
 package boss
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 
@@ -49,6 +50,50 @@ func TestEngineAnnouncesAfterItsSnapshot(t *testing.T) {
 		t.Fatalf("read %d, then was told of %d; want %d then %d", seen, got, n+1, n+2)
 	}
 }
+
+// A log line that tells of a change is written after the snapshot holds
+// it, and a caller of do reads its own change in the snapshot: a test (or
+// a person) that waits for "run ended" and then asks the boss finds the
+// run ended.
+func TestEngineLogsAndReturnsAfterItsSnapshot(t *testing.T) {
+	lines := make(chan []bettertest.WorkerInfo, 1)
+	b := &Boss{}
+	b.log = slog.New(snapshotAtLog{b, lines})
+	b.eng = newEngine(b)
+	go b.eng.run()
+	defer b.eng.shutdown()
+	w := &worker{cfg: WorkerConfig{Name: "w1"}, info: bettertest.WorkerInfo{Name: "w1"}}
+	b.post(func(e *engine) {
+		e.workers = append(e.workers, w)
+		e.changed()
+		e.note("worker added", "worker", "w1")
+	})
+	if got := <-lines; len(got) != 1 || got[0].Name != "w1" {
+		t.Fatalf("when the log said the worker was added, the snapshot had %+v", got)
+	}
+	b.do(func(e *engine) {
+		w.info.Running = 1
+		e.publishWorker(w)
+	})
+	if got := b.workerInfos(); len(got) != 1 || got[0].Running != 1 {
+		t.Fatalf("after do, the snapshot has %+v, want w1 with 1 running", got)
+	}
+}
+
+// snapshotAtLog is a log handler that sends the snapshot's workers as
+// they are when a line is logged.
+type snapshotAtLog struct {
+	b     *Boss
+	lines chan []bettertest.WorkerInfo
+}
+
+func (h snapshotAtLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h snapshotAtLog) Handle(context.Context, slog.Record) error {
+	h.lines <- h.b.workerInfos()
+	return nil
+}
+func (h snapshotAtLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h snapshotAtLog) WithGroup(string) slog.Handler      { return h }
 
 // A reader of a pipedef's output waits while the run holds too much of it
 // unwritten, and goes on once the history has taken enough, or can take

@@ -166,11 +166,11 @@ func (b *Boss) triggerCommit(pipeline, trigger string, ci *commitInfo) (betterte
 		e.active[id] = r
 		e.publishRun(r)
 		if awaiting {
-			e.log.Info("run awaits approval: a pull request from a fork", "run", id, "pipeline", pipeline, "author", ci.Author)
+			e.note("run awaits approval: a pull request from a fork", "run", id, "pipeline", pipeline, "author", ci.Author)
 			e.postStatus(r)
 		} else {
 			e.queue = append(e.queue, r)
-			e.log.Info("run queued", "run", id, "pipeline", pipeline, "trigger", trigger)
+			e.note("run queued", "run", id, "pipeline", pipeline, "trigger", trigger)
 			e.dispatch()
 		}
 		run = summary(r.run)
@@ -189,7 +189,7 @@ func (b *Boss) approve(id int64, by string) (run bettertest.Run, err error) {
 		r.run.Status = bettertest.StatusQueued
 		e.queue = append(e.queue, r)
 		e.saveRun(r)
-		e.log.Info("run approved", "run", id, "pipeline", r.run.Pipeline, "by", by)
+		e.note("run approved", "run", id, "pipeline", r.run.Pipeline, "by", by)
 		e.dispatch()
 		run = summary(r.run)
 	})
@@ -303,7 +303,7 @@ func (b *Boss) saveUnsaved() error {
 	b.do(func(e *engine) {
 		for _, run := range runs {
 			delete(e.ended, run.ID)
-			e.log.Info("recorded a run's end that could not be written before", "run", run.ID)
+			e.note("recorded a run's end that could not be written before", "run", run.ID)
 		}
 		e.changed()
 	})
@@ -430,7 +430,7 @@ func (b *Boss) launch(r *activeRun, w *worker) {
 		}
 		r.cmd, started = cmd, true
 		e.postStatus(r)
-		e.log.Info("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
+		e.note("run started", "run", r.run.ID, "pipeline", r.run.Pipeline, "worker", cfg.Name, "pid", cmd.Process.Pid, "commit", r.run.Commit)
 	})
 	if started {
 		b.follow(r, stdout, stderr)
@@ -1052,7 +1052,7 @@ func (e *engine) finish(r *activeRun, code int) {
 			}
 		})
 	}})
-	e.log.Info("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
+	e.note("run ended", "run", r.run.ID, "pipeline", r.run.Pipeline, "status", r.run.Status, "exit", code)
 	if w := r.worker; w != nil {
 		w.info.Assigned--
 		e.publishWorker(w)

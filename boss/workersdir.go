@@ -108,7 +108,7 @@ func (e *engine) applyRecord(path string, wc WorkerConfig, gone bool) {
 		return // rewritten as it was: a no-op enrollment
 	case have != nil && have.cfg.Name == wc.Name:
 		// Enrolled again with another URL or token: the same worker, reached anew.
-		e.log.Info("worker record changed", "worker", wc.Name, "url", wc.URL, "record", path)
+		e.note("worker record changed", "worker", wc.Name, "url", wc.URL, "record", path)
 		have.cfg, have.info.URL = wc, wc.URL
 		have.stop()
 		e.watchWorker(have)
@@ -126,7 +126,7 @@ func (e *engine) applyRecord(path string, wc WorkerConfig, gone bool) {
 	w := &worker{cfg: wc, info: bettertest.WorkerInfo{Name: wc.Name, URL: wc.URL, Error: "connecting"}}
 	e.workers = append(e.workers, w)
 	sort.SliceStable(e.workers, func(i, j int) bool { return e.workers[i].cfg.Name < e.workers[j].cfg.Name })
-	e.log.Info("worker added", "worker", wc.Name, "url", wc.URL, "record", path)
+	e.note("worker added", "worker", wc.Name, "url", wc.URL, "record", path)
 	e.publishWorker(w)
 	e.watchWorker(w)
 }
@@ -143,7 +143,7 @@ func (e *engine) watchWorker(w *worker) {
 // no new runs, and is dropped once those it has end.
 func (e *engine) leave(w *worker) {
 	w.leaving = true
-	e.log.Info("worker record removed", "worker", w.cfg.Name, "record", w.cfg.Record, "runs", w.info.Assigned)
+	e.note("worker record removed", "worker", w.cfg.Name, "record", w.cfg.Record, "runs", w.info.Assigned)
 	if w.info.Assigned == 0 {
 		e.drop(w)
 		return
@@ -159,5 +159,5 @@ func (e *engine) drop(w *worker) {
 	e.workers = slices.DeleteFunc(e.workers, func(x *worker) bool { return x == w })
 	w.info.Removed, w.info.Up = true, false
 	e.publishWorker(w)
-	e.log.Info("worker removed", "worker", w.cfg.Name)
+	e.note("worker removed", "worker", w.cfg.Name)
 }
