@@ -97,6 +97,7 @@ type Boss struct {
 	runsWG sync.WaitGroup // pipedef processes, and the work their ends start
 
 	uiSessions uiSessions // the browser tabs showing the UI
+	endedCases caseCache  // ended runs' test results, as read from the history
 
 	rules   FlakyRules
 	judging sync.Mutex // one run's tests are judged at a time

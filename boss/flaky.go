@@ -419,11 +419,16 @@ func (b *Boss) handleTests(w http.ResponseWriter, r *http.Request) {
 	httpapi.JSON(w, http.StatusOK, out)
 }
 
-// liveResults are the test results of run id so far, when it is active:
-// read off the engine, since a run's results are only ever appended to.
+// liveResults are the test results of run id so far, when the engine holds
+// it (active, or ended and not all written yet): read off the engine, since
+// a run's results are only ever appended to.
 func (b *Boss) liveResults(id int64) (results []bettertest.TestResult, active bool) {
 	b.do(func(e *engine) {
-		if a, ok := e.active[id]; ok {
+		a, ok := e.active[id]
+		if !ok {
+			a, ok = e.ended[id] // its last results may not be written yet
+		}
+		if ok {
 			active, results = true, a.results[:len(a.results):len(a.results)]
 		}
 	})
@@ -431,8 +436,8 @@ func (b *Boss) liveResults(id int64) (results []bettertest.TestResult, active bo
 }
 
 // testResults are a run's test results so far, of one task or of all when
-// task is "": from memory while the run is active (the store may not have
-// the newest yet), else from the store.
+// task is "": from memory while the engine holds the run (the store may not
+// have the newest yet), else from the cache of ended runs' or the store.
 func (b *Boss) testResults(ctx context.Context, id int64, task string) ([]bettertest.TestResult, error) {
 	results, active := b.liveResults(id)
 	if active {
@@ -444,7 +449,15 @@ func (b *Boss) testResults(ctx context.Context, id int64, task string) ([]better
 		}
 		return out, nil
 	}
-	return b.store.cases(ctx, id, task)
+	if out, ok := b.endedCases.get(id, task); ok {
+		return out, nil
+	}
+	out, err := b.store.cases(ctx, id, task)
+	if err != nil {
+		return nil, err
+	}
+	b.endedCases.put(id, task, out) // all written: its end is
+	return out, nil
 }
 
 // handleQuarantine answers POST /api/quarantine: quarantine a test, or release it.
