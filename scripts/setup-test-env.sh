@@ -65,7 +65,14 @@ if ! docker info >/dev/null 2>&1; then
 		say "starting docker.service"
 		systemctl start docker
 	else
-		start_notify dockerd "$DOCKERD_LOG" dockerd
+		# Networks of 256 addresses, 4,096 of them in the range of Docker's
+		# own default pools, which make about 30 bigger ones: the engine of
+		# Debian 12 (20.10) now and then keeps a removed container's
+		# endpoint, and the network it was on cannot be removed until the
+		# engine restarts (moby/moby#43286). A worker's network left that
+		# way would otherwise soon leave no pool for the next worker the
+		# tests start.
+		start_notify dockerd "$DOCKERD_LOG" dockerd --default-address-pool base=172.16.0.0/12,size=24
 	fi
 	docker info >/dev/null || die "the Docker engine still does not answer; see $DOCKERD_LOG"
 fi
@@ -75,13 +82,16 @@ fi
 # it was made before workers labelled their data dir. Each one holds one of
 # Docker's ~30 default address pools until it is removed. Networks in use
 # are left alone.
-docker network ls --quiet --filter label=dev.bettertest.worker |
-	while read -r net; do
-		dir=$(docker network inspect --format '{{index .Labels "dev.bettertest.data-dir"}}' "$net")
-		if [ -z "$dir" ] || [ ! -d "$dir" ]; then
-			docker network rm "$net" >/dev/null 2>&1 || true
-		fi
-	done
+stuck=0
+while read -r net; do
+	dir=$(docker network inspect --format '{{index .Labels "dev.bettertest.data-dir"}}' "$net")
+	if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+		docker network rm "$net" >/dev/null 2>&1 || stuck=$((stuck + 1))
+	fi
+done < <(docker network ls --quiet --filter label=dev.bettertest.worker)
+if [ "$stuck" -gt 0 ]; then
+	say "$stuck run networks of gone workers could not be removed: the engine keeps an endpoint of a removed container (moby/moby#43286); restarting the Docker engine frees them"
+fi
 
 # The base images: Debian minbase, imported as local images, one per Debian
 # release that enrollment is tested on (11 bullseye, 12 bookworm, 13 trixie).
