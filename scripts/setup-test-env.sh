@@ -79,18 +79,20 @@ fi
 
 # Run networks whose worker can never come back: its data dir is gone (a
 # test's worker killed, or cut off from Docker, cannot remove its own), or
-# it was made before workers labelled their data dir. Each one holds one of
-# Docker's ~30 default address pools until it is removed. Networks in use
-# are left alone.
+# it was made before workers labelled their data dir. Each one holds an
+# address pool until it is removed. Networks in use are left alone.
 stuck=0
 while read -r net; do
 	dir=$(docker network inspect --format '{{index .Labels "dev.bettertest.data-dir"}}' "$net")
 	if [ -z "$dir" ] || [ ! -d "$dir" ]; then
-		docker network rm "$net" >/dev/null 2>&1 || stuck=$((stuck + 1))
+		if ! docker network rm "$net" >/dev/null 2>&1 &&
+			[ "$(docker network inspect --format '{{len .Containers}}' "$net")" = 0 ]; then
+			stuck=$((stuck + 1))
+		fi
 	fi
 done < <(docker network ls --quiet --filter label=dev.bettertest.worker)
 if [ "$stuck" -gt 0 ]; then
-	say "$stuck run networks of gone workers could not be removed: the engine keeps an endpoint of a removed container (moby/moby#43286); restarting the Docker engine frees them"
+	say "$stuck run networks of gone workers, with no container on them, could not be removed: the engine keeps an endpoint of a removed container (moby/moby#43286); restarting it frees them"
 fi
 
 # The base images: Debian minbase, imported as local images, one per Debian
