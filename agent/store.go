@@ -139,19 +139,6 @@ func (s *store) treePath(hexID string) string {
 	return filepath.Join(s.dir, "trees", hexID, archiveRoot)
 }
 
-// size returns an artifact's size and marks it used, or false when the store
-// does not have it.
-func (s *store) size(hexID string) (int64, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	it := s.items[hexID]
-	if it == nil {
-		return 0, false
-	}
-	s.touchLocked(hexID, it)
-	return it.size, true
-}
-
 func (s *store) touchLocked(hexID string, it *stored) {
 	now := time.Now()
 	it.lastUse = now

@@ -33,8 +33,6 @@ type gitHub struct {
 	failures int // answer this many requests with 500 first
 }
 
-func newGitHub(t *testing.T, token string) *gitHub { return newGitHubFor(t, token, "o/app") }
-
 // newGitHubFor is a stand-in that takes statuses for the repository fullName.
 func newGitHubFor(t *testing.T, token, fullName string) *gitHub {
 	g := &gitHub{statuses: make(chan string, 100)}

@@ -46,8 +46,6 @@ ansible_ssh_private_key_file=%s
 	return inventory, b1, t1
 }
 
-var sudoNoOpRun = append([]string{"connect=ok", "passwordless sudo=ok"}, noOpRun[1:]...)
-
 var removeRun = []string{
 	"connect=ok", "gather facts=ok", "local worker record removed=changed", "worker service stopped=changed",
 	"worker unit removed=changed", "bettertest binary removed=changed", "worker token removed=changed",
